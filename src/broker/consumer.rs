@@ -1,0 +1,200 @@
+//! Consumers as queues see them, the prefetch credit shared between a
+//! queue and the channel that consumes from it, and the events a queue sends
+//! to a connection task.
+//!
+//! Credit rules: a queue may hand a message to a consumer only after taking a
+//! unit of credit (`ConsumerCredit::try_acquire`); the channel returns it on
+//! ack/nack/reject and then asks the consumer's queue to dispatch again. A
+//! no-ack consumer needs no prefetch credit but is still bounded by its
+//! connection's backlog of unwritten deliveries, so one slow connection never
+//! grows without limit and never stalls the queue's other consumers.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::message::QueuedMessage;
+use super::queue::Queue;
+
+/// How many deliveries may wait in a connection's mailbox before its
+/// consumers are treated as full until the connection catches up.
+pub const CONNECTION_BACKLOG_LIMIT: usize = 2_000;
+
+/// Events queues send to a connection task.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// Deliver a message to a consumer.
+    Deliver {
+        /// Channel of the consumer.
+        channel: u16,
+        /// Consumer tag.
+        consumer_tag: Arc<str>,
+        /// The queue it came from (for ack/requeue).
+        queue: Arc<Queue>,
+        /// The message.
+        message: QueuedMessage,
+        /// Credit taken for it (None for no-ack consumers).
+        credit: Option<Arc<ConsumerCredit>>,
+    },
+    /// The queue went away: tell the client with basic.cancel.
+    ConsumerCancelled {
+        /// Channel of the consumer.
+        channel: u16,
+        /// Consumer tag.
+        consumer_tag: Arc<str>,
+    },
+}
+
+/// The sending side of a connection's mailbox, with its backlog counter.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    /// Unique connection id.
+    pub id: u64,
+    tx: UnboundedSender<ConnEvent>,
+    backlog: Arc<AtomicUsize>,
+    starved: Arc<AtomicBool>,
+}
+
+impl ConnHandle {
+    /// Wrap a connection's mailbox.
+    pub fn new(id: u64, tx: UnboundedSender<ConnEvent>) -> Self {
+        ConnHandle {
+            id,
+            tx,
+            backlog: Arc::new(AtomicUsize::new(0)),
+            starved: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the connection can take another delivery now; if not, it is
+    /// marked so that it wakes its queues once it has caught up.
+    pub fn has_room(&self) -> bool {
+        if self.backlog.load(Ordering::Acquire) < CONNECTION_BACKLOG_LIMIT {
+            true
+        } else {
+            self.starved.store(true, Ordering::Release);
+            false
+        }
+    }
+
+    /// Send a delivery; gives the event back if the connection is gone.
+    pub fn send(&self, event: ConnEvent) -> Result<(), ConnEvent> {
+        if matches!(event, ConnEvent::Deliver { .. }) {
+            self.backlog.fetch_add(1, Ordering::AcqRel);
+        }
+        self.tx.send(event).map_err(|e| {
+            self.backlog.fetch_sub(1, Ordering::AcqRel);
+            e.0
+        })
+    }
+
+    /// Called by the connection for each delivery taken from its mailbox.
+    pub fn delivery_taken(&self) {
+        self.backlog.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Clears and returns whether some queue found this connection full.
+    pub fn take_starved(&self) -> bool {
+        self.backlog.load(Ordering::Acquire) < CONNECTION_BACKLOG_LIMIT / 2
+            && self.starved.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Channel-wide prefetch (basic.qos global=true) and flow state.
+#[derive(Debug, Default)]
+pub struct ChannelCredit {
+    /// 0 means unlimited.
+    pub prefetch: AtomicU32,
+    /// Unacked deliveries to this channel's consumers.
+    pub outstanding: AtomicU32,
+}
+
+/// Per-consumer prefetch, linked to its channel's.
+#[derive(Debug)]
+pub struct ConsumerCredit {
+    /// Per-consumer limit fixed at consume time; 0 means unlimited.
+    pub prefetch: u32,
+    /// Unacked deliveries to this consumer.
+    pub outstanding: AtomicU32,
+    /// The channel-wide limit.
+    pub channel: Arc<ChannelCredit>,
+}
+
+impl ConsumerCredit {
+    /// Take one unit of credit if both limits allow it.
+    pub fn try_acquire(&self) -> bool {
+        if self.prefetch > 0 && self.outstanding.load(Ordering::Acquire) >= self.prefetch {
+            return false;
+        }
+        let ch = &self.channel;
+        let limit = ch.prefetch.load(Ordering::Acquire);
+        let took = ch
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (limit == 0 || n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        if took {
+            self.outstanding.fetch_add(1, Ordering::AcqRel);
+        }
+        took
+    }
+
+    /// Give back one unit (ack, nack, reject, requeue).
+    pub fn release(&self) {
+        let dec = |n: u32| Some(n.saturating_sub(1));
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, dec);
+        let _ = self
+            .channel
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, dec);
+    }
+}
+
+/// A consumer registered on a queue.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Consumer tag.
+    pub tag: Arc<str>,
+    /// Channel it consumes on.
+    pub channel: u16,
+    /// Its connection.
+    pub conn: ConnHandle,
+    /// Auto-ack mode.
+    pub no_ack: bool,
+    /// Holds the queue exclusively.
+    pub exclusive: bool,
+    /// Prefetch credit.
+    pub credit: Arc<ConsumerCredit>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_and_channel_limits_both_apply() {
+        let ch = Arc::new(ChannelCredit::default());
+        ch.prefetch.store(3, Ordering::Release);
+        let a = ConsumerCredit {
+            prefetch: 2,
+            outstanding: AtomicU32::new(0),
+            channel: ch.clone(),
+        };
+        let b = ConsumerCredit {
+            prefetch: 0,
+            outstanding: AtomicU32::new(0),
+            channel: ch.clone(),
+        };
+        assert!(a.try_acquire());
+        assert!(a.try_acquire());
+        assert!(!a.try_acquire(), "consumer limit");
+        assert!(b.try_acquire());
+        assert!(!b.try_acquire(), "channel limit");
+        a.release();
+        assert!(b.try_acquire());
+    }
+}

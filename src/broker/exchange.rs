@@ -1,0 +1,336 @@
+//! Exchanges: their declared properties, their bindings, and the routing
+//! table each type keeps (direct: key → destinations; fanout: a set; topic: a
+//! trie; headers: parsed binding arguments).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use amq_protocol::types::FieldTable;
+use indexmap::IndexSet;
+
+use super::headers::HeadersBinding;
+use super::topic::TopicTrie;
+use crate::protocol::AmqpError;
+
+/// Where a binding sends messages.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// A queue, by name.
+    Queue(Arc<str>),
+    /// Another exchange, by name (exchange-to-exchange binding).
+    Exchange(Arc<str>),
+}
+
+/// One binding from an exchange.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    /// Target.
+    pub dest: Destination,
+    /// Binding key.
+    pub routing_key: String,
+    /// Binding arguments.
+    pub arguments: FieldTable,
+}
+
+/// The exchange types Warren knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Exact routing-key match.
+    Direct,
+    /// Every binding.
+    Fanout,
+    /// Dot-separated patterns with `*` and `#`.
+    Topic,
+    /// Header table matching.
+    Headers,
+}
+
+impl ExchangeKind {
+    /// Parse a type name as given in exchange.declare.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "direct" => ExchangeKind::Direct,
+            "fanout" => ExchangeKind::Fanout,
+            "topic" => ExchangeKind::Topic,
+            "headers" => ExchangeKind::Headers,
+            _ => return None,
+        })
+    }
+
+    /// The type name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum RoutingTable {
+    Direct(HashMap<String, IndexSet<Destination>>),
+    Fanout(IndexSet<Destination>),
+    Topic(TopicTrie<Destination>),
+    Headers(Vec<(HeadersBinding, Destination)>),
+}
+
+/// A declared exchange.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Name.
+    pub name: Arc<str>,
+    /// Type.
+    pub kind: ExchangeKind,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Cannot be published to directly.
+    pub internal: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+    /// Name of the alternate exchange, from the `alternate-exchange` argument.
+    pub alternate_exchange: Option<String>,
+    bindings: Vec<Binding>,
+    table: RoutingTable,
+}
+
+impl Exchange {
+    /// A new exchange with no bindings.
+    pub fn new(
+        name: &str,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Self {
+        let table = match kind {
+            ExchangeKind::Direct => RoutingTable::Direct(HashMap::new()),
+            ExchangeKind::Fanout => RoutingTable::Fanout(IndexSet::new()),
+            ExchangeKind::Topic => RoutingTable::Topic(TopicTrie::default()),
+            ExchangeKind::Headers => RoutingTable::Headers(Vec::new()),
+        };
+        let alternate_exchange =
+            arguments
+                .inner()
+                .get("alternate-exchange")
+                .and_then(|v| match v {
+                    amq_protocol::types::AMQPValue::LongString(s) => {
+                        Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                    }
+                    amq_protocol::types::AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                    _ => None,
+                });
+        Exchange {
+            name: Arc::from(name),
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            alternate_exchange,
+            bindings: Vec::new(),
+            table,
+        }
+    }
+
+    /// All bindings from this exchange.
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// Whether any binding leaves this exchange.
+    pub fn has_bindings(&self) -> bool {
+        !self.bindings.is_empty()
+    }
+
+    /// Add a binding; Ok(false) if an identical one exists.
+    pub fn bind(&mut self, binding: Binding) -> Result<bool, AmqpError> {
+        if self.bindings.contains(&binding) {
+            return Ok(false);
+        }
+        match &mut self.table {
+            RoutingTable::Direct(map) => {
+                map.entry(binding.routing_key.clone())
+                    .or_default()
+                    .insert(binding.dest.clone());
+            }
+            RoutingTable::Fanout(set) => {
+                set.insert(binding.dest.clone());
+            }
+            RoutingTable::Topic(trie) => {
+                trie.insert(&binding.routing_key, binding.dest.clone());
+            }
+            RoutingTable::Headers(list) => {
+                list.push((
+                    HeadersBinding::parse(&binding.arguments)?,
+                    binding.dest.clone(),
+                ));
+            }
+        }
+        self.bindings.push(binding);
+        Ok(true)
+    }
+
+    /// Remove a binding; false if there was none.
+    pub fn unbind(&mut self, binding: &Binding) -> bool {
+        let Some(pos) = self.bindings.iter().position(|b| b == binding) else {
+            return false;
+        };
+        self.bindings.remove(pos);
+        self.unindex(binding);
+        true
+    }
+
+    /// Remove every binding to `dest`; returns how many went.
+    pub fn unbind_destination(&mut self, dest: &Destination) -> usize {
+        let gone: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter(|b| &b.dest == dest)
+            .cloned()
+            .collect();
+        self.bindings.retain(|b| &b.dest != dest);
+        for b in &gone {
+            self.unindex(b);
+        }
+        gone.len()
+    }
+
+    /// Drop `binding` from the routing table unless another binding still
+    /// needs the same entry (same destination and key, other arguments).
+    fn unindex(&mut self, binding: &Binding) {
+        let still = |b: &Binding| b.dest == binding.dest && b.routing_key == binding.routing_key;
+        match &mut self.table {
+            RoutingTable::Direct(map) => {
+                if !self.bindings.iter().any(still) {
+                    if let Some(set) = map.get_mut(&binding.routing_key) {
+                        set.shift_remove(&binding.dest);
+                        if set.is_empty() {
+                            map.remove(&binding.routing_key);
+                        }
+                    }
+                }
+            }
+            RoutingTable::Fanout(set) => {
+                if !self.bindings.iter().any(|b| b.dest == binding.dest) {
+                    set.shift_remove(&binding.dest);
+                }
+            }
+            RoutingTable::Topic(trie) => {
+                if !self.bindings.iter().any(still) {
+                    trie.remove(&binding.routing_key, &binding.dest);
+                }
+            }
+            RoutingTable::Headers(list) => {
+                if let Ok(parsed) = HeadersBinding::parse(&binding.arguments) {
+                    if let Some(pos) = list
+                        .iter()
+                        .position(|(h, d)| h == &parsed && d == &binding.dest)
+                    {
+                        list.remove(pos);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Add the destinations this exchange routes `key` / `headers` to.
+    pub fn route(&self, key: &str, headers: Option<&FieldTable>, out: &mut IndexSet<Destination>) {
+        match &self.table {
+            RoutingTable::Direct(map) => {
+                if let Some(set) = map.get(key) {
+                    out.extend(set.iter().cloned());
+                }
+            }
+            RoutingTable::Fanout(set) => out.extend(set.iter().cloned()),
+            RoutingTable::Topic(trie) => trie.matches(key, out),
+            RoutingTable::Headers(list) => {
+                for (h, d) in list {
+                    if h.matches(headers) {
+                        out.insert(d.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(name: &str) -> Destination {
+        Destination::Queue(Arc::from(name))
+    }
+
+    fn binding(dest: Destination, key: &str) -> Binding {
+        Binding {
+            dest,
+            routing_key: key.to_string(),
+            arguments: FieldTable::default(),
+        }
+    }
+
+    fn routed(x: &Exchange, key: &str) -> Vec<Destination> {
+        let mut out = IndexSet::new();
+        x.route(key, None, &mut out);
+        out.into_iter().collect()
+    }
+
+    #[test]
+    fn direct_routes_by_exact_key() {
+        let mut x = Exchange::new(
+            "d",
+            ExchangeKind::Direct,
+            false,
+            false,
+            false,
+            FieldTable::default(),
+        );
+        x.bind(binding(q("a"), "k")).unwrap();
+        x.bind(binding(q("b"), "other")).unwrap();
+        assert_eq!(routed(&x, "k"), vec![q("a")]);
+        assert!(routed(&x, "nope").is_empty());
+    }
+
+    #[test]
+    fn duplicate_bind_is_idempotent_and_unbind_removes() {
+        let mut x = Exchange::new(
+            "d",
+            ExchangeKind::Direct,
+            false,
+            false,
+            false,
+            FieldTable::default(),
+        );
+        assert!(x.bind(binding(q("a"), "k")).unwrap());
+        assert!(!x.bind(binding(q("a"), "k")).unwrap());
+        assert!(x.unbind(&binding(q("a"), "k")));
+        assert!(!x.unbind(&binding(q("a"), "k")));
+        assert!(routed(&x, "k").is_empty());
+    }
+
+    #[test]
+    fn fanout_ignores_key() {
+        let mut x = Exchange::new(
+            "f",
+            ExchangeKind::Fanout,
+            false,
+            false,
+            false,
+            FieldTable::default(),
+        );
+        x.bind(binding(q("a"), "x")).unwrap();
+        x.bind(binding(q("a"), "y")).unwrap();
+        x.bind(binding(q("b"), "")).unwrap();
+        assert_eq!(routed(&x, "whatever"), vec![q("a"), q("b")]);
+        x.unbind(&binding(q("a"), "x"));
+        assert_eq!(routed(&x, "").len(), 2, "a is still bound with key y");
+        assert_eq!(x.unbind_destination(&q("a")), 1);
+        assert_eq!(routed(&x, ""), vec![q("b")]);
+    }
+}

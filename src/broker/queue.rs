@@ -1,0 +1,242 @@
+//! A queue: its declared properties, its ready messages and its consumers.
+//!
+//! All mutable state sits behind one short-held mutex per queue (never held
+//! across `.await`: nothing in here is async). Publishers push under it and
+//! dispatch happens in the same critical section, handing messages to
+//! consumers round-robin, each only while it has prefetch credit.
+
+use std::sync::Arc;
+
+use amq_protocol::types::FieldTable;
+use parking_lot::Mutex;
+
+use super::consumer::{ConnEvent, Consumer};
+use super::message::{Message, QueuedMessage};
+use super::ready::ReadyMessages;
+use crate::protocol::AmqpError;
+
+/// A declared queue.
+#[derive(Debug)]
+pub struct Queue {
+    /// Name.
+    pub name: Arc<str>,
+    /// Vhost name, for error texts.
+    pub vhost: Arc<str>,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Owning connection of an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ready: ReadyMessages,
+    consumers: Vec<Consumer>,
+    next_consumer: usize,
+    had_consumer: bool,
+    deleted: bool,
+}
+
+/// What removing a consumer left behind.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConsumerRemoval {
+    /// A consumer was removed.
+    pub removed: bool,
+    /// The queue is auto-delete and has just lost its last consumer.
+    pub should_auto_delete: bool,
+}
+
+impl Queue {
+    /// A new, empty queue.
+    pub fn new(
+        name: &str,
+        vhost: &str,
+        durable: bool,
+        exclusive_owner: Option<u64>,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> Self {
+        Queue {
+            name: Arc::from(name),
+            vhost: Arc::from(vhost),
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            state: Mutex::new(QueueState::default()),
+        }
+    }
+
+    /// Enqueue a routed message and hand out what consumers can take.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+        let mut st = self.state.lock();
+        if st.deleted {
+            return;
+        }
+        st.ready.push(message);
+        self.dispatch_locked(&mut st);
+    }
+
+    /// Hand out ready messages to consumers with credit.
+    pub fn dispatch(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        self.dispatch_locked(&mut st);
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState) {
+        while !st.ready.is_empty() && !st.consumers.is_empty() {
+            let n = st.consumers.len();
+            let start = st.next_consumer % n;
+            let Some(idx) = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| can_take(&st.consumers[i]))
+            else {
+                return;
+            };
+            let Some(message) = st.ready.pop() else {
+                return;
+            };
+            let c = &st.consumers[idx];
+            let credit = (!c.no_ack).then(|| c.credit.clone());
+            let event = ConnEvent::Deliver {
+                channel: c.channel,
+                consumer_tag: c.tag.clone(),
+                queue: self.clone(),
+                message,
+                credit: credit.clone(),
+            };
+            match c.conn.send(event) {
+                Ok(()) => st.next_consumer = idx + 1,
+                Err(ConnEvent::Deliver { message, .. }) => {
+                    // The connection is gone; its cleanup will remove the
+                    // consumer too, but drop it now so dispatch can go on.
+                    if let Some(credit) = credit {
+                        credit.release();
+                    }
+                    st.ready.unpop(message);
+                    st.consumers.remove(idx);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// basic.get: take the head message, with the count left behind it.
+    pub fn get(&self) -> Option<(QueuedMessage, u32)> {
+        let mut st = self.state.lock();
+        let m = st.ready.pop()?;
+        Some((m, st.ready.len() as u32))
+    }
+
+    /// Return unacked messages to their original positions.
+    pub fn requeue(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
+        let mut st = self.state.lock();
+        if st.deleted {
+            return;
+        }
+        for m in messages {
+            st.ready.requeue(m);
+        }
+        self.dispatch_locked(&mut st);
+    }
+
+    /// Put back a message that was dispatched but never reached the client
+    /// (its connection went away first); it keeps its redelivered flag.
+    pub fn return_undelivered(self: &Arc<Self>, message: QueuedMessage) {
+        let mut st = self.state.lock();
+        if st.deleted {
+            return;
+        }
+        st.ready.unpop(message);
+        self.dispatch_locked(&mut st);
+    }
+
+    /// Register a consumer, enforcing exclusive consumption.
+    pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<(), AmqpError> {
+        let mut st = self.state.lock();
+        if st.deleted {
+            return Err(AmqpError::not_found(format!(
+                "no queue '{}' in vhost '{}'",
+                self.name, self.vhost
+            )));
+        }
+        if st.consumers.iter().any(|c| c.exclusive)
+            || (consumer.exclusive && !st.consumers.is_empty())
+        {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                self.name, self.vhost
+            )));
+        }
+        st.consumers.push(consumer);
+        st.had_consumer = true;
+        self.dispatch_locked(&mut st);
+        Ok(())
+    }
+
+    /// Remove one consumer (basic.cancel or channel close).
+    pub fn remove_consumer(&self, conn_id: u64, channel: u16, tag: &str) -> ConsumerRemoval {
+        self.remove_consumers_where(|c| {
+            c.conn.id == conn_id && c.channel == channel && &*c.tag == tag
+        })
+    }
+
+    fn remove_consumers_where(&self, pred: impl Fn(&Consumer) -> bool) -> ConsumerRemoval {
+        let mut st = self.state.lock();
+        let before = st.consumers.len();
+        st.consumers.retain(|c| !pred(c));
+        let removed = st.consumers.len() != before;
+        ConsumerRemoval {
+            removed,
+            should_auto_delete: removed
+                && self.auto_delete
+                && st.had_consumer
+                && st.consumers.is_empty()
+                && !st.deleted,
+        }
+    }
+
+    /// Drop all messages; returns how many.
+    pub fn purge(&self) -> u32 {
+        self.state.lock().ready.purge() as u32
+    }
+
+    /// Ready messages (unacked ones excluded, as RabbitMQ reports).
+    pub fn message_count(&self) -> u32 {
+        self.state.lock().ready.len() as u32
+    }
+
+    /// Registered consumers.
+    pub fn consumer_count(&self) -> u32 {
+        self.state.lock().consumers.len() as u32
+    }
+
+    /// Mark deleted, drop messages, and cancel consumers (each connection
+    /// gets basic.cancel). Returns the number of messages dropped.
+    pub fn mark_deleted(&self) -> u32 {
+        let mut st = self.state.lock();
+        st.deleted = true;
+        let n = st.ready.purge() as u32;
+        for c in st.consumers.drain(..) {
+            let _ = c.conn.send(ConnEvent::ConsumerCancelled {
+                channel: c.channel,
+                consumer_tag: c.tag.clone(),
+            });
+        }
+        n
+    }
+
+    /// Whether this queue has been deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.state.lock().deleted
+    }
+}
+
+fn can_take(c: &Consumer) -> bool {
+    c.conn.has_room() && (c.no_ack || c.credit.try_acquire())
+}

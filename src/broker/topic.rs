@@ -1,0 +1,198 @@
+//! Topic-exchange matching with a trie over the dot-separated words of the
+//! binding patterns, so routing a key costs a walk of the trie, not a regex
+//! per binding.
+//!
+//! RabbitMQ's rules: `*` matches exactly one word (which may be empty: `a.*.b`
+//! matches `a..b`), `#` matches zero or more words, the empty routing key is
+//! zero words (so it matches `#` and the empty pattern but not `*`).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use indexmap::IndexSet;
+
+/// Destinations of type `D` indexed by topic pattern.
+#[derive(Debug)]
+pub struct TopicTrie<D: Eq + Hash + Clone> {
+    root: Node<D>,
+}
+
+#[derive(Debug)]
+struct Node<D: Eq + Hash + Clone> {
+    children: HashMap<String, Node<D>>,
+    dests: IndexSet<D>,
+}
+
+impl<D: Eq + Hash + Clone> Default for Node<D> {
+    fn default() -> Self {
+        Node {
+            children: HashMap::new(),
+            dests: IndexSet::new(),
+        }
+    }
+}
+
+impl<D: Eq + Hash + Clone> Default for TopicTrie<D> {
+    fn default() -> Self {
+        TopicTrie {
+            root: Node::default(),
+        }
+    }
+}
+
+/// Split a key or pattern into words; the empty string is zero words.
+fn words(s: &str) -> Vec<&str> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split('.').collect()
+    }
+}
+
+impl<D: Eq + Hash + Clone> TopicTrie<D> {
+    /// Add `dest` under `pattern`; false if it was already there.
+    pub fn insert(&mut self, pattern: &str, dest: D) -> bool {
+        let mut node = &mut self.root;
+        for w in words(pattern) {
+            node = node.children.entry(w.to_string()).or_default();
+        }
+        node.dests.insert(dest)
+    }
+
+    /// Remove `dest` from `pattern`; false if it was not there.
+    pub fn remove(&mut self, pattern: &str, dest: &D) -> bool {
+        fn rec<D: Eq + Hash + Clone>(node: &mut Node<D>, ws: &[&str], dest: &D) -> bool {
+            match ws.split_first() {
+                None => node.dests.shift_remove(dest),
+                Some((w, rest)) => {
+                    let Some(child) = node.children.get_mut(*w) else {
+                        return false;
+                    };
+                    let removed = rec(child, rest, dest);
+                    if child.dests.is_empty() && child.children.is_empty() {
+                        node.children.remove(*w);
+                    }
+                    removed
+                }
+            }
+        }
+        rec(&mut self.root, &words(pattern), dest)
+    }
+
+    /// Every destination whose pattern matches `key`, each once.
+    pub fn matches(&self, key: &str, out: &mut IndexSet<D>) {
+        let ws = words(key);
+        walk(&self.root, &ws, out);
+    }
+}
+
+fn walk<D: Eq + Hash + Clone>(node: &Node<D>, ws: &[&str], out: &mut IndexSet<D>) {
+    if let Some(hash) = node.children.get("#") {
+        // `#` swallows zero or more words: try every split point.
+        for skip in 0..=ws.len() {
+            walk(hash, &ws[skip..], out);
+        }
+    }
+    match ws.split_first() {
+        None => out.extend(node.dests.iter().cloned()),
+        Some((w, rest)) => {
+            if let Some(child) = node.children.get(*w) {
+                walk(child, rest, out);
+            }
+            if *w != "*" {
+                if let Some(star) = node.children.get("*") {
+                    walk(star, rest, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, key: &str) -> bool {
+        let mut t = TopicTrie::default();
+        t.insert(pattern, 1);
+        let mut out = IndexSet::new();
+        t.matches(key, &mut out);
+        !out.is_empty()
+    }
+
+    #[test]
+    fn literal_words() {
+        assert!(matches("a.b.c", "a.b.c"));
+        assert!(!matches("a.b.c", "a.b"));
+        assert!(!matches("a.b", "a.b.c"));
+    }
+
+    #[test]
+    fn star_matches_exactly_one_word() {
+        assert!(matches("a.*.c", "a.b.c"));
+        assert!(!matches("a.*.c", "a.c"));
+        assert!(!matches("a.*", "a.b.c"));
+        assert!(matches("a.*.b", "a..b"));
+        assert!(matches("*.*", "."));
+        assert!(matches("*.*", "a."));
+        assert!(!matches("*", ""));
+    }
+
+    #[test]
+    fn hash_matches_zero_or_more_words() {
+        assert!(matches("#", ""));
+        assert!(matches("#", "a.b.c"));
+        assert!(matches("a.#", "a"));
+        assert!(matches("a.#", "a.b.c"));
+        assert!(matches("#.c", "c"));
+        assert!(matches("a.#.c", "a.c"));
+        assert!(matches("a.#.c", "a.x.y.c"));
+        assert!(!matches("a.#.c", "a.x.y"));
+        assert!(!matches("#.*", ""));
+        assert!(matches("#.*", "a"));
+        assert!(matches("#.#", ""));
+    }
+
+    #[test]
+    fn hash_dot_only_matches_trailing_dot() {
+        assert!(matches("#.", "a."));
+        assert!(matches("#.", "."));
+        assert!(!matches("#.", "a"));
+    }
+
+    #[test]
+    fn empty_pattern_matches_only_empty_key() {
+        assert!(matches("", ""));
+        assert!(!matches("", "a"));
+    }
+
+    #[test]
+    fn literal_star_in_key_is_not_double_counted() {
+        let mut t = TopicTrie::default();
+        t.insert("*", 1);
+        let mut out = IndexSet::new();
+        t.matches("*", &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn overlapping_patterns_give_one_copy() {
+        let mut t = TopicTrie::default();
+        t.insert("a.*", "q");
+        t.insert("a.#", "q");
+        t.insert("#", "q");
+        t.insert("#", "r");
+        let mut out = IndexSet::new();
+        t.matches("a.b", &mut out);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn remove_prunes() {
+        let mut t = TopicTrie::default();
+        t.insert("a.b.#", 1);
+        assert!(t.remove("a.b.#", &1));
+        assert!(!t.remove("a.b.#", &1));
+        assert!(t.root.children.is_empty());
+    }
+}

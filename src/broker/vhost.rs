@@ -1,0 +1,607 @@
+//! A virtual host: its exchanges, queues and bindings, and routing.
+//!
+//! Lock rules (the only lock above the per-queue ones):
+//! - `topology` is a `parking_lot::RwLock`, never held across `.await`
+//!   (nothing in this module is async).
+//! - Publishing takes the read lock only to compute the target queues, then
+//!   releases it before touching any queue; queue mutexes are never taken
+//!   while `topology` is held for writing, except `Queue::mark_deleted`,
+//!   which takes only that queue's mutex. Queue locks never take `topology`.
+//!   So the order is always topology → queue, and no cycle exists.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use amq_protocol::protocol::{exchange, queue};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use indexmap::IndexSet;
+use parking_lot::RwLock;
+use rand::Rng;
+
+use super::arguments::{self, as_int, show, type_name, validate_queue_arguments};
+use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use super::queue::Queue;
+use crate::protocol::AmqpError;
+
+/// Declare-ok counts for a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The queue's (possibly server-generated) name.
+    pub name: String,
+    /// Ready messages.
+    pub message_count: u32,
+    /// Consumers.
+    pub consumer_count: u32,
+}
+
+#[derive(Debug, Default)]
+struct Topology {
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, Arc<Queue>>,
+}
+
+/// One virtual host.
+#[derive(Debug)]
+pub struct VHost {
+    /// Name.
+    pub name: Arc<str>,
+    topology: RwLock<Topology>,
+}
+
+/// The queue arguments RabbitMQ compares on redeclare.
+const COMPARED_QUEUE_ARGS: &[&str] = &[
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-message-ttl",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-queue-master-locator",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+    "x-quorum-initial-group-size",
+];
+
+impl VHost {
+    /// A vhost with the default and `amq.*` exchanges.
+    pub fn new(name: &str) -> Self {
+        let mut topo = Topology::default();
+        for (xname, kind) in [
+            ("", ExchangeKind::Direct),
+            ("amq.direct", ExchangeKind::Direct),
+            ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.topic", ExchangeKind::Topic),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
+        ] {
+            topo.exchanges.insert(
+                xname.to_string(),
+                Exchange::new(xname, kind, true, false, false, FieldTable::default()),
+            );
+        }
+        VHost {
+            name: Arc::from(name),
+            topology: RwLock::new(topo),
+        }
+    }
+
+    fn no_exchange(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_queue(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    fn locked(&self, name: &str) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            self.name
+        ))
+    }
+
+    fn default_exchange_refused() -> AmqpError {
+        AmqpError::access_refused("operation not permitted on the default exchange")
+    }
+
+    /// exchange.declare.
+    pub fn declare_exchange(&self, d: &exchange::Declare) -> Result<(), AmqpError> {
+        let name = d.exchange.as_str();
+        if name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut topo = self.topology.write();
+        if d.passive {
+            return match topo.exchanges.get(name) {
+                Some(_) => Ok(()),
+                None => Err(self.no_exchange(name)),
+            };
+        }
+        let Some(kind) = ExchangeKind::parse(d.kind.as_str()) else {
+            let what = if d.kind.as_str().is_empty() {
+                "invalid"
+            } else {
+                "unknown"
+            };
+            return Err(AmqpError::command_invalid(format!(
+                "{what} exchange type '{}'",
+                d.kind
+            )));
+        };
+        if let Some(ae) = d.arguments.inner().get("alternate-exchange") {
+            if arguments::as_text(ae).is_none() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid type '{}' for arg 'alternate-exchange' in exchange '{name}' in vhost '{}'",
+                    type_name(ae),
+                    self.name
+                )));
+            }
+        }
+        if let Some(x) = topo.exchanges.get(name) {
+            let ae = |args: &FieldTable| args.inner().get("alternate-exchange").cloned();
+            let diff = |arg: &str, received: String, current: String| {
+                AmqpError::precondition_failed(format!(
+                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{received}' but current is '{current}'",
+                    self.name
+                ))
+            };
+            if x.kind != kind {
+                return Err(diff("type", kind.name().into(), x.kind.name().into()));
+            }
+            if x.durable != d.durable {
+                return Err(diff(
+                    "durable",
+                    d.durable.to_string(),
+                    x.durable.to_string(),
+                ));
+            }
+            if x.auto_delete != d.auto_delete {
+                return Err(diff(
+                    "auto_delete",
+                    d.auto_delete.to_string(),
+                    x.auto_delete.to_string(),
+                ));
+            }
+            if x.internal != d.internal {
+                return Err(diff(
+                    "internal",
+                    d.internal.to_string(),
+                    x.internal.to_string(),
+                ));
+            }
+            if ae(&x.arguments) != ae(&d.arguments) {
+                return Err(diff(
+                    "alternate-exchange",
+                    describe_arg(ae(&d.arguments).as_ref()),
+                    describe_arg(ae(&x.arguments).as_ref()),
+                ));
+            }
+            return Ok(());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        topo.exchanges.insert(
+            name.to_string(),
+            Exchange::new(
+                name,
+                kind,
+                d.durable,
+                d.auto_delete,
+                d.internal,
+                d.arguments.clone(),
+            ),
+        );
+        Ok(())
+    }
+
+    /// exchange.delete.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        let mut topo = self.topology.write();
+        let Some(x) = topo.exchanges.get(name) else {
+            return Ok(());
+        };
+        if if_unused && x.has_bindings() {
+            return Err(AmqpError::precondition_failed(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        topo.exchanges.remove(name);
+        remove_destination(&mut topo, &Destination::Exchange(Arc::from(name)));
+        Ok(())
+    }
+
+    /// exchange.bind / queue.bind to `dest`.
+    pub fn bind(
+        &self,
+        source: &str,
+        dest: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+        conn_id: u64,
+    ) -> Result<(), AmqpError> {
+        let mut topo = self.topology.write();
+        self.check_binding_ends(&topo, source, &dest, conn_id)?;
+        let Some(x) = topo.exchanges.get_mut(source) else {
+            return Err(self.no_exchange(source));
+        };
+        x.bind(Binding {
+            dest,
+            routing_key: routing_key.to_string(),
+            arguments: arguments.clone(),
+        })?;
+        Ok(())
+    }
+
+    /// exchange.unbind / queue.unbind. A missing binding, queue or exchange
+    /// is not an error (as in RabbitMQ); an existing binding to another
+    /// connection's exclusive queue is 405.
+    pub fn unbind(
+        &self,
+        source: &str,
+        dest: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+        conn_id: u64,
+    ) -> Result<(), AmqpError> {
+        if source.is_empty() || matches!(&dest, Destination::Exchange(d) if d.is_empty()) {
+            return Err(Self::default_exchange_refused());
+        }
+        let mut topo = self.topology.write();
+        let binding = Binding {
+            dest,
+            routing_key: routing_key.to_string(),
+            arguments: arguments.clone(),
+        };
+        let Some(x) = topo.exchanges.get(source) else {
+            return Ok(());
+        };
+        if !x.bindings().contains(&binding) {
+            return Ok(());
+        }
+        if let Destination::Queue(q) = &binding.dest {
+            if let Some(queue) = topo.queues.get(&**q) {
+                self.check_owner(queue, conn_id)?;
+            }
+        }
+        let Some(x) = topo.exchanges.get_mut(source) else {
+            return Ok(());
+        };
+        x.unbind(&binding);
+        if x.auto_delete && !x.has_bindings() {
+            let name = x.name.clone();
+            topo.exchanges.remove(&*name);
+            remove_destination(&mut topo, &Destination::Exchange(name));
+        }
+        Ok(())
+    }
+
+    fn check_binding_ends(
+        &self,
+        topo: &Topology,
+        source: &str,
+        dest: &Destination,
+        conn_id: u64,
+    ) -> Result<(), AmqpError> {
+        if source.is_empty() || matches!(dest, Destination::Exchange(d) if d.is_empty()) {
+            return Err(Self::default_exchange_refused());
+        }
+        match dest {
+            Destination::Queue(q) => match topo.queues.get(&**q) {
+                None => return Err(self.no_queue(q)),
+                Some(queue) => self.check_owner(queue, conn_id)?,
+            },
+            Destination::Exchange(x) => {
+                if !topo.exchanges.contains_key(&**x) {
+                    return Err(self.no_exchange(x));
+                }
+            }
+        }
+        if !topo.exchanges.contains_key(source) {
+            return Err(self.no_exchange(source));
+        }
+        Ok(())
+    }
+
+    fn check_owner(&self, queue: &Queue, conn_id: u64) -> Result<(), AmqpError> {
+        match queue.exclusive_owner {
+            Some(owner) if owner != conn_id => Err(self.locked(&queue.name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// queue.declare.
+    pub fn declare_queue(&self, d: &queue::Declare, conn_id: u64) -> Result<QueueInfo, AmqpError> {
+        let requested = d.queue.as_str();
+        if d.passive {
+            let queue = self.queue(requested, conn_id)?;
+            return Ok(QueueInfo {
+                name: requested.to_string(),
+                message_count: queue.message_count(),
+                consumer_count: queue.consumer_count(),
+            });
+        }
+        if requested.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{requested}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let mut topo = self.topology.write();
+        let durable = d.durable && !d.exclusive;
+        let name = if requested.is_empty() {
+            loop {
+                let candidate = generated_name("amq.gen-");
+                if !topo.queues.contains_key(&candidate) {
+                    break candidate;
+                }
+            }
+        } else {
+            requested.to_string()
+        };
+        validate_queue_arguments(&d.arguments, &name, &self.name)?;
+        if let Some(q) = topo.queues.get(&name) {
+            self.check_owner(q, conn_id)?;
+            if q.exclusive_owner.is_some() != d.exclusive {
+                return Err(self.locked(&name));
+            }
+            self.check_queue_equivalent(q, d)?;
+            return Ok(QueueInfo {
+                name,
+                message_count: q.message_count(),
+                consumer_count: q.consumer_count(),
+            });
+        }
+        let queue = Queue::new(
+            &name,
+            &self.name,
+            durable,
+            d.exclusive.then_some(conn_id),
+            d.auto_delete,
+            d.arguments.clone(),
+        );
+        topo.queues.insert(name.clone(), Arc::new(queue));
+        Ok(QueueInfo {
+            name,
+            message_count: 0,
+            consumer_count: 0,
+        })
+    }
+
+    fn check_queue_equivalent(&self, q: &Queue, d: &queue::Declare) -> Result<(), AmqpError> {
+        let diff = |arg: &str, received: String, current: String| {
+            AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
+                q.name, self.name
+            ))
+        };
+        if q.exclusive_owner.is_none() && q.durable != d.durable {
+            return Err(diff(
+                "durable",
+                format!("'{}'", d.durable),
+                format!("'{}'", q.durable),
+            ));
+        }
+        if q.auto_delete != d.auto_delete {
+            return Err(diff(
+                "auto_delete",
+                format!("'{}'", d.auto_delete),
+                format!("'{}'", q.auto_delete),
+            ));
+        }
+        for key in COMPARED_QUEUE_ARGS {
+            let have = q.arguments.inner().get(*key);
+            let want = d.arguments.inner().get(*key);
+            if !args_equal(have, want) {
+                let (received, current) = match (want, have) {
+                    (Some(w), Some(h)) => (format!("'{}'", show(w)), format!("'{}'", show(h))),
+                    _ => (describe_typed(want), describe_typed(have)),
+                };
+                return Err(diff(key, received, current));
+            }
+        }
+        Ok(())
+    }
+
+    /// Look a queue up for an operation from `conn_id` (404 / 405).
+    pub fn queue(&self, name: &str, conn_id: u64) -> Result<Arc<Queue>, AmqpError> {
+        let topo = self.topology.read();
+        let q = topo.queues.get(name).ok_or_else(|| self.no_queue(name))?;
+        self.check_owner(q, conn_id)?;
+        Ok(q.clone())
+    }
+
+    /// queue.delete; a missing queue deletes nothing and is not an error.
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        conn_id: u64,
+    ) -> Result<u32, AmqpError> {
+        let mut topo = self.topology.write();
+        let Some(q) = topo.queues.get(name) else {
+            return Ok(0);
+        };
+        self.check_owner(q, conn_id)?;
+        if if_unused && q.consumer_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && q.message_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{name}' in vhost '{}' not empty",
+                self.name
+            )));
+        }
+        Ok(remove_queue(&mut topo, name))
+    }
+
+    /// Delete `queue` if it is still the one registered under its name
+    /// (auto-delete after the last consumer went).
+    pub fn auto_delete_queue(&self, queue: &Arc<Queue>) {
+        let mut topo = self.topology.write();
+        if topo
+            .queues
+            .get(&*queue.name)
+            .is_some_and(|q| Arc::ptr_eq(q, queue))
+        {
+            remove_queue(&mut topo, &queue.name);
+        }
+    }
+
+    /// Delete every exclusive queue owned by a closing connection.
+    pub fn delete_exclusive_queues(&self, conn_id: u64) {
+        let mut topo = self.topology.write();
+        let names: Vec<String> = topo
+            .queues
+            .iter()
+            .filter(|(_, q)| q.exclusive_owner == Some(conn_id))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            remove_queue(&mut topo, &n);
+        }
+    }
+
+    /// Route a message published to `exchange` with `routing_keys` (the
+    /// routing key plus any CC/BCC keys); appends each target queue once.
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<Queue>>,
+    ) -> Result<(), AmqpError> {
+        let topo = self.topology.read();
+        let Some(first) = topo.exchanges.get(exchange) else {
+            return Err(self.no_exchange(exchange));
+        };
+        if first.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        if exchange.is_empty() {
+            for key in routing_keys {
+                if let Some(q) = topo.queues.get(*key) {
+                    if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                        out.push(q.clone());
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut visited: IndexSet<&str> = IndexSet::new();
+        let mut pending = vec![first];
+        let mut queues: IndexSet<Arc<str>> = IndexSet::new();
+        let mut dests = IndexSet::new();
+        visited.insert(exchange);
+        while let Some(x) = pending.pop() {
+            dests.clear();
+            for key in routing_keys {
+                x.route(key, headers, &mut dests);
+            }
+            if dests.is_empty() {
+                if let Some(ae) = x.alternate_exchange.as_deref() {
+                    if let Some(alt) = topo.exchanges.get(ae) {
+                        if visited.insert(&*alt.name) {
+                            pending.push(alt);
+                        }
+                    }
+                }
+            }
+            for d in dests.drain(..) {
+                match d {
+                    Destination::Queue(q) => {
+                        queues.insert(q);
+                    }
+                    Destination::Exchange(name) => {
+                        if let Some(next) = topo.exchanges.get(&*name) {
+                            if visited.insert(&*next.name) {
+                                pending.push(next);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.extend(queues.iter().filter_map(|n| topo.queues.get(&**n).cloned()));
+        Ok(())
+    }
+}
+
+fn remove_queue(topo: &mut Topology, name: &str) -> u32 {
+    let Some(q) = topo.queues.remove(name) else {
+        return 0;
+    };
+    remove_destination(topo, &Destination::Queue(q.name.clone()));
+    q.mark_deleted()
+}
+
+/// Remove every binding to `dest`, then auto-delete exchanges left unbound.
+fn remove_destination(topo: &mut Topology, dest: &Destination) {
+    let mut emptied = Vec::new();
+    for (name, x) in topo.exchanges.iter_mut() {
+        if x.unbind_destination(dest) > 0 && x.auto_delete && !x.has_bindings() {
+            emptied.push(name.clone());
+        }
+    }
+    for name in emptied {
+        topo.exchanges.remove(&name);
+        remove_destination(topo, &Destination::Exchange(Arc::from(name.as_str())));
+    }
+}
+
+/// A server-generated name: the prefix and 22 random URL-safe base64
+/// characters, as RabbitMQ makes them.
+pub fn generated_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::thread_rng();
+    let suffix: String = (0..22)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+fn args_equal(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (as_int(x), as_int(y)) {
+            (Some(i), Some(j)) => i == j,
+            _ => type_name(x) == type_name(y) && show(x) == show(y),
+        },
+        _ => false,
+    }
+}
+
+fn describe_arg(v: Option<&AMQPValue>) -> String {
+    v.map_or_else(|| "none".to_string(), show)
+}
+
+fn describe_typed(v: Option<&AMQPValue>) -> String {
+    match v {
+        None => "none".into(),
+        Some(v) => format!("the value '{}' of type '{}'", show(v), type_name(v)),
+    }
+}

@@ -1,0 +1,177 @@
+//! Configuration: the TOML file, its defaults, and validation with errors
+//! that name the offending key. The defaults live in `config/warren.toml`
+//! (embedded, so the binary and the documented example cannot drift).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The example config shipped in the repository, which is also the default.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/warren.toml");
+
+/// A user that may log in.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Password (plain text in the config for now).
+    pub password: String,
+    /// Like RabbitMQ's guest: may only log in over a loopback address.
+    #[serde(default)]
+    pub loopback_only: bool,
+}
+
+/// Everything Warren can be configured with.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// AMQP port (0 picks a free one).
+    pub port: u16,
+    /// Where durable data lives.
+    pub data_dir: PathBuf,
+    /// tracing filter, e.g. "info" or "warren=debug".
+    pub log_level: String,
+    /// Heartbeat interval offered in connection.tune, seconds (0 = off).
+    pub heartbeat_s: u16,
+    /// Largest frame offered in connection.tune, bytes (≥ 4096).
+    pub frame_max: u32,
+    /// Most channels open at once per connection, offered in tune (1–65535).
+    pub channel_max: u16,
+    /// Largest message body accepted, bytes.
+    pub max_message_size: u64,
+    /// Time a client has to finish the handshake, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Virtual hosts.
+    pub vhosts: Vec<String>,
+    /// Users.
+    pub users: Vec<User>,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Default for Config {
+    fn default() -> Self {
+        match Config::parse(DEFAULT_CONFIG) {
+            Ok(c) => c,
+            // The embedded file is covered by a unit test; this is a build bug.
+            Err(e) => panic!("embedded default config is invalid: {e}"),
+        }
+    }
+}
+
+impl Config {
+    /// Parse a complete config from TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Load a file whose keys override the defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::with_overrides(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Merge a TOML fragment over the defaults.
+    pub fn with_overrides(text: &str) -> Result<Self, ConfigError> {
+        let mut base: toml::Table =
+            toml::from_str(DEFAULT_CONFIG).map_err(|e| ConfigError(e.to_string()))?;
+        let overrides: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        for (k, v) in overrides {
+            base.insert(k, v);
+        }
+        let config: Config = base
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err =
+            |key: &str, why: &str| Err(ConfigError(format!("invalid value for `{key}`: {why}")));
+        if self.frame_max < 4096 {
+            return err("frame_max", "must be at least 4096");
+        }
+        if self.channel_max == 0 {
+            return err("channel_max", "must be between 1 and 65535");
+        }
+        if self.max_message_size == 0 || self.max_message_size > 512 * 1024 * 1024 {
+            return err("max_message_size", "must be between 1 and 536870912 bytes");
+        }
+        if self.handshake_timeout_ms == 0 {
+            return err("handshake_timeout_ms", "must be positive");
+        }
+        if self.max_connections == 0 {
+            return err("max_connections", "must be positive");
+        }
+        if self.vhosts.is_empty() {
+            return err("vhosts", "at least one vhost is needed");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(ConfigError(format!("invalid value for `log_level`: {e}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::default();
+        assert_eq!(c.port, 5672);
+        assert_eq!(c.frame_max, 131072);
+        assert_eq!(c.max_message_size, 128 * 1024 * 1024);
+        assert_eq!(c.users[0].name, "guest");
+        assert!(c.users[0].loopback_only);
+    }
+
+    #[test]
+    fn overrides_merge_over_defaults() {
+        let c = Config::with_overrides("port = 5999\nheartbeat_s = 5").unwrap();
+        assert_eq!(c.port, 5999);
+        assert_eq!(c.heartbeat_s, 5);
+        assert_eq!(c.channel_max, Config::default().channel_max);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::with_overrides("prot = 1").unwrap_err();
+        assert!(e.0.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn bad_type_is_named() {
+        let e = Config::with_overrides("port = \"x\"").unwrap_err();
+        assert!(e.0.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn small_frame_max_is_refused() {
+        let e = Config::with_overrides("frame_max = 100").unwrap_err();
+        assert!(e.0.contains("frame_max"), "{e}");
+    }
+}

@@ -1,0 +1,486 @@
+//! The basic class: publish (with content assembly, routing, mandatory
+//! returns and confirms), consume/cancel, get, ack/nack/reject, recover, qos,
+//! and writing deliveries to the client.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use amq_protocol::protocol::basic::{self, AMQPMethod};
+use amq_protocol::protocol::AMQPClass;
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use bytes::Bytes;
+
+use super::channel::{ChannelConsumer, Settle, Unacked};
+use super::content::{ContentState, PendingPublish};
+use super::session::Session;
+use crate::broker::consumer::{Consumer, ConsumerCredit};
+use crate::broker::message::{decode_properties, encode_properties, Message, QueuedMessage};
+use crate::broker::queue::Queue;
+use crate::protocol::AmqpError;
+
+/// A fully received publish, ready to route.
+#[derive(Debug)]
+pub struct CompletePublish {
+    pub publish: basic::Publish,
+    pub properties: Bytes,
+    pub body: Bytes,
+}
+
+impl Session {
+    pub(super) fn basic_method(
+        &mut self,
+        id: u16,
+        m: AMQPMethod,
+        raw: &[u8],
+    ) -> Result<(), AmqpError> {
+        match m {
+            AMQPMethod::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::not_implemented("immediate=true"));
+                }
+                self.channel_mut(id)?.content = ContentState::ExpectHeader(p);
+                Ok(())
+            }
+            AMQPMethod::Qos(q) => {
+                let prefetch_size = raw
+                    .get(0..4)
+                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                if prefetch_size != 0 {
+                    return Err(AmqpError::not_implemented(format!(
+                        "prefetch_size!=0 ({prefetch_size})"
+                    )));
+                }
+                let ch = self.channel_mut(id)?;
+                if q.global {
+                    ch.credit
+                        .prefetch
+                        .store(u32::from(q.prefetch_count), Ordering::Release);
+                    for c in ch.consumers.values() {
+                        c.queue.dispatch();
+                    }
+                } else {
+                    ch.consumer_prefetch = u32::from(q.prefetch_count);
+                }
+                self.send(id, AMQPClass::Basic(AMQPMethod::QosOk(basic::QosOk {})));
+                Ok(())
+            }
+            AMQPMethod::Consume(c) => self.consume(id, c),
+            AMQPMethod::Cancel(c) => {
+                let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
+                let ch = self.channel_mut(id)?;
+                if let Some(cc) = ch.consumers.shift_remove(&tag) {
+                    let removal = cc.queue.remove_consumer(self.id, id, &tag);
+                    if removal.should_auto_delete {
+                        self.vhost.auto_delete_queue(&cc.queue);
+                    }
+                }
+                if !c.nowait {
+                    self.send(
+                        id,
+                        AMQPClass::Basic(AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPMethod::Get(g) => self.get(id, g),
+            AMQPMethod::Ack(a) => self.settle(id, a.delivery_tag, a.multiple, Settle::Ack),
+            AMQPMethod::Nack(n) => {
+                let how = if n.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Discard
+                };
+                self.settle(id, n.delivery_tag, n.multiple, how)
+            }
+            AMQPMethod::Reject(r) => {
+                let how = if r.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Discard
+                };
+                self.settle(id, r.delivery_tag, false, how)
+            }
+            AMQPMethod::Recover(r) => {
+                self.recover(id, r.requeue)?;
+                self.send(
+                    id,
+                    AMQPClass::Basic(AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
+                Ok(())
+            }
+            AMQPMethod::RecoverAsync(r) => self.recover(id, r.requeue),
+            _ => Err(AmqpError::command_invalid(
+                "unexpected basic method from client",
+            )),
+        }
+    }
+
+    pub(super) fn channel_mut(
+        &mut self,
+        id: u16,
+    ) -> Result<&mut super::channel::Channel, AmqpError> {
+        self.channels
+            .get_mut(&id)
+            .ok_or_else(|| AmqpError::channel_error("expected 'channel.open'"))
+    }
+
+    pub(super) fn content_header(
+        &mut self,
+        id: u16,
+        class_id: u16,
+        body_size: u64,
+        properties: Bytes,
+    ) -> Result<(), AmqpError> {
+        let max = self.broker.config.max_message_size;
+        let ch = self.channel_mut(id)?;
+        let publish = match std::mem::take(&mut ch.content) {
+            ContentState::ExpectHeader(p) => p,
+            ContentState::Idle => {
+                return Err(AmqpError::unexpected_frame(
+                    "expected method frame, got non method frame instead",
+                ))
+            }
+            ContentState::ExpectBody(_) => {
+                return Err(AmqpError::unexpected_frame(
+                    "expected content body, got non content body frame instead",
+                ))
+            }
+        };
+        if class_id != 60 {
+            return Err(AmqpError::frame_error(format!(
+                "content header for class {class_id}, expected class 60"
+            )));
+        }
+        if body_size > max {
+            return Err(AmqpError::precondition_failed(format!(
+                "message size {body_size} is larger than configured max size {max}"
+            ))
+            .at(60, 40));
+        }
+        let pending = PendingPublish {
+            publish,
+            properties,
+            body_size,
+            parts: Vec::new(),
+            received: 0,
+        };
+        if body_size == 0 {
+            return self.complete_publish(id, pending);
+        }
+        ch.content = ContentState::ExpectBody(pending);
+        Ok(())
+    }
+
+    pub(super) fn content_body(&mut self, id: u16, payload: Bytes) -> Result<(), AmqpError> {
+        let ch = self.channel_mut(id)?;
+        let ContentState::ExpectBody(pending) = &mut ch.content else {
+            let what = if matches!(ch.content, ContentState::ExpectHeader(_)) {
+                "expected content header for class 60, got non content header frame instead"
+            } else {
+                "expected method frame, got non method frame instead"
+            };
+            return Err(AmqpError::unexpected_frame(what));
+        };
+        pending.received += payload.len() as u64;
+        if pending.received > pending.body_size {
+            return Err(AmqpError::frame_error(format!(
+                "received {} body bytes but the content header declared {}",
+                pending.received, pending.body_size
+            )));
+        }
+        if !payload.is_empty() {
+            pending.parts.push(payload);
+        }
+        if pending.received == pending.body_size {
+            if let ContentState::ExpectBody(done) = std::mem::take(&mut ch.content) {
+                return self.complete_publish(id, done);
+            }
+        }
+        Ok(())
+    }
+
+    fn complete_publish(&mut self, id: u16, pending: PendingPublish) -> Result<(), AmqpError> {
+        let (publish, properties, body) = pending.body();
+        let complete = CompletePublish {
+            publish,
+            properties,
+            body,
+        };
+        let ch = self.channel_mut(id)?;
+        if let Some(tx) = &mut ch.tx {
+            tx.publishes.push(complete);
+            return Ok(());
+        }
+        self.route_publish(id, complete)?;
+        let ch = self.channel_mut(id)?;
+        if let Some(seq) = ch.confirm_seq.as_mut() {
+            ch.confirm_pending = Some(match ch.confirm_pending {
+                Some((first, _)) => (first, *seq),
+                None => (*seq, *seq),
+            });
+            *seq += 1;
+        }
+        Ok(())
+    }
+
+    /// Route a complete message and enqueue it; mandatory and unroutable
+    /// means basic.return.
+    pub(super) fn route_publish(&mut self, id: u16, p: CompletePublish) -> Result<(), AmqpError> {
+        let mut properties = p.properties;
+        let props = decode_properties(&properties);
+        let headers = props.as_ref().and_then(|p| p.headers().clone());
+        if let Some(user_id) = props.as_ref().and_then(|p| p.user_id().clone()) {
+            if user_id.as_str() != self.user {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    user_id, self.user
+                ))
+                .at(60, 40));
+            }
+        }
+        if let Some(exp) = props.as_ref().and_then(|p| p.expiration().clone()) {
+            check_expiration(exp.as_str()).map_err(|e| e.at(60, 40))?;
+        }
+        let mut keys: Vec<String> = vec![p.publish.routing_key.as_str().to_string()];
+        if let Some(h) = &headers {
+            for k in ["CC", "BCC"] {
+                if let Some(AMQPValue::FieldArray(arr)) = h.inner().get(k) {
+                    for v in arr.as_slice() {
+                        match v {
+                            AMQPValue::LongString(s) => {
+                                keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                            }
+                            AMQPValue::ShortString(s) => keys.push(s.as_str().to_string()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if h.contains_key("BCC") {
+                // BCC is removed from what consumers see.
+                if let Some(mut pr) = props.clone() {
+                    let mut kept = FieldTable::default();
+                    for (k, v) in h {
+                        if k.as_str() != "BCC" {
+                            kept.insert(k.clone(), v.clone());
+                        }
+                    }
+                    pr = pr.with_headers(kept);
+                    if let Some(encoded) = encode_properties(&pr) {
+                        properties = encoded;
+                    }
+                }
+            }
+        }
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut queues: Vec<Arc<Queue>> = Vec::new();
+        self.vhost
+            .route(
+                p.publish.exchange.as_str(),
+                &key_refs,
+                headers.as_ref(),
+                &mut queues,
+            )
+            .map_err(|e| e.at(60, 40))?;
+        if queues.is_empty() {
+            if p.publish.mandatory {
+                self.send(
+                    id,
+                    AMQPClass::Basic(AMQPMethod::Return(basic::Return {
+                        reply_code: 312,
+                        reply_text: ShortString::from("NO_ROUTE"),
+                        exchange: p.publish.exchange,
+                        routing_key: p.publish.routing_key,
+                    })),
+                );
+                self.io.out.content(id, &properties, &p.body);
+            }
+            return Ok(());
+        }
+        let message = Arc::new(Message {
+            exchange: Arc::from(p.publish.exchange.as_str()),
+            routing_key: Arc::from(p.publish.routing_key.as_str()),
+            properties,
+            body: p.body,
+        });
+        for q in queues {
+            q.publish(message.clone());
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        let name = self.queue_name(id, c.queue.as_str())?;
+        let queue = self.vhost.queue(&name, self.id)?;
+        let tag_text = if c.consumer_tag.as_str().is_empty() {
+            generated_tag()
+        } else {
+            c.consumer_tag.as_str().to_string()
+        };
+        let tag: Arc<str> = Arc::from(tag_text.as_str());
+        let conn = self.conn.clone();
+        let ch = self.channel_mut(id)?;
+        if ch.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let credit = Arc::new(ConsumerCredit {
+            prefetch: ch.consumer_prefetch,
+            outstanding: Default::default(),
+            channel: ch.credit.clone(),
+        });
+        ch.consumers.insert(
+            tag.clone(),
+            ChannelConsumer {
+                queue: queue.clone(),
+            },
+        );
+        let added = queue.add_consumer(Consumer {
+            tag: tag.clone(),
+            channel: id,
+            conn,
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            credit,
+        });
+        if let Err(e) = added {
+            if let Some(ch) = self.channels.get_mut(&id) {
+                ch.consumers.shift_remove(&tag);
+            }
+            return Err(e);
+        }
+        // Deliveries the queue just handed out wait in the mailbox, so
+        // consume-ok still reaches the client first.
+        if !c.nowait {
+            self.send(
+                id,
+                AMQPClass::Basic(AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: ShortString::from(tag_text),
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
+        let name = self.queue_name(id, g.queue.as_str())?;
+        let queue = self.vhost.queue(&name, self.id)?;
+        let Some((message, remaining)) = queue.get() else {
+            self.send(
+                id,
+                AMQPClass::Basic(AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
+            return Ok(());
+        };
+        let ch = self.channel_mut(id)?;
+        let tag = ch.next_tag();
+        let m = message.message.clone();
+        let redelivered = message.redelivered;
+        if !g.no_ack {
+            ch.unacked.push_back(Unacked {
+                tag,
+                queue,
+                message,
+                credit: None,
+            });
+        }
+        self.send(
+            id,
+            AMQPClass::Basic(AMQPMethod::GetOk(basic::GetOk {
+                delivery_tag: tag,
+                redelivered,
+                exchange: ShortString::from(&*m.exchange),
+                routing_key: ShortString::from(&*m.routing_key),
+                message_count: remaining,
+            })),
+        );
+        self.io.out.content(id, &m.properties, &m.body);
+        Ok(())
+    }
+
+    fn settle(&mut self, id: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
+        let ch = self.channel_mut(id)?;
+        if let Some(tx) = &mut ch.tx {
+            tx.settlements.push((tag, multiple, how));
+            return Ok(());
+        }
+        let items = ch.take_unacked(tag, multiple)?;
+        ch.settle(items, how);
+        Ok(())
+    }
+
+    fn recover(&mut self, id: u16, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let ch = self.channel_mut(id)?;
+        let items: Vec<_> = ch.unacked.drain(..).collect();
+        ch.settle(items, Settle::Requeue);
+        Ok(())
+    }
+
+    /// Write a delivery from a queue to the client, or hand it back if its
+    /// consumer is gone.
+    pub(super) fn deliver(
+        &mut self,
+        id: u16,
+        consumer_tag: Arc<str>,
+        queue: Arc<Queue>,
+        message: QueuedMessage,
+        credit: Option<Arc<ConsumerCredit>>,
+    ) {
+        let live = self.channels.get_mut(&id).filter(|ch| {
+            ch.state == super::channel::ChannelState::Open
+                && ch.consumers.contains_key(&consumer_tag)
+        });
+        let Some(ch) = live else {
+            if let Some(c) = credit {
+                c.release();
+            }
+            queue.return_undelivered(message);
+            return;
+        };
+        let tag = ch.next_tag();
+        let m = message.message.clone();
+        let redelivered = message.redelivered;
+        if credit.is_some() {
+            ch.unacked.push_back(Unacked {
+                tag,
+                queue,
+                message,
+                credit,
+            });
+        }
+        self.send(
+            id,
+            AMQPClass::Basic(AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: ShortString::from(&*consumer_tag),
+                delivery_tag: tag,
+                redelivered,
+                exchange: ShortString::from(&*m.exchange),
+                routing_key: ShortString::from(&*m.routing_key),
+            })),
+        );
+        self.io.out.content(id, &m.properties, &m.body);
+    }
+}
+
+/// The expiration property must be a non-negative integer (milliseconds).
+fn check_expiration(exp: &str) -> Result<(), AmqpError> {
+    match exp.parse::<i64>() {
+        Ok(n) if n < 0 => Err(AmqpError::precondition_failed(format!(
+            "invalid expiration '{exp}': {{value_negative,{n}}}"
+        ))),
+        Ok(_) => Ok(()),
+        Err(_) => Err(AmqpError::precondition_failed(format!(
+            "invalid expiration '{exp}': no_integer"
+        ))),
+    }
+}
+
+fn generated_tag() -> String {
+    crate::broker::vhost::generated_name("amq.ctag-")
+}

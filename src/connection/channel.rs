@@ -1,0 +1,149 @@
+//! Per-channel state owned by the connection task: consumers, unacked
+//! deliveries, prefetch, confirm/tx mode and the publish being assembled.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use super::content::ContentState;
+use super::tx_confirm::TxBuffer;
+use crate::broker::consumer::{ChannelCredit, ConsumerCredit};
+use crate::broker::message::QueuedMessage;
+use crate::broker::queue::Queue;
+use crate::protocol::AmqpError;
+
+/// A delivery the client has not settled yet.
+#[derive(Debug)]
+pub struct Unacked {
+    pub tag: u64,
+    pub queue: Arc<Queue>,
+    pub message: QueuedMessage,
+    /// Prefetch credit to give back (None for basic.get deliveries).
+    pub credit: Option<Arc<ConsumerCredit>>,
+}
+
+/// A consumer as its channel knows it.
+#[derive(Debug)]
+pub struct ChannelConsumer {
+    pub queue: Arc<Queue>,
+}
+
+/// How a delivery is settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    Requeue,
+    Discard,
+}
+
+/// Lifecycle of a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelState {
+    Open,
+    /// The server sent Channel.Close and waits for Close-Ok; other methods
+    /// are discarded, as RabbitMQ does.
+    Closing,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub id: u16,
+    pub state: ChannelState,
+    pub content: ContentState,
+    next_delivery_tag: u64,
+    pub unacked: VecDeque<Unacked>,
+    pub consumers: IndexMap<Arc<str>, ChannelConsumer>,
+    pub credit: Arc<ChannelCredit>,
+    /// basic.qos(global=false) value, applied to consumers created after it.
+    pub consumer_prefetch: u32,
+    /// Next publish sequence number in confirm mode (starts at 1).
+    pub confirm_seq: Option<u64>,
+    /// Publish sequence numbers confirmed but not yet sent to the client,
+    /// as (first, last): one basic.ack covers them, `multiple` when more
+    /// than one.
+    pub confirm_pending: Option<(u64, u64)>,
+    /// The queue last declared on this channel: an empty queue name in
+    /// later methods means this one.
+    pub last_queue: Option<String>,
+    pub tx: Option<TxBuffer>,
+}
+
+impl Channel {
+    pub fn new(id: u16) -> Self {
+        Channel {
+            id,
+            state: ChannelState::Open,
+            content: ContentState::Idle,
+            next_delivery_tag: 1,
+            unacked: VecDeque::new(),
+            consumers: IndexMap::new(),
+            credit: Arc::new(ChannelCredit::default()),
+            consumer_prefetch: 0,
+            confirm_seq: None,
+            confirm_pending: None,
+            last_queue: None,
+            tx: None,
+        }
+    }
+
+    pub fn next_tag(&mut self) -> u64 {
+        let t = self.next_delivery_tag;
+        self.next_delivery_tag += 1;
+        t
+    }
+
+    /// Take the deliveries an ack/nack/reject names: one tag, or with
+    /// `multiple` every tag up to it (0 meaning all).
+    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+        let unknown = || AmqpError::precondition_failed(format!("unknown delivery tag {tag}"));
+        if multiple {
+            if tag == 0 {
+                return Ok(self.unacked.drain(..).collect());
+            }
+            if !self.unacked.iter().any(|u| u.tag == tag) {
+                return Err(unknown());
+            }
+            let n = self.unacked.partition_point(|u| u.tag <= tag);
+            return Ok(self.unacked.drain(..n).collect());
+        }
+        let pos = self
+            .unacked
+            .binary_search_by_key(&tag, |u| u.tag)
+            .map_err(|_| unknown())?;
+        Ok(self.unacked.remove(pos).into_iter().collect())
+    }
+
+    /// Settle deliveries: give back credit, requeue if asked, then let the
+    /// affected queues dispatch again.
+    pub fn settle(&mut self, items: Vec<Unacked>, how: Settle) {
+        let mut touched: Vec<Arc<Queue>> = Vec::new();
+        let mut requeue: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
+        for u in items {
+            if let Some(c) = &u.credit {
+                c.release();
+            }
+            if how == Settle::Requeue {
+                match requeue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                    Some((_, v)) => v.push(u.message),
+                    None => requeue.push((u.queue.clone(), vec![u.message])),
+                }
+            } else if !touched.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
+                touched.push(u.queue.clone());
+            }
+        }
+        for (q, msgs) in requeue {
+            q.requeue(msgs);
+        }
+        // Freed credit may let any of this channel's consumers take more
+        // (channel-wide prefetch spans queues).
+        for c in self.consumers.values() {
+            if !touched.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
+                touched.push(c.queue.clone());
+            }
+        }
+        for q in touched {
+            q.dispatch();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The socket side of a connection: a read buffer decoded into frames and a
+//! `FrameWriter` flushed with one write per pass of the session loop.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::frame::decode_frame;
+use crate::protocol::output::FrameWriter;
+use crate::protocol::{AmqpError, Frame};
+
+/// What reading a frame can end in besides a frame.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed the socket or it failed.
+    Closed,
+    /// The bytes broke the protocol.
+    Protocol(AmqpError),
+}
+
+/// Framed access to the socket.
+#[derive(Debug)]
+pub struct FrameIo {
+    pub stream: TcpStream,
+    pub rbuf: BytesMut,
+    pub out: FrameWriter,
+    pub frame_max: u32,
+}
+
+impl FrameIo {
+    pub fn new(stream: TcpStream, frame_max: u32) -> Self {
+        FrameIo {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            out: FrameWriter::new(frame_max),
+            frame_max,
+        }
+    }
+
+    /// Next complete frame from the buffer, if any.
+    pub fn decoded(&mut self) -> Result<Option<Frame>, AmqpError> {
+        decode_frame(&mut self.rbuf, self.frame_max)
+    }
+
+    /// Read until one frame is complete.
+    pub async fn read_frame(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(f) = self.decoded().map_err(ReadError::Protocol)? {
+                return Ok(f);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Read more bytes into the buffer.
+    pub async fn fill(&mut self) -> Result<usize, ReadError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(64 * 1024);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) | Err(_) => Err(ReadError::Closed),
+            Ok(n) => Ok(n),
+        }
+    }
+
+    /// Write out everything encoded so far.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.out.take();
+        self.stream.write_all(&bytes).await
+    }
+}

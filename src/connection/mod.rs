@@ -1,0 +1,66 @@
+//! One task per client connection: the handshake, then a loop that reads
+//! frames, applies methods to the broker, takes deliveries from queues, and
+//! writes everything produced in one pass as a single socket write.
+//!
+//! The connection task owns all per-connection and per-channel state (no
+//! locks); it calls into the broker synchronously and never holds a broker
+//! lock across an `.await`.
+
+mod basic;
+mod channel;
+mod content;
+mod handshake;
+mod io;
+mod queue_exchange;
+mod session;
+mod tx_confirm;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+
+/// Serve one accepted TCP connection until it closes.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let id = broker.next_connection_id();
+    let span = tracing::info_span!("conn", id, %peer, user = tracing::field::Empty, vhost = tracing::field::Empty);
+    let _enter = span.enter();
+    drop(_enter);
+    use tracing::Instrument;
+    async move {
+        let mut io = io::FrameIo::new(stream, broker.config.frame_max);
+        let timeout = std::time::Duration::from_millis(broker.config.handshake_timeout_ms);
+        let opened =
+            match tokio::time::timeout(timeout, handshake::handshake(&mut io, peer, &broker)).await
+            {
+                Ok(Ok(Some(opened))) => opened,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("handshake timed out");
+                    return;
+                }
+            };
+        tracing::Span::current().record("user", opened.user.as_str());
+        tracing::Span::current().record("vhost", &*opened.vhost.name);
+        tracing::info!("connection opened");
+        session::Session::new(id, io, broker, opened)
+            .run(shutdown)
+            .await;
+        tracing::info!("connection closed");
+    }
+    .instrument(span)
+    .await
+}

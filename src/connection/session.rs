@@ -1,0 +1,508 @@
+//! The open connection: the read/deliver/write loop, frame routing to
+//! channels, error handling (soft → Channel.Close, hard → Connection.Close),
+//! heartbeats, and cleanup when the connection ends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::protocol::{access, channel, connection, AMQPClass};
+use amq_protocol::types::ShortString;
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio_util::sync::CancellationToken;
+
+use super::channel::{Channel, ChannelState, Settle};
+use super::content::ContentState;
+use super::handshake::{close_method, Opened};
+use super::io::FrameIo;
+use crate::broker::consumer::{ConnEvent, ConnHandle};
+use crate::broker::{Broker, VHost};
+use crate::protocol::{AmqpError, Frame};
+
+/// Most events taken from the mailbox in one pass before writing.
+const EVENTS_PER_PASS: usize = 512;
+/// How long to wait for Close-Ok after sending Connection.Close.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Session {
+    pub(super) id: u64,
+    pub(super) io: FrameIo,
+    pub(super) broker: Arc<Broker>,
+    pub(super) vhost: Arc<VHost>,
+    pub(super) user: String,
+    pub(super) conn: ConnHandle,
+    events: UnboundedReceiver<ConnEvent>,
+    pub(super) channels: HashMap<u16, Channel>,
+    channel_max: u16,
+    heartbeat_s: u16,
+    cancel_notify: bool,
+    /// Set when we sent Connection.Close: only Close-Ok matters now.
+    closing_since: Option<Instant>,
+    done: bool,
+}
+
+impl Session {
+    pub fn new(id: u64, io: FrameIo, broker: Arc<Broker>, opened: Opened) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Session {
+            id,
+            io,
+            vhost: opened.vhost,
+            user: opened.user,
+            conn: ConnHandle::new(id, tx),
+            events: rx,
+            broker,
+            channels: HashMap::new(),
+            channel_max: opened.channel_max,
+            heartbeat_s: opened.heartbeat_s,
+            cancel_notify: opened.cancel_notify,
+            closing_since: None,
+            done: false,
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.main_loop(shutdown).await;
+        self.cleanup();
+    }
+
+    async fn main_loop(&mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_read = Instant::now();
+        let mut last_write = Instant::now();
+        let mut shutting_down = false;
+        while !self.done {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    self.connection_error(AmqpError::new(
+                        crate::protocol::ErrorKind::ConnectionForced,
+                        "broker forced connection closure with reason 'shutdown'",
+                    ));
+                }
+                r = self.io.fill() => match r {
+                    Err(_) => return,
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        self.process_input();
+                    }
+                },
+                Some(ev) = self.events.recv() => {
+                    self.handle_event(ev);
+                    for _ in 0..EVENTS_PER_PASS {
+                        match self.events.try_recv() {
+                            Ok(ev) => self.handle_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(since) = self.closing_since {
+                        if since.elapsed() > CLOSE_OK_TIMEOUT {
+                            return;
+                        }
+                    }
+                    let hb = Duration::from_secs(u64::from(self.heartbeat_s));
+                    if self.heartbeat_s > 0 {
+                        if last_read.elapsed() > hb * 2 {
+                            tracing::info!(heartbeat_s = self.heartbeat_s, "missed heartbeats from client, closing");
+                            return;
+                        }
+                        if last_write.elapsed() >= (hb / 2).max(Duration::from_secs(1)) {
+                            self.io.out.heartbeat();
+                        }
+                    }
+                }
+            }
+            self.end_of_pass();
+            if !self.io.out.is_empty() {
+                if self.io.flush().await.is_err() {
+                    return;
+                }
+                last_write = Instant::now();
+            }
+        }
+    }
+
+    /// Work done once per loop pass, before writing.
+    fn end_of_pass(&mut self) {
+        for ch in self.channels.values_mut() {
+            if let Some((first, last)) = ch.confirm_pending.take() {
+                self.io.out.method(
+                    ch.id,
+                    &AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Ack(
+                        amq_protocol::protocol::basic::Ack {
+                            delivery_tag: last,
+                            multiple: first != last,
+                        },
+                    )),
+                );
+            }
+        }
+        if self.conn.take_starved() {
+            for ch in self.channels.values() {
+                for c in ch.consumers.values() {
+                    c.queue.dispatch();
+                }
+            }
+        }
+    }
+
+    /// Decode and handle every complete frame in the read buffer.
+    fn process_input(&mut self) {
+        while !self.done {
+            let frame = match self.io.decoded() {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    // The stream cannot be trusted after a framing error:
+                    // report it and close without waiting for Close-Ok.
+                    tracing::info!(error = %e, "framing error");
+                    self.io.out.method(0, &close_method(&e));
+                    self.done = true;
+                    return;
+                }
+            };
+            if let Err(e) = self.handle_frame(frame) {
+                self.connection_error(e);
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        if self.closing_since.is_some() {
+            if let Frame::Method {
+                channel: 0, method, ..
+            } = &frame
+            {
+                match **method {
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => self.done = true,
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                        self.send(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
+                        self.done = true;
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        match frame {
+            Frame::Heartbeat { channel: 0 } => Ok(()),
+            Frame::Heartbeat { .. } => {
+                Err(AmqpError::frame_error("heartbeat on a non-zero channel"))
+            }
+            Frame::Method {
+                channel: 0,
+                method,
+                class_id,
+                method_id,
+                ..
+            } => self
+                .connection_method(*method)
+                .map_err(|e| e.at(class_id, method_id)),
+            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => Err(
+                AmqpError::unexpected_frame("expected method frame, got non method frame instead"),
+            ),
+            frame => self.channel_frame(frame),
+        }
+    }
+
+    fn connection_method(&mut self, method: AMQPClass) -> Result<(), AmqpError> {
+        match method {
+            AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
+                tracing::debug!(code = c.reply_code, text = %c.reply_text, "client closed connection");
+                self.send(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                self.done = true;
+                Ok(())
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {
+                self.done = true;
+                Ok(())
+            }
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                self.send(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                        connection::UpdateSecretOk {},
+                    )),
+                );
+                Ok(())
+            }
+            AMQPClass::Connection(connection::AMQPMethod::Blocked(_))
+            | AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)) => Ok(()),
+            _ => Err(AmqpError::command_invalid("unexpected method on channel 0")),
+        }
+    }
+
+    fn channel_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        let id = frame.channel();
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return match frame {
+                Frame::Method {
+                    method,
+                    class_id,
+                    method_id,
+                    ..
+                } => {
+                    match *method {
+                        AMQPClass::Channel(channel::AMQPMethod::Open(_)) => self.open_channel(id),
+                        _ => Err(AmqpError::channel_error("expected 'channel.open'")
+                            .at(class_id, method_id)),
+                    }
+                }
+                _ => Err(AmqpError::channel_error("expected 'channel.open'")),
+            };
+        };
+        if ch.state == ChannelState::Closing {
+            if let Frame::Method { method, .. } = frame {
+                match *method {
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                        self.channels.remove(&id);
+                    }
+                    AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                        self.send(
+                            id,
+                            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
+                        self.channels.remove(&id);
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        let result = match frame {
+            Frame::Method {
+                method,
+                class_id,
+                method_id,
+                raw_args,
+                ..
+            } => {
+                if !matches!(ch.content, ContentState::Idle) {
+                    return Err(AmqpError::unexpected_frame(format!(
+                        "expected content {}, got non content {} frame instead",
+                        content_expected(&ch.content),
+                        content_expected(&ch.content)
+                    ))
+                    .at(class_id, method_id));
+                }
+                self.channel_method(id, *method, &raw_args)
+                    .map_err(|e| e.at(class_id, method_id))
+            }
+            Frame::Header {
+                class_id,
+                body_size,
+                properties,
+                ..
+            } => self.content_header(id, class_id, body_size, properties),
+            Frame::Body { payload, .. } => self.content_body(id, payload),
+            Frame::Heartbeat { .. } => Ok(()),
+        };
+        match result {
+            Err(e) if !e.kind.is_hard() => {
+                self.channel_error(id, e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn channel_method(&mut self, id: u16, method: AMQPClass, raw: &[u8]) -> Result<(), AmqpError> {
+        match method {
+            AMQPClass::Channel(m) => self.channel_class(id, m),
+            AMQPClass::Exchange(m) => self.exchange_method(id, m),
+            AMQPClass::Queue(m) => self.queue_method(id, m),
+            AMQPClass::Basic(m) => self.basic_method(id, m, raw),
+            AMQPClass::Tx(m) => self.tx_method(id, m),
+            AMQPClass::Confirm(m) => self.confirm_method(id, m),
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.send(
+                    id,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unexpected method on a channel")),
+        }
+    }
+
+    fn channel_class(&mut self, id: u16, m: channel::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            channel::AMQPMethod::Open(_) => {
+                Err(AmqpError::channel_error("second 'channel.open' seen"))
+            }
+            channel::AMQPMethod::Flow(f) => {
+                if !f.active {
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
+                self.send(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: true,
+                    })),
+                );
+                Ok(())
+            }
+            channel::AMQPMethod::Close(_) => {
+                if let Some(mut ch) = self.channels.remove(&id) {
+                    self.release_channel(&mut ch);
+                }
+                self.send(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                Ok(())
+            }
+            channel::AMQPMethod::CloseOk(_) => Ok(()),
+            _ => Err(AmqpError::command_invalid("unexpected channel method")),
+        }
+    }
+
+    fn open_channel(&mut self, id: u16) -> Result<(), AmqpError> {
+        let open = self.channels.len();
+        if open >= usize::from(self.channel_max) {
+            return Err(AmqpError::not_allowed(format!(
+                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                self.channel_max
+            ))
+            .at(20, 10));
+        }
+        self.channels.insert(id, Channel::new(id));
+        self.send(
+            id,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        );
+        Ok(())
+    }
+
+    /// Soft error: close the channel, release what it held.
+    pub(super) fn channel_error(&mut self, id: u16, e: AmqpError) {
+        tracing::debug!(channel = id, code = e.kind.code(), text = %e.text, "channel error");
+        let Some(mut ch) = self.channels.remove(&id) else {
+            return;
+        };
+        self.release_channel(&mut ch);
+        ch.state = ChannelState::Closing;
+        ch.content = ContentState::Idle;
+        ch.tx = None;
+        ch.confirm_pending = None;
+        self.channels.insert(id, ch);
+        self.send(
+            id,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.kind.code(),
+                reply_text: ShortString::from(e.short_text()),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+    }
+
+    /// Hard error: send Connection.Close and wait for Close-Ok.
+    pub(super) fn connection_error(&mut self, e: AmqpError) {
+        tracing::info!(code = e.kind.code(), text = %e.text, class_id = e.class_id, method_id = e.method_id, "closing connection on error");
+        self.io.out.method(0, &close_method(&e));
+        self.closing_since = Some(Instant::now());
+    }
+
+    /// Cancel a channel's consumers and requeue its unacked deliveries.
+    pub(super) fn release_channel(&mut self, ch: &mut Channel) {
+        for (tag, c) in ch.consumers.drain(..) {
+            let removal = c.queue.remove_consumer(self.id, ch.id, &tag);
+            if removal.should_auto_delete {
+                self.vhost.auto_delete_queue(&c.queue);
+            }
+        }
+        let unacked: Vec<_> = ch.unacked.drain(..).collect();
+        ch.settle(unacked, Settle::Requeue);
+    }
+
+    fn handle_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Deliver {
+                channel,
+                consumer_tag,
+                queue,
+                message,
+                credit,
+            } => {
+                self.conn.delivery_taken();
+                self.deliver(channel, consumer_tag, queue, message, credit);
+            }
+            ConnEvent::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => {
+                let Some(ch) = self.channels.get_mut(&channel) else {
+                    return;
+                };
+                if ch.state != ChannelState::Open
+                    || ch.consumers.shift_remove(&consumer_tag).is_none()
+                {
+                    return;
+                }
+                if self.cancel_notify {
+                    let tag = ShortString::from(consumer_tag.to_string());
+                    self.send(
+                        channel,
+                        AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Cancel(
+                            amq_protocol::protocol::basic::Cancel {
+                                consumer_tag: tag,
+                                nowait: true,
+                            },
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn send(&mut self, channel: u16, method: AMQPClass) {
+        self.io.out.method(channel, &method);
+    }
+
+    fn cleanup(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            if let Some(mut ch) = self.channels.remove(&id) {
+                self.release_channel(&mut ch);
+            }
+        }
+        // Deliveries still in the mailbox were never seen by the client.
+        self.events.close();
+        while let Ok(ev) = self.events.try_recv() {
+            if let ConnEvent::Deliver {
+                queue,
+                message,
+                credit,
+                ..
+            } = ev
+            {
+                self.conn.delivery_taken();
+                if let Some(c) = credit {
+                    c.release();
+                }
+                queue.return_undelivered(message);
+            }
+        }
+        self.vhost.delete_exclusive_queues(self.id);
+    }
+}
+
+fn content_expected(state: &ContentState) -> &'static str {
+    match state {
+        ContentState::ExpectHeader(_) => "header",
+        _ => "body",
+    }
+}

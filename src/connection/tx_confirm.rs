@@ -1,0 +1,100 @@
+//! Transactions (tx.select/commit/rollback: publishes and settlements held
+//! until commit, as RabbitMQ does) and publisher confirms (confirm.select).
+
+use amq_protocol::protocol::{confirm, tx, AMQPClass};
+
+use super::basic::CompletePublish;
+use super::channel::Settle;
+use super::session::Session;
+use crate::protocol::AmqpError;
+
+/// What a transactional channel holds until commit.
+#[derive(Debug, Default)]
+pub struct TxBuffer {
+    pub publishes: Vec<CompletePublish>,
+    pub settlements: Vec<(u64, bool, Settle)>,
+}
+
+impl Session {
+    pub(super) fn tx_method(&mut self, id: u16, m: tx::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                let ch = self.channel_mut(id)?;
+                if ch.confirm_seq.is_some() {
+                    return Err(AmqpError::precondition_failed(
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                if ch.tx.is_none() {
+                    ch.tx = Some(TxBuffer::default());
+                }
+                self.send(id, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let ch = self.channel_mut(id)?;
+                let Some(buffer) = ch.tx.replace(TxBuffer::default()) else {
+                    return Err(AmqpError::precondition_failed(
+                        "channel is not transactional",
+                    ));
+                };
+                for p in buffer.publishes {
+                    self.route_publish(id, p)?;
+                }
+                let ch = self.channel_mut(id)?;
+                for (tag, multiple, how) in buffer.settlements {
+                    let items = ch.take_unacked(tag, multiple)?;
+                    ch.settle(items, how);
+                }
+                self.send(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let ch = self.channel_mut(id)?;
+                if ch.tx.replace(TxBuffer::default()).is_none() {
+                    return Err(AmqpError::precondition_failed(
+                        "channel is not transactional",
+                    ));
+                }
+                self.send(
+                    id,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid(
+                "unexpected tx method from client",
+            )),
+        }
+    }
+
+    pub(super) fn confirm_method(
+        &mut self,
+        id: u16,
+        m: confirm::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        match m {
+            confirm::AMQPMethod::Select(s) => {
+                let ch = self.channel_mut(id)?;
+                if ch.tx.is_some() {
+                    return Err(AmqpError::precondition_failed(
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                if ch.confirm_seq.is_none() {
+                    ch.confirm_seq = Some(1);
+                }
+                if !s.nowait {
+                    self.send(
+                        id,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid(
+                "unexpected confirm method from client",
+            )),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Warren: an AMQP 0-9-1 message broker that RabbitMQ clients use unchanged.
+//!
+//! # Layout
+//! The code follows the data path: bytes → frames → methods → broker state.
+//! - [`config`]: the TOML config, its defaults and validation.
+//! - [`server`]: the listener and connection tasks' lifetime, shutdown.
+//! - [`protocol`]: frame decoding/encoding, protocol errors and reply codes.
+//! - `connection`: one task per client: handshake, channels, one function
+//!   per method, content assembly, deliveries out.
+//! - [`broker`]: vhosts, exchanges (routing tables per type), queues,
+//!   consumers and prefetch credit, messages.
+//!
+//! # Locks and awaits
+//! The rules are written once, in [`broker::vhost`]: the topology lock and the
+//! per-queue locks are synchronous and never held across `.await`; the order
+//! is always topology → queue. Connection tasks own their state outright.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![warn(clippy::unwrap_in_result)]
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+mod connection;
+pub mod protocol;
+pub mod server;
+
+pub use config::Config;
+pub use server::{RunningServer, Server};

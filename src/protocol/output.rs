@@ -1,0 +1,107 @@
+//! Outgoing frames, encoded into one write buffer per connection so that
+//! everything produced while handling a batch of input goes out in a single
+//! socket write.
+
+use amq_protocol::protocol::{gen_class, AMQPClass};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::frame::{
+    FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD,
+};
+
+/// Accumulates encoded frames until the connection flushes them.
+#[derive(Debug)]
+pub struct FrameWriter {
+    buf: BytesMut,
+    scratch: Vec<u8>,
+    frame_max: u32,
+}
+
+impl FrameWriter {
+    /// A writer that splits bodies so no frame exceeds `frame_max` bytes.
+    pub fn new(frame_max: u32) -> Self {
+        FrameWriter {
+            buf: BytesMut::with_capacity(64 * 1024),
+            scratch: Vec::with_capacity(256),
+            frame_max,
+        }
+    }
+
+    /// Change the frame size limit after tune-ok.
+    pub fn set_frame_max(&mut self, frame_max: u32) {
+        self.frame_max = frame_max;
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Take everything encoded so far.
+    pub fn take(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
+    /// Raw bytes (the protocol header reply).
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// A method frame.
+    pub fn method(&mut self, channel: u16, method: &AMQPClass) {
+        let scratch = std::mem::take(&mut self.scratch);
+        let scratch = match cookie_factory::gen_simple(gen_class(method), scratch) {
+            Ok(v) => v,
+            // Generation into a Vec cannot run out of space; an error here
+            // would be a bug in the codec, so drop the frame loudly.
+            Err(e) => {
+                tracing::error!(error = ?e, "failed to encode method frame");
+                Vec::new()
+            }
+        };
+        self.buf.reserve(scratch.len() + FRAME_OVERHEAD);
+        self.buf.put_u8(FRAME_METHOD);
+        self.buf.put_u16(channel);
+        self.buf.put_u32(scratch.len() as u32);
+        self.buf.extend_from_slice(&scratch);
+        self.buf.put_u8(FRAME_END);
+        self.scratch = scratch;
+        self.scratch.clear();
+    }
+
+    /// A content header and the body frames, split at frame_max.
+    pub fn content(&mut self, channel: u16, properties: &[u8], body: &[u8]) {
+        let header_len = 12 + properties.len();
+        self.buf
+            .reserve(header_len + body.len() + FRAME_OVERHEAD * (2 + body.len() / 4096));
+        self.buf.put_u8(FRAME_HEADER);
+        self.buf.put_u16(channel);
+        self.buf.put_u32(header_len as u32);
+        self.buf.put_u16(60);
+        self.buf.put_u16(0);
+        self.buf.put_u64(body.len() as u64);
+        self.buf.extend_from_slice(properties);
+        self.buf.put_u8(FRAME_END);
+        let chunk = (self.frame_max as usize)
+            .saturating_sub(FRAME_OVERHEAD)
+            .max(1);
+        for part in body.chunks(chunk) {
+            self.buf.put_u8(FRAME_BODY);
+            self.buf.put_u16(channel);
+            self.buf.put_u32(part.len() as u32);
+            self.buf.extend_from_slice(part);
+            self.buf.put_u8(FRAME_END);
+        }
+    }
+
+    /// A heartbeat frame.
+    pub fn heartbeat(&mut self) {
+        self.buf
+            .extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+    }
+}

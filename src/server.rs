@@ -1,0 +1,120 @@
+//! The listener: binds, accepts connections (bounded by a semaphore, with a
+//! back-off on accept errors), spawns one task per connection, and shuts
+//! down on a cancellation token, telling every client with
+//! Connection.Close 320 before the process exits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::connection;
+
+/// A bound, not yet running server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+}
+
+impl Server {
+    /// Bind the configured address.
+    pub async fn bind(config: Config) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((config.bind, config.port)).await?;
+        Ok(Server {
+            listener,
+            broker: Arc::new(Broker::new(config)),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Accept connections until shutdown, then wait for them to close.
+    pub async fn run(self) {
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(self.broker.config.max_connections));
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let permit = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let broker = self.broker.clone();
+                    let shutdown = self.shutdown.clone();
+                    tracker.spawn(async move {
+                        connection::serve(stream, peer, broker, shutdown).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    }
+}
+
+/// A server running on the current tokio runtime, for tests and embedding.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Bind and start serving in a background task.
+    pub async fn start(config: Config) -> std::io::Result<Self> {
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr()?;
+        let shutdown = server.shutdown_token();
+        let task = tokio::spawn(server.run());
+        Ok(RunningServer {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// An `amqp://` URL for this server as guest.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// Stop accepting, close every connection, and wait.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}

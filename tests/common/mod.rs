@@ -1,0 +1,300 @@
+//! Helpers shared by the integration tests: an in-process Warren on a free
+//! port, lapin connections to it, a global time bound, and small assertions.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+
+/// Upper bound for any single test.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait before concluding that nothing more is coming.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A Warren broker running inside the test process.
+pub struct Broker {
+    server: Option<warren::RunningServer>,
+    url: String,
+    pub port: u16,
+}
+
+impl Broker {
+    /// Start a broker with the default configuration on a free port.
+    pub async fn start() -> Broker {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start a broker after letting the caller adjust the configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut warren::Config)) -> Broker {
+        if let Ok(url) = std::env::var("DEV_BROKER_URL") {
+            let port = url
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            return Broker {
+                server: None,
+                url,
+                port,
+            };
+        }
+        let mut cfg = warren::Config::default();
+        cfg.port = 0;
+        cfg.log_level = "off".into();
+        cfg.data_dir = std::env::temp_dir().join(format!("warren-test-{}", std::process::id()));
+        adjust(&mut cfg);
+        let server = warren::RunningServer::start(cfg)
+            .await
+            .expect("start warren");
+        let url = server.url();
+        let port = server.addr.port();
+        Broker {
+            server: Some(server),
+            url,
+            port,
+        }
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL with other credentials and vhost (vhost already %-encoded).
+    pub fn url_as(&self, user: &str, password: &str, vhost: &str) -> String {
+        format!("amqp://{user}:{password}@127.0.0.1:{}/{vhost}", self.port)
+    }
+
+    /// A new lapin connection as guest to vhost `/`.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .expect("connect to broker")
+    }
+
+    /// A new connection and one open channel on it.
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.expect("open channel");
+        (conn, ch)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+}
+
+/// Run a test body under [`TEST_TIMEOUT`].
+pub async fn within<F: Future>(body: F) -> F::Output {
+    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+        Ok(v) => v,
+        Err(_) => panic!("test did not finish within {TEST_TIMEOUT:?}"),
+    }
+}
+
+/// A name unique within this test process (and across runs).
+pub fn uniq(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The AMQP reply code carried by a lapin error, if it is a protocol error.
+pub fn reply_code(e: &lapin::Error) -> Option<u16> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
+/// Assert that a result failed with the given AMQP reply code.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(res: lapin::Result<T>, code: u16) -> lapin::Error {
+    match res {
+        Ok(v) => panic!("expected AMQP error {code}, got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(
+                reply_code(&e),
+                Some(code),
+                "expected AMQP error {code}, got {e:?}"
+            );
+            e
+        }
+    }
+}
+
+/// The reply text carried by a protocol error.
+pub fn reply_text(e: &lapin::Error) -> String {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => amqp.get_message().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Declare a queue with the given name (non-durable, not exclusive).
+pub async fn declare_queue(ch: &Channel, name: &str) {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue.declare");
+}
+
+/// Declare a fresh server-named exclusive queue and return its name.
+pub async fn temp_queue(ch: &Channel) -> String {
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue.declare");
+    q.name().to_string()
+}
+
+/// Publish a body with default properties and wait for the publish to be
+/// written (and confirmed, on a confirm channel).
+pub async fn publish(ch: &Channel, exchange: &str, routing_key: &str, body: &[u8]) {
+    publish_with(ch, exchange, routing_key, body, BasicProperties::default()).await
+}
+
+pub async fn publish_with(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
+    ch.basic_publish(
+        exchange.into(),
+        routing_key.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .expect("basic.publish")
+    .await
+    .expect("publish confirm");
+}
+
+/// The next delivery of a consumer (panics on error, cancellation or timeout).
+pub async fn next_delivery(consumer: &mut Consumer) -> Delivery {
+    match tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {
+        Ok(Some(Ok(d))) => d,
+        Ok(Some(Err(e))) => panic!("consumer error: {e:?}"),
+        Ok(None) => panic!("consumer ended"),
+        Err(_) => panic!("no delivery within 5s"),
+    }
+}
+
+/// The next `n` bodies of a consumer, in order (deliveries are not acked).
+pub async fn next_deliveries(consumer: &mut Consumer, n: usize) -> Vec<Delivery> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next_delivery(consumer).await);
+    }
+    out
+}
+
+/// Assert that a consumer receives nothing for [`QUIET`].
+pub async fn assert_no_delivery(consumer: &mut Consumer) {
+    if let Ok(Some(item)) = tokio::time::timeout(QUIET, consumer.next()).await {
+        match item {
+            Ok(d) => panic!(
+                "unexpected delivery: tag {} body {:?}",
+                d.delivery_tag,
+                String::from_utf8_lossy(&d.data)
+            ),
+            Err(e) => panic!("unexpected consumer error: {e:?}"),
+        }
+    }
+}
+
+/// Drain a queue with basic.get (no-ack) and return the bodies as strings.
+pub async fn get_all(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic.get")
+    {
+        out.push(String::from_utf8_lossy(&m.delivery.data).into_owned());
+    }
+    out
+}
+
+/// Bodies of deliveries as strings.
+pub fn bodies(ds: &[Delivery]) -> Vec<String> {
+    ds.iter()
+        .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+        .collect()
+}
+
+/// Wait until a consumer-less queue holds `n` messages (passive declare).
+pub async fn wait_for_count(ch: &Channel, queue: &str, n: u32) {
+    for _ in 0..100 {
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+        if q.message_count() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("queue {queue} never reached {n} messages");
+}
+
+/// The next channel error reported on a connection's event stream (lapin
+/// reports a server-initiated Channel.Close there once it has answered it).
+pub async fn next_channel_error(
+    events: &mut (impl futures_lite::Stream<Item = lapin::Event> + Unpin),
+) -> lapin::Error {
+    let deadline = Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout(deadline, events.next()).await {
+            Ok(Some(lapin::Event::Error(e))) => return e,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event stream ended"),
+            Err(_) => panic!("no channel error within {deadline:?}"),
+        }
+    }
+}

@@ -528,7 +528,6 @@ async fn prefetch_per_consumer_limits_unacked() {
         let ds = next_deliveries(&mut c, 2).await;
         assert_eq!(bodies(&ds), vec!["m3", "m4"]);
         assert_no_delivery(&mut c).await;
-        // A no-ack consumer on another channel is not limited by this qos.
         ds[1].ack(BasicAckOptions { multiple: true }).await.unwrap();
         let d = next_delivery(&mut c).await;
         assert_eq!(d.data, b"m5");
@@ -843,13 +842,12 @@ async fn oversized_message_is_refused_406() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qos_prefetch_size_is_not_implemented_540() {
+async fn recover_without_requeue_is_not_implemented_540() {
     within(async {
         let broker = Broker::start().await;
         let conn = broker.connect().await;
         let ch = conn.create_channel().await.unwrap();
-        // lapin has no prefetch_size argument; basic.recover requeue=false
-        // is the other 540 RabbitMQ reports.
+        // RabbitMQ only implements basic.recover with requeue=true.
         let res = ch
             .basic_recover(BasicRecoverOptions { requeue: false })
             .await;

@@ -42,21 +42,6 @@ test('confirms are sent for unroutable messages too (mandatory: basic.return fir
   assert.deepEqual(events, [['return', 'unroutable-mandatory'], ['ack', 1], ['ack', 2]]);
 });
 
-test('publisher confirm nack for a rejected publish (x-overflow reject-publish)', { timeout: h.T }, async () => {
-  const ch = await h.openChannel(await h.connect(), { confirm: true });
-  const q = await h.tmpQueue(ch, { exclusive: true, maxLength: 1, overflow: 'reject-publish' });
-  const results = [];
-  const nacks = [];
-  ch.on('nack', (f) => nacks.push(f.deliveryTag));
-  ch.sendToQueue(q, Buffer.from('fits'), {}, (err) => results.push(err === null ? 'ack' : 'nack'));
-  ch.sendToQueue(q, Buffer.from('overflows'), {}, (err) => results.push(err === null ? 'ack' : 'nack'));
-  await assert.rejects(h.withTimeout(ch.waitForConfirms(), 5000, 'waitForConfirms'));
-  await h.sleep(50);
-  assert.deepEqual(results, ['ack', 'nack']);
-  assert.deepEqual(nacks, [2]);
-  assert.equal((await ch.checkQueue(q)).messageCount, 1);
-});
-
 test('confirm.select twice is fine', { timeout: h.T }, async () => {
   const ch = await h.openChannel(await h.connect(), { confirm: true });
   assert.deepEqual(await confirmSelect(ch), {});

@@ -359,7 +359,7 @@ function rawHandshake({ user, pass, vhost, protocolHeader, heartbeat = 0, frameM
         if (!f) return;
         buf = f.rest;
         const fr = frame.decodeFrame(f);
-        if (process.env.RAW_DEBUG) console.error("raw <-", fr.id, fr.fields);
+        if (process.env.RAW_DEBUG) console.error("raw <-", fr.id, fr.fields); // debugging aid
         if (fr.id === defs.ConnectionStart) {
           result.start = fr.fields;
           send(defs.ConnectionStartOk, {

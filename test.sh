@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust unit and integration tests, then the amqplib
+# and pika conformance suites against a freshly started Warren.
+set -euo pipefail
+cd "$(dirname "$0")"
+cargo build --bin warren
+cargo test --all-targets
+conformance/run.sh target/debug/warren

@@ -131,6 +131,11 @@ impl Raw {
         self.s.write_all(bytes).await.expect("write");
     }
 
+    /// Write, ignoring failures: the server may already have hung up.
+    async fn send_lossy(&mut self, bytes: &[u8]) {
+        let _ = self.s.write_all(bytes).await;
+    }
+
     /// The next frame, or None at EOF / reset.
     async fn read_frame(&mut self) -> Option<Frame> {
         let mut hdr = [0u8; 7];
@@ -166,6 +171,12 @@ impl Raw {
 
     /// Send the protocol header and complete the handshake as guest on `/`.
     async fn handshake(broker: &Broker) -> Raw {
+        Self::handshake_with(broker, None, 0).await
+    }
+
+    /// The handshake, optionally asking for a lower channel_max in tune-ok,
+    /// with the given heartbeat interval.
+    async fn handshake_with(broker: &Broker, want_channel_max: Option<u16>, heartbeat: u16) -> Raw {
         let mut r = Raw::connect(broker).await;
         r.send(HEADER).await;
         r.expect_method(0, 10, 10).await; // start
@@ -175,11 +186,11 @@ impl Raw {
         a.extend(shortstr("en_US"));
         r.send(&method(0, 10, 11, &a)).await;
         let tune = r.expect_method(0, 10, 30).await;
-        let channel_max = u16::from_be_bytes([tune[0], tune[1]]);
+        let channel_max = want_channel_max.unwrap_or(u16::from_be_bytes([tune[0], tune[1]]));
         r.frame_max = u32::from_be_bytes([tune[2], tune[3], tune[4], tune[5]]);
         let mut t = channel_max.to_be_bytes().to_vec();
         t.extend_from_slice(&r.frame_max.to_be_bytes());
-        t.extend_from_slice(&0u16.to_be_bytes()); // no heartbeats
+        t.extend_from_slice(&heartbeat.to_be_bytes());
         r.send(&method(0, 10, 31, &t)).await;
         let mut o = shortstr("/");
         o.extend(shortstr(""));
@@ -203,7 +214,8 @@ impl Raw {
                 break parse_close(&f.payload[4..]);
             }
         };
-        self.send(&method(0, 10, 51, &[])).await;
+        // After a framing error the server may close without waiting.
+        self.send_lossy(&method(0, 10, 51, &[])).await;
         self.expect_eof().await;
         close
     }
@@ -313,7 +325,7 @@ async fn oversized_frame_is_501() {
         r.send(&basic_publish(1, "", &q)).await;
         let n = r.frame_max as u64 * 2;
         r.send(&content_header(1, n)).await;
-        r.send(&frame(FRAME_BODY, 1, &vec![b'x'; n as usize])).await;
+        r.send_lossy(&frame(FRAME_BODY, 1, &vec![b'x'; n as usize])).await;
         let close = r.expect_connection_close().await;
         assert_eq!(close.code, 501, "{close:?}");
         still_serves(&broker).await;
@@ -351,14 +363,36 @@ async fn second_channel_open_is_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channel_above_channel_max_is_530() {
+async fn more_open_channels_than_channel_max_is_530() {
     within(async {
         let broker = Broker::start().await;
-        let mut r = Raw::handshake(&broker).await;
-        r.send(&channel_open(2048)).await;
+        let mut r = Raw::handshake_with(&broker, Some(2), 0).await;
+        r.open_channel(1).await;
+        r.open_channel(7).await;
+        r.send(&channel_open(3)).await;
         let close = r.expect_connection_close().await;
         assert_eq!(close.code, 530, "{close:?}");
+        assert!(close.text.starts_with("NOT_ALLOWED"), "{close:?}");
         still_serves(&broker).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_channel_frees_a_slot_under_channel_max() {
+    within(async {
+        let broker = Broker::start().await;
+        let mut r = Raw::handshake_with(&broker, Some(2), 0).await;
+        r.open_channel(1).await;
+        r.open_channel(2).await;
+        let mut c = 200u16.to_be_bytes().to_vec();
+        c.extend(shortstr(""));
+        c.extend_from_slice(&[0, 0, 0, 0]);
+        r.send(&method(1, 20, 40, &c)).await;
+        r.expect_method(1, 20, 41).await;
+        r.open_channel(3).await;
+        r.send(&queue_declare(3, &uniq("q"))).await;
+        r.expect_method(3, 50, 11).await;
     })
     .await
 }
@@ -458,7 +492,6 @@ async fn raw_publish_and_soft_error_keep_the_connection() {
         c.extend_from_slice(&[0, 0, 0, 0]);
         r.send(&method(0, 10, 50, &c)).await;
         r.expect_method(0, 10, 51).await;
-        r.expect_eof().await;
         still_serves(&broker).await;
     })
     .await
@@ -482,6 +515,31 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
         r.expect_eof().await;
         still_serves(&broker).await;
         broker.stop().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sends_heartbeats_and_drops_a_silent_peer() {
+    within(async {
+        let broker = Broker::start().await;
+        let mut r = Raw::handshake_with(&broker, None, 1).await;
+        let started = std::time::Instant::now();
+        // The server sends heartbeats on channel 0 ...
+        let f = r.read_frame().await.expect("a heartbeat");
+        assert_eq!((f.ty, f.channel, f.payload.len()), (FRAME_HEARTBEAT, 0, 0), "{f:?}");
+        // ... and, hearing nothing back, gives up after about two intervals.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(8), r.read_frame()).await {
+                Ok(Some(f)) if f.ty == FRAME_HEARTBEAT => continue,
+                Ok(Some(f)) => panic!("unexpected frame {f:?}"),
+                Ok(None) => break,
+                Err(_) => panic!("silent peer was never dropped"),
+            }
+        }
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(1500), "dropped too early: {waited:?}");
+        still_serves(&broker).await;
     })
     .await
 }

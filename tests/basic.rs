@@ -856,3 +856,120 @@ async fn recover_without_requeue_is_not_implemented_540() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeue_order_ignores_the_order_of_rejects() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = temp_queue(&ch).await;
+        for i in 0..5 {
+            publish(&ch, "", &q, format!("m{i}").as_bytes()).await;
+        }
+        let mut tags = Vec::new();
+        for _ in 0..4 {
+            let m = ch.basic_get(q.as_str().into(), BasicGetOptions::default()).await.unwrap().unwrap();
+            tags.push(m.delivery.delivery_tag);
+        }
+        for i in [3, 1, 2, 0] {
+            ch.basic_reject(tags[i], BasicRejectOptions { requeue: true }).await.unwrap();
+        }
+        assert_eq!(get_all(&ch, &q).await, vec!["m0", "m1", "m2", "m3", "m4"]);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_prefetch_releases_more_deliveries() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = temp_queue(&ch).await;
+        for i in 0..5 {
+            publish(&ch, "", &q, format!("m{i}").as_bytes()).await;
+        }
+        ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+        let mut c = consume(&ch, &q, "grow").await;
+        assert_eq!(next_delivery(&mut c).await.data, b"m0");
+        assert_no_delivery(&mut c).await;
+        // basic.qos applies to consumers created afterwards in RabbitMQ; a
+        // second consumer with a larger prefetch gets its own share.
+        ch.basic_qos(3, BasicQosOptions::default()).await.unwrap();
+        let mut c2 = consume(&ch, &q, "grow2").await;
+        let ds = next_deliveries(&mut c2, 3).await;
+        assert_eq!(bodies(&ds), vec!["m1", "m2", "m3"]);
+        assert_no_delivery(&mut c).await;
+        assert_no_delivery(&mut c2).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeued_messages_go_to_the_remaining_consumer() {
+    within(async {
+        let broker = Broker::start().await;
+        let conn = broker.connect().await;
+        let pch = conn.create_channel().await.unwrap();
+        let q = temp_queue(&pch).await;
+        let ch1 = conn.create_channel().await.unwrap();
+        ch1.basic_qos(2, BasicQosOptions::default()).await.unwrap();
+        let mut c1 = consume(&ch1, &q, "one").await;
+        for i in 0..4 {
+            publish(&pch, "", &q, format!("m{i}").as_bytes()).await;
+        }
+        let got1 = next_deliveries(&mut c1, 2).await;
+        assert_eq!(bodies(&got1), vec!["m0", "m1"]);
+        let ch2 = conn.create_channel().await.unwrap();
+        let mut c2 = consume(&ch2, &q, "two").await;
+        let got2 = next_deliveries(&mut c2, 2).await;
+        assert_eq!(bodies(&got2), vec!["m2", "m3"]);
+        ch1.close(200, "".into()).await.unwrap();
+        let again = next_deliveries(&mut c2, 2).await;
+        assert_eq!(bodies(&again), vec!["m0", "m1"]);
+        assert!(again.iter().all(|d| d.redelivered));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_consume_on_missing_queue_are_404() {
+    within(async {
+        let broker = Broker::start().await;
+        let conn = broker.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let res = ch.basic_get(uniq("missing").as_str().into(), BasicGetOptions::default()).await;
+        assert_code(res.map(|_| ()), 404);
+        let ch = conn.create_channel().await.unwrap();
+        let res = ch
+            .basic_consume(uniq("missing").as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await;
+        assert_code(res.map(|_| ()), 404);
+        assert!(conn.status().connected());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_can_be_settled_after_cancel() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = temp_queue(&ch).await;
+        for i in 0..3 {
+            publish(&ch, "", &q, format!("m{i}").as_bytes()).await;
+        }
+        ch.basic_qos(3, BasicQosOptions::default()).await.unwrap();
+        let mut c = consume(&ch, &q, "leaving").await;
+        let ds = next_deliveries(&mut c, 3).await;
+        ch.basic_cancel("leaving".into(), BasicCancelOptions::default()).await.unwrap();
+        ch.basic_ack(ds[0].delivery_tag, BasicAckOptions::default()).await.unwrap();
+        ch.basic_nack(ds[1].delivery_tag, BasicNackOptions { multiple: false, requeue: true }).await.unwrap();
+        ch.basic_reject(ds[2].delivery_tag, BasicRejectOptions { requeue: false }).await.unwrap();
+        let m = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("requeued m1");
+        assert_eq!(m.delivery.data, b"m1");
+        assert!(m.delivery.redelivered);
+        assert!(ch.basic_get(q.as_str().into(), BasicGetOptions::default()).await.unwrap().is_none());
+        assert!(ch.status().connected());
+    })
+    .await
+}

@@ -838,3 +838,47 @@ async fn declare_passive_ok(ch: &Channel, x: &str) {
     .await
     .expect("exchange still exists");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_binding_ignores_x_arguments() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_conn, ch) = broker.channel().await;
+        let x = uniq("hx");
+        declare(&ch, &x, ExchangeKind::Headers).await;
+        let q = temp_queue(&ch).await;
+        ch.queue_bind(
+            q.as_str().into(),
+            x.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            table(&[("x-match", s("all")), ("x-custom", AMQPValue::LongInt(1)), ("a", AMQPValue::LongInt(1))]),
+        )
+        .await
+        .unwrap();
+        publish_with(&ch, &x, "", b"a-only", BasicProperties::default().with_headers(table(&[("a", AMQPValue::LongInt(1))]))).await;
+        publish_with(&ch, &x, "", b"a-2", BasicProperties::default().with_headers(table(&[("a", AMQPValue::LongInt(2))]))).await;
+        assert_eq!(get_all(&ch, &q).await, vec!["a-only"]);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_empty_words() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_conn, ch) = broker.channel().await;
+        let x = uniq("te");
+        declare(&ch, &x, ExchangeKind::Topic).await;
+        let star = temp_queue(&ch).await;
+        let hash = temp_queue(&ch).await;
+        bind(&ch, &star, &x, "a.*.b").await;
+        bind(&ch, &hash, &x, "a.#.b").await;
+        for k in ["a..b", "a.x.b", "a.b", "a.x.y.b", "a.b."] {
+            publish(&ch, &x, k, k.as_bytes()).await;
+        }
+        assert_eq!(get_all(&ch, &star).await, vec!["a..b", "a.x.b"]);
+        assert_eq!(get_all(&ch, &hash).await, vec!["a..b", "a.x.b", "a.b", "a.x.y.b"]);
+    })
+    .await
+}

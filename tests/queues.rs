@@ -642,3 +642,57 @@ async fn bind_and_unbind_missing_things() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_queue_name_means_the_last_declared_queue() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = temp_queue(&ch).await;
+        ch.queue_bind("".into(), "amq.fanout".into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .expect("bind the last declared queue");
+        publish(&ch, "amq.fanout", "", b"via last").await;
+        let m = ch.basic_get("".into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("message");
+        assert_eq!(m.delivery.data, b"via last");
+        assert_eq!(m.delivery.exchange.as_str(), "amq.fanout");
+        assert_eq!(ch.queue_purge("".into(), QueuePurgeOptions::default()).await.unwrap(), 0);
+        ch.queue_unbind("".into(), "amq.fanout".into(), "".into(), FieldTable::default()).await.unwrap();
+        assert_eq!(counts(&ch, &q).await, (0, 0));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_delete_queue_goes_when_its_consumer_channel_closes() {
+    within(async {
+        let broker = Broker::start().await;
+        let conn = broker.connect().await;
+        let admin = conn.create_channel().await.unwrap();
+        let q = uniq("ad-close");
+        admin
+            .queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let _c = ch
+            .basic_consume(q.as_str().into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        ch.close(200, "".into()).await.unwrap();
+        let mut gone = false;
+        for _ in 0..50 {
+            let probe = conn.create_channel().await.unwrap();
+            match probe.queue_declare(q.as_str().into(), passive(), FieldTable::default()).await {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => {
+                    assert_eq!(reply_code(&e), Some(404), "{e:?}");
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        assert!(gone, "auto-delete queue outlived its only consumer");
+    })
+    .await
+}

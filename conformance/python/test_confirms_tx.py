@@ -1,7 +1,6 @@
 """Publisher confirms and transactions."""
 import struct
 
-import pika
 import pika.exceptions as pe
 import pytest
 

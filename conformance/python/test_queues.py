@@ -1,11 +1,10 @@
 """Queue declaration, exclusivity, auto-delete, bind/unbind, purge and delete."""
 import re
 
-import pika
 import pika.exceptions as pe
 import pytest
 
-from conftest import (SENTINEL, channel_error, connect, get_until_sentinel, pump, safe_close)
+from conftest import SENTINEL, channel_error, connect, get_until_sentinel, pump
 
 LOCKED = ("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '%s' in vhost '/'. "
           "It could be originally declared on another connection or the exclusive property "

@@ -6,15 +6,11 @@ RabbitMQ sometimes just drops TCP (no Connection.Close); those cases assert
 import struct
 import time
 
-import pika
 import pytest
 
 from amqp_raw import (PROTOCOL_HEADER, RawConnection, basic_publish, body_frame,
-                      broker_url, channel_open, frame, header_frame, longstr, method_frame,
+                      broker_credentials, channel_open, frame, header_frame, longstr, method_frame,
                       shortstr, table)
-
-OPEN_PAYLOAD = b"\x00\x14\x00\x0a\x00"  # channel.open payload (class 20, method 10, "")
-
 
 @pytest.fixture
 def raw():
@@ -53,7 +49,6 @@ def start_ok_frame(mech="PLAIN", response=b"\x00guest\x00guest", client_props=b"
 
 
 def credentials_response():
-    from amqp_raw import broker_credentials
     user, pw, _ = broker_credentials()
     return b"\x00" + user.encode() + b"\x00" + pw.encode()
 
@@ -430,7 +425,6 @@ def _all_types_table():
 
 
 def test_properties_delivered_byte_exact(raw, names):
-    from amqp_raw import broker_credentials
     user, _, _ = broker_credentials()
     q, x = names("q"), names("x")
     flags = 0xFFFC  # all 14 basic properties present
@@ -590,8 +584,64 @@ def test_unfinished_handshake_is_dropped_after_10s(raw):
         assert results[k][0] == "eof", (k, results[k])
         assert s.other_frames == [], (k, s.other_frames)
     assert 9 <= elapsed < 14, elapsed
-    qos_roundtrip_ok = False
     opened.open_channel(1)
-    qos_roundtrip(opened)
-    qos_roundtrip_ok = True
-    assert qos_roundtrip_ok
+    qos_roundtrip(opened)  # still alive
+
+
+# ------------------------------------------------------------ class/method ids of broker-side errors
+def _declare_exclusive_queue(r):
+    r.send(method_frame(1, 50, 10, struct.pack(">H", 0) + shortstr("") + b"\x08" + struct.pack(">I", 0)))
+    a = r.expect_method(1, 50, 11)
+    return a[1:1 + a[0]].decode()
+
+
+def _dup_consumer_tag(r):
+    q = _declare_exclusive_queue(r)
+    for _ in range(2):
+        r.send(method_frame(1, 60, 20, struct.pack(">H", 0) + shortstr(q) + shortstr("t") + b"\x00" + struct.pack(">I", 0)))
+
+
+HARD_ERRORS = {
+    "qos prefetch_size": (lambda r: r.send(method_frame(1, 60, 10, struct.pack(">IHB", 1, 0, 0))),
+                          540, "NOT_IMPLEMENTED - prefetch_size!=0 (1)", 60, 10),
+    "recover requeue=false": (lambda r: r.send(method_frame(1, 60, 110, b"\x00")),
+                              540, "NOT_IMPLEMENTED - requeue=false", 60, 110),
+    "recover-async requeue=false": (lambda r: r.send(method_frame(1, 60, 100, b"\x00")),
+                                    540, "NOT_IMPLEMENTED - requeue=false", 60, 100),
+    "publish immediate": (lambda r: (r.send(method_frame(1, 60, 40, struct.pack(">H", 0) + shortstr("")
+                                                         + shortstr("conformance-nowhere") + b"\x02")),  # immediate bit
+                                     r.send(header_frame(1, 1)), r.send(body_frame(1, b"x"))),
+                          540, "NOT_IMPLEMENTED - immediate=true", 60, 40),
+    "channel.flow active=false": (lambda r: r.send(method_frame(1, 20, 20, b"\x00")),
+                                  540, "NOT_IMPLEMENTED - active=false", 20, 20),
+    "unknown exchange type": (lambda r: r.send(method_frame(1, 40, 10, struct.pack(">H", 0) + shortstr("conformance-raw-x") + shortstr("nope") + b"\x00" + struct.pack(">I", 0))),
+                              503, "COMMAND_INVALID - unknown exchange type 'nope'", 40, 10),
+    "duplicate consumer tag": (_dup_consumer_tag, 530, "NOT_ALLOWED - attempt to reuse consumer tag 't'", 60, 20),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HARD_ERRORS))
+def test_hard_error_close_ids(raw, case):
+    f, code, text, cid, mid = HARD_ERRORS[case]
+    r = raw()
+    r.open_channel(1)
+    f(r)
+    assert_close(r.read_until_close(), code, text, cid, mid)
+
+
+def test_soft_error_is_channel_close_with_ids(raw):
+    r = raw()
+    r.open_channel(1)
+    r.open_channel(2)
+    r.send(method_frame(1, 50, 10, struct.pack(">H", 0) + shortstr("conformance-missing-q") + b"\x01" + struct.pack(">I", 0)))
+    args = r.expect_method(1, 20, 40)  # channel.close, not connection.close
+    code, = struct.unpack(">H", args[:2])
+    text = args[3:3 + args[2]].decode()
+    cid, mid = struct.unpack(">HH", args[3 + args[2]:7 + args[2]])
+    assert (code, text, cid, mid) == (404, "NOT_FOUND - no queue 'conformance-missing-q' in vhost '/'", 50, 10)
+    # until close-ok is sent, further methods on that channel are ignored
+    r.send(method_frame(1, 60, 10, struct.pack(">IHB", 0, 0, 0)))
+    qos_roundtrip(r, 2)  # other channel unaffected; nothing arrived for channel 1 meanwhile
+    r.send(method_frame(1, 20, 41))  # channel.close-ok
+    r.open_channel(1)
+    qos_roundtrip(r, 1)

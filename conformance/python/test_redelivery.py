@@ -1,7 +1,7 @@
 """Unacked messages of a closed channel / connection are requeued in original order."""
 import pika
 
-from conftest import connect, consume_n, drain, pump, safe_close
+from conftest import connect, consume_n, drain, pump
 
 
 def wait_ready(conn, ch, q, n):

@@ -149,9 +149,10 @@ impl Session {
             }
         };
         if class_id != 60 {
-            return Err(AmqpError::frame_error(format!(
-                "content header for class {class_id}, expected class 60"
-            )));
+            return Err(AmqpError::unexpected_frame(format!(
+                "expected content header for class 60, got one for class {class_id} instead"
+            ))
+            .at(60, 40));
         }
         if body_size > max {
             return Err(AmqpError::precondition_failed(format!(
@@ -185,10 +186,10 @@ impl Session {
         };
         pending.received += payload.len() as u64;
         if pending.received > pending.body_size {
-            return Err(AmqpError::frame_error(format!(
-                "received {} body bytes but the content header declared {}",
-                pending.received, pending.body_size
-            )));
+            // Like RabbitMQ: the message can no longer complete; the next
+            // method frame on this channel is the error (505). Keep nothing.
+            pending.parts.clear();
+            return Ok(());
         }
         if !payload.is_empty() {
             pending.parts.push(payload);
@@ -230,6 +231,16 @@ impl Session {
     pub(super) fn route_publish(&mut self, id: u16, p: CompletePublish) -> Result<(), AmqpError> {
         let mut properties = p.properties;
         let props = decode_properties(&properties);
+        if props.is_none() {
+            // Undecodable properties (an unknown field type in the headers):
+            // RabbitMQ fails the connection with a bare 541.
+            return Err(AmqpError {
+                kind: crate::protocol::ErrorKind::InternalError,
+                text: "INTERNAL_ERROR".to_string(),
+                class_id: 0,
+                method_id: 0,
+            });
+        }
         let headers = props.as_ref().and_then(|p| p.headers().clone());
         if let Some(user_id) = props.as_ref().and_then(|p| p.user_id().clone()) {
             if user_id.as_str() != self.user {

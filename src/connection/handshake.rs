@@ -184,7 +184,7 @@ async fn expect_method(io: &mut FrameIo) -> Result<AMQPClass, String> {
             Ok(Frame::Method { method, .. }) => return Ok(*method),
             Ok(other) => return Err(format!("unexpected frame during handshake: {other:?}")),
             Err(ReadError::Closed) => return Err("peer closed during handshake".into()),
-            Err(ReadError::Protocol(e)) => return Err(e.to_string()),
+            Err(ReadError::Protocol(e)) => return Err(format!("{e:?}")),
         }
     }
 }

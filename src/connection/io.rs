@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 use crate::protocol::frame::decode_frame;
 use crate::protocol::output::FrameWriter;
-use crate::protocol::{AmqpError, Frame};
+use crate::protocol::{DecodeError, Frame};
 
 /// What reading a frame can end in besides a frame.
 #[derive(Debug)]
@@ -15,7 +15,7 @@ pub enum ReadError {
     /// The peer closed the socket or it failed.
     Closed,
     /// The bytes broke the protocol.
-    Protocol(AmqpError),
+    Protocol(DecodeError),
 }
 
 /// Framed access to the socket.
@@ -38,7 +38,7 @@ impl FrameIo {
     }
 
     /// Next complete frame from the buffer, if any.
-    pub fn decoded(&mut self) -> Result<Option<Frame>, AmqpError> {
+    pub fn decoded(&mut self) -> Result<Option<Frame>, DecodeError> {
         decode_frame(&mut self.rbuf, self.frame_max)
     }
 

@@ -17,10 +17,13 @@ use super::handshake::{close_method, Opened};
 use super::io::FrameIo;
 use crate::broker::consumer::{ConnEvent, ConnHandle};
 use crate::broker::{Broker, VHost};
-use crate::protocol::{AmqpError, Frame};
+use crate::protocol::frame::erlang_binary;
+use crate::protocol::{AmqpError, DecodeError, Frame};
 
 /// Most events taken from the mailbox in one pass before writing.
 const EVENTS_PER_PASS: usize = 512;
+/// How long the socket stays open for the client to close after Close-Ok.
+const CLIENT_CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// How long to wait for Close-Ok after sending Connection.Close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -39,6 +42,9 @@ pub struct Session {
     /// Set when we sent Connection.Close: only Close-Ok matters now.
     closing_since: Option<Instant>,
     done: bool,
+    /// The client sent Connection.Close: like RabbitMQ, leave closing the
+    /// socket to it.
+    client_closed: bool,
 }
 
 impl Session {
@@ -58,12 +64,21 @@ impl Session {
             cancel_notify: opened.cancel_notify,
             closing_since: None,
             done: false,
+            client_closed: false,
         }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.main_loop(shutdown).await;
         self.cleanup();
+        if self.client_closed {
+            // Discard anything that still arrives until the client closes
+            // the socket, for a bounded time.
+            let linger = async { while self.io.fill().await.is_ok() {
+                self.io.rbuf.clear();
+            } };
+            let _ = tokio::time::timeout(CLIENT_CLOSE_LINGER, linger).await;
+        }
     }
 
     async fn main_loop(&mut self, shutdown: CancellationToken) {
@@ -156,11 +171,16 @@ impl Session {
             let frame = match self.io.decoded() {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
-                Err(e) => {
+                Err(DecodeError::Close(e)) => {
                     // The stream cannot be trusted after a framing error:
                     // report it and close without waiting for Close-Ok.
                     tracing::info!(error = %e, "framing error");
                     self.io.out.method(0, &close_method(&e));
+                    self.done = true;
+                    return;
+                }
+                Err(DecodeError::Drop(why)) => {
+                    tracing::info!(reason = %why, "dropping connection");
                     self.done = true;
                     return;
                 }
@@ -196,7 +216,7 @@ impl Session {
         match frame {
             Frame::Heartbeat { channel: 0 } => Ok(()),
             Frame::Heartbeat { .. } => {
-                Err(AmqpError::frame_error("heartbeat on a non-zero channel"))
+                Err(AmqpError::unexpected_frame("type 8, all octets = <<>>"))
             }
             Frame::Method {
                 channel: 0,
@@ -207,9 +227,20 @@ impl Session {
             } => self
                 .connection_method(*method)
                 .map_err(|e| e.at(class_id, method_id)),
-            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => Err(
-                AmqpError::unexpected_frame("expected method frame, got non method frame instead"),
-            ),
+            Frame::Header { channel: 0, class_id, body_size, properties } => {
+                let mut payload = class_id.to_be_bytes().to_vec();
+                payload.extend_from_slice(&[0, 0]);
+                payload.extend_from_slice(&body_size.to_be_bytes());
+                payload.extend_from_slice(&properties);
+                Err(AmqpError::unexpected_frame(format!(
+                    "type 2, all octets = {}",
+                    erlang_binary(&payload)
+                )))
+            }
+            Frame::Body { channel: 0, payload } => Err(AmqpError::unexpected_frame(format!(
+                "type 3, all octets = {}",
+                erlang_binary(&payload)
+            ))),
             frame => self.channel_frame(frame),
         }
     }
@@ -223,10 +254,7 @@ impl Session {
                     AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
                 );
                 self.done = true;
-                Ok(())
-            }
-            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {
-                self.done = true;
+                self.client_closed = true;
                 Ok(())
             }
             AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
@@ -238,9 +266,7 @@ impl Session {
                 );
                 Ok(())
             }
-            AMQPClass::Connection(connection::AMQPMethod::Blocked(_))
-            | AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)) => Ok(()),
-            _ => Err(AmqpError::command_invalid("unexpected method on channel 0")),
+            _ => Err(AmqpError::channel_error("unexpected method in connection state running")),
         }
     }
 
@@ -289,13 +315,20 @@ impl Session {
                 raw_args,
                 ..
             } => {
-                if !matches!(ch.content, ContentState::Idle) {
-                    return Err(AmqpError::unexpected_frame(format!(
-                        "expected content {}, got non content {} frame instead",
-                        content_expected(&ch.content),
-                        content_expected(&ch.content)
-                    ))
-                    .at(class_id, method_id));
+                match &ch.content {
+                    ContentState::Idle => {}
+                    ContentState::ExpectHeader(_) => {
+                        return Err(AmqpError::unexpected_frame(
+                            "expected content header for class 60, got non content header frame instead",
+                        )
+                        .at(60, 40))
+                    }
+                    ContentState::ExpectBody(_) => {
+                        return Err(AmqpError::unexpected_frame(
+                            "expected content body, got non content body frame instead",
+                        )
+                        .at(60, 40))
+                    }
                 }
                 self.channel_method(id, *method, &raw_args)
                     .map_err(|e| e.at(class_id, method_id))
@@ -364,7 +397,7 @@ impl Session {
                 );
                 Ok(())
             }
-            channel::AMQPMethod::CloseOk(_) => Ok(()),
+            channel::AMQPMethod::CloseOk(_) => Err(AmqpError::command_invalid("unimplemented method")),
             _ => Err(AmqpError::command_invalid("unexpected channel method")),
         }
     }
@@ -375,8 +408,7 @@ impl Session {
             return Err(AmqpError::not_allowed(format!(
                 "number of channels opened ({open}) has reached the negotiated channel_max ({})",
                 self.channel_max
-            ))
-            .at(20, 10));
+            )));
         }
         self.channels.insert(id, Channel::new(id));
         self.send(
@@ -500,9 +532,3 @@ impl Session {
     }
 }
 
-fn content_expected(state: &ContentState) -> &'static str {
-    match state {
-        ContentState::ExpectHeader(_) => "header",
-        _ => "body",
-    }
-}

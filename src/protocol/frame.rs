@@ -84,29 +84,60 @@ impl Frame {
     }
 }
 
+/// Why the input could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Report this error with Connection.Close.
+    Close(AmqpError),
+    /// Drop the socket without a Close: RabbitMQ does this for a method id
+    /// it does not know, and clients expect no answer.
+    Drop(String),
+}
+
+impl From<AmqpError> for DecodeError {
+    fn from(e: AmqpError) -> Self {
+        DecodeError::Close(e)
+    }
+}
+
+/// Render bytes the way RabbitMQ's error texts show an Erlang binary:
+/// `<<"text">>` when printable, else `<<0,20,0,10,0>>`.
+pub fn erlang_binary(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "<<>>".to_string();
+    }
+    if bytes.iter().all(|b| (32..127).contains(b)) {
+        let text: String = bytes
+            .iter()
+            .flat_map(|&b| match b {
+                b'"' => vec!['\\', '"'],
+                b'\\' => vec!['\\', '\\'],
+                b => vec![b as char],
+            })
+            .collect();
+        return format!("<<\"{text}\">>");
+    }
+    let parts: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
+    format!("<<{}>>", parts.join(","))
+}
+
 /// Decode one frame from the front of `buf`, or `Ok(None)` if more bytes are
-/// needed. `frame_max` is the negotiated maximum frame size (whole frame).
-pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpError> {
+/// needed. `frame_max` is the negotiated maximum frame size. Like RabbitMQ,
+/// a payload of up to `frame_max` bytes is accepted (the spec would say
+/// `frame_max - 8`), and the error texts follow RabbitMQ's.
+pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, DecodeError> {
     if buf.len() < 7 {
         return Ok(None);
     }
     let frame_type = buf[0];
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-    if !matches!(
-        frame_type,
-        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
-    ) {
+    if size > frame_max as usize {
         return Err(AmqpError::frame_error(format!(
-            "unknown frame type {frame_type}"
-        )));
-    }
-    if size + FRAME_OVERHEAD > frame_max as usize {
-        return Err(AmqpError::frame_error(format!(
-            "frame size {} exceeds negotiated frame_max {}",
-            size + FRAME_OVERHEAD,
-            frame_max
-        )));
+            "type {frame_type}, all octets = <<>>: {{frame_too_large,{size},{}}}",
+            (frame_max as usize).saturating_sub(FRAME_OVERHEAD)
+        ))
+        .into());
     }
     if buf.len() < size + FRAME_OVERHEAD {
         buf.reserve(size + FRAME_OVERHEAD - buf.len());
@@ -115,8 +146,19 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     let end = buf[7 + size];
     if end != FRAME_END {
         return Err(AmqpError::frame_error(format!(
-            "invalid frame end marker 0x{end:02x}"
-        )));
+            "type {frame_type}, all octets = {}: {{invalid_frame_end_marker,{end}}}",
+            erlang_binary(&buf[7..7 + size])
+        ))
+        .into());
+    }
+    let known = matches!(frame_type, FRAME_METHOD | FRAME_HEADER | FRAME_BODY)
+        || (frame_type == FRAME_HEARTBEAT && size == 0);
+    if !known {
+        return Err(AmqpError::frame_error(format!(
+            "type {frame_type}, all octets = {}: unknown_frame",
+            erlang_binary(&buf[7..7 + size])
+        ))
+        .into());
     }
     buf.advance(7);
     let payload = buf.split_to(size).freeze();
@@ -130,12 +172,21 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     Ok(Some(frame))
 }
 
-fn decode_method(channel: u16, payload: Bytes) -> Result<Frame, AmqpError> {
+fn decode_method(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
     if payload.len() < 4 {
-        return Err(AmqpError::frame_error("method frame too short"));
+        return Err(AmqpError::frame_error(format!(
+            "cannot decode {}",
+            erlang_binary(&payload)
+        ))
+        .into());
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+    if !is_known_method(class_id, method_id) {
+        return Err(DecodeError::Drop(format!(
+            "unknown method {class_id}.{method_id}"
+        )));
+    }
     match parse_class(&payload[..]) {
         Ok((_, method)) => Ok(Frame::Method {
             channel,
@@ -144,20 +195,22 @@ fn decode_method(channel: u16, payload: Bytes) -> Result<Frame, AmqpError> {
             method: Box::new(method),
             raw_args: payload.slice(4..),
         }),
-        Err(_) if !is_known_method(class_id, method_id) => Err(AmqpError::not_implemented(
-            format!("unknown method {class_id}.{method_id}"),
-        )
-        .at(class_id, method_id)),
-        Err(_) => Err(AmqpError::syntax_error(format!(
-            "malformed arguments for method {class_id}.{method_id}"
+        Err(_) => Err(AmqpError::frame_error(format!(
+            "cannot decode {}",
+            erlang_binary(&payload[4..])
         ))
-        .at(class_id, method_id)),
+        .at(class_id, method_id)
+        .into()),
     }
 }
 
-fn decode_header(channel: u16, payload: Bytes) -> Result<Frame, AmqpError> {
+fn decode_header(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
     if payload.len() < 14 {
-        return Err(AmqpError::frame_error("content header frame too short"));
+        return Err(AmqpError::frame_error(format!(
+            "cannot decode {}",
+            erlang_binary(&payload)
+        ))
+        .into());
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let mut size = [0u8; 8];
@@ -214,7 +267,7 @@ mod tests {
     use crate::protocol::output::FrameWriter;
     use amq_protocol::protocol::{basic, channel, AMQPClass};
 
-    fn decode_all(bytes: &[u8], frame_max: u32) -> Result<Vec<Frame>, AmqpError> {
+    fn decode_all(bytes: &[u8], frame_max: u32) -> Result<Vec<Frame>, DecodeError> {
         let mut buf = BytesMut::from(bytes);
         let mut out = Vec::new();
         while let Some(f) = decode_frame(&mut buf, frame_max)? {
@@ -296,36 +349,52 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    fn close_error(e: DecodeError) -> AmqpError {
+        match e {
+            DecodeError::Close(e) => e,
+            DecodeError::Drop(why) => panic!("expected a close, got a drop: {why}"),
+        }
+    }
+
     #[test]
     fn bad_frame_end_is_a_frame_error() {
-        let err = decode_all(&[8, 0, 0, 0, 0, 0, 0, 0xAB], 4096).unwrap_err();
+        let err = close_error(decode_all(&[1, 0, 1, 0, 0, 0, 2, 0, 20, 0xAB], 4096).unwrap_err());
         assert_eq!(err.kind.code(), 501);
+        assert_eq!(
+            err.text,
+            "FRAME_ERROR - type 1, all octets = <<0,20>>: {invalid_frame_end_marker,171}"
+        );
     }
 
     #[test]
     fn oversized_frame_is_a_frame_error() {
-        let err = decode_all(&[3, 0, 1, 0, 0, 0x20, 0x00], 4096).unwrap_err();
-        assert_eq!(err.kind.code(), 501);
+        let err = close_error(decode_all(&[3, 0, 1, 0, 0, 0x10, 0x01], 4096).unwrap_err());
+        assert_eq!(
+            err.text,
+            "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,4097,4088}"
+        );
     }
 
     #[test]
     fn unknown_frame_type_is_a_frame_error() {
-        let err = decode_all(b"garbage!", 4096).unwrap_err();
-        assert_eq!(err.kind.code(), 501);
+        let err = close_error(decode_all(&[9, 0, 0, 0, 0, 0, 0, FRAME_END], 4096).unwrap_err());
+        assert_eq!(err.text, "FRAME_ERROR - type 9, all octets = <<>>: unknown_frame");
+        let err = close_error(decode_all(&[8, 0, 0, 0, 0, 0, 2, b'x', b'x', FRAME_END], 4096).unwrap_err());
+        assert_eq!(err.text, "FRAME_ERROR - type 8, all octets = <<\"xx\">>: unknown_frame");
     }
 
     #[test]
-    fn unknown_method_is_not_implemented() {
+    fn unknown_method_drops_the_connection() {
         let frame = [1, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, FRAME_END];
-        let err = decode_all(&frame, 4096).unwrap_err();
-        assert_eq!(err.kind.code(), 540);
+        assert!(matches!(decode_all(&frame, 4096), Err(DecodeError::Drop(_))));
     }
 
     #[test]
-    fn truncated_arguments_are_a_syntax_error() {
-        // queue.declare (50.10) with no arguments at all.
-        let frame = [1, 0, 1, 0, 0, 0, 4, 0, 50, 0, 10, FRAME_END];
-        let err = decode_all(&frame, 4096).unwrap_err();
-        assert_eq!(err.kind.code(), 502);
+    fn truncated_arguments_cannot_be_decoded() {
+        // queue.declare (50.10) with one byte of arguments.
+        let frame = [1, 0, 1, 0, 0, 0, 5, 0, 50, 0, 10, 0, FRAME_END];
+        let err = close_error(decode_all(&frame, 4096).unwrap_err());
+        assert_eq!(err.text, "FRAME_ERROR - cannot decode <<0>>");
+        assert_eq!((err.class_id, err.method_id), (50, 10));
     }
 }

@@ -11,4 +11,4 @@ pub mod frame;
 pub mod output;
 
 pub use error::{AmqpError, ErrorKind};
-pub use frame::Frame;
+pub use frame::{DecodeError, Frame};

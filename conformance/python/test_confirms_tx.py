@@ -43,15 +43,6 @@ def test_confirm_publish_to_missing_exchange_closes_channel_404(conn, ch):
     assert conn.is_open
 
 
-def test_confirm_nack_on_reject_publish_overflow(conn, ch, name):
-    ch.queue_declare(name, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
-    ch.confirm_delivery()
-    ch.basic_publish("", name, b"1")
-    with pytest.raises(pe.NackError):
-        ch.basic_publish("", name, b"2")
-    assert ch.queue_declare(name, passive=True).method.message_count == 1
-
-
 def test_confirm_select_after_tx_select_is_406(ch):
     ch.tx_select()
     with channel_error(406, "PRECONDITION_FAILED - cannot switch from tx to confirm mode"):

@@ -398,7 +398,10 @@ def test_header_on_channel_zero_505(raw):
                  "UNEXPECTED_FRAME - type 2, all octets = <<0,60,0,0,0,0,0,0,0,0,0,1,0,0>>", 0, 0)
 
 
-@pytest.mark.parametrize("tchar", [b"U", b"Z"])
+# RabbitMQ also refuses b"U" (the 0-9-1 spec's 16-bit signed int); Warren
+# accepts it on purpose (see the README's differences), so only an unknown
+# letter is tested here.
+@pytest.mark.parametrize("tchar", [b"Z"])
 def test_unknown_field_type_in_headers_541(raw, tchar):
     r = raw()
     r.open_channel(1)

@@ -26,17 +26,28 @@ fn usage() -> ! {
 }
 
 async fn declare(ch: &Channel) -> Result<()> {
-    ch.exchange_declare(EXCHANGE.into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
-        .await?;
+    ch.exchange_declare(
+        EXCHANGE.into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     Ok(())
 }
 
 async fn publish(ch: &Channel, msg: &str) -> Result<()> {
     declare(ch).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    ch.basic_publish(EXCHANGE.into(), "".into(), BasicPublishOptions::default(), msg.as_bytes(), BasicProperties::default())
-        .await?
-        .await?;
+    ch.basic_publish(
+        EXCHANGE.into(),
+        "".into(),
+        BasicPublishOptions::default(),
+        msg.as_bytes(),
+        BasicProperties::default(),
+    )
+    .await?
+    .await?;
     println!(" [x] published {msg:?} to exchange {EXCHANGE:?}");
     Ok(())
 }
@@ -44,19 +55,35 @@ async fn publish(ch: &Channel, msg: &str) -> Result<()> {
 async fn subscribe(ch: &Channel) -> Result<()> {
     declare(ch).await?;
     let queue = ch
-        .queue_declare("".into(), QueueDeclareOptions::exclusive(), FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
         .await?;
-    ch.queue_bind(queue.name().clone(), EXCHANGE.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    ch.queue_bind(
+        queue.name().clone(),
+        EXCHANGE.into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let mut consumer = ch
         .basic_consume(
             queue.name().clone(),
             "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
-    println!(" [*] subscribed to {EXCHANGE:?} with queue {}; press Ctrl+C to exit", queue.name());
+    println!(
+        " [*] subscribed to {EXCHANGE:?} with queue {}; press Ctrl+C to exit",
+        queue.name()
+    );
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
         println!(" [x] {}", String::from_utf8_lossy(&delivery.data));
@@ -72,7 +99,11 @@ async fn main() -> Result<()> {
     let ch = conn.create_channel().await?;
     match role.as_str() {
         "publish" => {
-            let msg = if args.len() > 1 { args[1..].join(" ") } else { "info: Hello World!".to_string() };
+            let msg = if args.len() > 1 {
+                args[1..].join(" ")
+            } else {
+                "info: Hello World!".to_string()
+            };
             publish(&ch, &msg).await?;
         }
         "subscribe" => {

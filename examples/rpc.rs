@@ -41,10 +41,20 @@ fn fib(n: u32) -> Option<u128> {
 }
 
 async fn server(ch: &Channel) -> Result<()> {
-    ch.queue_declare(QUEUE.into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
+    ch.queue_declare(
+        QUEUE.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     ch.basic_qos(1, BasicQosOptions::default()).await?;
     let mut requests = ch
-        .basic_consume(QUEUE.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            QUEUE.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     println!(" [*] awaiting RPC requests on {QUEUE:?}; press Ctrl+C to exit");
     while let Some(request) = requests.next().await {
@@ -64,8 +74,14 @@ async fn server(ch: &Channel) -> Result<()> {
                 if let Some(id) = request.properties.correlation_id() {
                     props = props.with_correlation_id(id.clone());
                 }
-                ch.basic_publish("".into(), reply_to.clone(), BasicPublishOptions::default(), answer.as_bytes(), props)
-                    .await?;
+                ch.basic_publish(
+                    "".into(),
+                    reply_to.clone(),
+                    BasicPublishOptions::default(),
+                    answer.as_bytes(),
+                    props,
+                )
+                .await?;
             }
             None => eprintln!(" [!] request without reply_to dropped"),
         }
@@ -76,13 +92,20 @@ async fn server(ch: &Channel) -> Result<()> {
 
 async fn client(ch: &Channel, n: &str) -> Result<()> {
     let reply_queue = ch
-        .queue_declare("".into(), QueueDeclareOptions::exclusive(), FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
         .await?;
     let mut replies = ch
         .basic_consume(
             reply_queue.name().clone(),
             "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
@@ -95,7 +118,10 @@ async fn client(ch: &Channel, n: &str) -> Result<()> {
         .basic_publish(
             "".into(),
             QUEUE.into(),
-            BasicPublishOptions { mandatory: true, ..Default::default() },
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
             n.as_bytes(),
             BasicProperties::default()
                 .with_reply_to(reply_queue.name().clone())
@@ -104,13 +130,23 @@ async fn client(ch: &Channel, n: &str) -> Result<()> {
         .await?
         .await?;
     if confirmation.take_message().is_some() {
-        return Err(format!("no {QUEUE:?} queue to take the request; start `rpc server` first").into());
+        return Err(
+            format!("no {QUEUE:?} queue to take the request; start `rpc server` first").into(),
+        );
     }
     let wait = async {
         while let Some(reply) = replies.next().await {
             let reply = reply?;
-            if reply.properties.correlation_id().as_ref().map(|c| c.as_str()) == Some(correlation_id.as_str()) {
-                return Ok::<_, lapin::Error>(Some(String::from_utf8_lossy(&reply.data).into_owned()));
+            if reply
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str())
+                == Some(correlation_id.as_str())
+            {
+                return Ok::<_, lapin::Error>(Some(
+                    String::from_utf8_lossy(&reply.data).into_owned(),
+                ));
             }
         }
         Ok(None)
@@ -131,7 +167,12 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let conn = Connection::connect(&url(), ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["server"] => {
             tokio::select! {
                 r = server(&ch) => r,

@@ -22,22 +22,35 @@ fn url() -> String {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: topic_logs emit <facility.severity> MSG... | topic_logs receive <pattern>...");
+    eprintln!(
+        "usage: topic_logs emit <facility.severity> MSG... | topic_logs receive <pattern>..."
+    );
     std::process::exit(2)
 }
 
 async fn declare(ch: &Channel) -> Result<()> {
-    ch.exchange_declare(EXCHANGE.into(), ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default())
-        .await?;
+    ch.exchange_declare(
+        EXCHANGE.into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     Ok(())
 }
 
 async fn emit(ch: &Channel, key: &str, msg: &str) -> Result<()> {
     declare(ch).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    ch.basic_publish(EXCHANGE.into(), key.into(), BasicPublishOptions::default(), msg.as_bytes(), BasicProperties::default())
-        .await?
-        .await?;
+    ch.basic_publish(
+        EXCHANGE.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        msg.as_bytes(),
+        BasicProperties::default(),
+    )
+    .await?
+    .await?;
     println!(" [x] sent {key}: {msg:?}");
     Ok(())
 }
@@ -45,7 +58,11 @@ async fn emit(ch: &Channel, key: &str, msg: &str) -> Result<()> {
 async fn receive(ch: &Channel, patterns: &[String]) -> Result<()> {
     declare(ch).await?;
     let queue = ch
-        .queue_declare("".into(), QueueDeclareOptions::exclusive(), FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
         .await?;
     for pattern in patterns {
         ch.queue_bind(
@@ -61,14 +78,21 @@ async fn receive(ch: &Channel, patterns: &[String]) -> Result<()> {
         .basic_consume(
             queue.name().clone(),
             "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
     println!(" [*] waiting for logs matching {patterns:?}; press Ctrl+C to exit");
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
-        println!(" [x] {}: {}", delivery.routing_key, String::from_utf8_lossy(&delivery.data));
+        println!(
+            " [x] {}: {}",
+            delivery.routing_key,
+            String::from_utf8_lossy(&delivery.data)
+        );
     }
     Ok(())
 }
@@ -83,7 +107,11 @@ async fn main() -> Result<()> {
     let conn = Connection::connect(&url(), ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     if role == "emit" {
-        let msg = if args.len() > 2 { args[2..].join(" ") } else { "Hello World!".to_string() };
+        let msg = if args.len() > 2 {
+            args[2..].join(" ")
+        } else {
+            "Hello World!".to_string()
+        };
         emit(&ch, &args[1], &msg).await?;
     } else {
         tokio::select! {

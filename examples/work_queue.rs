@@ -29,7 +29,12 @@ fn usage() -> ! {
 }
 
 async fn declare(ch: &Channel) -> Result<()> {
-    ch.queue_declare(QUEUE.into(), QueueDeclareOptions::durable(), FieldTable::default()).await?;
+    ch.queue_declare(
+        QUEUE.into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -60,9 +65,19 @@ async fn worker(ch: &Channel) -> Result<()> {
     declare(ch).await?;
     ch.basic_qos(1, BasicQosOptions::default()).await?;
     let mut consumer = ch
-        .basic_consume(QUEUE.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            QUEUE.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
-    let dot = Duration::from_millis(std::env::var("DOT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000));
+    let dot = Duration::from_millis(
+        std::env::var("DOT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000),
+    );
     println!(" [*] waiting for tasks on {QUEUE:?}; press Ctrl+C to exit");
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
@@ -81,7 +96,12 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let conn = Connection::connect(&url(), ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["producer", n] => {
             let n: u32 = n.parse().unwrap_or_else(|_| usage());
             producer(&ch, n).await?;

@@ -122,9 +122,14 @@ fn parse_close(args: &[u8]) -> Close {
 
 impl Raw {
     async fn connect(broker: &Broker) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", broker.port)).await.expect("tcp connect");
+        let s = TcpStream::connect(("127.0.0.1", broker.port))
+            .await
+            .expect("tcp connect");
         s.set_nodelay(true).unwrap();
-        Raw { s, frame_max: 131072 }
+        Raw {
+            s,
+            frame_max: 131072,
+        }
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -147,8 +152,16 @@ impl Raw {
         if self.s.read_exact(&mut payload).await.is_err() {
             return None;
         }
-        assert_eq!(payload.pop(), Some(FRAME_END), "server sent a bad frame end");
-        Some(Frame { ty: hdr[0], channel: u16::from_be_bytes([hdr[1], hdr[2]]), payload })
+        assert_eq!(
+            payload.pop(),
+            Some(FRAME_END),
+            "server sent a bad frame end"
+        );
+        Some(Frame {
+            ty: hdr[0],
+            channel: u16::from_be_bytes([hdr[1], hdr[2]]),
+            payload,
+        })
     }
 
     /// The next non-heartbeat frame; panics at EOF.
@@ -253,7 +266,11 @@ async fn still_serves(broker: &Broker) {
 async fn wrong_protocol_header_gets_ours_and_a_close() {
     within(async {
         let broker = Broker::start().await;
-        for bad in [&b"AMQP\x01\x01\x00\x0a"[..], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"AMQP\x00\x00\x09\x02"] {
+        for bad in [
+            &b"AMQP\x01\x01\x00\x0a"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"AMQP\x00\x00\x09\x02",
+        ] {
             let mut r = Raw::connect(&broker).await;
             r.send(bad).await;
             let got = r.expect_eof().await;
@@ -275,7 +292,10 @@ async fn garbage_after_the_header_closes_the_connection() {
         // Whatever the server says first, it ends the connection.
         let rest = r.expect_eof().await;
         if !rest.is_empty() {
-            assert_eq!(rest[0], FRAME_METHOD, "only a Connection.Close may precede the close: {rest:?}");
+            assert_eq!(
+                rest[0], FRAME_METHOD,
+                "only a Connection.Close may precede the close: {rest:?}"
+            );
         }
         still_serves(&broker).await;
     })
@@ -304,7 +324,8 @@ async fn bad_frame_end_is_501() {
         let mut payload = 20u16.to_be_bytes().to_vec();
         payload.extend_from_slice(&10u16.to_be_bytes());
         payload.extend(shortstr(""));
-        r.send(&frame_with_end(FRAME_METHOD, 1, &payload, 0x00)).await;
+        r.send(&frame_with_end(FRAME_METHOD, 1, &payload, 0x00))
+            .await;
         let close = r.expect_connection_close().await;
         assert_eq!(close.code, 501, "{close:?}");
         assert!(close.text.starts_with("FRAME_ERROR"), "{close:?}");
@@ -325,7 +346,8 @@ async fn oversized_frame_is_501() {
         r.send(&basic_publish(1, "", &q)).await;
         let n = r.frame_max as u64 * 2;
         r.send(&content_header(1, n)).await;
-        r.send_lossy(&frame(FRAME_BODY, 1, &vec![b'x'; n as usize])).await;
+        r.send_lossy(&frame(FRAME_BODY, 1, &vec![b'x'; n as usize]))
+            .await;
         let close = r.expect_connection_close().await;
         assert_eq!(close.code, 501, "{close:?}");
         still_serves(&broker).await;
@@ -473,7 +495,10 @@ async fn raw_publish_and_soft_error_keep_the_connection() {
         assert_eq!(h.ty, FRAME_HEADER);
         assert_eq!(u64::from_be_bytes(h.payload[4..12].try_into().unwrap()), 10);
         let b = r.next().await;
-        assert_eq!((b.ty, b.payload.as_slice()), (FRAME_BODY, &b"helloworld"[..]));
+        assert_eq!(
+            (b.ty, b.payload.as_slice()),
+            (FRAME_BODY, &b"helloworld"[..])
+        );
 
         // Soft error on channel 1: Channel.Close 404, connection stays.
         let mut p = 0u16.to_be_bytes().to_vec();
@@ -507,7 +532,11 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
         let mut r = Raw::connect(&broker).await;
         let started = std::time::Instant::now();
         r.expect_eof().await;
-        assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
         // Half a handshake is not enough either.
         let mut r = Raw::connect(&broker).await;
         r.send(HEADER).await;
@@ -527,7 +556,11 @@ async fn server_sends_heartbeats_and_drops_a_silent_peer() {
         let started = std::time::Instant::now();
         // The server sends heartbeats on channel 0 ...
         let f = r.read_frame().await.expect("a heartbeat");
-        assert_eq!((f.ty, f.channel, f.payload.len()), (FRAME_HEARTBEAT, 0, 0), "{f:?}");
+        assert_eq!(
+            (f.ty, f.channel, f.payload.len()),
+            (FRAME_HEARTBEAT, 0, 0),
+            "{f:?}"
+        );
         // ... and, hearing nothing back, gives up after about two intervals.
         loop {
             match tokio::time::timeout(Duration::from_secs(8), r.read_frame()).await {
@@ -538,7 +571,10 @@ async fn server_sends_heartbeats_and_drops_a_silent_peer() {
             }
         }
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(1500), "dropped too early: {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(1500),
+            "dropped too early: {waited:?}"
+        );
         still_serves(&broker).await;
     })
     .await

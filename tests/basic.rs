@@ -868,11 +868,17 @@ async fn requeue_order_ignores_the_order_of_rejects() {
         }
         let mut tags = Vec::new();
         for _ in 0..4 {
-            let m = ch.basic_get(q.as_str().into(), BasicGetOptions::default()).await.unwrap().unwrap();
+            let m = ch
+                .basic_get(q.as_str().into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+                .unwrap();
             tags.push(m.delivery.delivery_tag);
         }
         for i in [3, 1, 2, 0] {
-            ch.basic_reject(tags[i], BasicRejectOptions { requeue: true }).await.unwrap();
+            ch.basic_reject(tags[i], BasicRejectOptions { requeue: true })
+                .await
+                .unwrap();
         }
         assert_eq!(get_all(&ch, &q).await, vec!["m0", "m1", "m2", "m3", "m4"]);
     })
@@ -937,11 +943,18 @@ async fn get_and_consume_on_missing_queue_are_404() {
         let broker = Broker::start().await;
         let conn = broker.connect().await;
         let ch = conn.create_channel().await.unwrap();
-        let res = ch.basic_get(uniq("missing").as_str().into(), BasicGetOptions::default()).await;
+        let res = ch
+            .basic_get(uniq("missing").as_str().into(), BasicGetOptions::default())
+            .await;
         assert_code(res.map(|_| ()), 404);
         let ch = conn.create_channel().await.unwrap();
         let res = ch
-            .basic_consume(uniq("missing").as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                uniq("missing").as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await;
         assert_code(res.map(|_| ()), 404);
         assert!(conn.status().connected());
@@ -961,14 +974,36 @@ async fn deliveries_can_be_settled_after_cancel() {
         ch.basic_qos(3, BasicQosOptions::default()).await.unwrap();
         let mut c = consume(&ch, &q, "leaving").await;
         let ds = next_deliveries(&mut c, 3).await;
-        ch.basic_cancel("leaving".into(), BasicCancelOptions::default()).await.unwrap();
-        ch.basic_ack(ds[0].delivery_tag, BasicAckOptions::default()).await.unwrap();
-        ch.basic_nack(ds[1].delivery_tag, BasicNackOptions { multiple: false, requeue: true }).await.unwrap();
-        ch.basic_reject(ds[2].delivery_tag, BasicRejectOptions { requeue: false }).await.unwrap();
-        let m = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("requeued m1");
+        ch.basic_cancel("leaving".into(), BasicCancelOptions::default())
+            .await
+            .unwrap();
+        ch.basic_ack(ds[0].delivery_tag, BasicAckOptions::default())
+            .await
+            .unwrap();
+        ch.basic_nack(
+            ds[1].delivery_tag,
+            BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            },
+        )
+        .await
+        .unwrap();
+        ch.basic_reject(ds[2].delivery_tag, BasicRejectOptions { requeue: false })
+            .await
+            .unwrap();
+        let m = ch
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("requeued m1");
         assert_eq!(m.delivery.data, b"m1");
         assert!(m.delivery.redelivered);
-        assert!(ch.basic_get(q.as_str().into(), BasicGetOptions::default()).await.unwrap().is_none());
+        assert!(ch
+            .basic_get(q.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .is_none());
         assert!(ch.status().connected());
     })
     .await

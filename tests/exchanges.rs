@@ -852,12 +852,30 @@ async fn headers_binding_ignores_x_arguments() {
             x.as_str().into(),
             "".into(),
             QueueBindOptions::default(),
-            table(&[("x-match", s("all")), ("x-custom", AMQPValue::LongInt(1)), ("a", AMQPValue::LongInt(1))]),
+            table(&[
+                ("x-match", s("all")),
+                ("x-custom", AMQPValue::LongInt(1)),
+                ("a", AMQPValue::LongInt(1)),
+            ]),
         )
         .await
         .unwrap();
-        publish_with(&ch, &x, "", b"a-only", BasicProperties::default().with_headers(table(&[("a", AMQPValue::LongInt(1))]))).await;
-        publish_with(&ch, &x, "", b"a-2", BasicProperties::default().with_headers(table(&[("a", AMQPValue::LongInt(2))]))).await;
+        publish_with(
+            &ch,
+            &x,
+            "",
+            b"a-only",
+            BasicProperties::default().with_headers(table(&[("a", AMQPValue::LongInt(1))])),
+        )
+        .await;
+        publish_with(
+            &ch,
+            &x,
+            "",
+            b"a-2",
+            BasicProperties::default().with_headers(table(&[("a", AMQPValue::LongInt(2))])),
+        )
+        .await;
         assert_eq!(get_all(&ch, &q).await, vec!["a-only"]);
     })
     .await
@@ -878,7 +896,10 @@ async fn topic_empty_words() {
             publish(&ch, &x, k, k.as_bytes()).await;
         }
         assert_eq!(get_all(&ch, &star).await, vec!["a..b", "a.x.b"]);
-        assert_eq!(get_all(&ch, &hash).await, vec!["a..b", "a.x.b", "a.b", "a.x.y.b"]);
+        assert_eq!(
+            get_all(&ch, &hash).await,
+            vec!["a..b", "a.x.b", "a.b", "a.x.y.b"]
+        );
     })
     .await
 }

@@ -146,6 +146,8 @@ async fn passive_declare_reports_counts_or_404() {
         for i in 0..3 {
             publish(&ch, "", &q, format!("m{i}").as_bytes()).await;
         }
+        // Publishing is asynchronous: RabbitMQ's counts catch up shortly.
+        wait_for_count(&ch, &q, 3).await;
         assert_eq!(counts(&ch, &q).await, (3, 0));
         let ch2 = conn.create_channel().await.unwrap();
         ch2.basic_qos(1, BasicQosOptions::default()).await.unwrap();
@@ -159,8 +161,16 @@ async fn passive_declare_reports_counts_or_404() {
             .await
             .unwrap();
         let _d = next_delivery(&mut consumer).await;
-        // One unacked (not counted), two ready.
-        assert_eq!(counts(&ch, &q).await, (2, 1));
+        // One unacked (not counted), two ready, one consumer.
+        let mut seen = (0, 0);
+        for _ in 0..100 {
+            seen = counts(&ch, &q).await;
+            if seen == (2, 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, (2, 1));
 
         let res = ch
             .queue_declare(
@@ -649,15 +659,37 @@ async fn empty_queue_name_means_the_last_declared_queue() {
         let broker = Broker::start().await;
         let (_conn, ch) = broker.channel().await;
         let q = temp_queue(&ch).await;
-        ch.queue_bind("".into(), "amq.fanout".into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .expect("bind the last declared queue");
+        ch.queue_bind(
+            "".into(),
+            "amq.fanout".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind the last declared queue");
         publish(&ch, "amq.fanout", "", b"via last").await;
-        let m = ch.basic_get("".into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("message");
+        let m = ch
+            .basic_get("".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("message");
         assert_eq!(m.delivery.data, b"via last");
         assert_eq!(m.delivery.exchange.as_str(), "amq.fanout");
-        assert_eq!(ch.queue_purge("".into(), QueuePurgeOptions::default()).await.unwrap(), 0);
-        ch.queue_unbind("".into(), "amq.fanout".into(), "".into(), FieldTable::default()).await.unwrap();
+        assert_eq!(
+            ch.queue_purge("".into(), QueuePurgeOptions::default())
+                .await
+                .unwrap(),
+            0
+        );
+        ch.queue_unbind(
+            "".into(),
+            "amq.fanout".into(),
+            "".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(counts(&ch, &q).await, (0, 0));
     })
     .await
@@ -671,19 +703,34 @@ async fn auto_delete_queue_goes_when_its_consumer_channel_closes() {
         let admin = conn.create_channel().await.unwrap();
         let q = uniq("ad-close");
         admin
-            .queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
         let _c = ch
-            .basic_consume(q.as_str().into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                q.as_str().into(),
+                "c".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         ch.close(200, "".into()).await.unwrap();
         let mut gone = false;
         for _ in 0..50 {
             let probe = conn.create_channel().await.unwrap();
-            match probe.queue_declare(q.as_str().into(), passive(), FieldTable::default()).await {
+            match probe
+                .queue_declare(q.as_str().into(), passive(), FieldTable::default())
+                .await
+            {
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(e) => {
                     assert_eq!(reply_code(&e), Some(404), "{e:?}");

@@ -48,10 +48,12 @@ impl HeadersBinding {
                 Some(b"any") => MatchMode::Any,
                 Some(b"all-with-x") => MatchMode::AllWithX,
                 Some(b"any-with-x") => MatchMode::AnyWithX,
-                _ => return Err(AmqpError::precondition_failed(format!(
+                _ => {
+                    return Err(AmqpError::precondition_failed(format!(
                     "Invalid x-match field value {}; expected all, any, all-with-x, or any-with-x",
                     describe(v)
-                ))),
+                )))
+                }
             },
         };
         let with_x = matches!(mode, MatchMode::AllWithX | MatchMode::AnyWithX);

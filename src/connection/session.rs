@@ -74,9 +74,11 @@ impl Session {
         if self.client_closed {
             // Discard anything that still arrives until the client closes
             // the socket, for a bounded time.
-            let linger = async { while self.io.fill().await.is_ok() {
-                self.io.rbuf.clear();
-            } };
+            let linger = async {
+                while self.io.fill().await.is_ok() {
+                    self.io.rbuf.clear();
+                }
+            };
             let _ = tokio::time::timeout(CLIENT_CLOSE_LINGER, linger).await;
         }
     }
@@ -227,7 +229,12 @@ impl Session {
             } => self
                 .connection_method(*method)
                 .map_err(|e| e.at(class_id, method_id)),
-            Frame::Header { channel: 0, class_id, body_size, properties } => {
+            Frame::Header {
+                channel: 0,
+                class_id,
+                body_size,
+                properties,
+            } => {
                 let mut payload = class_id.to_be_bytes().to_vec();
                 payload.extend_from_slice(&[0, 0]);
                 payload.extend_from_slice(&body_size.to_be_bytes());
@@ -237,7 +244,10 @@ impl Session {
                     erlang_binary(&payload)
                 )))
             }
-            Frame::Body { channel: 0, payload } => Err(AmqpError::unexpected_frame(format!(
+            Frame::Body {
+                channel: 0,
+                payload,
+            } => Err(AmqpError::unexpected_frame(format!(
                 "type 3, all octets = {}",
                 erlang_binary(&payload)
             ))),
@@ -266,7 +276,9 @@ impl Session {
                 );
                 Ok(())
             }
-            _ => Err(AmqpError::channel_error("unexpected method in connection state running")),
+            _ => Err(AmqpError::channel_error(
+                "unexpected method in connection state running",
+            )),
         }
     }
 
@@ -397,7 +409,9 @@ impl Session {
                 );
                 Ok(())
             }
-            channel::AMQPMethod::CloseOk(_) => Err(AmqpError::command_invalid("unimplemented method")),
+            channel::AMQPMethod::CloseOk(_) => {
+                Err(AmqpError::command_invalid("unimplemented method"))
+            }
             _ => Err(AmqpError::command_invalid("unexpected channel method")),
         }
     }
@@ -531,4 +545,3 @@ impl Session {
         self.vhost.delete_exclusive_queues(self.id);
     }
 }
-

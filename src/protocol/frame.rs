@@ -174,11 +174,9 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
 
 fn decode_method(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
     if payload.len() < 4 {
-        return Err(AmqpError::frame_error(format!(
-            "cannot decode {}",
-            erlang_binary(&payload)
-        ))
-        .into());
+        return Err(
+            AmqpError::frame_error(format!("cannot decode {}", erlang_binary(&payload))).into(),
+        );
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
@@ -206,11 +204,9 @@ fn decode_method(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
 
 fn decode_header(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
     if payload.len() < 14 {
-        return Err(AmqpError::frame_error(format!(
-            "cannot decode {}",
-            erlang_binary(&payload)
-        ))
-        .into());
+        return Err(
+            AmqpError::frame_error(format!("cannot decode {}", erlang_binary(&payload))).into(),
+        );
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let mut size = [0u8; 8];
@@ -378,15 +374,26 @@ mod tests {
     #[test]
     fn unknown_frame_type_is_a_frame_error() {
         let err = close_error(decode_all(&[9, 0, 0, 0, 0, 0, 0, FRAME_END], 4096).unwrap_err());
-        assert_eq!(err.text, "FRAME_ERROR - type 9, all octets = <<>>: unknown_frame");
-        let err = close_error(decode_all(&[8, 0, 0, 0, 0, 0, 2, b'x', b'x', FRAME_END], 4096).unwrap_err());
-        assert_eq!(err.text, "FRAME_ERROR - type 8, all octets = <<\"xx\">>: unknown_frame");
+        assert_eq!(
+            err.text,
+            "FRAME_ERROR - type 9, all octets = <<>>: unknown_frame"
+        );
+        let err = close_error(
+            decode_all(&[8, 0, 0, 0, 0, 0, 2, b'x', b'x', FRAME_END], 4096).unwrap_err(),
+        );
+        assert_eq!(
+            err.text,
+            "FRAME_ERROR - type 8, all octets = <<\"xx\">>: unknown_frame"
+        );
     }
 
     #[test]
     fn unknown_method_drops_the_connection() {
         let frame = [1, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, FRAME_END];
-        assert!(matches!(decode_all(&frame, 4096), Err(DecodeError::Drop(_))));
+        assert!(matches!(
+            decode_all(&frame, 4096),
+            Err(DecodeError::Drop(_))
+        ));
     }
 
     #[test]

@@ -50,10 +50,12 @@ impl Broker {
                 port,
             };
         }
-        let mut cfg = warren::Config::default();
-        cfg.port = 0;
-        cfg.log_level = "off".into();
-        cfg.data_dir = std::env::temp_dir().join(format!("warren-test-{}", std::process::id()));
+        let mut cfg = warren::Config {
+            port: 0,
+            log_level: "off".into(),
+            data_dir: std::env::temp_dir().join(format!("warren-test-{}", std::process::id())),
+            ..Default::default()
+        };
         adjust(&mut cfg);
         let server = warren::RunningServer::start(cfg)
             .await

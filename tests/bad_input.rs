@@ -524,9 +524,6 @@ async fn raw_publish_and_soft_error_keep_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_is_dropped_after_the_handshake_timeout() {
-    if std::env::var("DEV_BROKER_URL").is_ok() {
-        return;
-    }
     within(async {
         let broker = Broker::start_with(|c| c.handshake_timeout_ms = 300).await;
         let mut r = Raw::connect(&broker).await;

@@ -299,7 +299,6 @@ async fn exclusive_queue_is_locked_to_its_connection_405() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "warren bug: a refused basic.consume (exclusive consumer, 403) is answered with basic.consume-ok before the Channel.Close, so the client sees the consume succeed"]
 async fn exclusive_consumer_refusal_fails_the_consume_403() {
     within(async {
         let broker = Broker::start().await;

@@ -90,8 +90,9 @@ impl Session {
         let mut last_write = Instant::now();
         let mut shutting_down = false;
         while !self.done {
+            // Not `biased`: a client that publishes without pause must not
+            // starve the deliveries to its own consumers.
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled(), if !shutting_down => {
                     shutting_down = true;
                     self.connection_error(AmqpError::new(

@@ -21,7 +21,7 @@ pub const QUIET: Duration = Duration::from_millis(300);
 
 /// A Warren broker running inside the test process.
 pub struct Broker {
-    server: Option<warren::RunningServer>,
+    server: warren::RunningServer,
     url: String,
     pub port: u16,
 }
@@ -34,22 +34,6 @@ impl Broker {
 
     /// Start a broker after letting the caller adjust the configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut warren::Config)) -> Broker {
-        if let Ok(url) = std::env::var("DEV_BROKER_URL") {
-            let port = url
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            return Broker {
-                server: None,
-                url,
-                port,
-            };
-        }
         let mut cfg = warren::Config {
             port: 0,
             log_level: "off".into(),
@@ -62,11 +46,7 @@ impl Broker {
             .expect("start warren");
         let url = server.url();
         let port = server.addr.port();
-        Broker {
-            server: Some(server),
-            url,
-            port,
-        }
+        Broker { server, url, port }
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
@@ -93,10 +73,9 @@ impl Broker {
         (conn, ch)
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.server.take() {
-            s.stop().await;
-        }
+    /// Stop the broker (closing its connections with 320) and wait.
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }
 

@@ -28,6 +28,8 @@ pub enum ConnEvent {
     Deliver {
         /// Channel of the consumer.
         channel: u16,
+        /// Registration id of the consumer (tags can be reused).
+        consumer_id: u64,
         /// Consumer tag.
         consumer_tag: Arc<str>,
         /// The queue it came from (for ack/requeue).
@@ -41,8 +43,8 @@ pub enum ConnEvent {
     ConsumerCancelled {
         /// Channel of the consumer.
         channel: u16,
-        /// Consumer tag.
-        consumer_tag: Arc<str>,
+        /// Registration id of the consumer.
+        consumer_id: u64,
     },
 }
 
@@ -157,6 +159,10 @@ impl ConsumerCredit {
 /// A consumer registered on a queue.
 #[derive(Debug)]
 pub struct Consumer {
+    /// Unique per connection; a deliver or cancel event names the
+    /// registration it was meant for, since a tag can be cancelled and
+    /// reused while events for the old one are still in the mailbox.
+    pub id: u64,
     /// Consumer tag.
     pub tag: Arc<str>,
     /// Channel it consumes on.

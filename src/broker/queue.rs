@@ -42,6 +42,15 @@ struct QueueState {
     deleted: bool,
 }
 
+/// Why a conditional delete did not happen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeleteRefused {
+    /// if-unused, and the queue has consumers.
+    InUse,
+    /// if-empty, and the queue has ready messages.
+    NotEmpty,
+}
+
 /// What removing a consumer left behind.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ConsumerRemoval {
@@ -105,6 +114,7 @@ impl Queue {
             let credit = (!c.no_ack).then(|| c.credit.clone());
             let event = ConnEvent::Deliver {
                 channel: c.channel,
+                consumer_id: c.id,
                 consumer_tag: c.tag.clone(),
                 queue: self.clone(),
                 message,
@@ -220,12 +230,29 @@ impl Queue {
     /// gets basic.cancel). Returns the number of messages dropped.
     pub fn mark_deleted(&self) -> u32 {
         let mut st = self.state.lock();
+        Self::delete_locked(&mut st)
+    }
+
+    /// Delete only if the conditions hold, checked and applied under the
+    /// queue's lock so no consumer or message can slip in between.
+    pub fn mark_deleted_if(&self, if_unused: bool, if_empty: bool) -> Result<u32, DeleteRefused> {
+        let mut st = self.state.lock();
+        if if_unused && !st.consumers.is_empty() {
+            return Err(DeleteRefused::InUse);
+        }
+        if if_empty && !st.ready.is_empty() {
+            return Err(DeleteRefused::NotEmpty);
+        }
+        Ok(Self::delete_locked(&mut st))
+    }
+
+    fn delete_locked(st: &mut QueueState) -> u32 {
         st.deleted = true;
         let n = st.ready.purge() as u32;
         for c in st.consumers.drain(..) {
             let _ = c.conn.send(ConnEvent::ConsumerCancelled {
                 channel: c.channel,
-                consumer_tag: c.tag.clone(),
+                consumer_id: c.id,
             });
         }
         n

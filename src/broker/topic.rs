@@ -6,7 +6,7 @@
 //! matches `a..b`), `#` matches zero or more words, the empty routing key is
 //! zero words (so it matches `#` and the empty pattern but not `*`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use indexmap::IndexSet;
@@ -80,28 +80,41 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
     }
 
     /// Every destination whose pattern matches `key`, each once.
+    ///
+    /// Each (trie node, words left) pair is visited at most once, so
+    /// patterns like `#.#.#.#.x` cost nodes × words, not an exponential
+    /// number of ways to split the key between the `#`s.
     pub fn matches(&self, key: &str, out: &mut IndexSet<D>) {
         let ws = words(key);
-        walk(&self.root, &ws, out);
+        let mut seen = HashSet::new();
+        walk(&self.root, &ws, out, &mut seen);
     }
 }
 
-fn walk<D: Eq + Hash + Clone>(node: &Node<D>, ws: &[&str], out: &mut IndexSet<D>) {
+fn walk<D: Eq + Hash + Clone>(
+    node: &Node<D>,
+    ws: &[&str],
+    out: &mut IndexSet<D>,
+    seen: &mut HashSet<(*const Node<D>, usize)>,
+) {
+    if !seen.insert((node as *const Node<D>, ws.len())) {
+        return;
+    }
     if let Some(hash) = node.children.get("#") {
         // `#` swallows zero or more words: try every split point.
         for skip in 0..=ws.len() {
-            walk(hash, &ws[skip..], out);
+            walk(hash, &ws[skip..], out, seen);
         }
     }
     match ws.split_first() {
         None => out.extend(node.dests.iter().cloned()),
         Some((w, rest)) => {
             if let Some(child) = node.children.get(*w) {
-                walk(child, rest, out);
+                walk(child, rest, out, seen);
             }
             if *w != "*" {
                 if let Some(star) = node.children.get("*") {
-                    walk(star, rest, out);
+                    walk(star, rest, out, seen);
                 }
             }
         }
@@ -185,6 +198,18 @@ mod tests {
         let mut out = IndexSet::new();
         t.matches("a.b", &mut out);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn many_hashes_against_a_long_key_stay_fast() {
+        let mut t = TopicTrie::default();
+        t.insert("#.#.#.#.#.#.#.#.#.#.x", 1);
+        let key = vec!["a"; 200].join(".");
+        let mut out = IndexSet::new();
+        t.matches(&key, &mut out);
+        assert!(out.is_empty());
+        t.matches(&format!("{key}.x"), &mut out);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! - `topology` is a `parking_lot::RwLock`, never held across `.await`
 //!   (nothing in this module is async).
 //! - Publishing takes the read lock only to compute the target queues, then
-//!   releases it before touching any queue; queue mutexes are never taken
-//!   while `topology` is held for writing, except `Queue::mark_deleted`,
-//!   which takes only that queue's mutex. Queue locks never take `topology`.
-//!   So the order is always topology → queue, and no cycle exists.
+//!   releases it before touching any queue.
+//! - Declare, delete and auto-delete take a queue's mutex while holding
+//!   `topology` (for counts, and to check-and-delete atomically). Queue code
+//!   never takes `topology`. So the order is always topology → queue, and no
+//!   cycle exists.
+//! - Queues send to connections only through unbounded mailboxes, so a
+//!   queue lock never waits on a connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use rand::Rng;
 
 use super::arguments::{self, as_int, show, type_name, validate_queue_arguments};
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use super::queue::Queue;
+use super::queue::{DeleteRefused, Queue};
 use crate::protocol::AmqpError;
 
 /// Declare-ok counts for a queue.
@@ -441,31 +444,33 @@ impl VHost {
             return Ok(0);
         };
         self.check_owner(q, conn_id)?;
-        if if_unused && q.consumer_count() > 0 {
-            return Err(AmqpError::precondition_failed(format!(
+        match q.mark_deleted_if(if_unused, if_empty) {
+            Ok(n) => {
+                unregister_queue(&mut topo, name);
+                Ok(n)
+            }
+            Err(DeleteRefused::InUse) => Err(AmqpError::precondition_failed(format!(
                 "queue '{name}' in vhost '{}' in use",
                 self.name
-            )));
-        }
-        if if_empty && q.message_count() > 0 {
-            return Err(AmqpError::precondition_failed(format!(
+            ))),
+            Err(DeleteRefused::NotEmpty) => Err(AmqpError::precondition_failed(format!(
                 "queue '{name}' in vhost '{}' not empty",
                 self.name
-            )));
+            ))),
         }
-        Ok(remove_queue(&mut topo, name))
     }
 
     /// Delete `queue` if it is still the one registered under its name
     /// (auto-delete after the last consumer went).
     pub fn auto_delete_queue(&self, queue: &Arc<Queue>) {
         let mut topo = self.topology.write();
-        if topo
+        let registered = topo
             .queues
             .get(&*queue.name)
-            .is_some_and(|q| Arc::ptr_eq(q, queue))
-        {
-            remove_queue(&mut topo, &queue.name);
+            .is_some_and(|q| Arc::ptr_eq(q, queue));
+        // A consumer may have arrived since the last one left: then keep it.
+        if registered && queue.mark_deleted_if(true, false).is_ok() {
+            unregister_queue(&mut topo, &queue.name);
         }
     }
 
@@ -552,11 +557,19 @@ impl VHost {
 }
 
 fn remove_queue(topo: &mut Topology, name: &str) -> u32 {
-    let Some(q) = topo.queues.remove(name) else {
+    let Some(q) = topo.queues.get(name) else {
         return 0;
     };
-    remove_destination(topo, &Destination::Queue(q.name.clone()));
-    q.mark_deleted()
+    let n = q.mark_deleted();
+    unregister_queue(topo, name);
+    n
+}
+
+/// Drop a (deleted) queue from the map and every binding to it.
+fn unregister_queue(topo: &mut Topology, name: &str) {
+    if let Some(q) = topo.queues.remove(name) {
+        remove_destination(topo, &Destination::Queue(q.name.clone()));
+    }
 }
 
 /// Remove every binding to `dest`, then auto-delete exchanges left unbound.

@@ -18,6 +18,25 @@ use crate::broker::message::{decode_properties, encode_properties, Message, Queu
 use crate::broker::queue::Queue;
 use crate::protocol::AmqpError;
 
+/// A delivery taken from the connection's mailbox.
+#[derive(Debug)]
+pub struct Delivery {
+    pub channel: u16,
+    pub consumer_id: u64,
+    pub consumer_tag: Arc<str>,
+    pub queue: Arc<Queue>,
+    pub message: QueuedMessage,
+    pub credit: Option<Arc<ConsumerCredit>>,
+}
+
+/// A message and the queues it was routed to, not yet enqueued.
+#[derive(Debug)]
+pub struct Routed {
+    pub message: Arc<Message>,
+    pub queues: Vec<Arc<Queue>>,
+    pub mandatory: bool,
+}
+
 /// A fully received publish, ready to route.
 #[derive(Debug)]
 pub struct CompletePublish {
@@ -209,12 +228,15 @@ impl Session {
             properties,
             body,
         };
+        // Validate and route now (errors surface at the publish, as in
+        // RabbitMQ); in a transaction, enqueue only at commit.
+        let routed = self.route_publish(complete)?;
         let ch = self.channel_mut(id)?;
         if let Some(tx) = &mut ch.tx {
-            tx.publishes.push(complete);
+            tx.publishes.push(routed);
             return Ok(());
         }
-        self.route_publish(id, complete)?;
+        self.enqueue(id, routed);
         let ch = self.channel_mut(id)?;
         if let Some(seq) = ch.confirm_seq.as_mut() {
             ch.confirm_pending = Some(match ch.confirm_pending {
@@ -226,9 +248,8 @@ impl Session {
         Ok(())
     }
 
-    /// Route a complete message and enqueue it; mandatory and unroutable
-    /// means basic.return.
-    pub(super) fn route_publish(&mut self, id: u16, p: CompletePublish) -> Result<(), AmqpError> {
+    /// Validate a complete message and find the queues it goes to.
+    pub(super) fn route_publish(&mut self, p: CompletePublish) -> Result<Routed, AmqpError> {
         let mut properties = p.properties;
         let props = decode_properties(&properties);
         if props.is_none() {
@@ -295,31 +316,41 @@ impl Session {
                 &mut queues,
             )
             .map_err(|e| e.at(60, 40))?;
-        if queues.is_empty() {
-            if p.publish.mandatory {
-                self.send(
-                    id,
-                    AMQPClass::Basic(AMQPMethod::Return(basic::Return {
-                        reply_code: 312,
-                        reply_text: ShortString::from("NO_ROUTE"),
-                        exchange: p.publish.exchange,
-                        routing_key: p.publish.routing_key,
-                    })),
-                );
-                self.io.out.content(id, &properties, &p.body);
-            }
-            return Ok(());
-        }
         let message = Arc::new(Message {
             exchange: Arc::from(p.publish.exchange.as_str()),
             routing_key: Arc::from(p.publish.routing_key.as_str()),
             properties,
             body: p.body,
         });
-        for q in queues {
-            q.publish(message.clone());
+        Ok(Routed {
+            message,
+            queues,
+            mandatory: p.publish.mandatory,
+        })
+    }
+
+    /// Put a routed message on its queues; mandatory and unroutable means
+    /// basic.return.
+    pub(super) fn enqueue(&mut self, id: u16, r: Routed) {
+        if r.queues.is_empty() {
+            if r.mandatory {
+                let m = &r.message;
+                self.send(
+                    id,
+                    AMQPClass::Basic(AMQPMethod::Return(basic::Return {
+                        reply_code: 312,
+                        reply_text: ShortString::from("NO_ROUTE"),
+                        exchange: ShortString::from(&*m.exchange),
+                        routing_key: ShortString::from(&*m.routing_key),
+                    })),
+                );
+                self.io.out.content(id, &m.properties, &m.body);
+            }
+            return;
         }
-        Ok(())
+        for q in &r.queues {
+            q.publish(r.message.clone());
+        }
     }
 
     fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
@@ -332,6 +363,8 @@ impl Session {
         };
         let tag: Arc<str> = Arc::from(tag_text.as_str());
         let conn = self.conn.clone();
+        self.next_consumer_id += 1;
+        let consumer_id = self.next_consumer_id;
         let ch = self.channel_mut(id)?;
         if ch.consumers.contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!(
@@ -347,9 +380,11 @@ impl Session {
             tag.clone(),
             ChannelConsumer {
                 queue: queue.clone(),
+                id: consumer_id,
             },
         );
         let added = queue.add_consumer(Consumer {
+            id: consumer_id,
             tag: tag.clone(),
             channel: id,
             conn,
@@ -414,12 +449,12 @@ impl Session {
 
     fn settle(&mut self, id: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
-        if let Some(tx) = &mut ch.tx {
-            tx.settlements.push((tag, multiple, how));
-            return Ok(());
-        }
         let items = ch.take_unacked(tag, multiple)?;
-        ch.settle(items, how);
+        match &mut ch.tx {
+            // Held (out of `unacked`) until commit; rollback puts them back.
+            Some(tx) => tx.settlements.push((items, how)),
+            None => ch.settle(items, how),
+        }
         Ok(())
     }
 
@@ -435,23 +470,35 @@ impl Session {
 
     /// Write a delivery from a queue to the client, or hand it back if its
     /// consumer is gone.
-    pub(super) fn deliver(
-        &mut self,
-        id: u16,
-        consumer_tag: Arc<str>,
-        queue: Arc<Queue>,
-        message: QueuedMessage,
-        credit: Option<Arc<ConsumerCredit>>,
-    ) {
+    pub(super) fn deliver(&mut self, d: Delivery) {
+        let Delivery {
+            channel: id,
+            consumer_id,
+            consumer_tag,
+            queue,
+            message,
+            credit,
+        } = d;
         let live = self.channels.get_mut(&id).filter(|ch| {
             ch.state == super::channel::ChannelState::Open
-                && ch.consumers.contains_key(&consumer_tag)
+                && ch
+                    .consumers
+                    .get(&consumer_tag)
+                    .is_some_and(|c| c.id == consumer_id)
         });
         let Some(ch) = live else {
+            // The consumer went away while this was in the mailbox.
+            queue.return_undelivered(message);
             if let Some(c) = credit {
                 c.release();
+                // Channel-wide credit freed: any of the channel's queues
+                // may be able to deliver now.
+                if let Some(ch) = self.channels.get(&id) {
+                    for c in ch.consumers.values() {
+                        c.queue.dispatch();
+                    }
+                }
             }
-            queue.return_undelivered(message);
             return;
         };
         let tag = ch.next_tag();

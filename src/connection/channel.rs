@@ -27,6 +27,8 @@ pub struct Unacked {
 #[derive(Debug)]
 pub struct ChannelConsumer {
     pub queue: Arc<Queue>,
+    /// Registration id (see `Consumer::id`).
+    pub id: u64,
 }
 
 /// How a delivery is settled.

@@ -11,6 +11,7 @@ use amq_protocol::types::ShortString;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio_util::sync::CancellationToken;
 
+use super::basic::Delivery;
 use super::channel::{Channel, ChannelState, Settle};
 use super::content::ContentState;
 use super::handshake::{close_method, Opened};
@@ -22,6 +23,8 @@ use crate::protocol::{AmqpError, DecodeError, Frame};
 
 /// Most events taken from the mailbox in one pass before writing.
 const EVENTS_PER_PASS: usize = 512;
+/// Least time a single socket write may take before the peer is given up.
+const FLUSH_TIMEOUT_MIN: Duration = Duration::from_secs(30);
 /// How long the socket stays open for the client to close after Close-Ok.
 const CLIENT_CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// How long to wait for Close-Ok after sending Connection.Close.
@@ -45,6 +48,8 @@ pub struct Session {
     /// The client sent Connection.Close: like RabbitMQ, leave closing the
     /// socket to it.
     client_closed: bool,
+    /// Last consumer registration id handed out.
+    pub(super) next_consumer_id: u64,
 }
 
 impl Session {
@@ -65,6 +70,7 @@ impl Session {
             closing_since: None,
             done: false,
             client_closed: false,
+            next_consumer_id: 0,
         }
     }
 
@@ -136,10 +142,21 @@ impl Session {
             }
             self.end_of_pass();
             if !self.io.out.is_empty() {
-                if self.io.flush().await.is_err() {
-                    return;
+                // A peer that stops reading must not hold this task (and
+                // the messages it has in flight) forever.
+                let limit =
+                    Duration::from_secs(u64::from(self.heartbeat_s) * 2).max(FLUSH_TIMEOUT_MIN);
+                match tokio::time::timeout(limit, self.io.flush()).await {
+                    Ok(Ok(())) => last_write = Instant::now(),
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::info!(
+                            timeout_s = limit.as_secs(),
+                            "peer stopped reading, closing"
+                        );
+                        return;
+                    }
                 }
-                last_write = Instant::now();
             }
         }
     }
@@ -459,12 +476,29 @@ impl Session {
     /// Hard error: send Connection.Close and wait for Close-Ok.
     pub(super) fn connection_error(&mut self, e: AmqpError) {
         tracing::info!(code = e.kind.code(), text = %e.text, class_id = e.class_id, method_id = e.method_id, "closing connection on error");
+        // Like RabbitMQ, channels end before the Close goes out: consumers
+        // are cancelled and unacked messages requeued, so nothing is sent
+        // that the client would discard after seeing Close.
+        self.release_all_channels();
         self.io.out.method(0, &close_method(&e));
         self.closing_since = Some(Instant::now());
     }
 
+    fn release_all_channels(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            if let Some(mut ch) = self.channels.remove(&id) {
+                self.release_channel(&mut ch);
+            }
+        }
+    }
+
     /// Cancel a channel's consumers and requeue its unacked deliveries.
     pub(super) fn release_channel(&mut self, ch: &mut Channel) {
+        // Settlements of an uncommitted transaction never happened.
+        if let Some(tx) = ch.tx.take() {
+            tx.roll_back(ch);
+        }
         for (tag, c) in ch.consumers.drain(..) {
             let removal = c.queue.remove_consumer(self.id, ch.id, &tag);
             if removal.should_auto_delete {
@@ -479,26 +513,41 @@ impl Session {
         match ev {
             ConnEvent::Deliver {
                 channel,
+                consumer_id,
                 consumer_tag,
                 queue,
                 message,
                 credit,
             } => {
                 self.conn.delivery_taken();
-                self.deliver(channel, consumer_tag, queue, message, credit);
+                self.deliver(Delivery {
+                    channel,
+                    consumer_id,
+                    consumer_tag,
+                    queue,
+                    message,
+                    credit,
+                });
             }
             ConnEvent::ConsumerCancelled {
                 channel,
-                consumer_tag,
+                consumer_id,
             } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;
                 };
-                if ch.state != ChannelState::Open
-                    || ch.consumers.shift_remove(&consumer_tag).is_none()
-                {
+                if ch.state != ChannelState::Open {
                     return;
                 }
+                let Some(consumer_tag) = ch
+                    .consumers
+                    .iter()
+                    .find(|(_, c)| c.id == consumer_id)
+                    .map(|(t, _)| t.clone())
+                else {
+                    return;
+                };
+                ch.consumers.shift_remove(&consumer_tag);
                 if self.cancel_notify {
                     let tag = ShortString::from(consumer_tag.to_string());
                     self.send(
@@ -520,12 +569,7 @@ impl Session {
     }
 
     fn cleanup(&mut self) {
-        let ids: Vec<u16> = self.channels.keys().copied().collect();
-        for id in ids {
-            if let Some(mut ch) = self.channels.remove(&id) {
-                self.release_channel(&mut ch);
-            }
-        }
+        self.release_all_channels();
         // Deliveries still in the mailbox were never seen by the client.
         self.events.close();
         while let Ok(ev) = self.events.try_recv() {

@@ -3,16 +3,33 @@
 
 use amq_protocol::protocol::{confirm, tx, AMQPClass};
 
-use super::basic::CompletePublish;
-use super::channel::Settle;
+use super::basic::Routed;
+use super::channel::{Channel, Settle, Unacked};
 use super::session::Session;
 use crate::protocol::AmqpError;
 
 /// What a transactional channel holds until commit.
 #[derive(Debug, Default)]
 pub struct TxBuffer {
-    pub publishes: Vec<CompletePublish>,
-    pub settlements: Vec<(u64, bool, Settle)>,
+    /// Messages validated and routed, enqueued at commit.
+    pub publishes: Vec<Routed>,
+    /// Deliveries acked/nacked/rejected in the transaction, already taken
+    /// out of the channel's unacked list.
+    pub settlements: Vec<(Vec<Unacked>, Settle)>,
+}
+
+impl TxBuffer {
+    /// Rollback: give the settled deliveries back to the unacked list, in
+    /// delivery-tag order; drop the publishes.
+    pub fn roll_back(self, ch: &mut Channel) {
+        let mut back: Vec<Unacked> = self.settlements.into_iter().flat_map(|(u, _)| u).collect();
+        if back.is_empty() {
+            return;
+        }
+        back.extend(ch.unacked.drain(..));
+        back.sort_by_key(|u| u.tag);
+        ch.unacked = back.into();
+    }
 }
 
 impl Session {
@@ -38,12 +55,11 @@ impl Session {
                         "channel is not transactional",
                     ));
                 };
-                for p in buffer.publishes {
-                    self.route_publish(id, p)?;
+                for r in buffer.publishes {
+                    self.enqueue(id, r);
                 }
                 let ch = self.channel_mut(id)?;
-                for (tag, multiple, how) in buffer.settlements {
-                    let items = ch.take_unacked(tag, multiple)?;
+                for (items, how) in buffer.settlements {
                     ch.settle(items, how);
                 }
                 self.send(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
@@ -51,11 +67,12 @@ impl Session {
             }
             tx::AMQPMethod::Rollback(_) => {
                 let ch = self.channel_mut(id)?;
-                if ch.tx.replace(TxBuffer::default()).is_none() {
+                let Some(buffer) = ch.tx.replace(TxBuffer::default()) else {
                     return Err(AmqpError::precondition_failed(
                         "channel is not transactional",
                     ));
-                }
+                };
+                buffer.roll_back(ch);
                 self.send(
                     id,
                     AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),

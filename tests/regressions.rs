@@ -1,0 +1,620 @@
+//! Regression tests for bugs fixed after review: deliveries after a
+//! connection-level Close, non-atomic transactions, exponential topic
+//! matching, and a reused consumer tag taking over the old consumer's
+//! in-flight deliveries.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, ExchangeKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ---------------------------------------------------------------------------
+// Raw AMQP frames (as in tests/bad_input.rs)
+// ---------------------------------------------------------------------------
+
+const HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+const FRAME_METHOD: u8 = 1;
+const FRAME_HEARTBEAT: u8 = 8;
+const FRAME_END: u8 = 0xCE;
+
+const DELIVER: (u16, u16) = (60, 60);
+
+fn frame(ty: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![ty];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(FRAME_END);
+    f
+}
+
+fn method(channel: u16, class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+    let mut p = class.to_be_bytes().to_vec();
+    p.extend_from_slice(&method.to_be_bytes());
+    p.extend_from_slice(args);
+    frame(FRAME_METHOD, channel, &p)
+}
+
+fn shortstr(s: &str) -> Vec<u8> {
+    let mut v = vec![s.len() as u8];
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+fn longstr(s: &[u8]) -> Vec<u8> {
+    let mut v = (s.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(s);
+    v
+}
+
+const EMPTY_TABLE: [u8; 4] = [0, 0, 0, 0];
+
+fn channel_open(channel: u16) -> Vec<u8> {
+    method(channel, 20, 10, &shortstr(""))
+}
+
+fn channel_close(channel: u16) -> Vec<u8> {
+    let mut a = 200u16.to_be_bytes().to_vec();
+    a.extend(shortstr(""));
+    a.extend_from_slice(&[0, 0, 0, 0]);
+    method(channel, 20, 40, &a)
+}
+
+fn basic_qos(channel: u16, prefetch_count: u16) -> Vec<u8> {
+    let mut a = 0u32.to_be_bytes().to_vec();
+    a.extend_from_slice(&prefetch_count.to_be_bytes());
+    a.push(0);
+    method(channel, 60, 10, &a)
+}
+
+fn basic_consume(channel: u16, queue: &str, tag: &str, no_ack: bool) -> Vec<u8> {
+    let mut a = 0u16.to_be_bytes().to_vec();
+    a.extend(shortstr(queue));
+    a.extend(shortstr(tag));
+    a.push(if no_ack { 0b0000_0010 } else { 0 });
+    a.extend_from_slice(&EMPTY_TABLE);
+    method(channel, 60, 20, &a)
+}
+
+fn basic_cancel(channel: u16, tag: &str) -> Vec<u8> {
+    let mut a = shortstr(tag);
+    a.push(0);
+    method(channel, 60, 30, &a)
+}
+
+fn exchange_declare(channel: u16, name: &str, kind: &str) -> Vec<u8> {
+    let mut a = 0u16.to_be_bytes().to_vec();
+    a.extend(shortstr(name));
+    a.extend(shortstr(kind));
+    a.push(0);
+    a.extend_from_slice(&EMPTY_TABLE);
+    method(channel, 40, 10, &a)
+}
+
+#[derive(Debug)]
+struct Frame {
+    ty: u8,
+    channel: u16,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    /// (class, method) of a method frame, None for other frames.
+    fn method(&self) -> Option<(u16, u16)> {
+        (self.ty == FRAME_METHOD).then(|| {
+            (
+                u16::from_be_bytes([self.payload[0], self.payload[1]]),
+                u16::from_be_bytes([self.payload[2], self.payload[3]]),
+            )
+        })
+    }
+
+    fn is(&self, channel: u16, class: u16, method: u16) -> bool {
+        self.channel == channel && self.method() == Some((class, method))
+    }
+}
+
+struct Raw {
+    s: TcpStream,
+}
+
+impl Raw {
+    async fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.expect("write");
+    }
+
+    /// The next frame, or None at EOF / reset.
+    async fn read_frame(&mut self) -> Option<Frame> {
+        let mut hdr = [0u8; 7];
+        if self.s.read_exact(&mut hdr).await.is_err() {
+            return None;
+        }
+        let size = u32::from_be_bytes([hdr[3], hdr[4], hdr[5], hdr[6]]) as usize;
+        let mut payload = vec![0u8; size + 1];
+        if self.s.read_exact(&mut payload).await.is_err() {
+            return None;
+        }
+        assert_eq!(payload.pop(), Some(FRAME_END), "bad frame end");
+        Some(Frame {
+            ty: hdr[0],
+            channel: u16::from_be_bytes([hdr[1], hdr[2]]),
+            payload,
+        })
+    }
+
+    /// The next non-heartbeat frame, or None at EOF.
+    async fn next_opt(&mut self) -> Option<Frame> {
+        loop {
+            match self.read_frame().await {
+                Some(f) if f.ty == FRAME_HEARTBEAT => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The next non-heartbeat frame; panics at EOF.
+    async fn next(&mut self) -> Frame {
+        self.next_opt()
+            .await
+            .expect("connection closed while a frame was expected")
+    }
+
+    async fn expect_method(&mut self, channel: u16, class: u16, method: u16) -> Vec<u8> {
+        let f = self.next().await;
+        assert!(
+            f.is(channel, class, method),
+            "expected {class}.{method}: {f:?}"
+        );
+        f.payload[4..].to_vec()
+    }
+
+    /// Connect, and complete the handshake as guest on `/`.
+    async fn handshake(broker: &Broker) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", broker.port))
+            .await
+            .expect("tcp connect");
+        s.set_nodelay(true).unwrap();
+        let mut r = Raw { s };
+        r.send(HEADER).await;
+        r.expect_method(0, 10, 10).await;
+        let mut a = EMPTY_TABLE.to_vec();
+        a.extend(shortstr("PLAIN"));
+        a.extend(longstr(b"\0guest\0guest"));
+        a.extend(shortstr("en_US"));
+        r.send(&method(0, 10, 11, &a)).await;
+        let tune = r.expect_method(0, 10, 30).await;
+        let mut t = tune[0..6].to_vec(); // channel_max, frame_max as offered
+        t.extend_from_slice(&0u16.to_be_bytes()); // no heartbeats
+        r.send(&method(0, 10, 31, &t)).await;
+        let mut o = shortstr("/");
+        o.extend(shortstr(""));
+        o.push(0);
+        r.send(&method(0, 10, 40, &o)).await;
+        r.expect_method(0, 10, 41).await;
+        r
+    }
+
+    /// Skip the content (header and bodies) following a basic.deliver.
+    async fn skip_content(&mut self) -> Vec<u8> {
+        let h = self.next().await;
+        assert_eq!(h.ty, 2, "expected a content header: {h:?}");
+        let size = u64::from_be_bytes(h.payload[4..12].try_into().unwrap()) as usize;
+        let mut body = Vec::with_capacity(size);
+        while body.len() < size {
+            let b = self.next().await;
+            assert_eq!(b.ty, 3, "expected a content body: {b:?}");
+            body.extend_from_slice(&b.payload);
+        }
+        body
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared helpers
+// ---------------------------------------------------------------------------
+
+/// Declare a plain (non-exclusive) queue and put `n` messages on it,
+/// confirmed, bodies "m0".."m{n-1}".
+async fn queue_with_messages(broker: &Broker, n: usize) -> String {
+    let (conn, ch) = broker.channel().await;
+    let q = uniq("reg");
+    declare_queue(&ch, &q).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..n {
+        ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let nacked = ch.wait_for_confirms().await.unwrap();
+    assert!(nacked.is_empty(), "{} publishes not acked", nacked.len());
+    conn.close(200, "".into()).await.unwrap();
+    q
+}
+
+/// The queue's ready count (passive declare).
+async fn message_count(ch: &lapin::Channel, queue: &str) -> u32 {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("passive declare")
+    .message_count()
+}
+
+/// The ready count once it has stopped changing (requeues after a
+/// connection or channel ends happen asynchronously).
+async fn settled_count(broker: &Broker, queue: &str) -> u32 {
+    let (conn, ch) = broker.channel().await;
+    let mut last = message_count(&ch, queue).await;
+    let mut stable = 0;
+    while stable < 5 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let n = message_count(&ch, queue).await;
+        if n == last {
+            stable += 1;
+        } else {
+            stable = 0;
+            last = n;
+        }
+    }
+    conn.close(200, "".into()).await.unwrap();
+    last
+}
+
+// ---------------------------------------------------------------------------
+// 1. Nothing is delivered after a connection-level Close
+// ---------------------------------------------------------------------------
+
+const BACKLOG: usize = 2_000;
+
+/// A no-ack consumer on a queue with a backlog; `trigger` (sent in the same
+/// write as the consume) causes a connection error with `code`. No
+/// basic.deliver may follow the Connection.Close, and every message not
+/// delivered before it must still be in the queue.
+async fn no_delivery_after_connection_close(trigger: impl FnOnce(&str) -> Vec<u8>, code: u16) {
+    let broker = Broker::start().await;
+    let q = queue_with_messages(&broker, BACKLOG).await;
+
+    let mut r = Raw::handshake(&broker).await;
+    let mut batch = channel_open(1);
+    batch.extend(basic_qos(1, 0));
+    batch.extend(basic_consume(1, &q, "c", true));
+    batch.extend(trigger(&q));
+    r.send(&batch).await;
+
+    let mut before = 0usize;
+    let close = loop {
+        let f = r.next().await;
+        if f.method() == Some(DELIVER) {
+            before += 1;
+            r.skip_content().await;
+        } else if f.is(0, 10, 50) {
+            break f;
+        }
+    };
+    let got = u16::from_be_bytes([close.payload[4], close.payload[5]]);
+    assert_eq!(got, code, "Connection.Close {close:?}");
+    r.send(&method(0, 10, 51, &[])).await;
+
+    let mut after = 0usize;
+    while let Some(f) = r.next_opt().await {
+        if f.method() == Some(DELIVER) {
+            after += 1;
+        }
+    }
+    assert_eq!(
+        after, 0,
+        "{after} basic.deliver frames followed Connection.Close ({before} before it)"
+    );
+    assert_eq!(
+        settled_count(&broker, &q).await as usize,
+        BACKLOG - before,
+        "messages not delivered before the Close must stay queued ({before} delivered before it)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_deliveries_after_connection_close_on_unknown_exchange_type_503() {
+    within(no_delivery_after_connection_close(
+        |_| {
+            let mut b = channel_open(2);
+            b.extend(exchange_declare(2, &uniq("x"), "no-such-type"));
+            b
+        },
+        503,
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_deliveries_after_connection_close_on_duplicate_consumer_tag_530() {
+    within(no_delivery_after_connection_close(
+        |q| basic_consume(1, q, "c", true),
+        530,
+    ))
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// 2. Transactions are atomic
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_publish_to_missing_exchange_enqueues_nothing() {
+    within(async {
+        let broker = Broker::start().await;
+        let conn = broker.connect().await;
+        let mut events = conn.events_listener();
+        let observer = conn.create_channel().await.unwrap();
+        let q = temp_queue(&observer).await;
+
+        let ch = conn.create_channel().await.unwrap();
+        ch.tx_select().await.unwrap();
+        for b in ["t1", "t2", "t3"] {
+            publish(&ch, "", &q, b.as_bytes()).await;
+        }
+        let _ = ch
+            .basic_publish(
+                uniq("missing").as_str().into(),
+                "k".into(),
+                BasicPublishOptions::default(),
+                b"bad",
+                BasicProperties::default(),
+            )
+            .await;
+        assert!(ch.tx_commit().await.is_err(), "commit must not succeed");
+        let err = next_channel_error(&mut events).await;
+        assert_eq!(reply_code(&err), Some(404), "{err:?}");
+        tokio::time::sleep(QUIET).await;
+        assert_eq!(
+            message_count(&observer, &q).await,
+            0,
+            "no publish of a failed transaction may be enqueued"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_ack_then_recover_does_not_redeliver_and_commits() {
+    within(async {
+        let broker = Broker::start().await;
+        let conn = broker.connect().await;
+        let observer = conn.create_channel().await.unwrap();
+        let q = temp_queue(&observer).await;
+        publish(&observer, "", &q, b"once").await;
+
+        let ch = conn.create_channel().await.unwrap();
+        ch.tx_select().await.unwrap();
+        let m = ch
+            .basic_get(q.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a message");
+        ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
+            .await
+            .unwrap();
+        ch.basic_recover(BasicRecoverOptions { requeue: true })
+            .await
+            .expect("basic.recover");
+        ch.tx_commit()
+            .await
+            .expect("commit of an ack that recover must not have undone");
+        assert_eq!(message_count(&observer, &q).await, 0);
+        ch.close(200, "".into()).await.unwrap();
+        tokio::time::sleep(QUIET).await;
+        assert_eq!(
+            get_all(&observer, &q).await,
+            Vec::<String>::new(),
+            "the acked message came back"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_ack_of_unknown_tag_fails_at_once() {
+    within(async {
+        let broker = Broker::start().await;
+        let conn = broker.connect().await;
+        let mut events = conn.events_listener();
+        let observer = conn.create_channel().await.unwrap();
+        let q = temp_queue(&observer).await;
+
+        let ch = conn.create_channel().await.unwrap();
+        ch.tx_select().await.unwrap();
+        ch.basic_ack(999, BasicAckOptions::default()).await.unwrap();
+        let res = ch
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        assert!(
+            res.is_err(),
+            "the channel must be closed by the ack, not at commit: {res:?}"
+        );
+        let err = next_channel_error(&mut events).await;
+        assert_eq!(reply_code(&err), Some(406), "{err:?}");
+        assert!(conn.status().connected());
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// 3. Topic matching is not exponential
+// ---------------------------------------------------------------------------
+
+/// A broker on its own runtime and thread: if a bug wedges its worker
+/// threads, the test's runtime can still time out (and shut down) cleanly.
+struct IsolatedBroker {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl IsolatedBroker {
+    async fn start() -> IsolatedBroker {
+        let (url_tx, url_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Detached on purpose: never joined, so a wedged broker cannot hang
+        // the test.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("broker runtime");
+            rt.block_on(async move {
+                let broker = Broker::start().await;
+                let _ = url_tx.send(broker.url().to_string());
+                let _ = stop_rx.await;
+                broker.stop().await;
+            });
+        });
+        IsolatedBroker {
+            url: url_rx.await.expect("broker started"),
+            stop: Some(stop_tx),
+        }
+    }
+
+    async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let conn = lapin::Connection::connect(&self.url, Default::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("open channel");
+        (conn, ch)
+    }
+}
+
+impl Drop for IsolatedBroker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_match_with_many_hashes_is_fast() {
+    let broker = IsolatedBroker::start().await;
+    let routed = async {
+        let (_conn, ch) = broker.channel().await;
+        let x = uniq("topic");
+        ch.exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let q = temp_queue(&ch).await;
+        ch.queue_bind(
+            q.as_str().into(),
+            x.as_str().into(),
+            "#.#.#.#.#.#.#.#.#.#.#.#.x".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let key = vec!["a"; 100].join(".");
+        publish(&ch, &x, &key, b"miss").await;
+        publish(&ch, &x, &format!("{key}.x"), b"hit").await;
+        // basic.get is answered only after both publishes were routed.
+        get_all(&ch, &q).await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), routed).await {
+        Ok(got) => assert_eq!(got, vec!["hit"]),
+        Err(_) => panic!("publishes to a #.#.#… topic binding were not routed within 5s"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. A reused consumer tag does not take the old consumer's deliveries
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_consumer_tag_does_not_inherit_in_flight_deliveries() {
+    within(async {
+        const N: usize = 3_000;
+        let broker = Broker::start().await;
+        let q = queue_with_messages(&broker, N).await;
+
+        let mut r = Raw::handshake(&broker).await;
+        r.send(&channel_open(1)).await;
+        r.expect_method(1, 20, 11).await;
+        // Manual-ack consumer "c" fills the connection's mailbox, then is
+        // cancelled and "c" comes back as a no-ack consumer, all at once.
+        let mut batch = basic_qos(1, 0);
+        batch.extend(basic_consume(1, &q, "c", false));
+        batch.extend(basic_cancel(1, "c"));
+        batch.extend(basic_consume(1, &q, "c", true));
+        r.send(&batch).await;
+        r.expect_method(1, 60, 11).await;
+        r.expect_method(1, 60, 21).await;
+
+        // Deliveries before the second consume-ok are the old (manual-ack)
+        // consumer's; after it, the new (no-ack) consumer's.
+        let mut old = 0usize;
+        let mut new = 0usize;
+        let mut consume_oks = 1;
+        let mut seen = std::collections::HashSet::new();
+        while old + new < N {
+            let f = r.next().await;
+            match f.method() {
+                Some(DELIVER) => {
+                    let body = r.skip_content().await;
+                    assert!(seen.insert(body), "a message was delivered twice");
+                    if consume_oks == 2 {
+                        new += 1;
+                    } else {
+                        old += 1;
+                    }
+                }
+                Some((60, 31)) => {}
+                Some((60, 21)) => consume_oks += 1,
+                _ => panic!("unexpected frame {f:?}"),
+            }
+        }
+        assert_eq!(consume_oks, 2);
+        r.send(&channel_close(1)).await;
+        r.expect_method(1, 20, 41).await;
+
+        // Only the old consumer's deliveries were unacked: closing the
+        // channel requeues exactly those.
+        assert_eq!(
+            settled_count(&broker, &q).await as usize,
+            old,
+            "after the channel closed, only the {old} deliveries to the cancelled \
+             manual-ack consumer may be requeued ({new} came after the no-ack consume-ok)"
+        );
+    })
+    .await
+}

@@ -1,0 +1,257 @@
+//! A lean AMQP 0-9-1 client for load generation, built on Warren's own
+//! frame codec: no per-message allocation on the publish path (frames are
+//! encoded straight into one write buffer) and bodies are read as slices of
+//! the read buffer.
+
+use std::str::FromStr;
+
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
+use amq_protocol::types::{FieldTable, LongString, ShortString};
+use amq_protocol::uri::AMQPUri;
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use warren::protocol::frame::decode_frame;
+use warren::protocol::output::FrameWriter;
+use warren::protocol::Frame;
+
+/// Errors are strings: this is a tool, the message is what matters.
+pub type Result<T> = std::result::Result<T, String>;
+
+/// Connection parameters from an `amqp://` URL.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub vhost: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self> {
+        let uri = AMQPUri::from_str(url).map_err(|e| format!("bad AMQP URL {url:?}: {e}"))?;
+        Ok(Target {
+            host: uri.authority.host,
+            port: uri.authority.port,
+            user: uri.authority.userinfo.username,
+            password: uri.authority.userinfo.password,
+            vhost: uri.vhost,
+        })
+    }
+}
+
+/// The reading half of a connection.
+#[derive(Debug)]
+pub struct Reader {
+    stream: OwnedReadHalf,
+    buf: BytesMut,
+    frame_max: u32,
+}
+
+impl Reader {
+    /// Next frame, reading from the socket as needed.
+    pub async fn frame(&mut self) -> Result<Frame> {
+        loop {
+            match decode_frame(&mut self.buf, self.frame_max) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(format!("bad frame from broker: {e:?}")),
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(256 * 1024);
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| format!("read failed: {e}"))?;
+            if n == 0 {
+                return Err("broker closed the connection".into());
+            }
+        }
+    }
+
+    /// Next method frame, skipping heartbeats; a Close becomes an error.
+    pub async fn method(&mut self) -> Result<(u16, AMQPClass)> {
+        loop {
+            match self.frame().await? {
+                Frame::Method {
+                    channel, method, ..
+                } => {
+                    return match *method {
+                        AMQPClass::Connection(connection::AMQPMethod::Close(c)) => Err(format!(
+                            "connection closed: {} {}",
+                            c.reply_code, c.reply_text
+                        )),
+                        AMQPClass::Channel(channel::AMQPMethod::Close(c)) => {
+                            Err(format!("channel closed: {} {}", c.reply_code, c.reply_text))
+                        }
+                        m => Ok((channel, m)),
+                    }
+                }
+                Frame::Heartbeat { .. } => continue,
+                other => return Err(format!("unexpected frame: {other:?}")),
+            }
+        }
+    }
+}
+
+/// The writing half of a connection, with its frame buffer.
+#[derive(Debug)]
+pub struct Writer {
+    stream: OwnedWriteHalf,
+    pub out: FrameWriter,
+}
+
+impl Writer {
+    /// Write out what is buffered.
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.out.take();
+        self.stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    /// Queue one method frame.
+    pub fn method(&mut self, channel: u16, m: AMQPClass) {
+        self.out.method(channel, &m);
+    }
+}
+
+/// An open connection with channel 1 open.
+#[derive(Debug)]
+pub struct Client {
+    pub reader: Reader,
+    pub writer: Writer,
+}
+
+impl Client {
+    /// Connect, log in with PLAIN, tune, open the vhost and channel 1.
+    pub async fn connect(t: &Target, heartbeat_s: u16) -> Result<Self> {
+        let stream = TcpStream::connect((t.host.as_str(), t.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", t.host, t.port))?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        let mut c = Client {
+            reader: Reader {
+                stream: r,
+                buf: BytesMut::with_capacity(256 * 1024),
+                frame_max: 131_072,
+            },
+            writer: Writer {
+                stream: w,
+                out: FrameWriter::new(131_072),
+            },
+        };
+        c.writer.out.raw(b"AMQP\x00\x00\x09\x01");
+        c.writer.flush().await?;
+        match c.reader.method().await? {
+            (0, AMQPClass::Connection(connection::AMQPMethod::Start(_))) => {}
+            other => return Err(format!("expected connection.start, got {other:?}")),
+        }
+        let response = format!("\0{}\0{}", t.user, t.password);
+        c.writer.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: ShortString::from("PLAIN"),
+                response: LongString::from(response),
+                locale: ShortString::from("en_US"),
+            })),
+        );
+        c.writer.flush().await?;
+        let tune = match c.reader.method().await? {
+            (0, AMQPClass::Connection(connection::AMQPMethod::Tune(t))) => t,
+            other => {
+                return Err(format!(
+                    "expected connection.tune (login refused?), got {other:?}"
+                ))
+            }
+        };
+        let frame_max = match tune.frame_max {
+            0 => 131_072,
+            n => n.min(131_072),
+        };
+        c.reader.frame_max = frame_max;
+        c.writer.out.set_frame_max(frame_max);
+        c.writer.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: tune.channel_max.max(1),
+                frame_max,
+                heartbeat: heartbeat_s,
+            })),
+        );
+        c.writer.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+                virtual_host: ShortString::from(t.vhost.as_str()),
+            })),
+        );
+        c.writer.flush().await?;
+        match c.reader.method().await? {
+            (0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
+            other => return Err(format!("expected connection.open-ok, got {other:?}")),
+        }
+        c.call(AMQPClass::Channel(channel::AMQPMethod::Open(
+            channel::Open {},
+        )))
+        .await?;
+        Ok(c)
+    }
+
+    /// Send a method on channel 1 and wait for its reply.
+    pub async fn call(&mut self, m: AMQPClass) -> Result<AMQPClass> {
+        self.writer.method(1, m);
+        self.writer.flush().await?;
+        Ok(self.reader.method().await?.1)
+    }
+
+    /// basic.qos on channel 1.
+    pub async fn qos(&mut self, prefetch: u16) -> Result<()> {
+        self.call(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+            prefetch_count: prefetch,
+            global: false,
+        })))
+        .await
+        .map(|_| ())
+    }
+
+    /// Close politely (best effort).
+    pub async fn close(mut self) {
+        self.writer.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: 200,
+                reply_text: ShortString::from("bye"),
+                class_id: 0,
+                method_id: 0,
+            })),
+        );
+        let _ = self.writer.flush().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            loop {
+                match self.reader.frame().await {
+                    Ok(Frame::Method { method, .. })
+                        if matches!(
+                            *method,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
+                        ) =>
+                    {
+                        break
+                    }
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
+    }
+}

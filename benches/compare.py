@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of Warren and RabbitMQ with warren-perf.
+
+Starts a release Warren on a free port and, if a RabbitMQ is listening on
+127.0.0.1:5672 (e.g. `apt-get install rabbitmq-server && rabbitmq-server
+-detached`), runs the scenarios of issue 5 against both brokers, interleaved
+(Warren, RabbitMQ, Warren, RabbitMQ, ...) for several rounds. While each run
+goes, the broker process is sampled for CPU time and peak RSS. Prints a table
+of medians and Warren/RabbitMQ ratios. Every run is bounded in time and
+warren-perf deletes the queues it declares.
+
+Usage: python3 benches/compare.py [--rounds 3] [--duration 10] [--quick]
+                                  [--only S1,S2] [--json-out FILE] [--no-build]
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PERF = os.path.join(ROOT, "target", "release", "warren-perf")
+WARREN = os.path.join(ROOT, "target", "release", "warren")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def scenarios(duration, quick):
+    d = str(duration)
+    backlog = "200000" if quick else "1000000"
+    idle = "2000" if quick else "10000"
+    return [
+        ("S1", "1p/1c 16 B transient, autoack", ["-s", "16", "-a", "-z", d], "consume_rate"),
+        ("S2", "1p/1c 1 KiB, manual ack, prefetch 100, multi-ack 10",
+         ["-s", "1024", "-q", "100", "--multi-ack", "10", "-z", d], "consume_rate"),
+        ("S3", "1p/1c 1 KiB persistent, durable queue, confirms 64, manual ack",
+         ["-s", "1024", "--persistent", "-c", "64", "-q", "100", "-z", d], "consume_rate"),
+        ("S4", "fanout 1p -> 4 queues, 4c, 256 B",
+         ["-s", "256", "--exchange-type", "fanout", "--queues", "4", "-y", "4", "-a", "-z", d], "consume_rate"),
+        ("S5", "topic, 100 bindings with * and #, 1p/1c, 256 B",
+         ["-s", "256", "--exchange-type", "topic", "--extra-bindings", "99", "-a", "-z", d], "consume_rate"),
+        ("S6", "fixed 1,000 msg/s, 256 B (latency)",
+         ["-s", "256", "-r", "1000", "-a", "-z", d], "p99_us"),
+        ("S7", "backlog %s x 1 KiB persistent, then drain" % backlog,
+         ["-s", "1024", "--persistent", "-c", "256", "--backlog", backlog, "-q", "500", "--multi-ack", "50",
+          "-z", d], "both_rates"),
+        ("S8", "%s idle connections with heartbeats" % idle,
+         ["--idle-connections", idle, "--heartbeat", "10", "-z", str(max(10, duration))], "rss_per_conn"),
+    ]
+
+
+class Sampler(threading.Thread):
+    """Samples a process's RSS (peak) and CPU time while a run goes."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kb = 0
+        self.stop = threading.Event()
+
+    def cpu_s(self):
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / TICKS
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def rss_kb(self):
+        try:
+            with open("/proc/%d/status" % self.pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def run(self):
+        while not self.stop.is_set():
+            self.peak_kb = max(self.peak_kb, self.rss_kb())
+            time.sleep(0.1)
+
+
+def start_warren(tmp):
+    log_path = os.path.join(tmp, "warren.log")
+    log = open(log_path, "w")
+    proc = subprocess.Popen([WARREN, "--port", "0", "--data-dir", os.path.join(tmp, "data"),
+                             "--log-level", "warn,warren=info"], stdout=log, stderr=log)
+    for _ in range(100):
+        time.sleep(0.1)
+        m = re.search(r"addr=127\.0\.0\.1:(\d+)", open(log_path).read())
+        if m:
+            return proc, int(m.group(1))
+    proc.kill()
+    sys.exit("warren did not start: " + open(log_path).read())
+
+
+def rabbitmq_pid():
+    """The beam.smp of a RabbitMQ listening on 5672, if any."""
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        return None
+    out = subprocess.run(["pgrep", "-f", "beam.smp.*rabbit"], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+def run_one(port, pid, args, timeout_s):
+    sampler = Sampler(pid)
+    base_rss = sampler.rss_kb()
+    cpu0, t0 = sampler.cpu_s(), time.monotonic()
+    sampler.start()
+    url = "amqp://guest:guest@127.0.0.1:%d/%%2f" % port
+    try:
+        res = subprocess.run([PERF, "--url", url, "--json", "--quiet"] + args,
+                             capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        sampler.stop.set()
+        return {"error": "timed out after %ds" % timeout_s}
+    sampler.stop.set()
+    sampler.join()
+    wall = time.monotonic() - t0
+    if res.returncode != 0:
+        return {"error": (res.stderr or res.stdout).strip()[-300:]}
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    r["broker_cpu_pct"] = 100.0 * (sampler.cpu_s() - cpu0) / wall
+    r["broker_peak_rss_mb"] = sampler.peak_kb / 1024.0
+    r["broker_base_rss_mb"] = base_rss / 1024.0
+    return r
+
+
+def metric(sid, kind, r):
+    if "error" in r:
+        return None
+    if kind == "consume_rate":
+        return r["consume_rate"]
+    if kind == "p99_us":
+        return r["latency_us"]["p99"]
+    if kind == "both_rates":
+        return (r["publish_rate"], r["consume_rate"])
+    if kind == "rss_per_conn":
+        n = max(1, r.get("idle_connected", 0))
+        return ((r["broker_peak_rss_mb"] - r["broker_base_rss_mb"]) * 1024.0 / n, r.get("idle_connected", 0))
+    return None
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="smaller backlog and fewer idle connections")
+    ap.add_argument("--only", default="", help="comma-separated scenario ids")
+    ap.add_argument("--json-out", default="")
+    ap.add_argument("--no-build", action="store_true")
+    a = ap.parse_args()
+
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+    tmp = tempfile.mkdtemp(prefix="warren-bench-")
+    warren, wport = start_warren(tmp)
+    rpid = rabbitmq_pid()
+    brokers = [("warren", wport, warren.pid)]
+    if rpid:
+        brokers.append(("rabbitmq", 5672, rpid))
+    else:
+        print("RabbitMQ not found on 127.0.0.1:5672: measuring Warren only", file=sys.stderr)
+    only = set(s for s in a.only.split(",") if s)
+    plan = [s for s in scenarios(a.duration, a.quick) if not only or s[0] in only]
+    results = {}
+    try:
+        for rnd in range(1, a.rounds + 1):
+            for sid, desc, args, kind in plan:
+                for name, port, pid in brokers:
+                    timeout_s = a.duration * 6 + 300 if sid != "S7" else 1800
+                    print("round %d %s %-8s ..." % (rnd, sid, name), file=sys.stderr, flush=True)
+                    r = run_one(port, pid, args, timeout_s)
+                    if "error" in r:
+                        print("  error: %s" % r["error"], file=sys.stderr)
+                    results.setdefault(sid, {}).setdefault(name, []).append(r)
+    finally:
+        warren.terminate()
+        try:
+            warren.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            warren.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump(results, f, indent=1)
+
+    print("\n| id | scenario | metric | Warren | RabbitMQ | Warren/RabbitMQ | Warren CPU % | RabbitMQ CPU % | Warren peak RSS MB | RabbitMQ peak RSS MB | client CPU % (W/R) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for sid, desc, args, kind in plan:
+        per = results.get(sid, {})
+        def m(name, idx=None):
+            vals = [metric(sid, kind, r) for r in per.get(name, [])]
+            if idx is not None:
+                vals = [v[idx] if v is not None else None for v in vals]
+            return med(vals)
+        def other(name, key):
+            return med([r.get(key) for r in per.get(name, []) if "error" not in r])
+        def fmt(v, unit=""):
+            return "n/a" if v is None else ("%.0f%s" % (v, unit))
+        def ratio(w, r, inverse=False):
+            if w is None or r is None or (r == 0 if not inverse else w == 0):
+                return "n/a"
+            return "%.2f" % ((r / w) if inverse else (w / r))
+        cpu = (fmt(other("warren", "broker_cpu_pct")), fmt(other("rabbitmq", "broker_cpu_pct")))
+        rss = (fmt(other("warren", "broker_peak_rss_mb")), fmt(other("rabbitmq", "broker_peak_rss_mb")))
+        ccpu = "%s / %s" % (fmt(other("warren", "client_cpu_pct")), fmt(other("rabbitmq", "client_cpu_pct")))
+        if kind == "both_rates":
+            for idx, label in ((0, "publish msg/s"), (1, "drain msg/s")):
+                w, r = m("warren", idx), m("rabbitmq", idx)
+                print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    sid, desc, label, fmt(w), fmt(r), ratio(w, r), cpu[0], cpu[1], rss[0], rss[1], ccpu))
+        elif kind == "rss_per_conn":
+            w, r = m("warren", 0), m("rabbitmq", 0)
+            wc, rc = m("warren", 1), m("rabbitmq", 1)
+            print("| %s | %s | RSS KB per connection (connected) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s |" % (
+                sid, desc, fmt(w), fmt(wc), fmt(r), fmt(rc), ratio(w, r), cpu[0], cpu[1], rss[0], rss[1], ccpu))
+        elif kind == "p99_us":
+            w, r = m("warren"), m("rabbitmq")
+            print("| %s | %s | p99 latency µs (RabbitMQ/Warren) | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                sid, desc, fmt(w), fmt(r), ratio(w, r, inverse=True), cpu[0], cpu[1], rss[0], rss[1], ccpu))
+        else:
+            w, r = m("warren"), m("rabbitmq")
+            print("| %s | %s | consume msg/s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                sid, desc, fmt(w), fmt(r), ratio(w, r), cpu[0], cpu[1], rss[0], rss[1], ccpu))
+
+
+if __name__ == "__main__":
+    main()

@@ -103,6 +103,15 @@ def start_warren(tmp):
     sys.exit("warren did not start: " + open(log_path).read())
 
 
+def stop_warren(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def rabbitmq_pid():
     """The beam.smp of a RabbitMQ listening on 5672, if any."""
     try:
@@ -176,9 +185,10 @@ def main():
         pass
 
     tmp = tempfile.mkdtemp(prefix="warren-bench-")
-    warren, wport = start_warren(tmp)
     rpid = rabbitmq_pid()
-    brokers = [("warren", wport, warren.pid)]
+    # Warren is started fresh for each run (None here), so that its peak RSS
+    # is that run's; RabbitMQ cannot be restarted cheaply and keeps running.
+    brokers = [("warren", None, None)]
     if rpid:
         brokers.append(("rabbitmq", 5672, rpid))
     else:
@@ -192,16 +202,18 @@ def main():
                 for name, port, pid in brokers:
                     timeout_s = a.duration * 6 + 300 if sid != "S7" else 1800
                     print("round %d %s %-8s ..." % (rnd, sid, name), file=sys.stderr, flush=True)
-                    r = run_one(port, pid, args, timeout_s)
+                    if port is None:
+                        warren, wport = start_warren(tmp)
+                        try:
+                            r = run_one(wport, warren.pid, args, timeout_s)
+                        finally:
+                            stop_warren(warren)
+                    else:
+                        r = run_one(port, pid, args, timeout_s)
                     if "error" in r:
                         print("  error: %s" % r["error"], file=sys.stderr)
                     results.setdefault(sid, {}).setdefault(name, []).append(r)
     finally:
-        warren.terminate()
-        try:
-            warren.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            warren.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
     if a.json_out:

@@ -80,6 +80,11 @@ impl ConnHandle {
         }
     }
 
+    /// Whether the connection's mailbox is full (no side effects).
+    pub fn is_backlogged(&self) -> bool {
+        self.backlog.load(Ordering::Acquire) >= CONNECTION_BACKLOG_LIMIT
+    }
+
     /// Send a delivery; gives the event back if the connection is gone.
     pub fn send(&self, event: ConnEvent) -> Result<(), ConnEvent> {
         if matches!(event, ConnEvent::Deliver { .. }) {

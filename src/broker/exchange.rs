@@ -2,11 +2,11 @@
 //! table each type keeps (direct: key → destinations; fanout: a set; topic: a
 //! trie; headers: parsed binding arguments).
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 use std::sync::Arc;
 
+use super::IndexSet;
 use amq_protocol::types::FieldTable;
-use indexmap::IndexSet;
 
 use super::headers::HeadersBinding;
 use super::topic::TopicTrie;
@@ -109,7 +109,7 @@ impl Exchange {
     ) -> Self {
         let table = match kind {
             ExchangeKind::Direct => RoutingTable::Direct(HashMap::new()),
-            ExchangeKind::Fanout => RoutingTable::Fanout(IndexSet::new()),
+            ExchangeKind::Fanout => RoutingTable::Fanout(IndexSet::default()),
             ExchangeKind::Topic => RoutingTable::Topic(TopicTrie::default()),
             ExchangeKind::Headers => RoutingTable::Headers(Vec::new()),
         };
@@ -276,7 +276,7 @@ mod tests {
     }
 
     fn routed(x: &Exchange, key: &str) -> Vec<Destination> {
-        let mut out = IndexSet::new();
+        let mut out = IndexSet::default();
         x.route(key, None, &mut out);
         out.into_iter().collect()
     }

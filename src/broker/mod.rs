@@ -19,6 +19,10 @@ use std::sync::Arc;
 use crate::config::Config;
 pub use vhost::VHost;
 
+/// An insertion-ordered set with aHash (fast, and randomly keyed so names
+/// chosen by clients cannot force collisions).
+pub type IndexSet<T> = indexmap::IndexSet<T, ahash::RandomState>;
+
 /// Shared broker state: a cheap handle cloned into every connection task.
 #[derive(Debug)]
 pub struct Broker {

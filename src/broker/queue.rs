@@ -5,6 +5,7 @@
 //! dispatch happens in the same critical section, handing messages to
 //! consumers round-robin, each only while it has prefetch credit.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use amq_protocol::types::FieldTable;
@@ -31,7 +32,14 @@ pub struct Queue {
     /// Declare arguments.
     pub arguments: FieldTable,
     state: Mutex<QueueState>,
+    saturated: AtomicBool,
 }
+
+/// Ready messages above which a queue whose consumers' connections are full
+/// holds its publishers back.
+pub const FLOW_HIGH_WATERMARK: usize = 5_000;
+/// Publishers resume once the queue is back under this.
+pub const FLOW_LOW_WATERMARK: usize = 2_500;
 
 #[derive(Debug, Default)]
 struct QueueState {
@@ -78,6 +86,7 @@ impl Queue {
             auto_delete,
             arguments,
             state: Mutex::new(QueueState::default()),
+            saturated: AtomicBool::new(false),
         }
     }
 
@@ -98,6 +107,38 @@ impl Queue {
     }
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState) {
+        self.dispatch_loop(st);
+        self.update_saturation(st);
+    }
+
+    /// Flow control: the queue is saturated when its ready messages pile up
+    /// because its consumers' connections cannot take more (their mailboxes
+    /// are full), i.e. delivery is slower than publishing. Publishers then
+    /// pause reading until it drains (high/low watermarks for hysteresis).
+    /// Consumers that are merely slow to ack do not saturate a queue: that
+    /// backlog is what queues are for, and holding publishers back on acks
+    /// could deadlock two connections that consume from each other.
+    fn update_saturation(&self, st: &QueueState) {
+        let was = self.saturated.load(Ordering::Relaxed);
+        let mark = if was {
+            FLOW_LOW_WATERMARK
+        } else {
+            FLOW_HIGH_WATERMARK
+        };
+        let now = st.ready.len() > mark
+            && !st.deleted
+            && st.consumers.iter().any(|c| c.conn.is_backlogged());
+        if now != was {
+            self.saturated.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether publishers to this queue should pause (see `update_saturation`).
+    pub fn is_saturated(&self) -> bool {
+        self.saturated.load(Ordering::Relaxed)
+    }
+
+    fn dispatch_loop(self: &Arc<Self>, st: &mut QueueState) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let n = st.consumers.len();
             let start = st.next_consumer % n;

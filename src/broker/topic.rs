@@ -6,10 +6,10 @@
 //! matches `a..b`), `#` matches zero or more words, the empty routing key is
 //! zero words (so it matches `#` and the empty pattern but not `*`).
 
-use std::collections::{HashMap, HashSet};
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::hash::Hash;
 
-use indexmap::IndexSet;
+use super::IndexSet;
 
 /// Destinations of type `D` indexed by topic pattern.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ impl<D: Eq + Hash + Clone> Default for Node<D> {
     fn default() -> Self {
         Node {
             children: HashMap::new(),
-            dests: IndexSet::new(),
+            dests: IndexSet::default(),
         }
     }
 }
@@ -128,7 +128,7 @@ mod tests {
     fn matches(pattern: &str, key: &str) -> bool {
         let mut t = TopicTrie::default();
         t.insert(pattern, 1);
-        let mut out = IndexSet::new();
+        let mut out = IndexSet::default();
         t.matches(key, &mut out);
         !out.is_empty()
     }
@@ -183,7 +183,7 @@ mod tests {
     fn literal_star_in_key_is_not_double_counted() {
         let mut t = TopicTrie::default();
         t.insert("*", 1);
-        let mut out = IndexSet::new();
+        let mut out = IndexSet::default();
         t.matches("*", &mut out);
         assert_eq!(out.len(), 1);
     }
@@ -195,7 +195,7 @@ mod tests {
         t.insert("a.#", "q");
         t.insert("#", "q");
         t.insert("#", "r");
-        let mut out = IndexSet::new();
+        let mut out = IndexSet::default();
         t.matches("a.b", &mut out);
         assert_eq!(out.len(), 2);
     }
@@ -205,7 +205,7 @@ mod tests {
         let mut t = TopicTrie::default();
         t.insert("#.#.#.#.#.#.#.#.#.#.x", 1);
         let key = vec!["a"; 200].join(".");
-        let mut out = IndexSet::new();
+        let mut out = IndexSet::default();
         t.matches(&key, &mut out);
         assert!(out.is_empty());
         t.matches(&format!("{key}.x"), &mut out);

@@ -12,12 +12,12 @@
 //! - Queues send to connections only through unbounded mailboxes, so a
 //!   queue lock never waits on a connection.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 use std::sync::Arc;
 
+use super::IndexSet;
 use amq_protocol::protocol::{exchange, queue};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use indexmap::IndexSet;
 use parking_lot::RwLock;
 use rand::Rng;
 
@@ -517,10 +517,10 @@ impl VHost {
             }
             return Ok(());
         }
-        let mut visited: IndexSet<&str> = IndexSet::new();
+        let mut visited: IndexSet<&str> = IndexSet::default();
         let mut pending = vec![first];
-        let mut queues: IndexSet<Arc<str>> = IndexSet::new();
-        let mut dests = IndexSet::new();
+        let mut queues: IndexSet<Arc<str>> = IndexSet::default();
+        let mut dests = IndexSet::default();
         visited.insert(exchange);
         while let Some(x) = pending.pop() {
             dests.clear();

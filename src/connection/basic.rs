@@ -17,6 +17,7 @@ use crate::broker::consumer::{Consumer, ConsumerCredit};
 use crate::broker::message::{decode_properties, encode_properties, Message, QueuedMessage};
 use crate::broker::queue::Queue;
 use crate::protocol::AmqpError;
+use amq_protocol::protocol::basic::AMQPProperties;
 
 /// A delivery taken from the connection's mailbox.
 #[derive(Debug)]
@@ -251,7 +252,13 @@ impl Session {
     /// Validate a complete message and find the queues it goes to.
     pub(super) fn route_publish(&mut self, p: CompletePublish) -> Result<Routed, AmqpError> {
         let mut properties = p.properties;
-        let props = decode_properties(&properties);
+        // Decoding allocates (header tables), so only messages carrying a
+        // property the broker acts on are decoded.
+        let props = if needs_decoding(&properties) {
+            decode_properties(&properties)
+        } else {
+            Some(AMQPProperties::default())
+        };
         if props.is_none() {
             // Undecodable properties (an unknown field type in the headers):
             // RabbitMQ fails the connection with a bare 541.
@@ -275,16 +282,17 @@ impl Session {
         if let Some(exp) = props.as_ref().and_then(|p| p.expiration().clone()) {
             check_expiration(exp.as_str()).map_err(|e| e.at(60, 40))?;
         }
-        let mut keys: Vec<String> = vec![p.publish.routing_key.as_str().to_string()];
+        // CC and BCC add routing keys; most messages have neither.
+        let mut extra_keys: Vec<String> = Vec::new();
         if let Some(h) = &headers {
             for k in ["CC", "BCC"] {
                 if let Some(AMQPValue::FieldArray(arr)) = h.inner().get(k) {
                     for v in arr.as_slice() {
                         match v {
                             AMQPValue::LongString(s) => {
-                                keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                                extra_keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned())
                             }
-                            AMQPValue::ShortString(s) => keys.push(s.as_str().to_string()),
+                            AMQPValue::ShortString(s) => extra_keys.push(s.as_str().to_string()),
                             _ => {}
                         }
                     }
@@ -306,16 +314,26 @@ impl Session {
                 }
             }
         }
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let rk = p.publish.routing_key.as_str();
         let mut queues: Vec<Arc<Queue>> = Vec::new();
-        self.vhost
-            .route(
+        let routed = if extra_keys.is_empty() {
+            self.vhost.route(
                 p.publish.exchange.as_str(),
-                &key_refs,
+                &[rk],
                 headers.as_ref(),
                 &mut queues,
             )
-            .map_err(|e| e.at(60, 40))?;
+        } else {
+            let mut keys: Vec<&str> = vec![rk];
+            keys.extend(extra_keys.iter().map(String::as_str));
+            self.vhost.route(
+                p.publish.exchange.as_str(),
+                &keys,
+                headers.as_ref(),
+                &mut queues,
+            )
+        };
+        routed.map_err(|e| e.at(60, 40))?;
         let message = Arc::new(Message {
             exchange: Arc::from(p.publish.exchange.as_str()),
             routing_key: Arc::from(p.publish.routing_key.as_str()),
@@ -350,6 +368,9 @@ impl Session {
         }
         for q in &r.queues {
             q.publish(r.message.clone());
+            if q.is_saturated() && !self.throttled.iter().any(|t| Arc::ptr_eq(t, q)) {
+                self.throttled.push(q.clone());
+            }
         }
     }
 
@@ -512,17 +533,25 @@ impl Session {
                 credit,
             });
         }
-        self.send(
+        self.io.out.deliver(
             id,
-            AMQPClass::Basic(AMQPMethod::Deliver(basic::Deliver {
-                consumer_tag: ShortString::from(&*consumer_tag),
-                delivery_tag: tag,
-                redelivered,
-                exchange: ShortString::from(&*m.exchange),
-                routing_key: ShortString::from(&*m.routing_key),
-            })),
+            &consumer_tag,
+            tag,
+            redelivered,
+            &m.exchange,
+            &m.routing_key,
         );
         self.io.out.content(id, &m.properties, &m.body);
+    }
+}
+
+/// Whether the properties carry headers, expiration or user_id, the ones
+/// routing and validation look at (bits 13, 8 and 4 of the property flags).
+fn needs_decoding(properties: &[u8]) -> bool {
+    const ACTED_ON: u16 = (1 << 13) | (1 << 8) | (1 << 4);
+    match properties {
+        [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) & ACTED_ON != 0 || properties.len() < 2,
+        _ => true,
     }
 }
 

@@ -2,7 +2,7 @@
 //! channels, error handling (soft → Channel.Close, hard → Connection.Close),
 //! heartbeats, and cleanup when the connection ends.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +17,15 @@ use super::content::ContentState;
 use super::handshake::{close_method, Opened};
 use super::io::FrameIo;
 use crate::broker::consumer::{ConnEvent, ConnHandle};
+use crate::broker::queue::Queue;
 use crate::broker::{Broker, VHost};
 use crate::protocol::frame::erlang_binary;
 use crate::protocol::{AmqpError, DecodeError, Frame};
 
 /// Most events taken from the mailbox in one pass before writing.
 const EVENTS_PER_PASS: usize = 512;
+/// How often a held-back publisher checks whether its queues drained.
+const FLOW_POLL: Duration = Duration::from_millis(1);
 /// Least time a single socket write may take before the peer is given up.
 const FLUSH_TIMEOUT_MIN: Duration = Duration::from_secs(30);
 /// How long the socket stays open for the client to close after Close-Ok.
@@ -50,6 +53,9 @@ pub struct Session {
     client_closed: bool,
     /// Last consumer registration id handed out.
     pub(super) next_consumer_id: u64,
+    /// Saturated queues this connection published to: until they drain,
+    /// input is not read (flow control; see `Queue::is_saturated`).
+    pub(super) throttled: Vec<Arc<Queue>>,
 }
 
 impl Session {
@@ -71,6 +77,7 @@ impl Session {
             done: false,
             client_closed: false,
             next_consumer_id: 0,
+            throttled: Vec::new(),
         }
     }
 
@@ -106,7 +113,12 @@ impl Session {
                         "broker forced connection closure with reason 'shutdown'",
                     ));
                 }
-                r = self.io.fill() => match r {
+                _ = tokio::time::sleep(FLOW_POLL), if !self.throttled.is_empty() => {
+                    self.throttled.retain(|q| q.is_saturated());
+                    // Time spent held back is not the client's silence.
+                    last_read = Instant::now();
+                }
+                r = self.io.fill(), if self.throttled.is_empty() => match r {
                     Err(_) => return,
                     Ok(_) => {
                         last_read = Instant::now();

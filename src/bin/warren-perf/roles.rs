@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::protocol::{basic, confirm, AMQPClass};
+use amq_protocol::protocol::{basic, confirm, connection, AMQPClass};
 use amq_protocol::types::{FieldTable, ShortString};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
@@ -79,6 +79,9 @@ pub async fn producer(
                     AMQPClass::Basic(basic::AMQPMethod::Return(_)) => {
                         reader_counters.returned.fetch_add(1, Ordering::Relaxed);
                         continue;
+                    }
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {
+                        return String::new()
                     }
                     other => return format!("producer got {other:?}"),
                 };
@@ -162,8 +165,22 @@ pub async fn producer(
         })
         .await;
     }
-    reader_task.abort();
-    Ok(())
+    // Close politely so the broker has handled every publish before the
+    // run deletes its topology.
+    writer.method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: ShortString::from("done"),
+            class_id: 0,
+            method_id: 0,
+        })),
+    );
+    writer.flush().await?;
+    match tokio::time::timeout(Duration::from_secs(5), reader_task).await {
+        Ok(Ok(e)) if !e.is_empty() => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// How a consumer acknowledges.
@@ -207,10 +224,18 @@ pub async fn consumer(
     let mut remaining = 0u64;
     let mut first_chunk = true;
     let mut unacked_run = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        let frame = match tokio::time::timeout(Duration::from_millis(100), reader.frame()).await {
-            Ok(f) => f?,
-            Err(_) => continue,
+    // One reusable timer to notice `stop` (a timeout per frame would cost a
+    // timer registration per message).
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let frame = tokio::select! {
+            f = reader.frame() => f?,
+            _ = check.tick() => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                continue;
+            }
         };
         let complete = match frame {
             Frame::Method { method, .. } => {

@@ -47,6 +47,8 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Runtime worker threads (0: one per CPU core).
+    pub worker_threads: usize,
     /// Virtual hosts.
     pub vhosts: Vec<String>,
     /// Users.

@@ -286,7 +286,13 @@ pub async fn consumer(
 /// Hold a connection open doing nothing but heartbeats until `stop`.
 /// Returns whether it was still connected at the end.
 pub async fn idle(target: Target, heartbeat_s: u16, stop: Arc<AtomicBool>) -> Result<bool> {
-    let client = Client::connect(&target, heartbeat_s).await?;
+    // A broker out of file descriptors may leave connects hanging.
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        Client::connect(&target, heartbeat_s),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_string())??;
     let Client {
         mut reader,
         mut writer,

@@ -6,125 +6,28 @@ mod common;
 
 use std::time::Duration;
 
-use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
-use amq_protocol::types::{FieldTable, LongString, ShortString};
-use bytes::BytesMut;
+use common::raw::{basic_consume, Raw, DELIVER};
 use common::{declare_queue, uniq, within, Broker};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use warren::protocol::frame::decode_frame;
-use warren::protocol::output::FrameWriter;
-use warren::protocol::Frame;
 
 /// A consumer on a raw socket: it subscribes in no-ack mode and then
 /// reads nothing until told to, so the broker's writes to it back up.
-struct StalledConsumer {
-    stream: TcpStream,
-    rbuf: BytesMut,
+async fn stalled_consumer(broker: &Broker, queue: &str) -> Raw {
+    let mut r = Raw::handshake(broker).await;
+    r.open_channel(1).await;
+    r.send(&basic_consume(1, queue, "stalled", true)).await;
+    r.expect_method(1, 60, 21).await;
+    r
 }
 
-impl StalledConsumer {
-    async fn subscribe(port: u16, queue: &str) -> Self {
-        let mut me = StalledConsumer {
-            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            rbuf: BytesMut::new(),
-        };
-        me.stream.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
-        me.expect(10, 10).await; // start
-        me.send(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: FieldTable::default(),
-                mechanism: ShortString::from("PLAIN"),
-                response: LongString::from("\0guest\0guest"),
-                locale: ShortString::from("en_US"),
-            })),
-        )
-        .await;
-        me.expect(10, 30).await; // tune
-        me.send(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max: 16,
-                frame_max: 131_072,
-                heartbeat: 0,
-            })),
-        )
-        .await;
-        me.send(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: ShortString::from("/"),
-            })),
-        )
-        .await;
-        me.expect(10, 41).await;
-        me.send(
-            1,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-        .await;
-        me.expect(20, 11).await;
-        me.send(
-            1,
-            AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
-                queue: ShortString::from(queue),
-                consumer_tag: ShortString::from("stalled"),
-                no_local: false,
-                no_ack: true,
-                exclusive: false,
-                nowait: false,
-                arguments: FieldTable::default(),
-            })),
-        )
-        .await;
-        me.expect(60, 21).await;
-        me
-    }
-
-    async fn send(&mut self, ch: u16, m: AMQPClass) {
-        let mut w = FrameWriter::new(131_072);
-        w.method(ch, &m);
-        self.stream.write_all(&w.take()).await.unwrap();
-    }
-
-    async fn frame(&mut self) -> Frame {
-        loop {
-            if let Some(f) = decode_frame(&mut self.rbuf, 131_072).unwrap() {
-                return f;
-            }
-            assert!(
-                self.stream.read_buf(&mut self.rbuf).await.unwrap() > 0,
-                "eof"
-            );
-        }
-    }
-
-    async fn expect(&mut self, class: u16, method: u16) {
-        match self.frame().await {
-            Frame::Method {
-                class_id,
-                method_id,
-                ..
-            } if (class_id, method_id) == (class, method) => {}
-            other => panic!("expected {class}.{method}, got {other:?}"),
-        }
-    }
-
-    /// Read and count deliveries until `n` arrived.
-    async fn drain(&mut self, n: u64) {
-        let mut got = 0;
-        while got < n {
-            if let Frame::Method {
-                class_id: 60,
-                method_id: 60,
-                ..
-            } = self.frame().await
-            {
-                got += 1;
-            }
+/// Read and count deliveries until `n` arrived.
+async fn drain(r: &mut Raw, n: u64) {
+    let mut got = 0;
+    while got < n {
+        if r.next().await.method() == Some(DELIVER) {
+            got += 1;
         }
     }
 }
@@ -151,7 +54,7 @@ async fn a_stalled_consumer_holds_publishers_back_and_releases_them() {
         let q = uniq("flow");
         let (_pc, pch) = broker.channel().await;
         declare_queue(&pch, &q).await;
-        let mut consumer = StalledConsumer::subscribe(broker.port, &q).await;
+        let mut consumer = stalled_consumer(&broker, &q).await;
 
         // Publish far more than the consumer's socket and mailbox can hold.
         const TOTAL: u64 = 40_000;
@@ -187,7 +90,7 @@ async fn a_stalled_consumer_holds_publishers_back_and_releases_them() {
 
         // Once the consumer reads, everything flows.
         let drain = tokio::spawn(async move {
-            consumer.drain(TOTAL).await;
+            drain(&mut consumer, TOTAL).await;
             consumer
         });
         publisher.await.unwrap();

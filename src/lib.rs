@@ -8,7 +8,9 @@
 //! - `connection`: one task per client: handshake, channels, one function
 //!   per method, content assembly, deliveries out.
 //! - [`broker`]: vhosts, exchanges (routing tables per type), queues,
-//!   consumers and prefetch credit, messages.
+//!   consumers and prefetch credit, flow control, messages.
+//! - `src/bin/warren-perf/`: the load generator, a lean client built on
+//!   [`protocol`].
 //!
 //! # Locks and awaits
 //! The rules are written once, in [`broker::vhost`]: the topology lock and the

@@ -328,3 +328,27 @@ async fn server_sends_heartbeats_and_drops_a_silent_peer() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_properties_are_541_not_forwarded() {
+    // Regression: properties that are not decoded (no headers, expiration
+    // or user_id) were forwarded unchecked, so a bad length reached every
+    // consumer's client.
+    within(async {
+        let broker = Broker::start().await;
+        let mut r = Raw::handshake(&broker).await;
+        r.open_channel(1).await;
+        r.send(&basic_publish(1, "", "nowhere")).await;
+        // content-type flagged with length 200, but only 3 bytes follow.
+        let mut p = 60u16.to_be_bytes().to_vec();
+        p.extend_from_slice(&0u16.to_be_bytes());
+        p.extend_from_slice(&1u64.to_be_bytes());
+        p.extend_from_slice(&[0x80, 0x00, 200, b'a', b'b', b'c']);
+        r.send(&frame(FRAME_HEADER, 1, &p)).await;
+        r.send(&frame(FRAME_BODY, 1, b"x")).await;
+        let close = r.expect_connection_close().await;
+        assert_eq!(close.code, 541, "{close:?}");
+        still_serves(&broker).await;
+    })
+    .await
+}

@@ -47,6 +47,55 @@ async fn ready_count(broker: &Broker, queue_name: &str) -> u32 {
     .message_count()
 }
 
+/// Publish `total` 4 KiB messages to `q` from a new connection, in a task.
+async fn flood(broker: &Broker, q: &str, total: u64) -> tokio::task::JoinHandle<()> {
+    let (pconn, pch) = broker.channel().await;
+    let q = q.to_string();
+    let body = vec![b'x'; 4096];
+    tokio::spawn(async move {
+        for _ in 0..total {
+            pch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        }
+        drop(pconn);
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_saturated_queue_releases_its_publisher() {
+    // Regression: the saturated flag was only recomputed on dispatch, so a
+    // publisher held back by a queue that was then deleted stayed held
+    // back for good.
+    within(async {
+        let broker = Broker::start().await;
+        let q = uniq("flow-del");
+        let (_c, ch) = broker.channel().await;
+        declare_queue(&ch, &q).await;
+        let _consumer = stalled_consumer(&broker, &q).await;
+        let publisher = flood(&broker, &q, 20_000).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !publisher.is_finished(),
+            "the publisher should be held back"
+        );
+        ch.queue_delete(q.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), publisher)
+            .await
+            .expect("the publisher must resume once its queue is gone")
+            .unwrap();
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_consumer_holds_publishers_back_and_releases_them() {
     within(async {

@@ -415,3 +415,28 @@ async fn reused_consumer_tag_does_not_inherit_in_flight_deliveries() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_commit_routes_to_a_queue_redeclared_since_the_publish() {
+    // Regression: a transactional publish kept the queue objects it was
+    // routed to, so a queue deleted and declared again before commit
+    // silently lost the message (RabbitMQ routes to the name at commit).
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, admin) = broker.channel().await;
+        let q = uniq("tx-redeclare");
+        declare_queue(&admin, &q).await;
+        let (_c2, ch) = broker.channel().await;
+        ch.tx_select().await.unwrap();
+        publish(&ch, "", &q, b"kept").await;
+        admin
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        declare_queue(&admin, &q).await;
+        ch.tx_commit().await.unwrap();
+        wait_for_count(&admin, &q, 1).await;
+        assert_eq!(get_all(&admin, &q).await, vec!["kept"]);
+    })
+    .await
+}

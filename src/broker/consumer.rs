@@ -148,6 +148,14 @@ impl ConsumerCredit {
         took
     }
 
+    /// Whether both limits leave room for one more, without taking it.
+    pub fn has_capacity(&self) -> bool {
+        let ch = &self.channel;
+        let limit = ch.prefetch.load(Ordering::Acquire);
+        (self.prefetch == 0 || self.outstanding.load(Ordering::Acquire) < self.prefetch)
+            && (limit == 0 || ch.outstanding.load(Ordering::Acquire) < limit)
+    }
+
     /// Give back one unit (ack, nack, reject, requeue).
     pub fn release(&self) {
         let dec = |n: u32| Some(n.saturating_sub(1));

@@ -40,6 +40,52 @@ pub fn decode_properties(raw: &[u8]) -> Option<AMQPProperties> {
     parse_properties(raw).ok().map(|(_, p)| p)
 }
 
+/// Check an encoded basic property list without decoding it: the flags
+/// name only basic's 14 properties (no continuation) and every field fits
+/// in the bytes given. Used where decoding (which allocates) is skipped, so
+/// that no malformed header reaches a consumer's client.
+pub fn properties_well_formed(raw: &[u8]) -> bool {
+    let Some((flag_bytes, mut rest)) = raw.split_first_chunk::<2>() else {
+        return false;
+    };
+    let flags = u16::from_be_bytes(*flag_bytes);
+    if flags & 0b11 != 0 {
+        return false;
+    }
+    for bit in (2..=15).rev() {
+        if flags & (1 << bit) == 0 {
+            continue;
+        }
+        let len = match bit {
+            // headers: a long-length table.
+            13 => match rest.split_first_chunk::<4>() {
+                Some((n, tail)) => {
+                    rest = tail;
+                    u32::from_be_bytes(*n) as usize
+                }
+                None => return false,
+            },
+            // delivery_mode, priority: one octet.
+            12 | 11 => 1,
+            // timestamp: 64 bits.
+            6 => 8,
+            // the rest are short strings.
+            _ => match rest.split_first() {
+                Some((n, tail)) => {
+                    rest = tail;
+                    usize::from(*n)
+                }
+                None => return false,
+            },
+        };
+        if rest.len() < len {
+            return false;
+        }
+        rest = &rest[len..];
+    }
+    true
+}
+
 /// Encode a property list.
 pub fn encode_properties(props: &AMQPProperties) -> Option<Bytes> {
     cookie_factory::gen_simple(
@@ -48,6 +94,43 @@ pub fn encode_properties(props: &AMQPProperties) -> Option<Bytes> {
     )
     .ok()
     .map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+    #[test]
+    fn well_formed_properties_pass() {
+        let mut h = FieldTable::default();
+        h.insert(
+            ShortString::from("k"),
+            AMQPValue::LongString(LongString::from("v")),
+        );
+        let props = AMQPProperties::default()
+            .with_content_type(ShortString::from("text/plain"))
+            .with_headers(h)
+            .with_delivery_mode(2)
+            .with_timestamp(7)
+            .with_app_id(ShortString::from("app"));
+        let raw = encode_properties(&props).unwrap();
+        assert!(properties_well_formed(&raw));
+        assert!(properties_well_formed(&[0, 0]));
+    }
+
+    #[test]
+    fn malformed_properties_fail() {
+        // content-type flagged, length 200, 3 bytes given.
+        assert!(!properties_well_formed(&[
+            0x80, 0x00, 200, b'a', b'b', b'c'
+        ]));
+        // continuation bit.
+        assert!(!properties_well_formed(&[0x00, 0x01]));
+        // timestamp flagged, too short.
+        assert!(!properties_well_formed(&[0x00, 0x40, 0, 0, 0]));
+        assert!(!properties_well_formed(&[0x80]));
+    }
 }
 
 /// A message's place in one queue.

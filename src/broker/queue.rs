@@ -125,9 +125,15 @@ impl Queue {
         } else {
             FLOW_HIGH_WATERMARK
         };
+        // Only consumers that could take a message now (no-ack, or with
+        // prefetch credit) count: one waiting for its own acks is not held
+        // up by its connection, whatever else fills that connection.
         let now = st.ready.len() > mark
             && !st.deleted
-            && st.consumers.iter().any(|c| c.conn.is_backlogged());
+            && st
+                .consumers
+                .iter()
+                .any(|c| c.conn.is_backlogged() && (c.no_ack || c.credit.has_capacity()));
         if now != was {
             self.saturated.store(now, Ordering::Relaxed);
         }
@@ -136,6 +142,14 @@ impl Queue {
     /// Whether publishers to this queue should pause (see `update_saturation`).
     pub fn is_saturated(&self) -> bool {
         self.saturated.load(Ordering::Relaxed)
+    }
+
+    /// Recompute saturation now (a held-back publisher polls this, so a
+    /// queue that changed without dispatching cannot hold it forever).
+    pub fn recheck_saturation(&self) -> bool {
+        let st = self.state.lock();
+        self.update_saturation(&st);
+        self.is_saturated()
     }
 
     fn dispatch_loop(self: &Arc<Self>, st: &mut QueueState) {
@@ -181,6 +195,7 @@ impl Queue {
     pub fn get(&self) -> Option<(QueuedMessage, u32)> {
         let mut st = self.state.lock();
         let m = st.ready.pop()?;
+        self.update_saturation(&st);
         Some((m, st.ready.len() as u32))
     }
 
@@ -242,6 +257,7 @@ impl Queue {
         let before = st.consumers.len();
         st.consumers.retain(|c| !pred(c));
         let removed = st.consumers.len() != before;
+        self.update_saturation(&st);
         ConsumerRemoval {
             removed,
             should_auto_delete: removed
@@ -254,7 +270,10 @@ impl Queue {
 
     /// Drop all messages; returns how many.
     pub fn purge(&self) -> u32 {
-        self.state.lock().ready.purge() as u32
+        let mut st = self.state.lock();
+        let n = st.ready.purge() as u32;
+        self.update_saturation(&st);
+        n
     }
 
     /// Ready messages (unacked ones excluded, as RabbitMQ reports).
@@ -271,7 +290,9 @@ impl Queue {
     /// gets basic.cancel). Returns the number of messages dropped.
     pub fn mark_deleted(&self) -> u32 {
         let mut st = self.state.lock();
-        Self::delete_locked(&mut st)
+        let n = Self::delete_locked(&mut st);
+        self.update_saturation(&st);
+        n
     }
 
     /// Delete only if the conditions hold, checked and applied under the
@@ -284,7 +305,9 @@ impl Queue {
         if if_empty && !st.ready.is_empty() {
             return Err(DeleteRefused::NotEmpty);
         }
-        Ok(Self::delete_locked(&mut st))
+        let n = Self::delete_locked(&mut st);
+        self.update_saturation(&st);
+        Ok(n)
     }
 
     fn delete_locked(st: &mut QueueState) -> u32 {

@@ -431,6 +431,11 @@ impl VHost {
         Ok(q.clone())
     }
 
+    /// The queue registered under `name`, if any (no ownership check).
+    pub fn find_queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.topology.read().queues.get(name).cloned()
+    }
+
     /// queue.delete; a missing queue deletes nothing and is not an error.
     pub fn delete_queue(
         &self,

@@ -14,7 +14,9 @@ use super::channel::{ChannelConsumer, Settle, Unacked};
 use super::content::{ContentState, PendingPublish};
 use super::session::Session;
 use crate::broker::consumer::{Consumer, ConsumerCredit};
-use crate::broker::message::{decode_properties, encode_properties, Message, QueuedMessage};
+use crate::broker::message::{
+    decode_properties, encode_properties, properties_well_formed, Message, QueuedMessage,
+};
 use crate::broker::queue::Queue;
 use crate::protocol::AmqpError;
 use amq_protocol::protocol::basic::AMQPProperties;
@@ -256,8 +258,10 @@ impl Session {
         // property the broker acts on are decoded.
         let props = if needs_decoding(&properties) {
             decode_properties(&properties)
-        } else {
+        } else if properties_well_formed(&properties) {
             Some(AMQPProperties::default())
+        } else {
+            None
         };
         if props.is_none() {
             // Undecodable properties (an unknown field type in the headers):
@@ -550,7 +554,7 @@ impl Session {
 fn needs_decoding(properties: &[u8]) -> bool {
     const ACTED_ON: u16 = (1 << 13) | (1 << 8) | (1 << 4);
     match properties {
-        [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) & ACTED_ON != 0 || properties.len() < 2,
+        [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) & ACTED_ON != 0,
         _ => true,
     }
 }

@@ -25,7 +25,7 @@ use crate::protocol::{AmqpError, DecodeError, Frame};
 /// Most events taken from the mailbox in one pass before writing.
 const EVENTS_PER_PASS: usize = 512;
 /// How often a held-back publisher checks whether its queues drained.
-const FLOW_POLL: Duration = Duration::from_millis(1);
+const FLOW_POLL: Duration = Duration::from_millis(2);
 /// Least time a single socket write may take before the peer is given up.
 const FLUSH_TIMEOUT_MIN: Duration = Duration::from_secs(30);
 /// How long the socket stays open for the client to close after Close-Ok.
@@ -114,7 +114,7 @@ impl Session {
                     ));
                 }
                 _ = tokio::time::sleep(FLOW_POLL), if !self.throttled.is_empty() => {
-                    self.throttled.retain(|q| q.is_saturated());
+                    self.throttled.retain(|q| q.recheck_saturation());
                     // Time spent held back is not the client's silence.
                     last_read = Instant::now();
                 }
@@ -492,6 +492,8 @@ impl Session {
         // are cancelled and unacked messages requeued, so nothing is sent
         // that the client would discard after seeing Close.
         self.release_all_channels();
+        // Close-Ok must be readable: stop holding this connection back.
+        self.throttled.clear();
         self.io.out.method(0, &close_method(&e));
         self.closing_since = Some(Instant::now());
     }

@@ -55,7 +55,18 @@ impl Session {
                         "channel is not transactional",
                     ));
                 };
-                for r in buffer.publishes {
+                for mut r in buffer.publishes {
+                    // A queue deleted (and maybe declared again) since the
+                    // publish is looked up by name, as RabbitMQ routes to
+                    // queue names at commit.
+                    r.queues = r
+                        .queues
+                        .into_iter()
+                        .filter_map(|q| match q.is_deleted() {
+                            true => self.vhost.find_queue(&q.name),
+                            false => Some(q),
+                        })
+                        .collect();
                     self.enqueue(id, r);
                 }
                 let ch = self.channel_mut(id)?;

@@ -107,25 +107,7 @@ async fn a_stalled_consumer_holds_publishers_back_and_releases_them() {
 
         // Publish far more than the consumer's socket and mailbox can hold.
         const TOTAL: u64 = 40_000;
-        let body = vec![b'x'; 4096];
-        let publisher = {
-            let (pconn, pch) = broker.channel().await;
-            let q = q.clone();
-            tokio::spawn(async move {
-                for _ in 0..TOTAL {
-                    pch.basic_publish(
-                        "".into(),
-                        q.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        BasicProperties::default(),
-                    )
-                    .await
-                    .unwrap();
-                }
-                drop(pconn);
-            })
-        };
+        let publisher = flood(&broker, &q, TOTAL).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(
             !publisher.is_finished(),

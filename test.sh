@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --bin warren
+# The README's run command must pick the broker among the binaries.
+cargo run --quiet -- --version
 cargo test --all-targets
 conformance/run.sh target/debug/warren

@@ -25,20 +25,7 @@ pub const CONNECTION_BACKLOG_LIMIT: usize = 2_000;
 #[derive(Debug)]
 pub enum ConnEvent {
     /// Deliver a message to a consumer.
-    Deliver {
-        /// Channel of the consumer.
-        channel: u16,
-        /// Registration id of the consumer (tags can be reused).
-        consumer_id: u64,
-        /// Consumer tag.
-        consumer_tag: Arc<str>,
-        /// The queue it came from (for ack/requeue).
-        queue: Arc<Queue>,
-        /// The message.
-        message: QueuedMessage,
-        /// Credit taken for it (None for no-ack consumers).
-        credit: Option<Arc<ConsumerCredit>>,
-    },
+    Deliver(Delivery),
     /// The queue went away: tell the client with basic.cancel.
     ConsumerCancelled {
         /// Channel of the consumer.
@@ -46,6 +33,23 @@ pub enum ConnEvent {
         /// Registration id of the consumer.
         consumer_id: u64,
     },
+}
+
+/// A message a queue handed to one consumer.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Channel of the consumer.
+    pub channel: u16,
+    /// Registration id of the consumer (tags can be reused).
+    pub consumer_id: u64,
+    /// Consumer tag.
+    pub consumer_tag: Arc<str>,
+    /// The queue it came from (for ack/requeue).
+    pub queue: Arc<Queue>,
+    /// The message.
+    pub message: QueuedMessage,
+    /// Credit taken for it (None for no-ack consumers).
+    pub credit: Option<Arc<ConsumerCredit>>,
 }
 
 /// The sending side of a connection's mailbox, with its backlog counter.
@@ -87,7 +91,7 @@ impl ConnHandle {
 
     /// Send a delivery; gives the event back if the connection is gone.
     pub fn send(&self, event: ConnEvent) -> Result<(), ConnEvent> {
-        if matches!(event, ConnEvent::Deliver { .. }) {
+        if matches!(event, ConnEvent::Deliver(_)) {
             self.backlog.fetch_add(1, Ordering::AcqRel);
         }
         self.tx.send(event).map_err(|e| {

@@ -9,6 +9,7 @@
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
+use crate::broker::arguments::as_int as value_int;
 use crate::protocol::AmqpError;
 
 /// How the binding's headers must match the message's.
@@ -88,19 +89,6 @@ fn value_bytes(v: &AMQPValue) -> Option<Vec<u8>> {
         AMQPValue::ByteArray(b) => Some(b.as_slice().to_vec()),
         _ => None,
     }
-}
-
-fn value_int(v: &AMQPValue) -> Option<i128> {
-    Some(match v {
-        AMQPValue::ShortShortInt(i) => *i as i128,
-        AMQPValue::ShortShortUInt(i) => *i as i128,
-        AMQPValue::ShortInt(i) => *i as i128,
-        AMQPValue::ShortUInt(i) => *i as i128,
-        AMQPValue::LongInt(i) => *i as i128,
-        AMQPValue::LongUInt(i) => *i as i128,
-        AMQPValue::LongLongInt(i) => *i as i128,
-        _ => return None,
-    })
 }
 
 /// Numbers compare by value whatever their width or kind (RabbitMQ uses

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
 
-use super::consumer::{ConnEvent, Consumer};
+use super::consumer::{ConnEvent, Consumer, Delivery};
 use super::message::{Message, QueuedMessage};
 use super::ready::ReadyMessages;
 use crate::protocol::AmqpError;
@@ -167,17 +167,17 @@ impl Queue {
             };
             let c = &st.consumers[idx];
             let credit = (!c.no_ack).then(|| c.credit.clone());
-            let event = ConnEvent::Deliver {
+            let event = ConnEvent::Deliver(Delivery {
                 channel: c.channel,
                 consumer_id: c.id,
                 consumer_tag: c.tag.clone(),
                 queue: self.clone(),
                 message,
                 credit: credit.clone(),
-            };
+            });
             match c.conn.send(event) {
                 Ok(()) => st.next_consumer = idx + 1,
-                Err(ConnEvent::Deliver { message, .. }) => {
+                Err(ConnEvent::Deliver(Delivery { message, .. })) => {
                     // The connection is gone; its cleanup will remove the
                     // consumer too, but drop it now so dispatch can go on.
                     if let Some(credit) = credit {

@@ -13,24 +13,13 @@ use bytes::Bytes;
 use super::channel::{ChannelConsumer, Settle, Unacked};
 use super::content::{ContentState, PendingPublish};
 use super::session::Session;
-use crate::broker::consumer::{Consumer, ConsumerCredit};
+use crate::broker::consumer::{Consumer, ConsumerCredit, Delivery};
 use crate::broker::message::{
-    decode_properties, encode_properties, properties_well_formed, Message, QueuedMessage,
+    decode_properties, encode_properties, properties_well_formed, Message,
 };
 use crate::broker::queue::Queue;
 use crate::protocol::AmqpError;
 use amq_protocol::protocol::basic::AMQPProperties;
-
-/// A delivery taken from the connection's mailbox.
-#[derive(Debug)]
-pub struct Delivery {
-    pub channel: u16,
-    pub consumer_id: u64,
-    pub consumer_tag: Arc<str>,
-    pub queue: Arc<Queue>,
-    pub message: QueuedMessage,
-    pub credit: Option<Arc<ConsumerCredit>>,
-}
 
 /// A message and the queues it was routed to, not yet enqueued.
 #[derive(Debug)]

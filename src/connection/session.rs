@@ -11,12 +11,11 @@ use amq_protocol::types::ShortString;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio_util::sync::CancellationToken;
 
-use super::basic::Delivery;
 use super::channel::{Channel, ChannelState, Settle};
 use super::content::ContentState;
 use super::handshake::{close_method, Opened};
 use super::io::FrameIo;
-use crate::broker::consumer::{ConnEvent, ConnHandle};
+use crate::broker::consumer::{ConnEvent, ConnHandle, Delivery};
 use crate::broker::queue::Queue;
 use crate::broker::{Broker, VHost};
 use crate::protocol::frame::erlang_binary;
@@ -525,23 +524,9 @@ impl Session {
 
     fn handle_event(&mut self, ev: ConnEvent) {
         match ev {
-            ConnEvent::Deliver {
-                channel,
-                consumer_id,
-                consumer_tag,
-                queue,
-                message,
-                credit,
-            } => {
+            ConnEvent::Deliver(d) => {
                 self.conn.delivery_taken();
-                self.deliver(Delivery {
-                    channel,
-                    consumer_id,
-                    consumer_tag,
-                    queue,
-                    message,
-                    credit,
-                });
+                self.deliver(d);
             }
             ConnEvent::ConsumerCancelled {
                 channel,
@@ -587,12 +572,12 @@ impl Session {
         // Deliveries still in the mailbox were never seen by the client.
         self.events.close();
         while let Ok(ev) = self.events.try_recv() {
-            if let ConnEvent::Deliver {
+            if let ConnEvent::Deliver(Delivery {
                 queue,
                 message,
                 credit,
                 ..
-            } = ev
+            }) = ev
             {
                 self.conn.delivery_taken();
                 if let Some(c) = credit {

@@ -49,6 +49,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Runtime worker threads (0: one per CPU core).
     pub worker_threads: usize,
+    /// Flow control: ready messages above which a queue whose consumers'
+    /// connections are full holds its publishers back.
+    pub flow_high_watermark: usize,
+    /// Flow control: publishers resume under this many ready messages.
+    pub flow_low_watermark: usize,
     /// Virtual hosts.
     pub vhosts: Vec<String>,
     /// Users.
@@ -127,6 +132,12 @@ impl Config {
         if self.max_connections == 0 {
             return err("max_connections", "must be positive");
         }
+        if self.flow_high_watermark == 0 || self.flow_low_watermark >= self.flow_high_watermark {
+            return err(
+                "flow_low_watermark",
+                "must be below flow_high_watermark, which must be positive",
+            );
+        }
         if self.vhosts.is_empty() {
             return err("vhosts", "at least one vhost is needed");
         }
@@ -169,6 +180,15 @@ mod tests {
     fn bad_type_is_named() {
         let e = Config::with_overrides("port = \"x\"").unwrap_err();
         assert!(e.0.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn flow_watermarks_must_be_ordered() {
+        let e = Config::with_overrides("flow_low_watermark = 9000").unwrap_err();
+        assert!(e.0.contains("flow_low_watermark"), "{e}");
+        let c =
+            Config::with_overrides("flow_high_watermark = 100\nflow_low_watermark = 50").unwrap();
+        assert_eq!((c.flow_high_watermark, c.flow_low_watermark), (100, 50));
     }
 
     #[test]

@@ -130,3 +130,37 @@ async fn a_stalled_consumer_holds_publishers_back_and_releases_them() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_watermarks_apply() {
+    within(async {
+        let broker = Broker::start_with(|c| {
+            c.flow_high_watermark = 100;
+            c.flow_low_watermark = 50;
+        })
+        .await;
+        let q = uniq("flow-cfg");
+        let (_c, ch) = broker.channel().await;
+        declare_queue(&ch, &q).await;
+        let _consumer = stalled_consumer(&broker, &q).await;
+        let publisher = flood(&broker, &q, 20_000).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !publisher.is_finished(),
+            "the publisher should be held back"
+        );
+        let ready = ready_count(&broker, &q).await;
+        assert!(
+            ready <= 200,
+            "ready messages grew to {ready} with a high watermark of 100"
+        );
+        ch.queue_delete(q.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), publisher)
+            .await
+            .expect("the publisher must resume once its queue is gone")
+            .unwrap();
+    })
+    .await
+}

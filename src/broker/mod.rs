@@ -38,7 +38,13 @@ impl Broker {
         let vhosts = config
             .vhosts
             .iter()
-            .map(|name| (name.clone(), Arc::new(VHost::new(name))))
+            .map(|name| {
+                let flow = queue::FlowLimits {
+                    high: config.flow_high_watermark,
+                    low: config.flow_low_watermark,
+                };
+                (name.clone(), Arc::new(VHost::new(name, flow)))
+            })
             .collect();
         Broker {
             config,

@@ -33,13 +33,32 @@ pub struct Queue {
     pub arguments: FieldTable,
     state: Mutex<QueueState>,
     saturated: AtomicBool,
+    flow: FlowLimits,
 }
 
-/// Ready messages above which a queue whose consumers' connections are full
-/// holds its publishers back.
+/// Default ready-message count above which a queue whose consumers'
+/// connections are full holds its publishers back.
 pub const FLOW_HIGH_WATERMARK: usize = 5_000;
-/// Publishers resume once the queue is back under this.
+/// Default count under which publishers resume.
 pub const FLOW_LOW_WATERMARK: usize = 2_500;
+
+/// Flow-control watermarks of a queue (see `Queue::update_saturation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowLimits {
+    /// Hold publishers back above this many ready messages.
+    pub high: usize,
+    /// Let them go again under this many.
+    pub low: usize,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits {
+            high: FLOW_HIGH_WATERMARK,
+            low: FLOW_LOW_WATERMARK,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct QueueState {
@@ -77,6 +96,7 @@ impl Queue {
         exclusive_owner: Option<u64>,
         auto_delete: bool,
         arguments: FieldTable,
+        flow: FlowLimits,
     ) -> Self {
         Queue {
             name: Arc::from(name),
@@ -87,6 +107,7 @@ impl Queue {
             arguments,
             state: Mutex::new(QueueState::default()),
             saturated: AtomicBool::new(false),
+            flow,
         }
     }
 
@@ -120,11 +141,7 @@ impl Queue {
     /// could deadlock two connections that consume from each other.
     fn update_saturation(&self, st: &QueueState) {
         let was = self.saturated.load(Ordering::Relaxed);
-        let mark = if was {
-            FLOW_LOW_WATERMARK
-        } else {
-            FLOW_HIGH_WATERMARK
-        };
+        let mark = if was { self.flow.low } else { self.flow.high };
         // Only consumers that could take a message now (no-ack, or with
         // prefetch credit) count: one waiting for its own acks is not held
         // up by its connection, whatever else fills that connection.

@@ -23,7 +23,7 @@ use rand::Rng;
 
 use super::arguments::{self, as_int, show, type_name, validate_queue_arguments};
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use super::queue::{DeleteRefused, Queue};
+use super::queue::{DeleteRefused, FlowLimits, Queue};
 use crate::protocol::AmqpError;
 
 /// Declare-ok counts for a queue.
@@ -49,6 +49,8 @@ pub struct VHost {
     /// Name.
     pub name: Arc<str>,
     topology: RwLock<Topology>,
+    /// Flow-control watermarks given to every queue declared here.
+    flow: FlowLimits,
 }
 
 /// The queue arguments RabbitMQ compares on redeclare.
@@ -73,7 +75,7 @@ const COMPARED_QUEUE_ARGS: &[&str] = &[
 
 impl VHost {
     /// A vhost with the default and `amq.*` exchanges.
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str, flow: FlowLimits) -> Self {
         let mut topo = Topology::default();
         for (xname, kind) in [
             ("", ExchangeKind::Direct),
@@ -91,6 +93,7 @@ impl VHost {
         VHost {
             name: Arc::from(name),
             topology: RwLock::new(topo),
+            flow,
         }
     }
 
@@ -379,6 +382,7 @@ impl VHost {
             d.exclusive.then_some(conn_id),
             d.auto_delete,
             d.arguments.clone(),
+            self.flow,
         );
         topo.queues.insert(name.clone(), Arc::new(queue));
         Ok(QueueInfo {

@@ -68,6 +68,19 @@ async fn flood(broker: &Broker, q: &str, total: u64) -> tokio::task::JoinHandle<
     })
 }
 
+/// Delete `q` and check that the publisher it held back finishes.
+async fn delete_and_expect_release(
+    ch: &lapin::Channel,
+    q: &str,
+    publisher: tokio::task::JoinHandle<()>,
+) {
+    ch.queue_delete(q.into(), Default::default()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), publisher)
+        .await
+        .expect("the publisher must resume once its queue is gone")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_saturated_queue_releases_its_publisher() {
     // Regression: the saturated flag was only recomputed on dispatch, so a
@@ -85,13 +98,7 @@ async fn deleting_a_saturated_queue_releases_its_publisher() {
             !publisher.is_finished(),
             "the publisher should be held back"
         );
-        ch.queue_delete(q.as_str().into(), Default::default())
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), publisher)
-            .await
-            .expect("the publisher must resume once its queue is gone")
-            .unwrap();
+        delete_and_expect_release(&ch, &q, publisher).await;
     })
     .await
 }
@@ -154,13 +161,7 @@ async fn configured_watermarks_apply() {
             ready <= 200,
             "ready messages grew to {ready} with a high watermark of 100"
         );
-        ch.queue_delete(q.as_str().into(), Default::default())
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), publisher)
-            .await
-            .expect("the publisher must resume once its queue is gone")
-            .unwrap();
+        delete_and_expect_release(&ch, &q, publisher).await;
     })
     .await
 }

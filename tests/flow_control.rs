@@ -68,6 +68,18 @@ async fn flood(broker: &Broker, q: &str, total: u64) -> tokio::task::JoinHandle<
     })
 }
 
+/// Start `flood` and check that, with the queue's consumer stalled, the
+/// publisher is still held back after a while.
+async fn held_back_flood(broker: &Broker, q: &str, total: u64) -> tokio::task::JoinHandle<()> {
+    let publisher = flood(broker, q, total).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !publisher.is_finished(),
+        "the publisher should be held back"
+    );
+    publisher
+}
+
 /// Delete `q` and check that the publisher it held back finishes.
 async fn delete_and_expect_release(
     ch: &lapin::Channel,
@@ -92,12 +104,7 @@ async fn deleting_a_saturated_queue_releases_its_publisher() {
         let (_c, ch) = broker.channel().await;
         declare_queue(&ch, &q).await;
         let _consumer = stalled_consumer(&broker, &q).await;
-        let publisher = flood(&broker, &q, 20_000).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(
-            !publisher.is_finished(),
-            "the publisher should be held back"
-        );
+        let publisher = held_back_flood(&broker, &q, 20_000).await;
         delete_and_expect_release(&ch, &q, publisher).await;
     })
     .await
@@ -114,12 +121,7 @@ async fn a_stalled_consumer_holds_publishers_back_and_releases_them() {
 
         // Publish far more than the consumer's socket and mailbox can hold.
         const TOTAL: u64 = 40_000;
-        let publisher = flood(&broker, &q, TOTAL).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(
-            !publisher.is_finished(),
-            "the publisher should be held back"
-        );
+        let publisher = held_back_flood(&broker, &q, TOTAL).await;
         let ready = ready_count(&broker, &q).await;
         assert!(
             ready <= (warren::broker::queue::FLOW_HIGH_WATERMARK as u32) * 2,
@@ -150,12 +152,7 @@ async fn configured_watermarks_apply() {
         let (_c, ch) = broker.channel().await;
         declare_queue(&ch, &q).await;
         let _consumer = stalled_consumer(&broker, &q).await;
-        let publisher = flood(&broker, &q, 20_000).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(
-            !publisher.is_finished(),
-            "the publisher should be held back"
-        );
+        let publisher = held_back_flood(&broker, &q, 20_000).await;
         let ready = ready_count(&broker, &q).await;
         assert!(
             ready <= 200,

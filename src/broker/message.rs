@@ -20,21 +20,6 @@ pub struct Message {
     pub body: Bytes,
 }
 
-impl Message {
-    /// Decode the properties; `None` if the publisher sent something
-    /// amq-protocol cannot parse (the raw bytes are still delivered as is).
-    pub fn decoded_properties(&self) -> Option<AMQPProperties> {
-        decode_properties(&self.properties)
-    }
-
-    /// Whether delivery_mode is 2.
-    pub fn is_persistent(&self) -> bool {
-        self.decoded_properties()
-            .and_then(|p| *p.delivery_mode())
-            .is_some_and(|m| m == 2)
-    }
-}
-
 /// Decode an encoded property list.
 pub fn decode_properties(raw: &[u8]) -> Option<AMQPProperties> {
     parse_properties(raw).ok().map(|(_, p)| p)

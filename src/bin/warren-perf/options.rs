@@ -74,10 +74,6 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn json_only_quiet(&self) -> bool {
-        self.quiet
-    }
-
     pub fn ack_spec(&self) -> AckSpec {
         AckSpec {
             auto_ack: self.auto_ack,
@@ -96,11 +92,6 @@ impl Options {
             (None, "topic") => "perf.*".to_string(),
             (None, _) => self.routing_key.clone(),
         }
-    }
-
-    /// Every queue is bound so that each message reaches all of them.
-    pub fn fanout_factor(&self, queues: usize) -> u64 {
-        queues as u64
     }
 
     pub fn publish_spec(&self) -> PublishSpec {

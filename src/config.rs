@@ -10,6 +10,17 @@ use serde::Deserialize;
 /// The example config shipped in the repository, which is also the default.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/warren.toml");
 
+/// When a persistent message counts as stored (see `crate::store`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Confirm after fdatasync (group commit).
+    #[default]
+    Always,
+    /// Confirm after the write to the OS.
+    Never,
+}
+
 /// A user that may log in.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +65,13 @@ pub struct Config {
     pub flow_high_watermark: usize,
     /// Flow control: publishers resume under this many ready messages.
     pub flow_low_watermark: usize,
+    /// When persistent messages are confirmed: after fdatasync ("always")
+    /// or after the write to the OS ("never").
+    pub fsync: Fsync,
+    /// Size at which a queue's segment file is closed and a new one begun.
+    pub segment_bytes: u64,
+    /// Message bytes a queue keeps in memory; the rest wait on disk.
+    pub queue_memory_bytes: u64,
     /// Virtual hosts.
     pub vhosts: Vec<String>,
     /// Users.
@@ -138,6 +156,12 @@ impl Config {
                 "must be below flow_high_watermark, which must be positive",
             );
         }
+        if !(4096..=1 << 30).contains(&self.segment_bytes) {
+            return err("segment_bytes", "must be between 4096 and 1073741824");
+        }
+        if self.queue_memory_bytes < 4096 {
+            return err("queue_memory_bytes", "must be at least 4096");
+        }
         if self.vhosts.is_empty() {
             return err("vhosts", "at least one vhost is needed");
         }
@@ -189,6 +213,17 @@ mod tests {
         let c =
             Config::with_overrides("flow_high_watermark = 100\nflow_low_watermark = 50").unwrap();
         assert_eq!((c.flow_high_watermark, c.flow_low_watermark), (100, 50));
+    }
+
+    #[test]
+    fn store_keys_parse_and_are_checked() {
+        assert_eq!(Config::default().fsync, Fsync::Always);
+        let c = Config::with_overrides("fsync = \"never\"\nsegment_bytes = 65536").unwrap();
+        assert_eq!((c.fsync, c.segment_bytes), (Fsync::Never, 65536));
+        let e = Config::with_overrides("fsync = \"sometimes\"").unwrap_err();
+        assert!(e.0.contains("sometimes"), "{e}");
+        let e = Config::with_overrides("segment_bytes = 10").unwrap_err();
+        assert!(e.0.contains("segment_bytes"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   per method, content assembly, deliveries out.
 //! - [`broker`]: vhosts, exchanges (routing tables per type), queues,
 //!   consumers and prefetch credit, flow control, messages.
+//! - [`store`]: the data directory: durable definitions, per-queue segment
+//!   files, acks, recovery, group-commit fsync.
 //! - `src/bin/warren-perf/`: the load generator, a lean client built on
 //!   [`protocol`].
 //!
@@ -27,6 +29,7 @@ pub mod config;
 mod connection;
 pub mod protocol;
 pub mod server;
+pub mod store;
 
 pub use config::Config;
 pub use server::{RunningServer, Server};

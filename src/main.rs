@@ -45,10 +45,7 @@ fn main() -> ExitCode {
         let server = match Server::bind(config.clone()).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!(
-                    "warren: cannot listen on {}:{}: {e}",
-                    config.bind, config.port
-                );
+                eprintln!("warren: {e}");
                 return ExitCode::FAILURE;
             }
         };

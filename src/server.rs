@@ -25,12 +25,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind the configured address.
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((config.bind, config.port)).await?;
+    /// Open the data directory (recovering what it holds) and bind the
+    /// configured address. The error says which of the two failed.
+    pub async fn bind(config: Config) -> Result<Self, String> {
+        let addr = (config.bind, config.port);
+        let broker = Arc::new(Broker::open(config)?);
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                broker.store.close();
+                return Err(format!("cannot listen on {}:{}: {e}", addr.0, addr.1));
+            }
+        };
         Ok(Server {
             listener,
-            broker: Arc::new(Broker::new(config)),
+            broker,
             shutdown: CancellationToken::new(),
         })
     }
@@ -81,6 +90,8 @@ impl Server {
         }
         tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        // Last sync round (delivery marks, buffered writes), then unlock.
+        self.broker.store.close();
     }
 }
 
@@ -96,7 +107,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Bind and start serving in a background task.
     pub async fn start(config: Config) -> std::io::Result<Self> {
-        let server = Server::bind(config).await?;
+        let server = Server::bind(config).await.map_err(std::io::Error::other)?;
         let addr = server.local_addr()?;
         let shutdown = server.shutdown_token();
         let task = tokio::spawn(server.run());

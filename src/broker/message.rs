@@ -18,6 +18,48 @@ pub struct Message {
     pub properties: Bytes,
     /// The body.
     pub body: Bytes,
+    /// delivery_mode 2: stored on disk when it reaches a durable queue.
+    pub persistent: bool,
+}
+
+/// The delivery_mode in an encoded property list (0 when absent or
+/// malformed). Read without decoding: it follows content-type,
+/// content-encoding and headers, which are skipped by their lengths.
+pub fn delivery_mode(raw: &[u8]) -> u8 {
+    let Some((flag_bytes, mut rest)) = raw.split_first_chunk::<2>() else {
+        return 0;
+    };
+    let flags = u16::from_be_bytes(*flag_bytes);
+    if flags & (1 << 12) == 0 {
+        return 0;
+    }
+    for bit in [15, 14, 13] {
+        if flags & (1 << bit) == 0 {
+            continue;
+        }
+        let len = if bit == 13 {
+            match rest.split_first_chunk::<4>() {
+                Some((n, tail)) => {
+                    rest = tail;
+                    u32::from_be_bytes(*n) as usize
+                }
+                None => return 0,
+            }
+        } else {
+            match rest.split_first() {
+                Some((n, tail)) => {
+                    rest = tail;
+                    usize::from(*n)
+                }
+                None => return 0,
+            }
+        };
+        match rest.get(len..) {
+            Some(tail) => rest = tail,
+            None => return 0,
+        }
+    }
+    rest.first().copied().unwrap_or(0)
 }
 
 /// Decode an encoded property list.
@@ -105,6 +147,26 @@ mod tests {
     }
 
     #[test]
+    fn delivery_mode_is_found_behind_earlier_fields() {
+        let mut h = FieldTable::default();
+        h.insert(
+            ShortString::from("k"),
+            AMQPValue::LongString(LongString::from("v")),
+        );
+        let props = AMQPProperties::default()
+            .with_content_type(ShortString::from("text/plain"))
+            .with_content_encoding(ShortString::from("gzip"))
+            .with_headers(h)
+            .with_delivery_mode(2)
+            .with_priority(9);
+        assert_eq!(delivery_mode(&encode_properties(&props).unwrap()), 2);
+        let transient = AMQPProperties::default().with_delivery_mode(1);
+        assert_eq!(delivery_mode(&encode_properties(&transient).unwrap()), 1);
+        assert_eq!(delivery_mode(&[0, 0]), 0);
+        assert_eq!(delivery_mode(&[0x90, 0, 200]), 0);
+    }
+
+    #[test]
     fn malformed_properties_fail() {
         // content-type flagged, length 200, 3 bytes given.
         assert!(!properties_well_formed(&[
@@ -128,4 +190,6 @@ pub struct QueuedMessage {
     pub message: Arc<Message>,
     /// Set once the message has been delivered and returned.
     pub redelivered: bool,
+    /// Its record on disk, if it has one.
+    pub disk: Option<crate::store::DiskRef>,
 }

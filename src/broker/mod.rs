@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::store::Store;
 pub use vhost::VHost;
 
 /// An insertion-ordered set with aHash (fast, and randomly keyed so names
@@ -30,27 +31,36 @@ pub struct Broker {
     pub config: Config,
     vhosts: HashMap<String, Arc<VHost>>,
     next_connection_id: AtomicU64,
+    /// The data directory.
+    pub store: Arc<Store>,
 }
 
 impl Broker {
-    /// A broker with the vhosts named in the config.
-    pub fn new(config: Config) -> Self {
-        let vhosts = config
-            .vhosts
-            .iter()
-            .map(|name| {
-                let flow = queue::FlowLimits {
-                    high: config.flow_high_watermark,
-                    low: config.flow_low_watermark,
-                };
-                (name.clone(), Arc::new(VHost::new(name, flow)))
-            })
-            .collect();
-        Broker {
+    /// Open the data directory and build the vhosts named in the config,
+    /// with their durable topology and messages.
+    pub fn open(config: Config) -> Result<Self, String> {
+        let store = Arc::new(Store::open(&config)?);
+        let stored = store.definitions.snapshot();
+        for name in stored.vhosts.keys() {
+            if !config.vhosts.contains(name) {
+                tracing::warn!(vhost = %name, "the data directory holds a vhost that is not configured; its queues are kept on disk but not served");
+            }
+        }
+        let flow = queue::FlowLimits {
+            high: config.flow_high_watermark,
+            low: config.flow_low_watermark,
+        };
+        let mut vhosts = HashMap::new();
+        for name in &config.vhosts {
+            let vhost = VHost::new(name, flow, store.clone(), stored.vhosts.get(name))?;
+            vhosts.insert(name.clone(), Arc::new(vhost));
+        }
+        Ok(Broker {
             config,
             vhosts,
             next_connection_id: AtomicU64::new(1),
-        }
+            store,
+        })
     }
 
     /// Look a vhost up by name.

@@ -4,9 +4,13 @@
 //! across `.await`: nothing in here is async). Publishers push under it and
 //! dispatch happens in the same critical section, handing messages to
 //! consumers round-robin, each only while it has prefetch credit.
+//! Store writes (segment appends, ack entries) also happen under it: they
+//! go to buffers or are plain `write`s to the OS; fsyncs run on the
+//! store's sync thread, which flushes the queue through `SyncSource`.
 
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
@@ -15,6 +19,7 @@ use super::consumer::{ConnEvent, Consumer, Delivery};
 use super::message::{Message, QueuedMessage};
 use super::ready::ReadyMessages;
 use crate::protocol::AmqpError;
+use crate::store::{DiskRef, Store, SyncSource};
 
 /// A declared queue.
 #[derive(Debug)]
@@ -31,9 +36,37 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
+    /// Its directory under the store's `queues/` (durable queues).
+    pub disk_dir: Option<String>,
     state: Mutex<QueueState>,
     saturated: AtomicBool,
     flow: FlowLimits,
+    store: Arc<Store>,
+}
+
+/// What became of a published message at one queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// In the queue; nothing to wait for before confirming.
+    Done,
+    /// Written to disk; confirm once the store's sync round reaches this.
+    AfterSync(u64),
+    /// The store failed: the message is not stored (nack it).
+    Failed,
+}
+
+impl Stored {
+    /// The outcome of a message that went to two queues.
+    pub fn and(self, other: Stored) -> Stored {
+        match (self, other) {
+            (Stored::Failed, _) | (_, Stored::Failed) => Stored::Failed,
+            (Stored::AfterSync(a), Stored::AfterSync(b)) => Stored::AfterSync(a.max(b)),
+            (Stored::AfterSync(t), Stored::Done) | (Stored::Done, Stored::AfterSync(t)) => {
+                Stored::AfterSync(t)
+            }
+            (Stored::Done, Stored::Done) => Stored::Done,
+        }
+    }
 }
 
 /// Default ready-message count above which a queue whose consumers'
@@ -60,7 +93,7 @@ impl Default for FlowLimits {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct QueueState {
     ready: ReadyMessages,
     consumers: Vec<Consumer>,
@@ -88,37 +121,77 @@ pub struct ConsumerRemoval {
 }
 
 impl Queue {
-    /// A new, empty queue.
+    /// A queue with the given messages (empty, or recovered from disk).
     pub fn new(
-        name: &str,
-        vhost: &str,
-        durable: bool,
-        exclusive_owner: Option<u64>,
-        auto_delete: bool,
-        arguments: FieldTable,
+        def: QueueDef<'_>,
+        ready: ReadyMessages,
         flow: FlowLimits,
+        store: Arc<Store>,
     ) -> Self {
         Queue {
-            name: Arc::from(name),
-            vhost: Arc::from(vhost),
-            durable,
-            exclusive_owner,
-            auto_delete,
-            arguments,
-            state: Mutex::new(QueueState::default()),
+            name: Arc::from(def.name),
+            vhost: Arc::from(def.vhost),
+            durable: def.disk_dir.is_some(),
+            exclusive_owner: def.exclusive_owner,
+            auto_delete: def.auto_delete,
+            arguments: def.arguments,
+            disk_dir: def.disk_dir,
+            state: Mutex::new(QueueState {
+                ready,
+                consumers: Vec::new(),
+                next_consumer: 0,
+                had_consumer: false,
+                deleted: false,
+            }),
             saturated: AtomicBool::new(false),
             flow,
+            store,
         }
     }
 
     /// Enqueue a routed message and hand out what consumers can take.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Stored {
         let mut st = self.state.lock();
         if st.deleted {
-            return;
+            return Stored::Done;
         }
-        st.ready.push(message);
+        let durable_write = self.durable && message.persistent;
+        if durable_write && self.store.syncer.failed() {
+            return Stored::Failed;
+        }
+        let stored = match st.ready.push(message) {
+            Ok(Some(r)) if r.logged => Stored::AfterSync(self.register_dirty(&mut st)),
+            Ok(_) => Stored::Done,
+            Err(e) => {
+                tracing::error!(queue = %self.name, error = %e, "cannot store a message");
+                match durable_write {
+                    true => return Stored::Failed,
+                    // A transient message that could not spill: keep the
+                    // queue serving what it has.
+                    false => return Stored::Done,
+                }
+            }
+        };
         self.dispatch_locked(&mut st);
+        stored
+    }
+
+    /// Have the sync thread flush this queue's buffers; returns the sync
+    /// round that will have done it.
+    fn register_dirty(self: &Arc<Self>, st: &mut QueueState) -> u64 {
+        let Some(log) = st.ready.log() else {
+            return 0;
+        };
+        if let Some(ticket) = log.dirty {
+            return ticket;
+        }
+        let me: Arc<dyn SyncSource> = self.clone();
+        let ticket = self
+            .store
+            .syncer
+            .register(Arc::downgrade(&me) as Weak<dyn SyncSource>);
+        log.dirty = Some(ticket);
+        ticket
     }
 
     /// Hand out ready messages to consumers with credit.
@@ -170,6 +243,7 @@ impl Queue {
     }
 
     fn dispatch_loop(self: &Arc<Self>, st: &mut QueueState) {
+        let mut marked = false;
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let n = st.consumers.len();
             let start = st.next_consumer % n;
@@ -180,9 +254,11 @@ impl Queue {
                 return;
             };
             let Some(message) = st.ready.pop() else {
-                return;
+                break;
             };
+            let disk = message.disk;
             let c = &st.consumers[idx];
+            let no_ack = c.no_ack;
             let credit = (!c.no_ack).then(|| c.credit.clone());
             let event = ConnEvent::Deliver(Delivery {
                 channel: c.channel,
@@ -193,7 +269,15 @@ impl Queue {
                 credit: credit.clone(),
             });
             match c.conn.send(event) {
-                Ok(()) => st.next_consumer = idx + 1,
+                Ok(()) => {
+                    st.next_consumer = idx + 1;
+                    // No-ack deliveries are settled by the connection once
+                    // written (one that comes back undelivered is not).
+                    if let Some(r) = disk.filter(|_| !no_ack) {
+                        st.ready.mark_delivered(r);
+                        marked |= r.logged;
+                    }
+                }
                 Err(ConnEvent::Deliver(Delivery { message, .. })) => {
                     // The connection is gone; its cleanup will remove the
                     // consumer too, but drop it now so dispatch can go on.
@@ -203,17 +287,43 @@ impl Queue {
                     st.ready.unpop(message);
                     st.consumers.remove(idx);
                 }
-                Err(_) => return,
+                Err(_) => break,
             }
+        }
+        if marked {
+            self.register_dirty(st);
         }
     }
 
     /// basic.get: take the head message, with the count left behind it.
-    pub fn get(&self) -> Option<(QueuedMessage, u32)> {
+    /// With no-ack the message is settled at once.
+    pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
         let mut st = self.state.lock();
         let m = st.ready.pop()?;
+        if let Some(r) = m.disk {
+            if no_ack {
+                st.ready.settle(r);
+                st.ready.flush_acks();
+            } else {
+                st.ready.mark_delivered(r);
+                if r.logged {
+                    self.register_dirty(&mut st);
+                }
+            }
+        }
         self.update_saturation(&st);
         Some((m, st.ready.len() as u32))
+    }
+
+    /// Settle delivered messages that have records (ack, or reject without
+    /// requeue): their records may go. The entries reach the OS before this
+    /// returns, so an ack the broker has answered survives a crash.
+    pub fn settle(&self, refs: impl IntoIterator<Item = DiskRef>) {
+        let mut st = self.state.lock();
+        for r in refs {
+            st.ready.settle(r);
+        }
+        st.ready.flush_acks();
     }
 
     /// Return unacked messages to their original positions.
@@ -329,7 +439,7 @@ impl Queue {
 
     fn delete_locked(st: &mut QueueState) -> u32 {
         st.deleted = true;
-        let n = st.ready.purge() as u32;
+        let n = st.ready.remove() as u32;
         for c in st.consumers.drain(..) {
             let _ = c.conn.send(ConnEvent::ConsumerCancelled {
                 channel: c.channel,
@@ -343,6 +453,32 @@ impl Queue {
     pub fn is_deleted(&self) -> bool {
         self.state.lock().deleted
     }
+}
+
+impl SyncSource for Queue {
+    fn flush_for_sync(&self, out: &mut Vec<Arc<File>>) -> std::io::Result<()> {
+        match self.state.lock().ready.log() {
+            Some(log) => log.flush_for_sync(out),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The declared properties of a queue.
+#[derive(Debug)]
+pub struct QueueDef<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Vhost name.
+    pub vhost: &'a str,
+    /// Directory under the store's `queues/`: set for durable queues.
+    pub disk_dir: Option<String>,
+    /// Owning connection of an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// auto-delete flag.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
 }
 
 fn can_take(c: &Consumer) -> bool {

@@ -1,130 +1,200 @@
-//! The ready messages of one queue, in delivery order.
+//! The ready messages of one queue, in delivery order: a bounded window in
+//! memory, and behind it the on-disk tail of the queue's log.
 //!
-//! This is the queue's storage boundary: today it keeps messages in memory;
-//! the durable store replaces what sits behind these methods. Messages are
-//! kept sorted by their queue sequence number so a requeued message goes
-//! back to its original position.
+//! Messages are kept sorted by their queue sequence number, so a requeued
+//! message goes back to its original position. Every message in memory has
+//! a lower sequence number than every message in the tail: once a message
+//! did not fit the window, later ones go to disk too until the tail has
+//! been read back. Persistent messages of durable queues are also written
+//! to the log when they fit the window, so they survive a restart.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::Arc;
 
 use super::message::{Message, QueuedMessage};
+use crate::store::{message_bytes, DiskRef, QueueLog, Store};
 
 /// Ready (not yet delivered, or requeued) messages.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReadyMessages {
     items: VecDeque<QueuedMessage>,
+    mem_bytes: u64,
     next_seq: u64,
-    bytes: u64,
+    store: Arc<Store>,
+    /// A durable queue's log (always there), or a transient queue's spill
+    /// log (made at the first spill).
+    log: Option<QueueLog>,
+    durable: bool,
 }
 
 impl ReadyMessages {
-    /// Append a newly routed message.
-    pub fn push(&mut self, message: Arc<Message>) {
-        self.bytes += message.body.len() as u64;
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.items.push_back(QueuedMessage {
-            seq,
-            message,
-            redelivered: false,
-        });
+    /// The ready messages of a queue; a durable queue brings its log (new
+    /// or recovered, with the sequence number to continue from).
+    pub fn new(store: Arc<Store>, durable_log: Option<(QueueLog, u64)>) -> Self {
+        let durable = durable_log.is_some();
+        let (log, next_seq) = match durable_log {
+            Some((log, next_seq)) => (Some(log), next_seq),
+            None => (None, 0),
+        };
+        ReadyMessages {
+            items: VecDeque::new(),
+            mem_bytes: 0,
+            next_seq,
+            store,
+            log,
+            durable,
+        }
     }
 
-    /// Take the head.
+    fn log_mut(&mut self) -> io::Result<&mut QueueLog> {
+        if self.log.is_none() {
+            let path = self.store.transient_path();
+            self.log = Some(QueueLog::create(&path, false, self.store.segment_bytes)?);
+        }
+        self.log
+            .as_mut()
+            .ok_or_else(|| io::Error::other("queue log missing"))
+    }
+
+    /// The log, if the queue has one.
+    pub fn log(&mut self) -> Option<&mut QueueLog> {
+        self.log.as_mut()
+    }
+
+    fn tail_count(&self) -> u64 {
+        self.log.as_ref().map_or(0, QueueLog::tail_count)
+    }
+
+    /// Append a newly routed message. Returns its record when one was
+    /// written that must be synced before the message is confirmed.
+    pub fn push(&mut self, message: Arc<Message>) -> io::Result<Option<DiskRef>> {
+        let seq = self.next_seq;
+        let persistent = self.durable && message.persistent;
+        let size = message_bytes(&message);
+        if self.tail_count() == 0 && self.mem_bytes + size <= self.store.window_bytes {
+            let disk = match persistent {
+                true => Some(self.log_mut()?.append(seq, &message, true, false)?),
+                false => None,
+            };
+            self.next_seq += 1;
+            self.mem_bytes += size;
+            self.items.push_back(QueuedMessage {
+                seq,
+                message,
+                redelivered: false,
+                disk,
+            });
+            return Ok(disk);
+        }
+        let r = self.log_mut()?.append(seq, &message, persistent, true)?;
+        self.next_seq += 1;
+        Ok(persistent.then_some(r))
+    }
+
+    /// Take the head, reading the tail back when the window runs low.
     pub fn pop(&mut self) -> Option<QueuedMessage> {
+        let window = self.store.window_bytes;
+        if self.mem_bytes < window / 2 && self.tail_count() > 0 {
+            let budget = window - self.mem_bytes;
+            if let Some(log) = self.log.as_mut() {
+                let before = self.items.len();
+                self.mem_bytes += log.read_tail(budget, &mut self.items);
+                debug_assert!(self.items.len() >= before);
+            }
+        }
         let m = self.items.pop_front()?;
-        self.bytes -= m.message.body.len() as u64;
+        self.mem_bytes = self.mem_bytes.saturating_sub(message_bytes(&m.message));
         Some(m)
     }
 
     /// Put a message back at its original position, marked redelivered.
     pub fn requeue(&mut self, mut m: QueuedMessage) {
         m.redelivered = true;
-        self.bytes += m.message.body.len() as u64;
+        self.unpop(m);
+    }
+
+    /// Put back a message that was never handed out (redelivered unchanged).
+    pub fn unpop(&mut self, m: QueuedMessage) {
+        self.mem_bytes += message_bytes(&m.message);
         // Requeues usually belong at or near the front.
         let pos = self.items.partition_point(|x| x.seq < m.seq);
         self.items.insert(pos, m);
     }
 
-    /// Put back a message that was never handed out (redelivered unchanged).
-    pub fn unpop(&mut self, m: QueuedMessage) {
-        self.bytes += m.message.body.len() as u64;
-        let pos = self.items.partition_point(|x| x.seq < m.seq);
-        self.items.insert(pos, m);
+    /// A delivered or dropped message is settled: its record may go.
+    /// Entries are buffered until `flush_acks`.
+    pub fn settle(&mut self, r: DiskRef) {
+        if let Some(log) = self.log.as_mut() {
+            if let Err(e) = log.settle(r) {
+                tracing::error!(error = %e, "cannot record an ack");
+            }
+        }
+    }
+
+    /// Note that a message was delivered (buffered).
+    pub fn mark_delivered(&mut self, r: DiskRef) {
+        if let Some(log) = self.log.as_mut() {
+            if let Err(e) = log.mark_delivered(r) {
+                tracing::error!(error = %e, "cannot record a delivery");
+            }
+        }
+    }
+
+    /// Write buffered acks to the OS.
+    pub fn flush_acks(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            if let Err(e) = log.flush_acks() {
+                tracing::error!(error = %e, "cannot write acks");
+            }
+        }
     }
 
     /// Drop every message; returns how many there were.
     pub fn purge(&mut self) -> usize {
-        let n = self.items.len();
+        let mut n = self.items.len();
+        for m in std::mem::take(&mut self.items) {
+            if let Some(r) = m.disk {
+                self.settle(r);
+            }
+        }
+        self.mem_bytes = 0;
+        if let Some(log) = self.log.as_mut() {
+            match log.purge_tail() {
+                Ok(t) => n += t as usize,
+                Err(e) => tracing::error!(error = %e, "cannot purge queued messages on disk"),
+            }
+        }
+        self.flush_acks();
+        n
+    }
+
+    /// Drop every message and delete the log's files (queue.delete).
+    pub fn remove(&mut self) -> usize {
+        let n = self.len();
         self.items.clear();
-        self.bytes = 0;
+        self.mem_bytes = 0;
+        if let Some(log) = self.log.take() {
+            log.remove();
+        }
         n
     }
 
     /// Number of ready messages.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items.len() + self.tail_count() as usize
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
-    /// Total body bytes.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
+    /// Messages held in memory.
+    pub fn in_memory(&self) -> usize {
+        self.items.len()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    fn msg(body: &'static str) -> Arc<Message> {
-        Arc::new(Message {
-            exchange: Arc::from(""),
-            routing_key: Arc::from("q"),
-            properties: Bytes::from_static(&[0, 0]),
-            body: Bytes::from_static(body.as_bytes()),
-        })
-    }
-
-    #[test]
-    fn requeue_restores_original_position() {
-        let mut r = ReadyMessages::default();
-        for b in ["a", "b", "c", "d"] {
-            r.push(msg(b));
-        }
-        let a = r.pop().unwrap();
-        let b = r.pop().unwrap();
-        let c = r.pop().unwrap();
-        r.requeue(c);
-        r.requeue(a);
-        r.requeue(b);
-        let order: Vec<_> = std::iter::from_fn(|| r.pop())
-            .map(|m| (m.message.body.clone(), m.redelivered))
-            .collect();
-        assert_eq!(
-            order,
-            vec![
-                (Bytes::from_static(b"a"), true),
-                (Bytes::from_static(b"b"), true),
-                (Bytes::from_static(b"c"), true),
-                (Bytes::from_static(b"d"), false)
-            ]
-        );
-        assert_eq!(r.bytes(), 0);
-    }
-
-    #[test]
-    fn purge_counts() {
-        let mut r = ReadyMessages::default();
-        r.push(msg("x"));
-        r.push(msg("y"));
-        assert_eq!(r.purge(), 2);
-        assert!(r.is_empty());
-    }
-}
+mod tests;

@@ -11,6 +11,9 @@
 //!   cycle exists.
 //! - Queues send to connections only through unbounded mailboxes, so a
 //!   queue lock never waits on a connection.
+//! - Changes to durable entities are written to the store's definitions
+//!   file while `topology` is held (so snapshots land in order); that is
+//!   file I/O under the lock, paid only when durable topology changes.
 
 use ahash::AHashMap as HashMap;
 use std::sync::Arc;
@@ -23,8 +26,23 @@ use rand::Rng;
 
 use super::arguments::{self, as_int, show, type_name, validate_queue_arguments};
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use super::queue::QueueDef;
 use super::queue::{DeleteRefused, FlowLimits, Queue};
+use super::ready::ReadyMessages;
 use crate::protocol::AmqpError;
+use crate::store::{QueueLog, Store, VhostDefinitions};
+
+mod durable;
+
+/// The exchanges every vhost has.
+const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
 
 /// Declare-ok counts for a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +69,7 @@ pub struct VHost {
     topology: RwLock<Topology>,
     /// Flow-control watermarks given to every queue declared here.
     flow: FlowLimits,
+    store: Arc<Store>,
 }
 
 /// The queue arguments RabbitMQ compares on redeclare.
@@ -74,27 +93,32 @@ const COMPARED_QUEUE_ARGS: &[&str] = &[
 ];
 
 impl VHost {
-    /// A vhost with the default and `amq.*` exchanges.
-    pub fn new(name: &str, flow: FlowLimits) -> Self {
+    /// A vhost with the default and `amq.*` exchanges, plus what `stored`
+    /// holds (durable topology and messages from an earlier run).
+    pub fn new(
+        name: &str,
+        flow: FlowLimits,
+        store: Arc<Store>,
+        stored: Option<&VhostDefinitions>,
+    ) -> Result<Self, String> {
         let mut topo = Topology::default();
-        for (xname, kind) in [
-            ("", ExchangeKind::Direct),
-            ("amq.direct", ExchangeKind::Direct),
-            ("amq.fanout", ExchangeKind::Fanout),
-            ("amq.topic", ExchangeKind::Topic),
-            ("amq.headers", ExchangeKind::Headers),
-            ("amq.match", ExchangeKind::Headers),
-        ] {
+        for &(xname, kind) in PREDECLARED {
             topo.exchanges.insert(
                 xname.to_string(),
                 Exchange::new(xname, kind, true, false, false, FieldTable::default()),
             );
         }
-        VHost {
+        let vhost = VHost {
             name: Arc::from(name),
-            topology: RwLock::new(topo),
+            topology: RwLock::new(Topology::default()),
             flow,
+            store,
+        };
+        if let Some(defs) = stored {
+            vhost.restore(&mut topo, defs)?;
         }
+        *vhost.topology.write() = topo;
+        Ok(vhost)
     }
 
     fn no_exchange(&self, name: &str) -> AmqpError {
@@ -206,6 +230,9 @@ impl VHost {
                 d.arguments.clone(),
             ),
         );
+        if d.durable {
+            self.persist(&topo)?;
+        }
         Ok(())
     }
 
@@ -232,6 +259,7 @@ impl VHost {
         }
         topo.exchanges.remove(name);
         remove_destination(&mut topo, &Destination::Exchange(Arc::from(name)));
+        self.persist_or_log(&topo);
         Ok(())
     }
 
@@ -254,6 +282,9 @@ impl VHost {
             routing_key: routing_key.to_string(),
             arguments: arguments.clone(),
         })?;
+        if x.durable {
+            self.persist(&topo)?;
+        }
         Ok(())
     }
 
@@ -292,10 +323,14 @@ impl VHost {
             return Ok(());
         };
         x.unbind(&binding);
+        let durable = x.durable;
         if x.auto_delete && !x.has_bindings() {
             let name = x.name.clone();
             topo.exchanges.remove(&*name);
             remove_destination(&mut topo, &Destination::Exchange(name));
+        }
+        if durable {
+            self.persist_or_log(&topo);
         }
         Ok(())
     }
@@ -375,16 +410,35 @@ impl VHost {
                 consumer_count: q.consumer_count(),
             });
         }
-        let queue = Queue::new(
-            &name,
-            &self.name,
-            durable,
-            d.exclusive.then_some(conn_id),
-            d.auto_delete,
-            d.arguments.clone(),
-            self.flow,
-        );
+        let (disk_dir, log) = match durable {
+            true => {
+                let dir = self.store.new_queue_dir();
+                let path = self.store.queue_path(&dir);
+                let log = QueueLog::create(&path, true, self.store.segment_bytes).map_err(|e| {
+                    tracing::error!(queue = %name, path = %path.display(), error = %e, "cannot create queue directory");
+                    AmqpError::new(
+                        crate::protocol::ErrorKind::InternalError,
+                        format!("cannot create the store of queue '{name}': {e}"),
+                    )
+                })?;
+                (Some(dir), Some((log, 0)))
+            }
+            false => (None, None),
+        };
+        let def = QueueDef {
+            name: &name,
+            vhost: &self.name,
+            disk_dir,
+            exclusive_owner: d.exclusive.then_some(conn_id),
+            auto_delete: d.auto_delete,
+            arguments: d.arguments.clone(),
+        };
+        let ready = ReadyMessages::new(self.store.clone(), log);
+        let queue = Queue::new(def, ready, self.flow, self.store.clone());
         topo.queues.insert(name.clone(), Arc::new(queue));
+        if durable {
+            self.persist(&topo)?;
+        }
         Ok(QueueInfo {
             name,
             message_count: 0,
@@ -456,6 +510,7 @@ impl VHost {
         match q.mark_deleted_if(if_unused, if_empty) {
             Ok(n) => {
                 unregister_queue(&mut topo, name);
+                self.persist_or_log(&topo);
                 Ok(n)
             }
             Err(DeleteRefused::InUse) => Err(AmqpError::precondition_failed(format!(
@@ -480,6 +535,7 @@ impl VHost {
         // A consumer may have arrived since the last one left: then keep it.
         if registered && queue.mark_deleted_if(true, false).is_ok() {
             unregister_queue(&mut topo, &queue.name);
+            self.persist_or_log(&topo);
         }
     }
 
@@ -492,9 +548,14 @@ impl VHost {
             .filter(|(_, q)| q.exclusive_owner == Some(conn_id))
             .map(|(n, _)| n.clone())
             .collect();
+        if names.is_empty() {
+            return;
+        }
         for n in names {
             remove_queue(&mut topo, &n);
         }
+        // Durable auto-delete exchanges may have gone with their bindings.
+        self.persist_or_log(&topo);
     }
 
     /// Route a message published to `exchange` with `routing_keys` (the

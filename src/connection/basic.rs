@@ -13,11 +13,12 @@ use bytes::Bytes;
 use super::channel::{ChannelConsumer, Settle, Unacked};
 use super::content::{ContentState, PendingPublish};
 use super::session::Session;
+use super::tx_confirm::store_failed;
 use crate::broker::consumer::{Consumer, ConsumerCredit, Delivery};
 use crate::broker::message::{
-    decode_properties, encode_properties, properties_well_formed, Message,
+    decode_properties, delivery_mode, encode_properties, properties_well_formed, Message,
 };
-use crate::broker::queue::Queue;
+use crate::broker::queue::{Queue, Stored};
 use crate::protocol::AmqpError;
 use amq_protocol::protocol::basic::AMQPProperties;
 
@@ -228,14 +229,15 @@ impl Session {
             tx.publishes.push(routed);
             return Ok(());
         }
-        self.enqueue(id, routed);
+        let stored = self.enqueue(id, routed);
         let ch = self.channel_mut(id)?;
-        if let Some(seq) = ch.confirm_seq.as_mut() {
-            ch.confirm_pending = Some(match ch.confirm_pending {
-                Some((first, _)) => (first, *seq),
-                None => (*seq, *seq),
-            });
-            *seq += 1;
+        match &mut ch.confirms {
+            Some(confirms) => {
+                let ticket = confirms.push(stored);
+                self.sync_wanted = self.sync_wanted.max(ticket);
+            }
+            None if stored == Stored::Failed => return Err(store_failed()),
+            None => {}
         }
         Ok(())
     }
@@ -330,6 +332,7 @@ impl Session {
         let message = Arc::new(Message {
             exchange: Arc::from(p.publish.exchange.as_str()),
             routing_key: Arc::from(p.publish.routing_key.as_str()),
+            persistent: delivery_mode(&properties) == 2,
             properties,
             body: p.body,
         });
@@ -342,7 +345,7 @@ impl Session {
 
     /// Put a routed message on its queues; mandatory and unroutable means
     /// basic.return.
-    pub(super) fn enqueue(&mut self, id: u16, r: Routed) {
+    pub(super) fn enqueue(&mut self, id: u16, r: Routed) -> Stored {
         if r.queues.is_empty() {
             if r.mandatory {
                 let m = &r.message;
@@ -357,14 +360,16 @@ impl Session {
                 );
                 self.io.out.content(id, &m.properties, &m.body);
             }
-            return;
+            return Stored::Done;
         }
+        let mut stored = Stored::Done;
         for q in &r.queues {
-            q.publish(r.message.clone());
+            stored = stored.and(q.publish(r.message.clone()));
             if q.is_saturated() && !self.throttled.iter().any(|t| Arc::ptr_eq(t, q)) {
                 self.throttled.push(q.clone());
             }
         }
+        stored
     }
 
     fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
@@ -428,7 +433,7 @@ impl Session {
     fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
         let name = self.queue_name(id, g.queue.as_str())?;
         let queue = self.vhost.queue(&name, self.id)?;
-        let Some((message, remaining)) = queue.get() else {
+        let Some((message, remaining)) = queue.get(g.no_ack) else {
             self.send(
                 id,
                 AMQPClass::Basic(AMQPMethod::GetEmpty(basic::GetEmpty {})),
@@ -525,6 +530,9 @@ impl Session {
                 message,
                 credit,
             });
+        } else if let Some(r) = message.disk {
+            // No-ack: delivered means settled.
+            queue.settle([r]);
         }
         self.io.out.deliver(
             id,

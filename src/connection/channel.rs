@@ -7,11 +7,12 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::content::ContentState;
-use super::tx_confirm::TxBuffer;
+use super::tx_confirm::{Confirms, TxBuffer};
 use crate::broker::consumer::{ChannelCredit, ConsumerCredit};
 use crate::broker::message::QueuedMessage;
 use crate::broker::queue::Queue;
 use crate::protocol::AmqpError;
+use crate::store::DiskRef;
 
 /// A delivery the client has not settled yet.
 #[derive(Debug)]
@@ -59,12 +60,8 @@ pub struct Channel {
     pub credit: Arc<ChannelCredit>,
     /// basic.qos(global=false) value, applied to consumers created after it.
     pub consumer_prefetch: u32,
-    /// Next publish sequence number in confirm mode (starts at 1).
-    pub confirm_seq: Option<u64>,
-    /// Publish sequence numbers confirmed but not yet sent to the client,
-    /// as (first, last): one basic.ack covers them, `multiple` when more
-    /// than one.
-    pub confirm_pending: Option<(u64, u64)>,
+    /// Confirm mode: publishes not yet confirmed.
+    pub confirms: Option<Confirms>,
     /// The queue last declared on this channel: an empty queue name in
     /// later methods means this one.
     pub last_queue: Option<String>,
@@ -82,8 +79,7 @@ impl Channel {
             consumers: IndexMap::new(),
             credit: Arc::new(ChannelCredit::default()),
             consumer_prefetch: 0,
-            confirm_seq: None,
-            confirm_pending: None,
+            confirms: None,
             last_queue: None,
             tx: None,
         }
@@ -121,6 +117,7 @@ impl Channel {
     pub fn settle(&mut self, items: Vec<Unacked>, how: Settle) {
         let mut touched: Vec<Arc<Queue>> = Vec::new();
         let mut requeue: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
+        let mut on_disk: Vec<(Arc<Queue>, Vec<DiskRef>)> = Vec::new();
         for u in items {
             if let Some(c) = &u.credit {
                 c.release();
@@ -130,12 +127,23 @@ impl Channel {
                     Some((_, v)) => v.push(u.message),
                     None => requeue.push((u.queue.clone(), vec![u.message])),
                 }
-            } else if !touched.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
+                continue;
+            }
+            if let Some(r) = u.message.disk {
+                match on_disk.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                    Some((_, v)) => v.push(r),
+                    None => on_disk.push((u.queue.clone(), vec![r])),
+                }
+            }
+            if !touched.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
                 touched.push(u.queue.clone());
             }
         }
         for (q, msgs) in requeue {
             q.requeue(msgs);
+        }
+        for (q, refs) in on_disk {
+            q.settle(refs);
         }
         // Freed credit may let any of this channel's consumers take more
         // (channel-wide prefetch spans queues).

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use amq_protocol::protocol::{access, channel, connection, AMQPClass};
 use amq_protocol::types::ShortString;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{Channel, ChannelState, Settle};
@@ -20,6 +21,7 @@ use crate::broker::queue::Queue;
 use crate::broker::{Broker, VHost};
 use crate::protocol::frame::erlang_binary;
 use crate::protocol::{AmqpError, DecodeError, Frame};
+use crate::store::SyncStatus;
 
 /// Most events taken from the mailbox in one pass before writing.
 const EVENTS_PER_PASS: usize = 512;
@@ -55,11 +57,16 @@ pub struct Session {
     /// Saturated queues this connection published to: until they drain,
     /// input is not read (flow control; see `Queue::is_saturated`).
     pub(super) throttled: Vec<Arc<Queue>>,
+    /// Store sync rounds completed (confirms wait for them).
+    sync: watch::Receiver<SyncStatus>,
+    /// Highest sync round a confirm on this connection waits for.
+    pub(super) sync_wanted: u64,
 }
 
 impl Session {
     pub fn new(id: u64, io: FrameIo, broker: Arc<Broker>, opened: Opened) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let sync = broker.store.syncer.subscribe();
         Session {
             id,
             io,
@@ -77,6 +84,8 @@ impl Session {
             client_closed: false,
             next_consumer_id: 0,
             throttled: Vec::new(),
+            sync,
+            sync_wanted: 0,
         }
     }
 
@@ -133,6 +142,12 @@ impl Session {
                         }
                     }
                 }
+                r = self.sync.changed(), if self.waits_for_sync() => {
+                    if r.is_err() {
+                        // The store closed (shutdown): nothing more will sync.
+                        self.sync_wanted = 0;
+                    }
+                }
                 _ = tick.tick() => {
                     if let Some(since) = self.closing_since {
                         if since.elapsed() > CLOSE_OK_TIMEOUT {
@@ -172,20 +187,35 @@ impl Session {
         }
     }
 
+    /// Whether some confirm waits for a sync round not yet done.
+    fn waits_for_sync(&self) -> bool {
+        let status = *self.sync.borrow();
+        self.sync_wanted > status.synced && !status.failed
+    }
+
     /// Work done once per loop pass, before writing.
     fn end_of_pass(&mut self) {
+        use amq_protocol::protocol::basic::{AMQPMethod, Ack, Nack};
+        let status = *self.sync.borrow_and_update();
         for ch in self.channels.values_mut() {
-            if let Some((first, last)) = ch.confirm_pending.take() {
-                self.io.out.method(
-                    ch.id,
-                    &AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Ack(
-                        amq_protocol::protocol::basic::Ack {
-                            delivery_tag: last,
-                            multiple: first != last,
-                        },
-                    )),
-                );
-            }
+            let Some(confirms) = ch.confirms.as_mut() else {
+                continue;
+            };
+            let out = &mut self.io.out;
+            confirms.release(status, |delivery_tag, multiple, ack| {
+                let m = match ack {
+                    true => AMQPMethod::Ack(Ack {
+                        delivery_tag,
+                        multiple,
+                    }),
+                    false => AMQPMethod::Nack(Nack {
+                        delivery_tag,
+                        multiple,
+                        requeue: false,
+                    }),
+                };
+                out.method(ch.id, &AMQPClass::Basic(m));
+            });
         }
         if self.conn.take_starved() {
             for ch in self.channels.values() {
@@ -471,7 +501,7 @@ impl Session {
         ch.state = ChannelState::Closing;
         ch.content = ContentState::Idle;
         ch.tx = None;
-        ch.confirm_pending = None;
+        ch.confirms = None;
         self.channels.insert(id, ch);
         self.send(
             id,

@@ -1,12 +1,93 @@
 //! Transactions (tx.select/commit/rollback: publishes and settlements held
-//! until commit, as RabbitMQ does) and publisher confirms (confirm.select).
+//! until commit, as RabbitMQ does) and publisher confirms (confirm.select;
+//! a confirm waits until the store has synced what the publish wrote).
+
+use std::collections::VecDeque;
 
 use amq_protocol::protocol::{confirm, tx, AMQPClass};
 
 use super::basic::Routed;
 use super::channel::{Channel, Settle, Unacked};
 use super::session::Session;
+use crate::broker::queue::Stored;
 use crate::protocol::AmqpError;
+use crate::store::SyncStatus;
+
+/// A confirm-mode channel's publishes not yet confirmed to the client.
+/// Confirms go out in publish order, so one ack or nack with `multiple`
+/// covers a run of them.
+#[derive(Debug)]
+pub struct Confirms {
+    next: u64,
+    sent_up_to: u64,
+    /// Consecutive publishes with the same outcome: the last one's number,
+    /// the sync round they wait for (0: none), and whether they fail.
+    waiting: VecDeque<(u64, u64, bool)>,
+}
+
+impl Default for Confirms {
+    fn default() -> Self {
+        Confirms {
+            next: 1,
+            sent_up_to: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+}
+
+impl Confirms {
+    /// Record the outcome of the next publish; returns the sync round it
+    /// waits for (0 for none).
+    pub fn push(&mut self, outcome: Stored) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        let (ticket, nack) = match outcome {
+            Stored::Done => (0, false),
+            Stored::AfterSync(t) => (t, false),
+            Stored::Failed => (0, true),
+        };
+        match self.waiting.back_mut() {
+            // A publish behind one that waits for a later round is
+            // confirmed with it anyway.
+            Some((last, t, n)) if *n == nack && *last + 1 == seq && ticket <= *t => {
+                *last = seq;
+                *t
+            }
+            _ => {
+                self.waiting.push_back((seq, ticket, nack));
+                ticket
+            }
+        }
+    }
+
+    /// Send (through `emit(tag, multiple, ack)`) every confirm that `status`
+    /// settles, in order: acks for synced publishes, nacks for failed ones
+    /// and, once the store has failed, for those it will never sync.
+    pub fn release(&mut self, status: SyncStatus, mut emit: impl FnMut(u64, bool, bool)) {
+        let mut run: Option<(u64, bool)> = None;
+        while let Some(&(last, ticket, nack)) = self.waiting.front() {
+            let ack = !nack && ticket <= status.synced;
+            if !ack && !nack && !status.failed {
+                break;
+            }
+            self.waiting.pop_front();
+            match &mut run {
+                Some((end, kind)) if *kind == ack => *end = last,
+                _ => {
+                    if let Some((end, kind)) = run.take() {
+                        emit(end, end > self.sent_up_to + 1, kind);
+                        self.sent_up_to = end;
+                    }
+                    run = Some((last, ack));
+                }
+            }
+        }
+        if let Some((end, kind)) = run {
+            emit(end, end > self.sent_up_to + 1, kind);
+            self.sent_up_to = end;
+        }
+    }
+}
 
 /// What a transactional channel holds until commit.
 #[derive(Debug, Default)]
@@ -37,7 +118,7 @@ impl Session {
         match m {
             tx::AMQPMethod::Select(_) => {
                 let ch = self.channel_mut(id)?;
-                if ch.confirm_seq.is_some() {
+                if ch.confirms.is_some() {
                     return Err(AmqpError::precondition_failed(
                         "cannot switch from confirm to tx mode",
                     ));
@@ -67,7 +148,9 @@ impl Session {
                             false => Some(q),
                         })
                         .collect();
-                    self.enqueue(id, r);
+                    if self.enqueue(id, r) == Stored::Failed {
+                        return Err(store_failed());
+                    }
                 }
                 let ch = self.channel_mut(id)?;
                 for (items, how) in buffer.settlements {
@@ -109,8 +192,8 @@ impl Session {
                         "cannot switch from tx to confirm mode",
                     ));
                 }
-                if ch.confirm_seq.is_none() {
-                    ch.confirm_seq = Some(1);
+                if ch.confirms.is_none() {
+                    ch.confirms = Some(Confirms::default());
                 }
                 if !s.nowait {
                     self.send(
@@ -124,5 +207,53 @@ impl Session {
                 "unexpected confirm method from client",
             )),
         }
+    }
+}
+
+/// 541: a persistent message could not be stored and there is no confirm
+/// to nack.
+pub fn store_failed() -> AmqpError {
+    AmqpError::new(
+        crate::protocol::ErrorKind::InternalError,
+        "the message store failed; persistent messages cannot be accepted",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn released(c: &mut Confirms, synced: u64, failed: bool) -> Vec<(u64, bool, bool)> {
+        let mut out = Vec::new();
+        c.release(SyncStatus { synced, failed }, |t, m, a| out.push((t, m, a)));
+        out
+    }
+
+    #[test]
+    fn confirms_wait_for_their_round_and_go_out_in_order() {
+        let mut c = Confirms::default();
+        c.push(Stored::Done);
+        c.push(Stored::AfterSync(3));
+        c.push(Stored::Done);
+        c.push(Stored::AfterSync(4));
+        assert_eq!(released(&mut c, 2, false), vec![(1, false, true)]);
+        // The Done publish behind round 3 goes out with it.
+        assert_eq!(released(&mut c, 3, false), vec![(3, true, true)]);
+        assert_eq!(released(&mut c, 4, false), vec![(4, false, true)]);
+    }
+
+    #[test]
+    fn failures_are_nacked_in_place() {
+        let mut c = Confirms::default();
+        c.push(Stored::Done);
+        c.push(Stored::Failed);
+        c.push(Stored::Done);
+        assert_eq!(
+            released(&mut c, 0, false),
+            vec![(1, false, true), (2, false, false), (3, false, true)]
+        );
+        c.push(Stored::AfterSync(9));
+        c.push(Stored::AfterSync(9));
+        assert_eq!(released(&mut c, 5, true), vec![(5, true, false)]);
     }
 }

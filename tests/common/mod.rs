@@ -26,6 +26,14 @@ pub struct Broker {
     server: warren::RunningServer,
     url: String,
     pub port: u16,
+    /// The broker's data directory (unique per broker; removed on drop
+    /// unless `keep_data` is set).
+    pub data_dir: std::path::PathBuf,
+}
+
+/// A fresh, unique data directory under the system temp dir.
+pub fn fresh_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(uniq("warren-test-data"))
 }
 
 impl Broker {
@@ -36,10 +44,19 @@ impl Broker {
 
     /// Start a broker after letting the caller adjust the configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut warren::Config)) -> Broker {
+        Self::start_in(fresh_data_dir(), adjust).await
+    }
+
+    /// Start a broker on the given data directory (a restart when it holds
+    /// a previous broker's data).
+    pub async fn start_in(
+        data_dir: std::path::PathBuf,
+        adjust: impl FnOnce(&mut warren::Config),
+    ) -> Broker {
         let mut cfg = warren::Config {
             port: 0,
             log_level: "off".into(),
-            data_dir: std::env::temp_dir().join(format!("warren-test-{}", std::process::id())),
+            data_dir: data_dir.clone(),
             ..Default::default()
         };
         adjust(&mut cfg);
@@ -48,7 +65,12 @@ impl Broker {
             .expect("start warren");
         let url = server.url();
         let port = server.addr.port();
-        Broker { server, url, port }
+        Broker {
+            server,
+            url,
+            port,
+            data_dir,
+        }
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`

@@ -1,0 +1,180 @@
+//! Ack files: beside each segment, an append-only list of what happened to
+//! its records after they were written (acked, delivered, dropped).
+//!
+//! ```text
+//! ack file = "WARRENAK" version:u32 segment_id:u32 entry*     (little-endian)
+//! entry    = offset:u32 kind:u8 reserved:[u8;3] crc:u32       (12 bytes)
+//! crc      = CRC-32 of the entry's first 8 bytes
+//! ```
+//! `offset` names a record by where it starts in the segment. Kinds: 1 the
+//! record is settled (acked, rejected or purged) and must not come back;
+//! 2 it was delivered (it comes back with redelivered set); 3 every record
+//! from `offset` on is settled (a purge). `reserved` is room for a delivery
+//! count. A torn entry at the end is ignored; an entry failing its checksum
+//! is skipped and counted.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ahash::AHashSet as HashSet;
+
+use super::segment::{file_header, header_ok, FILE_HEADER_LEN};
+
+/// Magic bytes at the head of every ack file.
+pub const MAGIC: &[u8; 8] = b"WARRENAK";
+const ENTRY_LEN: usize = 12;
+
+/// What an entry says about a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AckKind {
+    /// Settled: never deliver again.
+    Settled = 1,
+    /// Delivered at least once.
+    Delivered = 2,
+    /// This record and every later one in the segment are settled.
+    SettledFrom = 3,
+}
+
+/// File name of segment `id`'s ack file.
+pub fn path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:08}.ack"))
+}
+
+/// An ack file open for appending, with a buffer.
+#[derive(Debug)]
+pub struct AckWriter {
+    file: Arc<File>,
+    buf: Vec<u8>,
+}
+
+impl AckWriter {
+    /// Open (creating with a header if missing) segment `id`'s ack file.
+    pub fn open(dir: &Path, id: u32) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path(dir, id))?;
+        let mut buf = Vec::new();
+        if file.metadata()?.len() < FILE_HEADER_LEN {
+            // New, or created at a crash before its header was written.
+            file.set_len(0)?;
+            buf.extend_from_slice(&file_header(MAGIC, id));
+        }
+        Ok(AckWriter {
+            file: Arc::new(file),
+            buf,
+        })
+    }
+
+    /// Buffer an entry.
+    pub fn push(&mut self, offset: u64, kind: AckKind) {
+        let mut e = [0u8; ENTRY_LEN];
+        e[..4].copy_from_slice(&(offset as u32).to_le_bytes());
+        e[4] = kind as u8;
+        let crc = crc32fast::hash(&e[..8]);
+        e[8..].copy_from_slice(&crc.to_le_bytes());
+        self.buf.extend_from_slice(&e);
+    }
+
+    /// Write buffered entries to the OS.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            (&*self.file).write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Whether anything is buffered.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+}
+
+/// An ack file read back.
+#[derive(Debug, Default)]
+pub struct AckMarks {
+    /// Offsets of settled records.
+    pub settled: HashSet<u32>,
+    /// Offsets of delivered records.
+    pub delivered: HashSet<u32>,
+    /// Records at or after this offset are settled.
+    pub settled_from: Option<u32>,
+    /// Entries that failed their checksum.
+    pub bad_entries: usize,
+}
+
+impl AckMarks {
+    /// Whether the record at `offset` is settled.
+    pub fn is_settled(&self, offset: u64) -> bool {
+        self.settled.contains(&(offset as u32))
+            || self.settled_from.is_some_and(|f| offset >= u64::from(f))
+    }
+}
+
+/// Parse an ack file's bytes (for segment `id`); a wrong header means the
+/// file is not usable (None).
+pub fn parse(buf: &[u8], id: u32) -> Option<AckMarks> {
+    if buf.is_empty() {
+        return Some(AckMarks::default());
+    }
+    if !header_ok(buf, MAGIC, id) {
+        return None;
+    }
+    let mut marks = AckMarks::default();
+    for e in buf[FILE_HEADER_LEN as usize..].chunks_exact(ENTRY_LEN) {
+        let crc = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
+        if crc32fast::hash(&e[..8]) != crc {
+            marks.bad_entries += 1;
+            continue;
+        }
+        let offset = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+        match e[4] {
+            1 => {
+                marks.settled.insert(offset);
+            }
+            2 => {
+                marks.delivered.insert(offset);
+            }
+            3 => {
+                marks.settled_from = Some(marks.settled_from.map_or(offset, |f| f.min(offset)));
+            }
+            _ => marks.bad_entries += 1,
+        }
+    }
+    Some(marks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_torn_entry_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("warren-ack-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = AckWriter::open(&dir, 5).unwrap();
+        w.push(16, AckKind::Settled);
+        w.push(100, AckKind::Delivered);
+        w.push(400, AckKind::SettledFrom);
+        w.flush().unwrap();
+        let mut bytes = std::fs::read(path(&dir, 5)).unwrap();
+        bytes.extend_from_slice(&[1, 2, 3]); // torn entry
+        let m = parse(&bytes, 5).unwrap();
+        assert!(m.is_settled(16));
+        assert!(!m.is_settled(100));
+        assert!(m.delivered.contains(&100));
+        assert!(m.is_settled(400) && m.is_settled(500));
+        assert_eq!(m.bad_entries, 0);
+        // A flipped byte makes that entry count as bad, not as an ack.
+        bytes[16] ^= 1;
+        let m = parse(&bytes, 5).unwrap();
+        assert!(!m.is_settled(16));
+        assert_eq!(m.bad_entries, 1);
+        assert!(parse(&bytes, 6).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,553 @@
+//! One queue's log: its segment files and their ack files, the on-disk part
+//! of its ready messages (the "tail"), and recovery.
+//!
+//! A queue appends every persistent message (durable queues) and every
+//! message that does not fit its memory window (all queues) to its current
+//! segment. In memory each segment is a few counters: `live` records not
+//! yet settled, and `tail` records not yet read back into the window. The
+//! tail is always one stretch of the log, from `cursor` to the end, in
+//! sequence order: once a queue has spilled, later messages go behind it
+//! until consumers catch up. A segment whose records are all settled is
+//! deleted (the current one is swapped for a fresh one when the whole queue
+//! is settled and it has grown large), so a drained queue leaves little on
+//! disk. Transient queues use the same log in a scratch directory, without
+//! ack files or fsync.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::acks::{self, AckKind, AckMarks, AckWriter};
+use super::record::{self, FLAG_PERSISTENT};
+use super::segment::{self, ReadOutcome, ScanItem, SegmentReader, SegmentWriter, FILE_HEADER_LEN};
+use crate::broker::message::{Message, QueuedMessage};
+
+/// Where a message's record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskRef {
+    /// Segment id.
+    pub segment: u32,
+    /// Offset of the record in the segment.
+    pub offset: u32,
+    /// Its settlement and delivery are written to the ack file (a
+    /// persistent message in a durable queue).
+    pub logged: bool,
+}
+
+/// What recovery found in a queue's directory.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Messages that come back.
+    pub messages: u64,
+    /// Corrupt stretches skipped in the middle of segments.
+    pub corrupt_records: u64,
+    /// Torn records truncated at the end of the log.
+    pub torn_tails: u64,
+    /// Highest sequence number seen, plus one.
+    pub next_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Segment {
+    /// Records not yet settled.
+    live: u32,
+    /// Records of the on-disk tail (not yet read back).
+    tail: u32,
+    /// End of valid data (recovered segments; the writer's is its length).
+    end: u64,
+    /// What recovery read for this segment: settled/delivered marks and
+    /// corrupt stretches to step over.
+    recovered: Option<Box<Recovered>>,
+    acks: Option<AckWriter>,
+}
+
+#[derive(Debug, Default)]
+struct Recovered {
+    marks: AckMarks,
+    corrupt: Vec<(u64, u64)>,
+}
+
+/// A queue's segment files.
+#[derive(Debug)]
+pub struct QueueLog {
+    dir: PathBuf,
+    dir_file: Arc<File>,
+    /// Durable queue: ack files are written and files fsynced.
+    durable: bool,
+    segment_bytes: u64,
+    segments: BTreeMap<u32, Segment>,
+    writer: SegmentWriter,
+    /// Rolled segments and the directory, to fsync in the next round.
+    to_sync: Vec<Arc<File>>,
+    /// Segments with buffered ack entries.
+    acks_buffered: Vec<u32>,
+    /// Start of the on-disk tail.
+    cursor: Option<(u32, u64)>,
+    tail_count: u64,
+    reader: Option<SegmentReader>,
+    live_total: u64,
+    /// Registered with the syncer and not flushed since: the round that
+    /// will flush it.
+    pub dirty: Option<u64>,
+}
+
+impl QueueLog {
+    /// A new, empty log in `dir` (created).
+    pub fn create(dir: &Path, durable: bool, segment_bytes: u64) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Self::with_first_segment(dir, durable, segment_bytes, BTreeMap::new(), 1)
+    }
+
+    fn with_first_segment(
+        dir: &Path,
+        durable: bool,
+        segment_bytes: u64,
+        mut segments: BTreeMap<u32, Segment>,
+        id: u32,
+    ) -> io::Result<Self> {
+        let writer = SegmentWriter::create(dir, id)?;
+        segments.insert(id, Segment::default());
+        let dir_file = Arc::new(File::open(dir)?);
+        Ok(QueueLog {
+            dir: dir.to_path_buf(),
+            // A new segment's directory entry must be durable too.
+            to_sync: if durable {
+                vec![dir_file.clone()]
+            } else {
+                Vec::new()
+            },
+            dir_file,
+            durable,
+            segment_bytes,
+            segments,
+            writer,
+            acks_buffered: Vec::new(),
+            cursor: None,
+            tail_count: 0,
+            reader: None,
+            live_total: 0,
+            dirty: None,
+        })
+    }
+
+    /// Messages in the on-disk tail.
+    pub fn tail_count(&self) -> u64 {
+        self.tail_count
+    }
+
+    /// Append a record. `to_tail`: the message is not kept in memory and
+    /// joins the on-disk tail. `persistent`: it is to survive a restart.
+    pub fn append(
+        &mut self,
+        seq: u64,
+        message: &Message,
+        persistent: bool,
+        to_tail: bool,
+    ) -> io::Result<DiskRef> {
+        if self.writer.len() >= self.segment_bytes {
+            self.roll()?;
+        }
+        let flags = if persistent { FLAG_PERSISTENT } else { 0 };
+        let offset = self.writer.append(seq, flags, message);
+        let id = self.writer.id;
+        let seg = self.segments.entry(id).or_default();
+        seg.live += 1;
+        self.live_total += 1;
+        if to_tail {
+            seg.tail += 1;
+            self.tail_count += 1;
+            self.cursor.get_or_insert((id, offset));
+        }
+        Ok(DiskRef {
+            segment: id,
+            offset: offset as u32,
+            logged: self.durable && persistent,
+        })
+    }
+
+    /// Start a new segment; the old one is synced in the next round, or
+    /// deleted at once if nothing in it is live.
+    fn roll(&mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        let old = self.writer.id;
+        self.segments.entry(old).or_default().end = self.writer.len();
+        if self.durable {
+            self.to_sync.push(self.writer.file());
+        }
+        self.writer = SegmentWriter::create(&self.dir, old + 1)?;
+        self.segments.insert(old + 1, Segment::default());
+        if self.durable {
+            self.to_sync.push(self.dir_file.clone());
+        }
+        self.delete_if_settled(old);
+        Ok(())
+    }
+
+    fn delete_if_settled(&mut self, id: u32) {
+        if id == self.writer.id || self.segments.get(&id).is_none_or(|s| s.live > 0) {
+            return;
+        }
+        self.segments.remove(&id);
+        self.acks_buffered.retain(|&s| s != id);
+        for p in [segment::path(&self.dir, id), acks::path(&self.dir, id)] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot delete settled segment file")
+                }
+            }
+        }
+    }
+
+    fn ack_entry(&mut self, r: DiskRef, kind: AckKind) -> io::Result<()> {
+        let Some(seg) = self.segments.get_mut(&r.segment) else {
+            return Ok(());
+        };
+        let w = match &mut seg.acks {
+            Some(w) => w,
+            None => seg.acks.insert(AckWriter::open(&self.dir, r.segment)?),
+        };
+        w.push(u64::from(r.offset), kind);
+        if !self.acks_buffered.contains(&r.segment) {
+            self.acks_buffered.push(r.segment);
+        }
+        Ok(())
+    }
+
+    /// Record that a message is settled (acked, rejected, dropped). The
+    /// entry is buffered until `flush_acks`.
+    pub fn settle(&mut self, r: DiskRef) -> io::Result<()> {
+        if r.logged {
+            self.ack_entry(r, AckKind::Settled)?;
+        }
+        let Some(seg) = self.segments.get_mut(&r.segment) else {
+            return Ok(());
+        };
+        seg.live = seg.live.saturating_sub(1);
+        self.live_total = self.live_total.saturating_sub(1);
+        self.delete_if_settled(r.segment);
+        if self.live_total == 0 && self.writer.len() >= self.segment_bytes / 4 {
+            // Everything is settled: swap the large current segment for a
+            // fresh one so a drained queue gives its disk space back.
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Record that a message was delivered (buffered; flushed by the
+    /// syncer or with the next acks).
+    pub fn mark_delivered(&mut self, r: DiskRef) -> io::Result<()> {
+        if r.logged {
+            self.ack_entry(r, AckKind::Delivered)?;
+        }
+        Ok(())
+    }
+
+    /// Write buffered ack entries to the OS (not synced: a lost ack means
+    /// a redelivery, which at-least-once allows).
+    pub fn flush_acks(&mut self) -> io::Result<()> {
+        for id in std::mem::take(&mut self.acks_buffered) {
+            if let Some(w) = self.segments.get_mut(&id).and_then(|s| s.acks.as_mut()) {
+                w.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write all buffers to the OS and list the files to sync.
+    pub fn flush_for_sync(&mut self, out: &mut Vec<Arc<File>>) -> io::Result<()> {
+        self.dirty = None;
+        self.writer.flush()?;
+        self.flush_acks()?;
+        if self.durable {
+            out.push(self.writer.file());
+        }
+        out.append(&mut self.to_sync);
+        Ok(())
+    }
+
+    /// Read tail messages into `out` until `budget` bytes were read or the
+    /// tail is empty; returns the bytes read.
+    pub fn read_tail(&mut self, budget: u64, out: &mut VecDeque<QueuedMessage>) -> u64 {
+        let mut read = 0;
+        while self.tail_count > 0 && read < budget {
+            let Some((id, offset)) = self.cursor else {
+                break;
+            };
+            match self.read_one(id, offset) {
+                Ok(Some(m)) => {
+                    read += super::message_bytes(&m.message);
+                    out.push_back(m);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(path = %segment::path(&self.dir, id).display(), offset, error = %e, "cannot read queued messages back");
+                    break;
+                }
+            }
+        }
+        if self.tail_count == 0 {
+            self.cursor = None;
+            self.reader = None;
+        }
+        read
+    }
+
+    /// Step the cursor over one record; the message if it is a tail record.
+    fn read_one(&mut self, id: u32, offset: u64) -> io::Result<Option<QueuedMessage>> {
+        if id == self.writer.id {
+            self.writer.flush()?;
+        }
+        let end = match id == self.writer.id {
+            true => self.writer.len(),
+            false => self.segments.get(&id).map_or(0, |s| s.end),
+        };
+        let seg = self.segments.get(&id);
+        if let Some((_, to)) = seg.and_then(|s| s.recovered.as_ref()).and_then(|r| {
+            r.corrupt
+                .iter()
+                .find(|(from, to)| (*from..*to).contains(&offset))
+        }) {
+            self.cursor = Some((id, *to));
+            return Ok(None);
+        }
+        if offset >= end || seg.is_none_or(|s| s.tail == 0) {
+            self.next_segment(id);
+            return Ok(None);
+        }
+        if self.reader.as_ref().is_none_or(|r| r.id != id) {
+            self.reader = Some(SegmentReader::open(&self.dir, id)?);
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        let decoded = match reader.read(offset, end)? {
+            ReadOutcome::Record(payload, len) => record::decode(payload).map(|d| (d, len)),
+            ReadOutcome::Corrupt => None,
+        };
+        let Some(((meta, message), len)) = decoded else {
+            tracing::error!(path = %segment::path(&self.dir, id).display(), offset, "corrupt record while reading queued messages back; the rest of the segment is dropped");
+            self.drop_segment_tail(id);
+            self.next_segment(id);
+            return Ok(None);
+        };
+        self.cursor = Some((id, offset + len));
+        let persistent = meta.flags & FLAG_PERSISTENT != 0;
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return Ok(None);
+        };
+        let mut redelivered = false;
+        if let Some(rec) = &seg.recovered {
+            // Recovered segments hold records that are not part of the
+            // tail: settled ones and transient messages of the last run.
+            if !persistent || rec.marks.is_settled(offset) {
+                return Ok(None);
+            }
+            redelivered = rec.marks.delivered.contains(&(offset as u32));
+        }
+        seg.tail -= 1;
+        self.tail_count -= 1;
+        Ok(Some(QueuedMessage {
+            seq: meta.seq,
+            message: Arc::new(message),
+            redelivered,
+            disk: Some(DiskRef {
+                segment: id,
+                offset: offset as u32,
+                logged: self.durable && persistent,
+            }),
+        }))
+    }
+
+    fn next_segment(&mut self, id: u32) {
+        self.reader = None;
+        match self.segments.range(id + 1..).next() {
+            Some((&next, _)) => self.cursor = Some((next, FILE_HEADER_LEN)),
+            None => {
+                if self.tail_count > 0 {
+                    tracing::error!(dir = %self.dir.display(), missing = self.tail_count, "queued messages missing at the end of the log");
+                }
+                self.tail_count = 0;
+                self.cursor = None;
+            }
+        }
+    }
+
+    /// Forget the unread tail records of one segment.
+    fn drop_segment_tail(&mut self, id: u32) {
+        if let Some(seg) = self.segments.get_mut(&id) {
+            seg.live -= seg.tail;
+            self.live_total = self.live_total.saturating_sub(u64::from(seg.tail));
+            self.tail_count = self.tail_count.saturating_sub(u64::from(seg.tail));
+            seg.tail = 0;
+        }
+        self.delete_if_settled(id);
+    }
+
+    /// Drop the whole on-disk tail (queue.purge); returns how many
+    /// messages it held.
+    pub fn purge_tail(&mut self) -> io::Result<u64> {
+        let n = self.tail_count;
+        let Some((cursor_id, cursor_offset)) = self.cursor.take() else {
+            return Ok(0);
+        };
+        if self
+            .segments
+            .get(&self.writer.id)
+            .is_some_and(|s| s.tail > 0)
+        {
+            // Tail records in the current segment: close it, so that it can
+            // be deleted, or (as the cursor's segment) be marked "settled
+            // from here on" without covering later appends.
+            self.roll()?;
+        }
+        let ids: Vec<u32> = self
+            .segments
+            .range(cursor_id..)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.drop_segment_tail(id);
+        }
+        if self.durable && self.segments.contains_key(&cursor_id) {
+            let r = DiskRef {
+                segment: cursor_id,
+                offset: cursor_offset as u32,
+                logged: true,
+            };
+            self.ack_entry(r, AckKind::SettledFrom)?;
+        }
+        self.flush_acks()?;
+        self.tail_count = 0;
+        self.reader = None;
+        Ok(n)
+    }
+
+    /// Delete the log and its directory.
+    pub fn remove(self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove queue directory");
+        }
+    }
+
+    /// Rebuild a durable queue's log from its directory.
+    pub fn recover(dir: &Path, segment_bytes: u64) -> io::Result<(Self, Recovery)> {
+        std::fs::create_dir_all(dir)?;
+        let mut ids: Vec<u32> = Vec::new();
+        let mut ack_ids: Vec<u32> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            } else if let Some(id) = name.strip_suffix(".ack").and_then(|n| n.parse().ok()) {
+                ack_ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let mut report = Recovery::default();
+        let mut segments = BTreeMap::new();
+        let last = ids.last().copied();
+        for &id in &ids {
+            if let Some(seg) = recover_segment(dir, id, Some(id) == last, &mut report)? {
+                segments.insert(id, seg);
+            }
+        }
+        for id in ack_ids.into_iter().filter(|id| !segments.contains_key(id)) {
+            let _ = std::fs::remove_file(acks::path(dir, id));
+        }
+        let next_id = last.map_or(1, |l| l + 1);
+        let mut log = Self::with_first_segment(dir, true, segment_bytes, segments, next_id)?;
+        log.tail_count = log.segments.values().map(|s| u64::from(s.tail)).sum();
+        log.live_total = log.tail_count;
+        log.cursor = log
+            .segments
+            .iter()
+            .find(|(_, s)| s.tail > 0)
+            .map(|(&id, _)| (id, FILE_HEADER_LEN));
+        report.messages = log.tail_count;
+        Ok((log, report))
+    }
+}
+
+/// Scan one segment: count its live records, note corrupt stretches,
+/// truncate a torn end. None when nothing in it is live (it is deleted) or
+/// it is unusable (moved aside).
+fn recover_segment(
+    dir: &Path,
+    id: u32,
+    is_last: bool,
+    report: &mut Recovery,
+) -> io::Result<Option<Segment>> {
+    let path = segment::path(dir, id);
+    let bytes = std::fs::read(&path)?;
+    if !segment::header_ok(&bytes, segment::MAGIC, id) {
+        if bytes.len() < FILE_HEADER_LEN as usize && is_last {
+            // Created at a crash before its header reached the disk.
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        let aside = path.with_extension("seg.corrupt");
+        tracing::warn!(path = %path.display(), moved_to = %aside.display(), "segment header is not valid; file set aside, its messages are not recovered");
+        std::fs::rename(&path, &aside)?;
+        return Ok(None);
+    }
+    let marks = match std::fs::read(acks::path(dir, id)) {
+        Ok(b) => acks::parse(&b, id).unwrap_or_else(|| {
+            tracing::warn!(path = %acks::path(dir, id).display(), "ack file header is not valid; its acks are ignored (messages may be redelivered)");
+            AckMarks::default()
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => AckMarks::default(),
+        Err(e) => return Err(e),
+    };
+    if marks.bad_entries > 0 {
+        tracing::warn!(path = %acks::path(dir, id).display(), entries = marks.bad_entries, "ack entries failing their checksum ignored (messages may be redelivered)");
+    }
+    let mut seg = Segment {
+        end: bytes.len() as u64,
+        ..Default::default()
+    };
+    let mut rec = Recovered {
+        marks,
+        corrupt: Vec::new(),
+    };
+    for item in segment::scan(&bytes) {
+        match item {
+            ScanItem::Record { offset, meta, .. } => {
+                report.next_seq = report.next_seq.max(meta.seq + 1);
+                if meta.flags & FLAG_PERSISTENT != 0 && !rec.marks.is_settled(offset) {
+                    seg.live += 1;
+                }
+            }
+            ScanItem::Corrupt { offset, resumed_at } => {
+                tracing::warn!(path = %path.display(), offset, bytes = resumed_at - offset, "corrupt record skipped");
+                report.corrupt_records += 1;
+                rec.corrupt.push((offset, resumed_at));
+            }
+            ScanItem::Torn { offset } => {
+                seg.end = offset;
+                if is_last {
+                    tracing::warn!(path = %path.display(), offset, bytes = bytes.len() as u64 - offset, "torn record at the end of the log truncated");
+                    report.torn_tails += 1;
+                    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    f.set_len(offset)?;
+                    f.sync_all()?;
+                } else {
+                    tracing::warn!(path = %path.display(), offset, bytes = bytes.len() as u64 - offset, "corrupt record skipped (to the end of the segment)");
+                    report.corrupt_records += 1;
+                }
+            }
+        }
+    }
+    if seg.live == 0 {
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(acks::path(dir, id));
+        return Ok(None);
+    }
+    seg.tail = seg.live;
+    seg.recovered = Some(Box::new(rec));
+    Ok(Some(seg))
+}

@@ -39,6 +39,7 @@ impl Broker {
     /// Open the data directory and build the vhosts named in the config,
     /// with their durable topology and messages.
     pub fn open(config: Config) -> Result<Self, String> {
+        let started = std::time::Instant::now();
         let store = Arc::new(Store::open(&config)?);
         let stored = store.definitions.snapshot();
         for name in stored.vhosts.keys() {
@@ -55,6 +56,12 @@ impl Broker {
             let vhost = VHost::new(name, flow, store.clone(), stored.vhosts.get(name))?;
             vhosts.insert(name.clone(), Arc::new(vhost));
         }
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            queues = vhosts.values().map(|v| v.queue_count()).sum::<usize>(),
+            ms = started.elapsed().as_millis() as u64,
+            "data directory opened"
+        );
         Ok(Broker {
             config,
             vhosts,

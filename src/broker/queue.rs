@@ -164,12 +164,12 @@ impl Queue {
             Ok(_) => Stored::Done,
             Err(e) => {
                 tracing::error!(queue = %self.name, error = %e, "cannot store a message");
-                match durable_write {
-                    true => return Stored::Failed,
-                    // A transient message that could not spill: keep the
-                    // queue serving what it has.
-                    false => return Stored::Done,
+                if durable_write {
+                    // What was written may be partial: stop, as a failed
+                    // fsync does, rather than confirm around it.
+                    self.store.syncer.fail(&e);
                 }
+                return Stored::Failed;
             }
         };
         self.dispatch_locked(&mut st);
@@ -291,25 +291,23 @@ impl Queue {
             }
         }
         if marked {
-            self.register_dirty(st);
+            // Written (not synced) before the deliveries leave, so a crash
+            // still brings them back marked redelivered.
+            st.ready.flush_acks();
         }
     }
 
     /// basic.get: take the head message, with the count left behind it.
     /// With no-ack the message is settled at once.
-    pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+    pub fn get(&self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
         let mut st = self.state.lock();
         let m = st.ready.pop()?;
         if let Some(r) = m.disk {
-            if no_ack {
-                st.ready.settle(r);
-                st.ready.flush_acks();
-            } else {
-                st.ready.mark_delivered(r);
-                if r.logged {
-                    self.register_dirty(&mut st);
-                }
+            match no_ack {
+                true => st.ready.settle(r),
+                false => st.ready.mark_delivered(r),
             }
+            st.ready.flush_acks();
         }
         self.update_saturation(&st);
         Some((m, st.ready.len() as u32))

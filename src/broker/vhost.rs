@@ -231,7 +231,11 @@ impl VHost {
             ),
         );
         if d.durable {
-            self.persist(&topo)?;
+            // Not stored means not declared.
+            if let Err(e) = self.persist(&topo) {
+                topo.exchanges.remove(name);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -277,13 +281,19 @@ impl VHost {
         let Some(x) = topo.exchanges.get_mut(source) else {
             return Err(self.no_exchange(source));
         };
-        x.bind(Binding {
+        let binding = Binding {
             dest,
             routing_key: routing_key.to_string(),
             arguments: arguments.clone(),
-        })?;
+        };
+        let added = x.bind(binding.clone())?;
         if x.durable {
-            self.persist(&topo)?;
+            if let Err(e) = self.persist(&topo) {
+                if let (true, Some(x)) = (added, topo.exchanges.get_mut(source)) {
+                    x.unbind(&binding);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -437,7 +447,14 @@ impl VHost {
         let queue = Queue::new(def, ready, self.flow, self.store.clone());
         topo.queues.insert(name.clone(), Arc::new(queue));
         if durable {
-            self.persist(&topo)?;
+            // Not stored means not declared: a queue missing from the
+            // definitions would lose its messages at the next start.
+            if let Err(e) = self.persist(&topo) {
+                if let Some(q) = topo.queues.remove(&name) {
+                    q.mark_deleted();
+                }
+                return Err(e);
+            }
         }
         Ok(QueueInfo {
             name,
@@ -487,6 +504,11 @@ impl VHost {
         let q = topo.queues.get(name).ok_or_else(|| self.no_queue(name))?;
         self.check_owner(q, conn_id)?;
         Ok(q.clone())
+    }
+
+    /// Number of queues.
+    pub fn queue_count(&self) -> usize {
+        self.topology.read().queues.len()
     }
 
     /// The queue registered under `name`, if any (no ownership check).

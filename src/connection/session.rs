@@ -6,7 +6,7 @@ use ahash::AHashMap as HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::protocol::{access, channel, connection, AMQPClass};
+use amq_protocol::protocol::{access, channel, connection, tx, AMQPClass};
 use amq_protocol::types::ShortString;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::sync::watch;
@@ -61,6 +61,9 @@ pub struct Session {
     sync: watch::Receiver<SyncStatus>,
     /// Highest sync round a confirm on this connection waits for.
     pub(super) sync_wanted: u64,
+    /// A tx.commit whose Commit-Ok waits for this sync round: input is not
+    /// read meanwhile, so nothing overtakes it.
+    pub(super) commit_wait: Option<(u16, u64)>,
 }
 
 impl Session {
@@ -86,6 +89,7 @@ impl Session {
             throttled: Vec::new(),
             sync,
             sync_wanted: 0,
+            commit_wait: None,
         }
     }
 
@@ -126,7 +130,7 @@ impl Session {
                     // Time spent held back is not the client's silence.
                     last_read = Instant::now();
                 }
-                r = self.io.fill(), if self.throttled.is_empty() => match r {
+                r = self.io.fill(), if self.throttled.is_empty() && self.commit_wait.is_none() => match r {
                     Err(_) => return,
                     Ok(_) => {
                         last_read = Instant::now();
@@ -197,6 +201,17 @@ impl Session {
     fn end_of_pass(&mut self) {
         use amq_protocol::protocol::basic::{AMQPMethod, Ack, Nack};
         let status = *self.sync.borrow_and_update();
+        if let Some((id, ticket)) = self.commit_wait {
+            if status.synced >= ticket {
+                self.commit_wait = None;
+                self.send(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                // Frames that arrived behind the commit.
+                self.process_input();
+            } else if status.failed {
+                self.commit_wait = None;
+                self.connection_error(super::tx_confirm::store_failed());
+            }
+        }
         for ch in self.channels.values_mut() {
             let Some(confirms) = ch.confirms.as_mut() else {
                 continue;
@@ -228,7 +243,7 @@ impl Session {
 
     /// Decode and handle every complete frame in the read buffer.
     fn process_input(&mut self) {
-        while !self.done {
+        while !self.done && self.commit_wait.is_none() {
             let frame = match self.io.decoded() {
                 Ok(Some(f)) => f,
                 Ok(None) => return,

@@ -136,6 +136,7 @@ impl Session {
                         "channel is not transactional",
                     ));
                 };
+                let mut stored = Stored::Done;
                 for mut r in buffer.publishes {
                     // A queue deleted (and maybe declared again) since the
                     // publish is looked up by name, as RabbitMQ routes to
@@ -148,15 +149,23 @@ impl Session {
                             false => Some(q),
                         })
                         .collect();
-                    if self.enqueue(id, r) == Stored::Failed {
-                        return Err(store_failed());
-                    }
+                    stored = stored.and(self.enqueue(id, r));
                 }
                 let ch = self.channel_mut(id)?;
                 for (items, how) in buffer.settlements {
                     ch.settle(items, how);
                 }
-                self.send(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                match stored {
+                    Stored::Failed => return Err(store_failed()),
+                    // Commit-Ok once the persistent messages are synced.
+                    Stored::AfterSync(ticket) => {
+                        self.commit_wait = Some((id, ticket));
+                        self.sync_wanted = self.sync_wanted.max(ticket);
+                    }
+                    Stored::Done => {
+                        self.send(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                    }
+                }
                 Ok(())
             }
             tx::AMQPMethod::Rollback(_) => {

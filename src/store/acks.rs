@@ -14,7 +14,8 @@
 //! is skipped and counted.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ pub fn path(dir: &Path, id: u32) -> PathBuf {
 pub struct AckWriter {
     file: Arc<File>,
     buf: Vec<u8>,
+    /// Bytes in the file; the buffer is written right after them.
+    written: u64,
 }
 
 impl AckWriter {
@@ -55,17 +58,32 @@ impl AckWriter {
     pub fn open(dir: &Path, id: u32) -> io::Result<Self> {
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
             .open(path(dir, id))?;
         let mut buf = Vec::new();
-        if file.metadata()?.len() < FILE_HEADER_LEN {
-            // New, or created at a crash before its header was written.
+        let mut written = file.metadata()?.len();
+        let mut header = [0u8; FILE_HEADER_LEN as usize];
+        let header_ok = written >= FILE_HEADER_LEN
+            && file.read_exact_at(&mut header, 0).is_ok()
+            && header_ok(&header, MAGIC, id);
+        if !header_ok {
+            // New, created at a crash before its header was written, or
+            // damaged (recovery has already warned): start it afresh.
             file.set_len(0)?;
+            written = 0;
             buf.extend_from_slice(&file_header(MAGIC, id));
+        } else if !(written - FILE_HEADER_LEN).is_multiple_of(ENTRY_LEN as u64) {
+            // An entry torn by a crash: drop it, or every later entry
+            // would be read out of step.
+            written -= (written - FILE_HEADER_LEN) % ENTRY_LEN as u64;
+            file.set_len(written)?;
         }
         Ok(AckWriter {
             file: Arc::new(file),
             buf,
+            written,
         })
     }
 
@@ -82,7 +100,9 @@ impl AckWriter {
     /// Write buffered entries to the OS.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            (&*self.file).write_all(&self.buf)?;
+            // Positional, so a retry after a partial write stays in step.
+            self.file.write_all_at(&self.buf, self.written)?;
+            self.written += self.buf.len() as u64;
             self.buf.clear();
         }
         Ok(())
@@ -175,6 +195,27 @@ mod tests {
         assert!(!m.is_settled(16));
         assert_eq!(m.bad_entries, 1);
         assert!(parse(&bytes, 6).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_entry_does_not_put_later_entries_out_of_step() {
+        let dir = std::env::temp_dir().join(format!("warren-ack-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = AckWriter::open(&dir, 1).unwrap();
+        w.push(16, AckKind::Settled);
+        w.flush().unwrap();
+        drop(w);
+        // A crash in the middle of the next entry.
+        let mut f = OpenOptions::new().append(true).open(path(&dir, 1)).unwrap();
+        std::io::Write::write_all(&mut f, &[9, 9, 9, 9, 9]).unwrap();
+        drop(f);
+        let mut w = AckWriter::open(&dir, 1).unwrap();
+        w.push(300, AckKind::Settled);
+        w.flush().unwrap();
+        let m = parse(&std::fs::read(path(&dir, 1)).unwrap(), 1).unwrap();
+        assert!(m.is_settled(16) && m.is_settled(300));
+        assert_eq!(m.bad_entries, 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -24,6 +24,9 @@ use super::record::{self, FLAG_PERSISTENT};
 use super::segment::{self, ReadOutcome, ScanItem, SegmentReader, SegmentWriter, FILE_HEADER_LEN};
 use crate::broker::message::{Message, QueuedMessage};
 
+/// Buffered segment bytes written out without waiting for the sync thread.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
 /// Where a message's record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskRef {
@@ -79,8 +82,13 @@ pub struct QueueLog {
     segment_bytes: u64,
     segments: BTreeMap<u32, Segment>,
     writer: SegmentWriter,
-    /// Rolled segments and the directory, to fsync in the next round.
+    /// Rolled segments with persistent records, to fsync in the next round
+    /// (which their records' registration guarantees).
     to_sync: Vec<Arc<File>>,
+    /// The current segment holds persistent records not yet synced.
+    writer_logged: bool,
+    /// A segment was created since the directory was last synced.
+    dir_unsynced: bool,
     /// Segments with buffered ack entries.
     acks_buffered: Vec<u32>,
     /// Start of the on-disk tail.
@@ -97,6 +105,13 @@ impl QueueLog {
     /// A new, empty log in `dir` (created).
     pub fn create(dir: &Path, durable: bool, segment_bytes: u64) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        if durable {
+            // The queue's directory entry must be durable before the
+            // definitions refer to it.
+            if let Some(parent) = dir.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
         Self::with_first_segment(dir, durable, segment_bytes, BTreeMap::new(), 1)
     }
 
@@ -112,12 +127,10 @@ impl QueueLog {
         let dir_file = Arc::new(File::open(dir)?);
         Ok(QueueLog {
             dir: dir.to_path_buf(),
+            to_sync: Vec::new(),
+            writer_logged: false,
             // A new segment's directory entry must be durable too.
-            to_sync: if durable {
-                vec![dir_file.clone()]
-            } else {
-                Vec::new()
-            },
+            dir_unsynced: durable,
             dir_file,
             durable,
             segment_bytes,
@@ -151,6 +164,12 @@ impl QueueLog {
         }
         let flags = if persistent { FLAG_PERSISTENT } else { 0 };
         let offset = self.writer.append(seq, flags, message);
+        self.writer_logged |= self.durable && persistent;
+        if self.writer.buffered() >= WRITE_BUFFER_BYTES {
+            // Spilled messages must not pile up in memory before the sync
+            // thread (or a read-back) writes them out.
+            self.writer.flush()?;
+        }
         let id = self.writer.id;
         let seg = self.segments.entry(id).or_default();
         seg.live += 1;
@@ -173,14 +192,12 @@ impl QueueLog {
         self.writer.flush()?;
         let old = self.writer.id;
         self.segments.entry(old).or_default().end = self.writer.len();
-        if self.durable {
+        if std::mem::take(&mut self.writer_logged) {
             self.to_sync.push(self.writer.file());
         }
         self.writer = SegmentWriter::create(&self.dir, old + 1)?;
         self.segments.insert(old + 1, Segment::default());
-        if self.durable {
-            self.to_sync.push(self.dir_file.clone());
-        }
+        self.dir_unsynced = self.durable;
         self.delete_if_settled(old);
         Ok(())
     }
@@ -262,8 +279,11 @@ impl QueueLog {
         self.dirty = None;
         self.writer.flush()?;
         self.flush_acks()?;
-        if self.durable {
+        if std::mem::take(&mut self.writer_logged) {
             out.push(self.writer.file());
+        }
+        if std::mem::take(&mut self.dir_unsynced) {
+            out.push(self.dir_file.clone());
         }
         out.append(&mut self.to_sync);
         Ok(())
@@ -391,7 +411,7 @@ impl QueueLog {
     /// messages it held.
     pub fn purge_tail(&mut self) -> io::Result<u64> {
         let n = self.tail_count;
-        let Some((cursor_id, cursor_offset)) = self.cursor.take() else {
+        let Some((cursor_id, cursor_offset)) = self.cursor else {
             return Ok(0);
         };
         if self
@@ -404,6 +424,7 @@ impl QueueLog {
             // from here on" without covering later appends.
             self.roll()?;
         }
+        self.cursor = None;
         let ids: Vec<u32> = self
             .segments
             .range(cursor_id..)
@@ -517,7 +538,7 @@ fn recover_segment(
     for item in segment::scan(&bytes) {
         match item {
             ScanItem::Record { offset, meta, .. } => {
-                report.next_seq = report.next_seq.max(meta.seq + 1);
+                report.next_seq = report.next_seq.max(meta.seq.saturating_add(1));
                 if meta.flags & FLAG_PERSISTENT != 0 && !rec.marks.is_settled(offset) {
                     seg.live += 1;
                 }

@@ -25,9 +25,9 @@ use crate::broker::message::Message;
 pub const HEADER_LEN: usize = 8;
 /// Fixed part of the payload (everything but the variable-length fields).
 pub const MIN_PAYLOAD: usize = 8 + 1 + 1 + 2 + 8 + 1 + 1 + 4 + 4;
-/// Largest payload accepted when reading: the largest message Warren can
-/// take (512 MiB, the config's cap) plus its header fields.
-pub const MAX_PAYLOAD: usize = 512 * 1024 * 1024 + 64 * 1024 * 1024;
+/// Largest payload accepted when reading (record offsets are 32-bit; the
+/// largest message body Warren takes is 512 MiB, properties come on top).
+pub const MAX_PAYLOAD: usize = (u32::MAX / 2) as usize;
 
 /// Record flag: the message is persistent (delivery_mode 2) and was
 /// written for durability; records without it are spilled transient
@@ -80,9 +80,40 @@ pub fn header(buf: &[u8]) -> Option<(usize, u32)> {
     Some((u32::from_le_bytes(*len) as usize, u32::from_le_bytes(*crc)))
 }
 
-/// Whether `payload` matches the checksum and its fields fit.
+/// Whether `payload` matches the checksum and its fields fit. The cheap
+/// structural check goes first: scanning for the next record after damage
+/// tries every offset, and must not checksum megabytes at each.
 pub fn verify(payload: &[u8], crc: u32) -> bool {
-    payload.len() >= MIN_PAYLOAD && crc32fast::hash(payload) == crc && decode(payload).is_some()
+    fields(payload).is_some() && crc32fast::hash(payload) == crc
+}
+
+/// The variable-length fields of a payload.
+struct Fields<'a> {
+    exchange: &'a [u8],
+    routing_key: &'a [u8],
+    properties: &'a [u8],
+    body: &'a [u8],
+}
+
+/// The variable-length fields of a payload, if they fit it.
+fn fields(payload: &[u8]) -> Option<Fields<'_>> {
+    let flags = *payload.get(8)?;
+    if payload.len() < MIN_PAYLOAD || flags & !FLAG_PERSISTENT != 0 {
+        return None;
+    }
+    let mut r = Reader(payload.get(20..)?);
+    let exchange = r.short()?;
+    let routing_key = r.short()?;
+    let props_len = r.u32()? as usize;
+    let properties = r.take(props_len)?;
+    let ext_len = r.u32()? as usize;
+    r.take(ext_len)?;
+    Some(Fields {
+        exchange,
+        routing_key,
+        properties,
+        body: r.0,
+    })
 }
 
 /// The sequence number and flags of a verified payload.
@@ -98,14 +129,12 @@ pub fn meta(payload: &[u8]) -> Option<RecordMeta> {
 /// are copied out of the read buffer (so buffers are not kept alive).
 pub fn decode(payload: &[u8]) -> Option<(RecordMeta, Message)> {
     let meta = meta(payload)?;
-    let mut r = Reader(payload.get(20..)?);
-    let exchange = r.short()?;
-    let routing_key = r.short()?;
-    let props_len = r.u32()? as usize;
-    let properties = r.take(props_len)?;
-    let ext_len = r.u32()? as usize;
-    r.take(ext_len)?;
-    let body = r.0;
+    let Fields {
+        exchange,
+        routing_key,
+        properties,
+        body,
+    } = fields(payload)?;
     let persistent = meta.flags & FLAG_PERSISTENT != 0;
     Some((
         meta,

@@ -9,7 +9,7 @@
 //! name (`00000007.seg`); ids grow with each new segment of a queue.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +51,8 @@ pub struct SegmentWriter {
     buf: Vec<u8>,
     /// Logical length: written plus buffered.
     len: u64,
+    /// Bytes known to be in the file (the buffer goes right after them).
+    written: u64,
 }
 
 impl SegmentWriter {
@@ -66,6 +68,7 @@ impl SegmentWriter {
             file: Arc::new(file),
             buf: file_header(MAGIC, id).to_vec(),
             len: FILE_HEADER_LEN,
+            written: 0,
         })
     }
 
@@ -81,13 +84,21 @@ impl SegmentWriter {
         offset
     }
 
-    /// Write the buffered bytes to the OS.
+    /// Write the buffered bytes to the OS, at their place: after a failed
+    /// (maybe partial) write, the retry overwrites the same bytes, so
+    /// record offsets never shift.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            (&*self.file).write_all(&self.buf)?;
+            self.file.write_all_at(&self.buf, self.written)?;
+            self.written += self.buf.len() as u64;
             self.buf.clear();
         }
         Ok(())
+    }
+
+    /// Bytes waiting in the buffer.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// Whether anything is buffered.

@@ -41,8 +41,8 @@ pub struct SyncStatus {
     pub failed: bool,
 }
 
-#[derive(Default)]
 struct Shared {
+    status: watch::Sender<SyncStatus>,
     sources: Mutex<Vec<Weak<dyn SyncSource>>>,
     wake: Condvar,
     /// The round that will pick up work registered now.
@@ -69,15 +69,19 @@ impl std::fmt::Debug for Syncer {
 impl Syncer {
     /// Start the thread; `fsync` says whether rounds end with fdatasync.
     pub fn start(fsync: bool) -> io::Result<Self> {
-        let shared = Arc::new(Shared {
-            pending_round: AtomicU64::new(1),
-            ..Default::default()
-        });
         let (tx, rx) = watch::channel(SyncStatus::default());
+        let shared = Arc::new(Shared {
+            status: tx,
+            sources: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            pending_round: AtomicU64::new(1),
+            failed: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("warren-sync".into())
-            .spawn(move || run(&s, fsync, &tx))?;
+            .spawn(move || run(&s, fsync))?;
         Ok(Syncer {
             shared,
             status: rx,
@@ -101,6 +105,15 @@ impl Syncer {
         self.shared.failed.load(Ordering::Relaxed)
     }
 
+    /// A durable write failed outside the sync thread: stop the store as a
+    /// failed fsync would.
+    pub fn fail(&self, error: &io::Error) {
+        if !self.shared.failed.swap(true, Ordering::SeqCst) {
+            tracing::error!(error = %error, "message store write failed; refusing further durable writes");
+        }
+        self.shared.status.send_modify(|s| s.failed = true);
+    }
+
     /// A receiver of round completions.
     pub fn subscribe(&self) -> watch::Receiver<SyncStatus> {
         self.status.clone()
@@ -108,7 +121,12 @@ impl Syncer {
 
     /// Run a last round for what is registered, then stop the thread.
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            // Under the lock the thread waits with, so the wake-up cannot
+            // fall between its check and its wait.
+            let _sources = self.shared.sources.lock();
+            self.shared.stop.store(true, Ordering::SeqCst);
+        }
         self.shared.wake.notify_one();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
@@ -122,7 +140,8 @@ impl Drop for Syncer {
     }
 }
 
-fn run(shared: &Shared, fsync: bool, status: &watch::Sender<SyncStatus>) {
+fn run(shared: &Shared, fsync: bool) {
+    let status = &shared.status;
     let mut files: Vec<Arc<File>> = Vec::new();
     loop {
         let (batch, round) = {

@@ -84,7 +84,11 @@ async fn run(opts: Options) -> Result<(), String> {
     } else {
         run_timed(&target, &opts, &queues).await
     };
-    let cleanup = topology::delete(&target, &opts, &queues).await;
+    let keep = opts.publish_only && opts.backlog.is_some();
+    let cleanup = match keep {
+        true => Ok(()),
+        false => topology::delete(&target, &opts, &queues).await,
+    };
     let report = result?;
     cleanup?;
     print_report(&opts, &report);
@@ -222,9 +226,15 @@ async fn run_backlog(
     let published = Counters::get(&counters.published);
     let publish_s = start.elapsed().as_secs_f64().max(1e-9);
     // Every queue is bound so that each message reaches all of them.
-    let expected = published * queues.len() as u64;
+    let expected = match opts.publish_only {
+        true => 0,
+        false => published * queues.len() as u64,
+    };
     let drain_start = Instant::now();
-    let consumers = spawn_consumers(target, opts, queues, &counters, &stop);
+    let consumers = match opts.publish_only {
+        true => Vec::new(),
+        false => spawn_consumers(target, opts, queues, &counters, &stop),
+    };
     let deadline = Duration::from_secs_f64(opts.duration_s.max(60.0) * 10.0);
     while Counters::get(&counters.consumed) < expected && drain_start.elapsed() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

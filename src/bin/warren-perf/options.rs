@@ -34,6 +34,8 @@ Options:
   -r, --rate N            total publish rate limit, msg/s (default unlimited)
   --queue-arg K=V         queue argument (repeatable; integers and true/false typed)
   --backlog N             publish N messages with no consumer, then drain them
+  --publish-only          with --backlog: stop after publishing and leave the
+                          queues and their messages in place (restart tests)
   --idle-connections N    open N connections that only heartbeat for the duration
   --heartbeat SECS        heartbeat for --idle-connections (default 10)
   --threads N             client runtime threads (default 2)
@@ -63,6 +65,7 @@ pub struct Options {
     pub rate: Option<f64>,
     pub queue_args: FieldTable,
     pub backlog: Option<u64>,
+    pub publish_only: bool,
     pub idle_connections: usize,
     pub heartbeat_s: u16,
     pub threads: usize,
@@ -157,6 +160,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
         rate: None,
         queue_args: FieldTable::default(),
         backlog: None,
+        publish_only: false,
         idle_connections: 0,
         heartbeat_s: 10,
         threads: 2,
@@ -209,6 +213,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
             "--label" => o.label = value("--label")?,
             "--json" => o.json = true,
             "--quiet" => o.quiet = true,
+            "--publish-only" => o.publish_only = true,
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
     }

@@ -89,10 +89,11 @@ class Sampler(threading.Thread):
             time.sleep(0.1)
 
 
-def start_warren(tmp):
+def start_warren(tmp, config=""):
     log_path = os.path.join(tmp, "warren.log")
     log = open(log_path, "w")
-    proc = subprocess.Popen([WARREN, "--port", "0", "--data-dir", os.path.join(tmp, "data"),
+    extra = ["--config", config] if config else []
+    proc = subprocess.Popen([WARREN, *extra, "--port", "0", "--data-dir", os.path.join(tmp, "data"),
                              "--log-level", "warn,warren=info"], stdout=log, stderr=log)
     for _ in range(100):
         time.sleep(0.1)
@@ -174,6 +175,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated scenario ids")
     ap.add_argument("--json-out", default="")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--warren-config", default="",
+                    help="config file for Warren (e.g. one with fsync = \"never\")")
     a = ap.parse_args()
 
     if not a.no_build:
@@ -207,7 +210,7 @@ def main():
                     timeout_s = a.duration * 6 + 300 if sid != "S7" else 1800
                     print("round %d %s %-8s ..." % (rnd, sid, name), file=sys.stderr, flush=True)
                     if port is None:
-                        warren, wport = start_warren(tmp)
+                        warren, wport = start_warren(tmp, a.warren_config)
                         try:
                             r = run_one(wport, warren.pid, args, timeout_s)
                         finally:

@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests: an in-process Warren on a free
-//! port, lapin connections to it, a global time bound, and small assertions.
+//! port, lapin connections to it, time bounds and polling, and small
+//! assertions.
 
 #![allow(dead_code)]
 
+pub mod child;
+pub mod disk;
 pub mod raw;
 
 use std::future::Future;
@@ -11,9 +14,11 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+
+use disk::DataDir;
 
 /// Upper bound for any single test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,9 +31,46 @@ pub struct Broker {
     server: warren::RunningServer,
     url: String,
     pub port: u16,
-    /// The broker's data directory (unique per broker; removed on drop
-    /// unless `keep_data` is set).
+    /// The broker's data directory: a fresh one from `start`/`start_with`,
+    /// removed when the broker is stopped, or, when it is only dropped, once
+    /// the test's runtime shuts down (kept, and its path printed, when the
+    /// test fails); or the caller's from `start_in`, left alone.
     pub data_dir: std::path::PathBuf,
+    /// The fresh data directory made for this broker, if it was.
+    fresh: Option<FreshDir>,
+}
+
+/// A broker's fresh data directory. Removed at once when the broker has
+/// stopped; when the broker is only dropped, its server goes on running
+/// (and may still write there) until the test's runtime shuts down, so the
+/// directory is removed then.
+struct FreshDir(Option<DataDir>);
+
+impl FreshDir {
+    /// Remove the directory now (its server has stopped).
+    fn remove(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for FreshDir {
+    fn drop(&mut self) {
+        let Some(dir) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            // A task that never finishes: the runtime drops it, and with it
+            // the directory, when it shuts down and no longer runs servers.
+            Ok(runtime) if !std::thread::panicking() => {
+                runtime.spawn(async move {
+                    let _dir = dir;
+                    std::future::pending::<()>().await
+                });
+            }
+            // When the test fails the directory is kept (and named).
+            _ => drop(dir),
+        }
+    }
 }
 
 /// A fresh, unique data directory under the system temp dir.
@@ -44,11 +86,14 @@ impl Broker {
 
     /// Start a broker after letting the caller adjust the configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut warren::Config)) -> Broker {
-        Self::start_in(fresh_data_dir(), adjust).await
+        let fresh = DataDir::new();
+        let mut broker = Self::start_in(fresh.path().to_path_buf(), adjust).await;
+        broker.fresh = Some(FreshDir(Some(fresh)));
+        broker
     }
 
     /// Start a broker on the given data directory (a restart when it holds
-    /// a previous broker's data).
+    /// a previous broker's data); the directory outlives the broker.
     pub async fn start_in(
         data_dir: std::path::PathBuf,
         adjust: impl FnOnce(&mut warren::Config),
@@ -70,6 +115,7 @@ impl Broker {
             url,
             port,
             data_dir,
+            fresh: None,
         }
     }
 
@@ -97,17 +143,48 @@ impl Broker {
         (conn, ch)
     }
 
-    /// Stop the broker (closing its connections with 320) and wait.
+    /// Stop the broker (closing its connections with 320) and wait; then
+    /// remove its data directory if it was a fresh one.
     pub async fn stop(self) {
-        self.server.stop().await;
+        let Broker { server, fresh, .. } = self;
+        server.stop().await;
+        // Only now: the server has released the directory's lock.
+        if let Some(fresh) = fresh {
+            fresh.remove();
+        }
     }
 }
 
 /// Run a test body under [`TEST_TIMEOUT`].
 pub async fn within<F: Future>(body: F) -> F::Output {
-    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+    bounded(TEST_TIMEOUT, body).await
+}
+
+/// Run `body` within `limit` (panicking, and so killing any child broker,
+/// after).
+pub async fn bounded<F: Future>(limit: Duration, body: F) -> F::Output {
+    match tokio::time::timeout(limit, body).await {
         Ok(v) => v,
-        Err(_) => panic!("test did not finish within {TEST_TIMEOUT:?}"),
+        Err(_) => panic!("test did not finish within {limit:?}"),
+    }
+}
+
+/// Call `probe` every `interval` until it gives a value, or until a call
+/// after `patience` has passed gives none (then None).
+pub async fn poll<T>(
+    patience: Duration,
+    interval: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -168,6 +245,37 @@ pub async fn declare_queue(ch: &Channel, name: &str) {
     .expect("queue.declare");
 }
 
+/// Queue options for a durable queue.
+pub fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// Declare a durable queue with the given name (no arguments).
+pub async fn declare_durable(ch: &Channel, name: &str) {
+    ch.queue_declare(name.into(), durable(), FieldTable::default())
+        .await
+        .expect("declare durable queue");
+}
+
+/// The ready-message count of a queue: a passive declare (and so also a
+/// round trip on the channel).
+pub async fn ready_count(ch: &Channel, queue: &str) -> lapin::Result<u32> {
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.message_count())
+}
+
 /// Declare a fresh server-named exclusive queue and return its name.
 pub async fn temp_queue(ch: &Channel) -> String {
     let q = ch
@@ -182,6 +290,48 @@ pub async fn temp_queue(ch: &Channel) -> String {
         .await
         .expect("queue.declare");
     q.name().to_string()
+}
+
+/// Properties of a persistent message (delivery mode 2).
+pub fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+/// Put a channel in confirm mode.
+pub async fn confirm(ch: &Channel) {
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
+}
+
+/// Publish persistent messages to `queue` on a confirm channel, a window
+/// at a time, and check that every one is acked.
+pub async fn publish_confirmed(ch: &Channel, queue: &str, bodies: impl Iterator<Item = Vec<u8>>) {
+    let mut pending = Vec::new();
+    for body in bodies {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &body,
+                persistent(),
+            )
+            .await
+            .expect("basic.publish");
+        pending.push(confirm);
+        if pending.len() == 500 {
+            await_acks(std::mem::take(&mut pending)).await;
+        }
+    }
+    await_acks(pending).await;
+}
+
+async fn await_acks(pending: Vec<lapin::PublisherConfirm>) {
+    for confirm in pending {
+        let c = confirm.await.expect("publisher confirm");
+        assert!(c.is_ack(), "publish nacked: {c:?}");
+    }
 }
 
 /// Publish a body with default properties and wait for the publish to be
@@ -259,6 +409,13 @@ pub async fn get_all(ch: &Channel, queue: &str) -> Vec<String> {
     out
 }
 
+/// At most 20 numbers of a list, and its length.
+pub fn list<N: ToString>(numbers: &[N]) -> String {
+    let shown: Vec<String> = numbers.iter().take(20).map(N::to_string).collect();
+    let more = if numbers.len() > 20 { ", ..." } else { "" };
+    format!("{} message(s): {}{more}", numbers.len(), shown.join(", "))
+}
+
 /// Bodies of deliveries as strings.
 pub fn bodies(ds: &[Delivery]) -> Vec<String> {
     ds.iter()
@@ -269,18 +426,8 @@ pub fn bodies(ds: &[Delivery]) -> Vec<String> {
 /// Wait until a consumer-less queue holds `n` messages (passive declare).
 pub async fn wait_for_count(ch: &Channel, queue: &str, n: u32) {
     for _ in 0..100 {
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("passive declare");
-        if q.message_count() == n {
+        let count = ready_count(ch, queue).await.expect("passive declare");
+        if count == n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -20,6 +20,8 @@ pub struct Message {
     pub body: Bytes,
     /// delivery_mode 2: stored on disk when it reaches a durable queue.
     pub persistent: bool,
+    /// The expiration property (per-message TTL), milliseconds.
+    pub expiration_ms: Option<u64>,
 }
 
 /// The delivery_mode in an encoded property list (0 when absent or
@@ -192,4 +194,14 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// Its record on disk, if it has one.
     pub disk: Option<crate::store::DiskRef>,
+    /// When it expires in this queue (Unix milliseconds).
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Milliseconds since the Unix epoch (message expiry is kept in wall-clock
+/// time so it survives restarts).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

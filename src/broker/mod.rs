@@ -3,11 +3,14 @@
 //! call in synchronously and queues talk back through `ConnEvent`s.
 
 pub mod arguments;
+pub mod chores;
 pub mod consumer;
+pub mod dead_letter;
 pub mod exchange;
 pub mod headers;
 pub mod message;
 pub mod queue;
+pub mod queue_policy;
 pub mod ready;
 pub mod topic;
 pub mod vhost;
@@ -53,8 +56,14 @@ impl Broker {
         };
         let mut vhosts = HashMap::new();
         for name in &config.vhosts {
-            let vhost = VHost::new(name, flow, store.clone(), stored.vhosts.get(name))?;
-            vhosts.insert(name.clone(), Arc::new(vhost));
+            let vhost = Arc::new(VHost::new(
+                name,
+                flow,
+                store.clone(),
+                stored.vhosts.get(name),
+            )?);
+            vhost.start_housekeeping();
+            vhosts.insert(name.clone(), vhost);
         }
         tracing::info!(
             data_dir = %config.data_dir.display(),

@@ -15,8 +15,11 @@ use std::sync::{Arc, Weak};
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
 
+use super::chores::{Chore, ChoreSender};
 use super::consumer::{ConnEvent, Consumer, Delivery};
-use super::message::{Message, QueuedMessage};
+use super::dead_letter::{DeadLetter, Reason};
+use super::message::{now_ms, Message, QueuedMessage};
+use super::queue_policy::{Overflow, QueuePolicy};
 use super::ready::ReadyMessages;
 use crate::protocol::AmqpError;
 use crate::store::{DiskRef, Store, SyncSource};
@@ -38,10 +41,22 @@ pub struct Queue {
     pub arguments: FieldTable,
     /// Its directory under the store's `queues/` (durable queues).
     pub disk_dir: Option<String>,
+    /// What its arguments make it do (TTL, dead-lettering, limits).
+    pub policy: QueuePolicy,
     state: Mutex<QueueState>,
     saturated: AtomicBool,
-    flow: FlowLimits,
-    store: Arc<Store>,
+    ctx: QueueContext,
+}
+
+/// What every queue of a vhost shares.
+#[derive(Clone, Debug)]
+pub struct QueueContext {
+    /// Flow-control watermarks.
+    pub flow: FlowLimits,
+    /// The data directory.
+    pub store: Arc<Store>,
+    /// The vhost's housekeeping task (expiry timers, dead letters).
+    pub chores: Option<ChoreSender>,
 }
 
 /// What became of a published message at one queue.
@@ -51,20 +66,30 @@ pub enum Stored {
     Done,
     /// Written to disk; confirm once the store's sync round reaches this.
     AfterSync(u64),
+    /// A queue refused it (x-overflow reject-publish): nack it; copies in
+    /// other queues wait for this sync round (0: none).
+    Rejected(u64),
     /// The store failed: the message is not stored (nack it).
     Failed,
 }
 
 impl Stored {
+    /// The sync round to wait for (0: none).
+    pub fn sync_round(self) -> u64 {
+        match self {
+            Stored::AfterSync(t) | Stored::Rejected(t) => t,
+            Stored::Done | Stored::Failed => 0,
+        }
+    }
+
     /// The outcome of a message that went to two queues.
     pub fn and(self, other: Stored) -> Stored {
+        let round = self.sync_round().max(other.sync_round());
         match (self, other) {
             (Stored::Failed, _) | (_, Stored::Failed) => Stored::Failed,
-            (Stored::AfterSync(a), Stored::AfterSync(b)) => Stored::AfterSync(a.max(b)),
-            (Stored::AfterSync(t), Stored::Done) | (Stored::Done, Stored::AfterSync(t)) => {
-                Stored::AfterSync(t)
-            }
-            (Stored::Done, Stored::Done) => Stored::Done,
+            (Stored::Rejected(_), _) | (_, Stored::Rejected(_)) => Stored::Rejected(round),
+            _ if round > 0 => Stored::AfterSync(round),
+            _ => Stored::Done,
         }
     }
 }
@@ -100,6 +125,13 @@ struct QueueState {
     next_consumer: usize,
     had_consumer: bool,
     deleted: bool,
+    /// Messages to route to the dead-letter exchange (by the housekeeping
+    /// task, outside this lock).
+    dead_letters: Vec<DeadLetter>,
+    /// The housekeeping task has been told about `dead_letters`.
+    dead_letters_announced: bool,
+    /// The head expiry the housekeeping task will wake this queue for.
+    expiry_scheduled: Option<u64>,
 }
 
 /// Why a conditional delete did not happen.
@@ -122,18 +154,14 @@ pub struct ConsumerRemoval {
 
 impl Queue {
     /// A queue with the given messages (empty, or recovered from disk).
-    pub fn new(
-        def: QueueDef<'_>,
-        ready: ReadyMessages,
-        flow: FlowLimits,
-        store: Arc<Store>,
-    ) -> Self {
+    pub fn new(def: QueueDef<'_>, ready: ReadyMessages, ctx: QueueContext) -> Self {
         Queue {
             name: Arc::from(def.name),
             vhost: Arc::from(def.vhost),
             durable: def.disk_dir.is_some(),
             exclusive_owner: def.exclusive_owner,
             auto_delete: def.auto_delete,
+            policy: QueuePolicy::from_arguments(&def.arguments),
             arguments: def.arguments,
             disk_dir: def.disk_dir,
             state: Mutex::new(QueueState {
@@ -142,10 +170,12 @@ impl Queue {
                 next_consumer: 0,
                 had_consumer: false,
                 deleted: false,
+                dead_letters: Vec::new(),
+                dead_letters_announced: false,
+                expiry_scheduled: None,
             }),
             saturated: AtomicBool::new(false),
-            flow,
-            store,
+            ctx,
         }
     }
 
@@ -156,10 +186,35 @@ impl Queue {
             return Stored::Done;
         }
         let durable_write = self.durable && message.persistent;
-        if durable_write && self.store.syncer.failed() {
+        if durable_write && self.ctx.store.syncer.failed() {
             return Stored::Failed;
         }
-        let stored = match st.ready.push(message) {
+        let now = now_ms();
+        let ttl = match (self.policy.message_ttl_ms, message.expiration_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires_at_ms = ttl.map(|t| now.saturating_add(t));
+        let limited = self.policy.max_length.is_some() || self.policy.max_length_bytes.is_some();
+        if limited && self.policy.overflow != Overflow::DropHead {
+            let count = st.ready.len() as u64 + 1;
+            let bytes = st.ready.body_bytes() + message.body.len() as u64;
+            if self.policy.over_limit(count, bytes) {
+                if self.policy.overflow == Overflow::RejectPublishDlx {
+                    let m = QueuedMessage {
+                        seq: 0,
+                        message,
+                        redelivered: false,
+                        disk: None,
+                        expires_at_ms: None,
+                    };
+                    self.drop_message(&mut st, m, Reason::Maxlen);
+                    self.after_change(&mut st);
+                }
+                return Stored::Rejected(0);
+            }
+        }
+        let stored = match st.ready.push(message, expires_at_ms) {
             Ok(Some(r)) if r.logged => Stored::AfterSync(self.register_dirty(&mut st)),
             Ok(_) => Stored::Done,
             Err(e) => {
@@ -167,13 +222,104 @@ impl Queue {
                 if durable_write {
                     // What was written may be partial: stop, as a failed
                     // fsync does, rather than confirm around it.
-                    self.store.syncer.fail(&e);
+                    self.ctx.store.syncer.fail(&e);
                 }
                 return Stored::Failed;
             }
         };
+        if limited && self.policy.overflow == Overflow::DropHead {
+            while self
+                .policy
+                .over_limit(st.ready.len() as u64, st.ready.body_bytes())
+            {
+                let Some(head) = st.ready.pop() else {
+                    break;
+                };
+                self.drop_message(&mut st, head, Reason::Maxlen);
+            }
+        }
         self.dispatch_locked(&mut st);
+        if ttl == Some(0) {
+            // TTL 0: delivered above if a consumer could take it, else gone.
+            self.expire_head(&mut st, now);
+            self.after_change(&mut st);
+        }
         stored
+    }
+
+    /// A message leaves the queue without being delivered: to the
+    /// dead-letter exchange if there is one (its record is settled once the
+    /// copy is stored), else dropped.
+    fn drop_message(&self, st: &mut QueueState, m: QueuedMessage, reason: Reason) {
+        if self.policy.dead_letter_exchange.is_some() && self.ctx.chores.is_some() {
+            st.dead_letters.push(DeadLetter { message: m, reason });
+        } else if let Some(r) = m.disk {
+            st.ready.settle(r);
+        }
+    }
+
+    /// Drop (or dead-letter) expired messages at the head.
+    fn expire_head(&self, st: &mut QueueState, now: u64) {
+        while st.ready.head_expiry().is_some_and(|at| at <= now) {
+            let Some(m) = st.ready.pop() else {
+                break;
+            };
+            self.drop_message(st, m, Reason::Expired);
+        }
+    }
+
+    /// After the head or the dead letters changed: tell the housekeeping
+    /// task what it must do, and write out acks of dropped messages.
+    fn after_change(self: &Arc<Self>, st: &mut QueueState) {
+        st.ready.flush_acks();
+        let Some(chores) = &self.ctx.chores else {
+            return;
+        };
+        if let Some(at) = st.ready.head_expiry() {
+            if st.expiry_scheduled.is_none_or(|s| at < s) {
+                st.expiry_scheduled = Some(at);
+                let _ = chores.send(Chore::Expire {
+                    at_ms: at,
+                    queue: Arc::downgrade(self),
+                });
+            }
+        }
+        if !st.dead_letters.is_empty() && !st.dead_letters_announced {
+            st.dead_letters_announced = true;
+            let _ = chores.send(Chore::DeadLetters(Arc::downgrade(self)));
+        }
+    }
+
+    /// The housekeeping task's wake-up: expire what is due, deliver, and
+    /// schedule the next expiry.
+    pub fn expire_due(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        st.expiry_scheduled = None;
+        if !st.deleted {
+            self.dispatch_locked(&mut st);
+        }
+    }
+
+    /// Hand the dead letters over to the housekeeping task.
+    pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        let mut st = self.state.lock();
+        st.dead_letters_announced = false;
+        std::mem::take(&mut st.dead_letters)
+    }
+
+    /// Rejected or nacked without requeue: dead-letter or drop them.
+    pub fn discard(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
+        let mut st = self.state.lock();
+        for m in messages {
+            if st.deleted {
+                if let Some(r) = m.disk {
+                    st.ready.settle(r);
+                }
+                continue;
+            }
+            self.drop_message(&mut st, m, Reason::Rejected);
+        }
+        self.after_change(&mut st);
     }
 
     /// Have the sync thread flush this queue's buffers; returns the sync
@@ -187,6 +333,7 @@ impl Queue {
         }
         let me: Arc<dyn SyncSource> = self.clone();
         let ticket = self
+            .ctx
             .store
             .syncer
             .register(Arc::downgrade(&me) as Weak<dyn SyncSource>);
@@ -202,6 +349,7 @@ impl Queue {
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState) {
         self.dispatch_loop(st);
+        self.after_change(st);
         self.update_saturation(st);
     }
 
@@ -214,7 +362,11 @@ impl Queue {
     /// could deadlock two connections that consume from each other.
     fn update_saturation(&self, st: &QueueState) {
         let was = self.saturated.load(Ordering::Relaxed);
-        let mark = if was { self.flow.low } else { self.flow.high };
+        let mark = if was {
+            self.ctx.flow.low
+        } else {
+            self.ctx.flow.high
+        };
         // Only consumers that could take a message now (no-ack, or with
         // prefetch credit) count: one waiting for its own acks is not held
         // up by its connection, whatever else fills that connection.
@@ -244,7 +396,15 @@ impl Queue {
 
     fn dispatch_loop(self: &Arc<Self>, st: &mut QueueState) {
         let mut marked = false;
-        while !st.ready.is_empty() && !st.consumers.is_empty() {
+        // Messages due before this millisecond are never delivered (checked
+        // at the head, where RabbitMQ checks per-message TTLs too); one due
+        // now may still go to a consumer that is ready for it (TTL 0).
+        let due = now_ms().saturating_sub(1);
+        loop {
+            self.expire_head(st, due);
+            if st.ready.is_empty() || st.consumers.is_empty() {
+                break;
+            }
             let n = st.consumers.len();
             let start = st.next_consumer % n;
             let Some(idx) = (0..n)
@@ -299,9 +459,12 @@ impl Queue {
 
     /// basic.get: take the head message, with the count left behind it.
     /// With no-ack the message is settled at once.
-    pub fn get(&self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+    pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
         let mut st = self.state.lock();
-        let m = st.ready.pop()?;
+        self.expire_head(&mut st, now_ms());
+        let m = st.ready.pop();
+        self.after_change(&mut st);
+        let m = m?;
         if let Some(r) = m.disk {
             match no_ack {
                 true => st.ready.settle(r),
@@ -437,6 +600,7 @@ impl Queue {
 
     fn delete_locked(st: &mut QueueState) -> u32 {
         st.deleted = true;
+        st.dead_letters.clear();
         let n = st.ready.remove() as u32;
         for c in st.consumers.drain(..) {
             let _ = c.conn.send(ConnEvent::ConsumerCancelled {

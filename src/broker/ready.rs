@@ -13,6 +13,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::message::{Message, QueuedMessage};
+use crate::store::queue_log::Recovery;
 use crate::store::{message_bytes, DiskRef, QueueLog, Store};
 
 /// Ready (not yet delivered, or requeued) messages.
@@ -20,6 +21,9 @@ use crate::store::{message_bytes, DiskRef, QueueLog, Store};
 pub struct ReadyMessages {
     items: VecDeque<QueuedMessage>,
     mem_bytes: u64,
+    /// Body bytes of all ready messages, in memory and on disk (for
+    /// x-max-length-bytes).
+    body_bytes: u64,
     next_seq: u64,
     store: Arc<Store>,
     /// A durable queue's log (always there), or a transient queue's spill
@@ -29,18 +33,19 @@ pub struct ReadyMessages {
 }
 
 impl ReadyMessages {
-    /// The ready messages of a queue; a durable queue brings its log (new
-    /// or recovered, with the sequence number to continue from).
-    pub fn new(store: Arc<Store>, durable_log: Option<(QueueLog, u64)>) -> Self {
+    /// The ready messages of a queue; a durable queue brings its log (new,
+    /// or recovered with what recovery found).
+    pub fn new(store: Arc<Store>, durable_log: Option<(QueueLog, Recovery)>) -> Self {
         let durable = durable_log.is_some();
-        let (log, next_seq) = match durable_log {
-            Some((log, next_seq)) => (Some(log), next_seq),
-            None => (None, 0),
+        let (log, recovered) = match durable_log {
+            Some((log, recovered)) => (Some(log), recovered),
+            None => (None, Recovery::default()),
         };
         ReadyMessages {
             items: VecDeque::new(),
             mem_bytes: 0,
-            next_seq,
+            body_bytes: recovered.body_bytes,
+            next_seq: recovered.next_seq,
             store,
             log,
             durable,
@@ -68,44 +73,72 @@ impl ReadyMessages {
 
     /// Append a newly routed message. Returns its record when one was
     /// written that must be synced before the message is confirmed.
-    pub fn push(&mut self, message: Arc<Message>) -> io::Result<Option<DiskRef>> {
+    pub fn push(
+        &mut self,
+        message: Arc<Message>,
+        expires_at_ms: Option<u64>,
+    ) -> io::Result<Option<DiskRef>> {
         let seq = self.next_seq;
         let persistent = self.durable && message.persistent;
         let size = message_bytes(&message);
+        let body = message.body.len() as u64;
         if self.tail_count() == 0 && self.mem_bytes + size <= self.store.window_bytes {
             let disk = match persistent {
-                true => Some(self.log_mut()?.append(seq, &message, true, false)?),
+                true => Some(
+                    self.log_mut()?
+                        .append(seq, expires_at_ms, &message, true, false)?,
+                ),
                 false => None,
             };
             self.next_seq += 1;
             self.mem_bytes += size;
+            self.body_bytes += body;
             self.items.push_back(QueuedMessage {
                 seq,
                 message,
                 redelivered: false,
                 disk,
+                expires_at_ms,
             });
             return Ok(disk);
         }
-        let r = self.log_mut()?.append(seq, &message, persistent, true)?;
+        let r = self
+            .log_mut()?
+            .append(seq, expires_at_ms, &message, persistent, true)?;
         self.next_seq += 1;
+        self.body_bytes += body;
         Ok(persistent.then_some(r))
+    }
+
+    /// When the head message expires, if it does.
+    pub fn head_expiry(&mut self) -> Option<u64> {
+        self.refill();
+        self.items.front().and_then(|m| m.expires_at_ms)
+    }
+
+    /// Body bytes of all ready messages.
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes
     }
 
     /// Take the head, reading the tail back when the window runs low.
     pub fn pop(&mut self) -> Option<QueuedMessage> {
+        self.refill();
+        let m = self.items.pop_front()?;
+        self.mem_bytes = self.mem_bytes.saturating_sub(message_bytes(&m.message));
+        self.body_bytes = self.body_bytes.saturating_sub(m.message.body.len() as u64);
+        Some(m)
+    }
+
+    /// Read the tail back when the window runs low.
+    fn refill(&mut self) {
         let window = self.store.window_bytes;
         if self.mem_bytes < window / 2 && self.tail_count() > 0 {
             let budget = window - self.mem_bytes;
             if let Some(log) = self.log.as_mut() {
-                let before = self.items.len();
                 self.mem_bytes += log.read_tail(budget, &mut self.items);
-                debug_assert!(self.items.len() >= before);
             }
         }
-        let m = self.items.pop_front()?;
-        self.mem_bytes = self.mem_bytes.saturating_sub(message_bytes(&m.message));
-        Some(m)
     }
 
     /// Put a message back at its original position, marked redelivered.
@@ -117,6 +150,7 @@ impl ReadyMessages {
     /// Put back a message that was never handed out (redelivered unchanged).
     pub fn unpop(&mut self, m: QueuedMessage) {
         self.mem_bytes += message_bytes(&m.message);
+        self.body_bytes += m.message.body.len() as u64;
         // Requeues usually belong at or near the front.
         let pos = self.items.partition_point(|x| x.seq < m.seq);
         self.items.insert(pos, m);
@@ -159,6 +193,7 @@ impl ReadyMessages {
             }
         }
         self.mem_bytes = 0;
+        self.body_bytes = 0;
         if let Some(log) = self.log.as_mut() {
             match log.purge_tail() {
                 Ok(t) => n += t as usize,
@@ -174,6 +209,7 @@ impl ReadyMessages {
         let n = self.len();
         self.items.clear();
         self.mem_bytes = 0;
+        self.body_bytes = 0;
         if let Some(log) = self.log.take() {
             log.remove();
         }

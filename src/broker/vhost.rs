@@ -25,14 +25,16 @@ use parking_lot::RwLock;
 use rand::Rng;
 
 use super::arguments::{self, as_int, show, type_name, validate_queue_arguments};
+use super::chores::{Chore, ChoreSender};
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use super::queue::QueueDef;
 use super::queue::{DeleteRefused, FlowLimits, Queue};
+use super::queue::{QueueContext, QueueDef};
 use super::ready::ReadyMessages;
 use crate::protocol::AmqpError;
 use crate::store::{QueueLog, Store, VhostDefinitions};
 
 mod durable;
+mod housekeeping;
 
 /// The exchanges every vhost has.
 const PREDECLARED: &[(&str, ExchangeKind)] = &[
@@ -70,6 +72,10 @@ pub struct VHost {
     /// Flow-control watermarks given to every queue declared here.
     flow: FlowLimits,
     store: Arc<Store>,
+    /// Queues' requests to the housekeeping task.
+    chores: ChoreSender,
+    /// Its end, until the task starts.
+    chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
 }
 
 /// The queue arguments RabbitMQ compares on redeclare.
@@ -108,17 +114,29 @@ impl VHost {
                 Exchange::new(xname, kind, true, false, false, FieldTable::default()),
             );
         }
+        let (chores, chore_rx) = tokio::sync::mpsc::unbounded_channel();
         let vhost = VHost {
             name: Arc::from(name),
             topology: RwLock::new(Topology::default()),
             flow,
             store,
+            chores,
+            chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
         };
         if let Some(defs) = stored {
             vhost.restore(&mut topo, defs)?;
         }
         *vhost.topology.write() = topo;
         Ok(vhost)
+    }
+
+    /// What the queues of this vhost share.
+    fn queue_context(&self) -> QueueContext {
+        QueueContext {
+            flow: self.flow,
+            store: self.store.clone(),
+            chores: Some(self.chores.clone()),
+        }
     }
 
     fn no_exchange(&self, name: &str) -> AmqpError {
@@ -431,7 +449,7 @@ impl VHost {
                         format!("cannot create the store of queue '{name}': {e}"),
                     )
                 })?;
-                (Some(dir), Some((log, 0)))
+                (Some(dir), Some((log, Default::default())))
             }
             false => (None, None),
         };
@@ -444,7 +462,7 @@ impl VHost {
             arguments: d.arguments.clone(),
         };
         let ready = ReadyMessages::new(self.store.clone(), log);
-        let queue = Queue::new(def, ready, self.flow, self.store.clone());
+        let queue = Queue::new(def, ready, self.queue_context());
         topo.queues.insert(name.clone(), Arc::new(queue));
         if durable {
             // Not stored means not declared: a queue missing from the

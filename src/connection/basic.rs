@@ -274,8 +274,9 @@ impl Session {
                 .at(60, 40));
             }
         }
+        let mut expiration_ms = None;
         if let Some(exp) = props.as_ref().and_then(|p| p.expiration().clone()) {
-            check_expiration(exp.as_str()).map_err(|e| e.at(60, 40))?;
+            expiration_ms = Some(check_expiration(exp.as_str()).map_err(|e| e.at(60, 40))?);
         }
         // CC and BCC add routing keys; most messages have neither.
         let mut extra_keys: Vec<String> = Vec::new();
@@ -333,6 +334,7 @@ impl Session {
             exchange: Arc::from(p.publish.exchange.as_str()),
             routing_key: Arc::from(p.publish.routing_key.as_str()),
             persistent: delivery_mode(&properties) == 2,
+            expiration_ms,
             properties,
             body: p.body,
         });
@@ -557,12 +559,12 @@ fn needs_decoding(properties: &[u8]) -> bool {
 }
 
 /// The expiration property must be a non-negative integer (milliseconds).
-fn check_expiration(exp: &str) -> Result<(), AmqpError> {
+fn check_expiration(exp: &str) -> Result<u64, AmqpError> {
     match exp.parse::<i64>() {
         Ok(n) if n < 0 => Err(AmqpError::precondition_failed(format!(
             "invalid expiration '{exp}': {{value_negative,{n}}}"
         ))),
-        Ok(_) => Ok(()),
+        Ok(n) => Ok(n as u64),
         Err(_) => Err(AmqpError::precondition_failed(format!(
             "invalid expiration '{exp}': no_integer"
         ))),

@@ -116,31 +116,30 @@ impl Channel {
     /// affected queues dispatch again.
     pub fn settle(&mut self, items: Vec<Unacked>, how: Settle) {
         let mut touched: Vec<Arc<Queue>> = Vec::new();
-        let mut requeue: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
+        // Per queue: requeued or discarded messages, or acked records.
+        let mut messages: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
         let mut on_disk: Vec<(Arc<Queue>, Vec<DiskRef>)> = Vec::new();
         for u in items {
             if let Some(c) = &u.credit {
                 c.release();
             }
-            if how == Settle::Requeue {
-                match requeue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-                    Some((_, v)) => v.push(u.message),
-                    None => requeue.push((u.queue.clone(), vec![u.message])),
-                }
-                continue;
-            }
-            if let Some(r) = u.message.disk {
-                match on_disk.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-                    Some((_, v)) => v.push(r),
-                    None => on_disk.push((u.queue.clone(), vec![r])),
-                }
-            }
             if !touched.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
                 touched.push(u.queue.clone());
             }
+            match how {
+                Settle::Requeue | Settle::Discard => group(&mut messages, &u.queue, u.message),
+                Settle::Ack => {
+                    if let Some(r) = u.message.disk {
+                        group(&mut on_disk, &u.queue, r);
+                    }
+                }
+            }
         }
-        for (q, msgs) in requeue {
-            q.requeue(msgs);
+        for (q, msgs) in messages {
+            match how {
+                Settle::Requeue => q.requeue(msgs),
+                _ => q.discard(msgs),
+            }
         }
         for (q, refs) in on_disk {
             q.settle(refs);
@@ -155,5 +154,13 @@ impl Channel {
         for q in touched {
             q.dispatch();
         }
+    }
+}
+
+/// Add `item` to the list kept for `queue`.
+fn group<T>(lists: &mut Vec<(Arc<Queue>, Vec<T>)>, queue: &Arc<Queue>, item: T) {
+    match lists.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+        Some((_, v)) => v.push(item),
+        None => lists.push((queue.clone(), vec![item])),
     }
 }

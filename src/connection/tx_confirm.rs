@@ -44,7 +44,7 @@ impl Confirms {
         let (ticket, nack) = match outcome {
             Stored::Done => (0, false),
             Stored::AfterSync(t) => (t, false),
-            Stored::Failed => (0, true),
+            Stored::Failed | Stored::Rejected(_) => (0, true),
         };
         match self.waiting.back_mut() {
             // A publish behind one that waits for a later round is
@@ -158,11 +158,11 @@ impl Session {
                 match stored {
                     Stored::Failed => return Err(store_failed()),
                     // Commit-Ok once the persistent messages are synced.
-                    Stored::AfterSync(ticket) => {
+                    Stored::AfterSync(ticket) | Stored::Rejected(ticket) if ticket > 0 => {
                         self.commit_wait = Some((id, ticket));
                         self.sync_wanted = self.sync_wanted.max(ticket);
                     }
-                    Stored::Done => {
+                    Stored::AfterSync(_) | Stored::Rejected(_) | Stored::Done => {
                         self.send(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
                     }
                 }

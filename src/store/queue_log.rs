@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::acks::{self, AckKind, AckMarks, AckWriter};
-use super::record::{self, FLAG_PERSISTENT};
+use super::record::{self, RecordMeta, FLAG_PERSISTENT};
 use super::segment::{self, ReadOutcome, ScanItem, SegmentReader, SegmentWriter, FILE_HEADER_LEN};
 use crate::broker::message::{Message, QueuedMessage};
 
@@ -50,6 +50,8 @@ pub struct Recovery {
     pub torn_tails: u64,
     /// Highest sequence number seen, plus one.
     pub next_seq: u64,
+    /// Body bytes of the messages that come back.
+    pub body_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +157,7 @@ impl QueueLog {
     pub fn append(
         &mut self,
         seq: u64,
+        expires_at_ms: Option<u64>,
         message: &Message,
         persistent: bool,
         to_tail: bool,
@@ -162,8 +165,13 @@ impl QueueLog {
         if self.writer.len() >= self.segment_bytes {
             self.roll()?;
         }
-        let flags = if persistent { FLAG_PERSISTENT } else { 0 };
-        let offset = self.writer.append(seq, flags, message);
+        let meta = RecordMeta {
+            seq,
+            flags: if persistent { FLAG_PERSISTENT } else { 0 },
+            expires_at_ms,
+            body_len: 0,
+        };
+        let offset = self.writer.append(&meta, message);
         self.writer_logged |= self.durable && persistent;
         if self.writer.buffered() >= WRITE_BUFFER_BYTES {
             // Spilled messages must not pile up in memory before the sync
@@ -379,6 +387,7 @@ impl QueueLog {
                 offset: offset as u32,
                 logged: self.durable && persistent,
             }),
+            expires_at_ms: meta.expires_at_ms,
         }))
     }
 
@@ -541,6 +550,7 @@ fn recover_segment(
                 report.next_seq = report.next_seq.max(meta.seq.saturating_add(1));
                 if meta.flags & FLAG_PERSISTENT != 0 && !rec.marks.is_settled(offset) {
                     seg.live += 1;
+                    report.body_bytes += meta.body_len;
                 }
             }
             ScanItem::Corrupt { offset, resumed_at } => {

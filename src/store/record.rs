@@ -34,26 +34,30 @@ pub const MAX_PAYLOAD: usize = (u32::MAX / 2) as usize;
 /// messages, skipped on recovery.
 pub const FLAG_PERSISTENT: u8 = 1;
 
-/// What recovery needs from a record without decoding the message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A record's fixed fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecordMeta {
     /// The queue sequence number it was written with.
     pub seq: u64,
     /// Flag bits (`FLAG_*`).
     pub flags: u8,
+    /// When the message expires in its queue (Unix milliseconds).
+    pub expires_at_ms: Option<u64>,
+    /// Body length (filled in when read; ignored when written).
+    pub body_len: u64,
 }
 
 /// Append the record for `message` to `out`; returns its total length.
-pub fn encode(out: &mut Vec<u8>, seq: u64, flags: u8, message: &Message) -> usize {
+pub fn encode(out: &mut Vec<u8>, meta: &RecordMeta, message: &Message) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.push(flags);
+    out.extend_from_slice(&meta.seq.to_le_bytes());
+    out.push(meta.flags);
     out.push(0); // priority
     out.extend_from_slice(&0u16.to_le_bytes()); // delivery count
-    out.extend_from_slice(&0u64.to_le_bytes()); // expires at
-                                                // Exchange names and routing keys are short strings (≤ 255 bytes) in
-                                                // the protocol, so one length byte holds them.
+    out.extend_from_slice(&meta.expires_at_ms.unwrap_or(0).to_le_bytes());
+    // Exchange names and routing keys are short strings (≤ 255 bytes) in
+    // the protocol, so one length byte holds them.
     push_short(out, message.exchange.as_bytes());
     push_short(out, message.routing_key.as_bytes());
     out.extend_from_slice(&(message.properties.len() as u32).to_le_bytes());
@@ -116,12 +120,16 @@ fn fields(payload: &[u8]) -> Option<Fields<'_>> {
     })
 }
 
-/// The sequence number and flags of a verified payload.
+/// The fixed fields of a verified payload.
 pub fn meta(payload: &[u8]) -> Option<RecordMeta> {
     let (seq, rest) = payload.split_first_chunk::<8>()?;
+    let flags = *rest.first()?;
+    let expires = u64::from_le_bytes(payload.get(12..20)?.try_into().ok()?);
     Some(RecordMeta {
         seq: u64::from_le_bytes(*seq),
-        flags: *rest.first()?,
+        flags,
+        expires_at_ms: (expires != 0).then_some(expires),
+        body_len: fields(payload)?.body.len() as u64,
     })
 }
 
@@ -144,6 +152,7 @@ pub fn decode(payload: &[u8]) -> Option<(RecordMeta, Message)> {
             properties: Bytes::copy_from_slice(properties),
             body: Bytes::copy_from_slice(body),
             persistent,
+            expiration_ms: None,
         },
     ))
 }
@@ -182,13 +191,27 @@ mod tests {
             properties: Bytes::from_static(&[0x10, 0x00, 2]),
             body: Bytes::from_static(body),
             persistent: true,
+            expiration_ms: None,
+        }
+    }
+
+    fn plain(seq: u64) -> RecordMeta {
+        RecordMeta {
+            seq,
+            ..Default::default()
         }
     }
 
     #[test]
     fn round_trip() {
         let mut out = Vec::new();
-        let n = encode(&mut out, 42, FLAG_PERSISTENT, &message(b"hello"));
+        let meta = RecordMeta {
+            seq: 42,
+            flags: FLAG_PERSISTENT,
+            expires_at_ms: Some(1_700_000_000_000),
+            body_len: 0,
+        };
+        let n = encode(&mut out, &meta, &message(b"hello"));
         assert_eq!(n, out.len());
         let (len, crc) = header(&out).unwrap();
         let payload = &out[HEADER_LEN..HEADER_LEN + len];
@@ -196,6 +219,8 @@ mod tests {
         let (meta, m) = decode(payload).unwrap();
         assert_eq!(meta.seq, 42);
         assert_eq!(meta.flags, FLAG_PERSISTENT);
+        assert_eq!(meta.expires_at_ms, Some(1_700_000_000_000));
+        assert_eq!(meta.body_len, 5);
         assert_eq!(&*m.exchange, "amq.direct");
         assert_eq!(&*m.routing_key, "key");
         assert_eq!(&m.properties[..], &[0x10, 0x00, 2]);
@@ -206,7 +231,7 @@ mod tests {
     #[test]
     fn flipped_byte_fails_the_checksum() {
         let mut out = Vec::new();
-        encode(&mut out, 1, 0, &message(b"payload"));
+        encode(&mut out, &plain(1), &message(b"payload"));
         let last = out.len() - 1;
         out[last] ^= 0x40;
         let (len, crc) = header(&out).unwrap();
@@ -216,7 +241,7 @@ mod tests {
     #[test]
     fn body_is_stored_verbatim() {
         let mut out = Vec::new();
-        encode(&mut out, 1, 0, &message(b"find-me"));
+        encode(&mut out, &plain(1), &message(b"find-me"));
         assert!(out.windows(7).any(|w| w == b"find-me"));
     }
 }

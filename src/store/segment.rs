@@ -73,14 +73,9 @@ impl SegmentWriter {
     }
 
     /// Buffer a record for `message`; returns its offset in the file.
-    pub fn append(
-        &mut self,
-        seq: u64,
-        flags: u8,
-        message: &crate::broker::message::Message,
-    ) -> u64 {
+    pub fn append(&mut self, meta: &RecordMeta, message: &crate::broker::message::Message) -> u64 {
         let offset = self.len;
-        self.len += record::encode(&mut self.buf, seq, flags, message) as u64;
+        self.len += record::encode(&mut self.buf, meta, message) as u64;
         offset
     }
 
@@ -280,6 +275,15 @@ mod tests {
             properties: Bytes::from_static(&[0, 0]),
             body: Bytes::copy_from_slice(body),
             persistent: true,
+            expiration_ms: None,
+        }
+    }
+
+    fn meta(seq: u64) -> RecordMeta {
+        RecordMeta {
+            seq,
+            flags: 1,
+            ..Default::default()
         }
     }
 
@@ -288,7 +292,7 @@ mod tests {
         let mut offsets = Vec::new();
         for (i, b) in bodies.iter().enumerate() {
             offsets.push(buf.len() as u64);
-            record::encode(&mut buf, i as u64, 1, &msg(b));
+            record::encode(&mut buf, &meta(i as u64), &msg(b));
         }
         (buf, offsets)
     }
@@ -358,7 +362,7 @@ mod tests {
         let offs: Vec<u64> = [&b"x"[..], &big[..], b"z"]
             .iter()
             .enumerate()
-            .map(|(i, b)| w.append(i as u64, 1, &msg(b)))
+            .map(|(i, b)| w.append(&meta(i as u64), &msg(b)))
             .collect();
         w.flush().unwrap();
         let mut r = SegmentReader::open(&dir, 3).unwrap();

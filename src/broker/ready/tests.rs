@@ -34,6 +34,7 @@ fn message(id: u32, persistent: bool, size: usize) -> Arc<Message> {
         properties: Bytes::from_static(&[0, 0]),
         body: Bytes::from(body),
         persistent,
+        expiration_ms: None,
     })
 }
 
@@ -64,7 +65,7 @@ impl Harness {
         let log = durable.then(|| {
             (
                 QueueLog::create(&dir, true, segment).expect("create log"),
-                0,
+                Default::default(),
             )
         });
         Harness {
@@ -125,7 +126,7 @@ impl Harness {
         let (log, report) =
             QueueLog::recover(&self.dir, self.store.segment_bytes).expect("recover");
         assert_eq!(report.corrupt_records + report.torn_tails, 0);
-        self.ready = ReadyMessages::new(self.store.clone(), Some((log, report.next_seq)));
+        self.ready = ReadyMessages::new(self.store.clone(), Some((log, report)));
     }
 }
 
@@ -143,7 +144,7 @@ fn run(seed: u64, ops: usize) {
                 let persistent = rng.gen_bool(0.8);
                 let m = message(next_id, persistent, rng.gen_range(4..700));
                 let seq = h.ready.next_seq;
-                h.ready.push(m).expect("push");
+                h.ready.push(m, None).expect("push");
                 let expected = Expected {
                     persistent,
                     delivered: false,
@@ -210,7 +211,7 @@ fn storage_matches_the_model_over_random_runs() {
 fn transient_queue_spills_and_reads_back_in_order() {
     let mut h = Harness::new(false, 4096, 4096);
     for i in 0..500 {
-        h.ready.push(message(i, false, 300)).expect("push");
+        h.ready.push(message(i, false, 300), None).expect("push");
     }
     assert!(h.ready.in_memory() < 20, "window bounds memory");
     assert_eq!(h.ready.len(), 500);
@@ -224,7 +225,7 @@ fn transient_queue_spills_and_reads_back_in_order() {
 fn requeue_restores_original_position() {
     let mut h = Harness::new(false, 1 << 20, 1 << 20);
     for i in 0..4 {
-        h.ready.push(message(i, false, 8)).expect("push");
+        h.ready.push(message(i, false, 8), None).expect("push");
     }
     let a = h.ready.pop().unwrap();
     let b = h.ready.pop().unwrap();
@@ -242,7 +243,7 @@ fn requeue_restores_original_position() {
 fn drained_durable_queue_gives_its_disk_back() {
     let mut h = Harness::new(true, 4096, 4096);
     for i in 0..400 {
-        h.ready.push(message(i, true, 500)).expect("push");
+        h.ready.push(message(i, true, 500), None).expect("push");
     }
     while let Some(m) = h.ready.pop() {
         if let Some(r) = m.disk {

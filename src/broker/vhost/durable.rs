@@ -77,7 +77,7 @@ impl VHost {
                 ms = started.elapsed().as_millis() as u64,
                 "recovered queue"
             );
-            let ready = ReadyMessages::new(self.store.clone(), Some((log, report.next_seq)));
+            let ready = ReadyMessages::new(self.store.clone(), Some((log, report)));
             let def = QueueDef {
                 name: &q.name,
                 vhost: &self.name,
@@ -86,7 +86,7 @@ impl VHost {
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
             };
-            let queue = Queue::new(def, ready, self.flow, self.store.clone());
+            let queue = Queue::new(def, ready, self.queue_context());
             topo.queues.insert(q.name.clone(), Arc::new(queue));
         }
         for b in &defs.bindings {

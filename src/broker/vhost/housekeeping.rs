@@ -1,0 +1,157 @@
+//! A vhost's housekeeping task: it wakes queues whose head message expires,
+//! routes dead letters to their dead-letter exchange (with `x-death`), and
+//! settles a dead letter's record in its old queue once the copies are
+//! stored (synced, for persistent messages on durable queues), so a crash
+//! in the middle of the move loses nothing (at worst the message is in
+//! both queues after recovery).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
+
+use super::VHost;
+use crate::broker::chores::Chore;
+use crate::broker::dead_letter::{is_cycle, republished};
+use crate::broker::message::{decode_properties, now_ms};
+use crate::broker::queue::{Queue, Stored};
+use crate::store::{DiskRef, SyncStatus};
+
+/// A queue to wake at a time.
+struct Due(u64, Weak<Queue>);
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// A dead letter's old record, settled when its copies are synced.
+type Waiting = Vec<(u64, Arc<Queue>, DiskRef)>;
+
+impl VHost {
+    /// Start the housekeeping task (once; needs a tokio runtime).
+    pub fn start_housekeeping(self: &Arc<Self>) {
+        if let Some(rx) = self.chore_rx.lock().take() {
+            let sync = self.store.syncer.subscribe();
+            tokio::spawn(run(Arc::downgrade(self), rx, sync));
+        }
+        // Recovered queues may hold messages that expired while the broker
+        // was down, or that expire later: have each look at its head.
+        let queues: Vec<Arc<Queue>> = self.topology.read().queues.values().cloned().collect();
+        for q in queues {
+            q.expire_due();
+        }
+    }
+
+    /// Route a queue's dead letters; records whose copies must be synced
+    /// first go to `waiting`.
+    fn route_dead_letters(&self, source: &Arc<Queue>, waiting: &mut Waiting) {
+        let letters = source.take_dead_letters();
+        let Some(dlx) = source.policy.dead_letter_exchange.as_deref() else {
+            source.settle(letters.iter().filter_map(|d| d.message.disk));
+            return;
+        };
+        let now_s = now_ms() / 1000;
+        let mut settle_now = Vec::new();
+        for letter in letters {
+            let old = &letter.message.message;
+            let key = match &source.policy.dead_letter_routing_key {
+                Some(k) => k.clone(),
+                None => old.routing_key.to_string(),
+            };
+            let (message, deaths) = republished(old, &source.name, letter.reason, dlx, &key, now_s);
+            let headers = decode_properties(&message.properties).and_then(|p| p.headers().clone());
+            let mut targets = Vec::new();
+            // A missing dead-letter exchange drops the message, as in RabbitMQ.
+            let _ = self.route(dlx, &[&key], headers.as_ref(), &mut targets);
+            targets.retain(|q| !is_cycle(&deaths, &q.name));
+            let message = Arc::new(message);
+            let stored = targets
+                .iter()
+                .fold(Stored::Done, |s, q| s.and(q.publish(message.clone())));
+            let Some(r) = letter.message.disk else {
+                continue;
+            };
+            match stored {
+                // Not stored anywhere: the record stays, and the message
+                // comes back in its old queue after a restart.
+                Stored::Failed => {}
+                s if s.sync_round() > 0 => waiting.push((s.sync_round(), source.clone(), r)),
+                _ => settle_now.push(r),
+            }
+        }
+        if !settle_now.is_empty() {
+            source.settle(settle_now);
+        }
+    }
+}
+
+async fn run(
+    vhost: Weak<VHost>,
+    mut chores: UnboundedReceiver<Chore>,
+    mut sync: watch::Receiver<SyncStatus>,
+) {
+    let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
+    let mut waiting: Waiting = Vec::new();
+    loop {
+        let next = timers.peek().map(|Reverse(d)| d.0);
+        let sleep = async {
+            match next {
+                // One ms late rather than early: expiry compares with the
+                // wall clock.
+                Some(at) => {
+                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()) + 1)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            chore = chores.recv() => match chore {
+                None => return,
+                Some(Chore::Expire { at_ms, queue }) => timers.push(Reverse(Due(at_ms, queue))),
+                Some(Chore::DeadLetters(queue)) => {
+                    let (Some(v), Some(q)) = (vhost.upgrade(), queue.upgrade()) else {
+                        continue;
+                    };
+                    v.route_dead_letters(&q, &mut waiting);
+                }
+            },
+            _ = sleep => {
+                let now = now_ms();
+                while timers.peek().is_some_and(|Reverse(d)| d.0 <= now) {
+                    if let Some(Reverse(Due(_, q))) = timers.pop() {
+                        if let Some(q) = q.upgrade() {
+                            q.expire_due();
+                        }
+                    }
+                }
+            }
+            changed = sync.changed(), if !waiting.is_empty() => {
+                if changed.is_err() {
+                    return;
+                }
+                let synced = sync.borrow_and_update().synced;
+                let (done, rest): (Waiting, Waiting) = waiting.into_iter().partition(|(round, _, _)| *round <= synced);
+                waiting = rest;
+                for (_, q, r) in done {
+                    q.settle([r]);
+                }
+            }
+        }
+    }
+}

@@ -21,6 +21,14 @@ pub enum Chore {
     },
     /// The queue has dead letters to route.
     DeadLetters(Weak<Queue>),
+    /// Check at this time whether the queue has been unused for its
+    /// x-expires (and delete it if so).
+    ExpireQueue {
+        /// When.
+        at_ms: u64,
+        /// Which queue.
+        queue: Weak<Queue>,
+    },
 }
 
 /// Where queues send chores.

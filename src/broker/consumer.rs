@@ -192,6 +192,8 @@ pub struct Consumer {
     pub exclusive: bool,
     /// Prefetch credit.
     pub credit: Arc<ConsumerCredit>,
+    /// x-priority: higher gets messages first.
+    pub priority: i64,
 }
 
 #[cfg(test)]

@@ -132,6 +132,10 @@ struct QueueState {
     dead_letters_announced: bool,
     /// The head expiry the housekeeping task will wake this queue for.
     expiry_scheduled: Option<u64>,
+    /// x-expires: when the queue was last used (Unix ms), and whether the
+    /// housekeeping task will check it.
+    last_used_ms: u64,
+    unused_check_scheduled: bool,
 }
 
 /// Why a conditional delete did not happen.
@@ -173,6 +177,8 @@ impl Queue {
                 dead_letters: Vec::new(),
                 dead_letters_announced: false,
                 expiry_scheduled: None,
+                last_used_ms: now_ms(),
+                unused_check_scheduled: false,
             }),
             saturated: AtomicBool::new(false),
             ctx,
@@ -300,6 +306,48 @@ impl Queue {
         }
     }
 
+    /// x-expires: note a use (declare, get, consumer coming or going) and
+    /// make sure the housekeeping task will look at the queue again.
+    pub fn touch(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        let now = now_ms();
+        st.last_used_ms = now;
+        self.schedule_unused_check(&mut st, now);
+    }
+
+    fn schedule_unused_check(self: &Arc<Self>, st: &mut QueueState, from_ms: u64) {
+        let (Some(expires), Some(chores)) = (self.policy.expires_ms, &self.ctx.chores) else {
+            return;
+        };
+        if !st.unused_check_scheduled && !st.deleted {
+            st.unused_check_scheduled = true;
+            let _ = chores.send(Chore::ExpireQueue {
+                at_ms: from_ms.saturating_add(expires),
+                queue: Arc::downgrade(self),
+            });
+        }
+    }
+
+    /// The housekeeping task's x-expires check: whether the queue has gone
+    /// unused for its x-expires (else the next check is scheduled).
+    pub fn unused_for_too_long(self: &Arc<Self>) -> bool {
+        let mut st = self.state.lock();
+        st.unused_check_scheduled = false;
+        let Some(expires) = self.policy.expires_ms else {
+            return false;
+        };
+        let now = now_ms();
+        if !st.consumers.is_empty() {
+            st.last_used_ms = now;
+        }
+        if st.consumers.is_empty() && now >= st.last_used_ms.saturating_add(expires) {
+            return !st.deleted;
+        }
+        let from = st.last_used_ms;
+        self.schedule_unused_check(&mut st, from);
+        false
+    }
+
     /// Hand the dead letters over to the housekeeping task.
     pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
         let mut st = self.state.lock();
@@ -405,13 +453,9 @@ impl Queue {
             if st.ready.is_empty() || st.consumers.is_empty() {
                 break;
             }
-            let n = st.consumers.len();
-            let start = st.next_consumer % n;
-            let Some(idx) = (0..n)
-                .map(|k| (start + k) % n)
-                .find(|&i| can_take(&st.consumers[i]))
-            else {
-                return;
+            let single = self.policy.single_active_consumer;
+            let Some(idx) = pick_consumer(&st.consumers, st.next_consumer, single) else {
+                break;
             };
             let Some(message) = st.ready.pop() else {
                 break;
@@ -461,6 +505,7 @@ impl Queue {
     /// With no-ack the message is settled at once.
     pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
         let mut st = self.state.lock();
+        st.last_used_ms = now_ms();
         self.expire_head(&mut st, now_ms());
         let m = st.ready.pop();
         self.after_change(&mut st);
@@ -527,24 +572,48 @@ impl Queue {
                 self.name, self.vhost
             )));
         }
-        st.consumers.push(consumer);
+        // Kept in descending priority, in arrival order within a priority
+        // (with a single active consumer, in arrival order only: the first
+        // is the active one).
+        let at = match self.policy.single_active_consumer {
+            true => st.consumers.len(),
+            false => st
+                .consumers
+                .partition_point(|c| c.priority >= consumer.priority),
+        };
+        st.consumers.insert(at, consumer);
         st.had_consumer = true;
+        st.last_used_ms = now_ms();
         self.dispatch_locked(&mut st);
         Ok(())
     }
 
     /// Remove one consumer (basic.cancel or channel close).
-    pub fn remove_consumer(&self, conn_id: u64, channel: u16, tag: &str) -> ConsumerRemoval {
+    pub fn remove_consumer(
+        self: &Arc<Self>,
+        conn_id: u64,
+        channel: u16,
+        tag: &str,
+    ) -> ConsumerRemoval {
         self.remove_consumers_where(|c| {
             c.conn.id == conn_id && c.channel == channel && &*c.tag == tag
         })
     }
 
-    fn remove_consumers_where(&self, pred: impl Fn(&Consumer) -> bool) -> ConsumerRemoval {
+    fn remove_consumers_where(
+        self: &Arc<Self>,
+        pred: impl Fn(&Consumer) -> bool,
+    ) -> ConsumerRemoval {
         let mut st = self.state.lock();
         let before = st.consumers.len();
         st.consumers.retain(|c| !pred(c));
         let removed = st.consumers.len() != before;
+        if removed {
+            st.last_used_ms = now_ms();
+            // A single active consumer's successor, or lower priorities,
+            // may take what the removed one would have.
+            self.dispatch_locked(&mut st);
+        }
         self.update_saturation(&st);
         ConsumerRemoval {
             removed,
@@ -641,6 +710,37 @@ pub struct QueueDef<'a> {
     pub auto_delete: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
+}
+
+/// The consumer the next message goes to: round-robin among the highest
+/// priority consumers that can take one (their connection has room and
+/// they have prefetch credit, which this takes); lower priorities only get
+/// messages the higher ones cannot take. With a single active consumer,
+/// only the first.
+fn pick_consumer(consumers: &[Consumer], next: usize, single_active: bool) -> Option<usize> {
+    if single_active {
+        return consumers.first().filter(|c| can_take(c)).map(|_| 0);
+    }
+    let mut group = 0;
+    while group < consumers.len() {
+        let priority = consumers[group].priority;
+        let len = consumers[group..]
+            .iter()
+            .take_while(|c| c.priority == priority)
+            .count();
+        let start = match (group..group + len).contains(&next) {
+            true => next - group,
+            false => 0,
+        };
+        let found = (0..len)
+            .map(|k| group + (start + k) % len)
+            .find(|&i| can_take(&consumers[i]));
+        if found.is_some() {
+            return found;
+        }
+        group += len;
+    }
+    None
 }
 
 fn can_take(c: &Consumer) -> bool {

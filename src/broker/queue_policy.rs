@@ -33,6 +33,10 @@ pub struct QueuePolicy {
     pub max_length_bytes: Option<u64>,
     /// x-overflow.
     pub overflow: Overflow,
+    /// x-single-active-consumer.
+    pub single_active_consumer: bool,
+    /// x-expires: deleted after this long unused, milliseconds.
+    pub expires_ms: Option<u64>,
 }
 
 impl QueuePolicy {
@@ -52,6 +56,11 @@ impl QueuePolicy {
                 Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
                 _ => Overflow::DropHead,
             },
+            single_active_consumer: matches!(
+                get("x-single-active-consumer"),
+                Some(amq_protocol::types::AMQPValue::Boolean(true))
+            ),
+            expires_ms: int("x-expires"),
         }
     }
 

@@ -402,6 +402,8 @@ impl VHost {
         let requested = d.queue.as_str();
         if d.passive {
             let queue = self.queue(requested, conn_id)?;
+            // A declare, passive too, counts as a use for x-expires.
+            queue.touch();
             return Ok(QueueInfo {
                 name: requested.to_string(),
                 message_count: queue.message_count(),
@@ -432,6 +434,7 @@ impl VHost {
                 return Err(self.locked(&name));
             }
             self.check_queue_equivalent(q, d)?;
+            q.touch();
             return Ok(QueueInfo {
                 name,
                 message_count: q.message_count(),
@@ -463,7 +466,9 @@ impl VHost {
         };
         let ready = ReadyMessages::new(self.store.clone(), log);
         let queue = Queue::new(def, ready, self.queue_context());
-        topo.queues.insert(name.clone(), Arc::new(queue));
+        let queue = Arc::new(queue);
+        queue.touch();
+        topo.queues.insert(name.clone(), queue);
         if durable {
             // Not stored means not declared: a queue missing from the
             // definitions would lose its messages at the next start.
@@ -564,9 +569,10 @@ impl VHost {
         }
     }
 
-    /// Delete `queue` if it is still the one registered under its name
-    /// (auto-delete after the last consumer went).
-    pub fn auto_delete_queue(&self, queue: &Arc<Queue>) {
+    /// Delete `queue` if it is still the one registered under its name and
+    /// has no consumers (auto-delete after the last consumer went, or
+    /// x-expires ran out).
+    pub fn delete_unused_queue(&self, queue: &Arc<Queue>) {
         let mut topo = self.topology.write();
         let registered = topo
             .queues

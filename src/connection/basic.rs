@@ -83,7 +83,7 @@ impl Session {
                 if let Some(cc) = ch.consumers.shift_remove(&tag) {
                     let removal = cc.queue.remove_consumer(self.id, id, &tag);
                     if removal.should_auto_delete {
-                        self.vhost.auto_delete_queue(&cc.queue);
+                        self.vhost.delete_unused_queue(&cc.queue);
                     }
                 }
                 if !c.nowait {
@@ -377,6 +377,18 @@ impl Session {
     fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
         let name = self.queue_name(id, c.queue.as_str())?;
         let queue = self.vhost.queue(&name, self.id)?;
+        let priority = match c.arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => crate::broker::arguments::as_int(v)
+                .and_then(|i| i64::try_from(i).ok())
+                .ok_or_else(|| {
+                    AmqpError::precondition_failed(format!(
+                        "invalid arg 'x-priority' for queue '{name}' in vhost '{}': {{unacceptable_type,{}}}",
+                        self.vhost.name,
+                        crate::broker::arguments::type_name(v)
+                    ))
+                })?,
+        };
         let tag_text = if c.consumer_tag.as_str().is_empty() {
             generated_tag()
         } else {
@@ -412,6 +424,7 @@ impl Session {
             no_ack: c.no_ack,
             exclusive: c.exclusive,
             credit,
+            priority,
         });
         if let Err(e) = added {
             if let Some(ch) = self.channels.get_mut(&id) {

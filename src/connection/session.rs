@@ -560,7 +560,7 @@ impl Session {
         for (tag, c) in ch.consumers.drain(..) {
             let removal = c.queue.remove_consumer(self.id, ch.id, &tag);
             if removal.should_auto_delete {
-                self.vhost.auto_delete_queue(&c.queue);
+                self.vhost.delete_unused_queue(&c.queue);
             }
         }
         let unacked: Vec<_> = ch.unacked.drain(..).collect();

@@ -20,8 +20,17 @@ use crate::broker::message::{decode_properties, now_ms};
 use crate::broker::queue::{Queue, Stored};
 use crate::store::{DiskRef, SyncStatus};
 
+/// What to do for a queue at a time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Expire messages at its head.
+    Head,
+    /// Delete it if it has gone unused for its x-expires.
+    Unused,
+}
+
 /// A queue to wake at a time.
-struct Due(u64, Weak<Queue>);
+struct Due(u64, Weak<Queue>, Wake);
 
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
@@ -55,6 +64,7 @@ impl VHost {
         let queues: Vec<Arc<Queue>> = self.topology.read().queues.values().cloned().collect();
         for q in queues {
             q.expire_due();
+            q.touch();
         }
     }
 
@@ -123,7 +133,8 @@ async fn run(
         tokio::select! {
             chore = chores.recv() => match chore {
                 None => return,
-                Some(Chore::Expire { at_ms, queue }) => timers.push(Reverse(Due(at_ms, queue))),
+                Some(Chore::Expire { at_ms, queue }) => timers.push(Reverse(Due(at_ms, queue, Wake::Head))),
+                Some(Chore::ExpireQueue { at_ms, queue }) => timers.push(Reverse(Due(at_ms, queue, Wake::Unused))),
                 Some(Chore::DeadLetters(queue)) => {
                     let (Some(v), Some(q)) = (vhost.upgrade(), queue.upgrade()) else {
                         continue;
@@ -134,9 +145,20 @@ async fn run(
             _ = sleep => {
                 let now = now_ms();
                 while timers.peek().is_some_and(|Reverse(d)| d.0 <= now) {
-                    if let Some(Reverse(Due(_, q))) = timers.pop() {
-                        if let Some(q) = q.upgrade() {
-                            q.expire_due();
+                    let Some(Reverse(Due(_, q, wake))) = timers.pop() else {
+                        break;
+                    };
+                    let Some(q) = q.upgrade() else {
+                        continue;
+                    };
+                    match wake {
+                        Wake::Head => q.expire_due(),
+                        Wake::Unused => {
+                            if q.unused_for_too_long() {
+                                if let Some(v) = vhost.upgrade() {
+                                    v.delete_unused_queue(&q);
+                                }
+                            }
                         }
                     }
                 }

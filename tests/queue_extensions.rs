@@ -1,0 +1,135 @@
+//! Consumer-side queue extensions through lapin: single active consumer,
+//! consumer priorities (x-priority), and x-expires.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_code, next_delivery, publish, ready_count, within, Broker};
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Consumer};
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+async fn consumer(ch: &Channel, queue: &str, tag: &str, a: FieldTable) -> Consumer {
+    ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), a)
+        .await
+        .expect("basic.consume")
+}
+
+/// No delivery arrives within a short while.
+async fn quiet(c: &mut Consumer) {
+    let got =
+        tokio::time::timeout(Duration::from_millis(200), futures_lite::StreamExt::next(c)).await;
+    assert!(got.is_err(), "unexpected delivery {got:?}");
+}
+
+#[tokio::test]
+async fn a_single_active_consumer_gets_everything_until_it_goes() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, ch) = broker.channel().await;
+        let a = args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
+        ch.queue_declare("sac".into(), Default::default(), a)
+            .await
+            .expect("declare");
+        let mut first = consumer(&ch, "sac", "first", FieldTable::default()).await;
+        let mut second = consumer(&ch, "sac", "second", FieldTable::default()).await;
+        for b in ["1", "2", "3"] {
+            publish(&ch, "", "sac", b.as_bytes()).await;
+        }
+        for b in ["1", "2", "3"] {
+            let d = next_delivery(&mut first).await;
+            assert_eq!(d.data, b.as_bytes());
+            d.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+        quiet(&mut second).await;
+        ch.basic_cancel("first".into(), BasicCancelOptions::default())
+            .await
+            .expect("cancel");
+        publish(&ch, "", "sac", b"4").await;
+        assert_eq!(&next_delivery(&mut second).await.data, b"4");
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn higher_priority_consumers_are_served_first() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, ch) = broker.channel().await;
+        ch.queue_declare("prio".into(), Default::default(), FieldTable::default())
+            .await
+            .expect("declare");
+        ch.basic_qos(2, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut low = consumer(&ch, "prio", "low", FieldTable::default()).await;
+        let mut high = consumer(
+            &ch,
+            "prio",
+            "high",
+            args(&[("x-priority", AMQPValue::LongInt(10))]),
+        )
+        .await;
+        for i in 0..4 {
+            publish(&ch, "", "prio", format!("m{i}").as_bytes()).await;
+        }
+        // The high-priority consumer takes what its prefetch allows; the
+        // rest goes to the low one.
+        assert_eq!(&next_delivery(&mut high).await.data, b"m0");
+        assert_eq!(&next_delivery(&mut high).await.data, b"m1");
+        assert_eq!(&next_delivery(&mut low).await.data, b"m2");
+        assert_eq!(&next_delivery(&mut low).await.data, b"m3");
+        // A non-integer priority is refused.
+        let (_c2, ch2) = broker.channel().await;
+        let bad = args(&[(
+            "x-priority",
+            AMQPValue::LongString(LongString::from("high")),
+        )]);
+        let r = ch2
+            .basic_consume(
+                "prio".into(),
+                "bad".into(),
+                BasicConsumeOptions::default(),
+                bad,
+            )
+            .await;
+        assert_code(r, 406);
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unused_queue_expires_and_a_used_one_does_not() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, ch) = broker.channel().await;
+        let a = args(&[("x-expires", AMQPValue::LongInt(150))]);
+        ch.queue_declare("fades".into(), Default::default(), a.clone())
+            .await
+            .expect("declare");
+        ch.queue_declare("kept".into(), Default::default(), a)
+            .await
+            .expect("declare");
+        let _c = consumer(&ch, "kept", "keeper", FieldTable::default()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            ready_count(&ch, "kept").await.expect("kept is still there"),
+            0
+        );
+        let (_c2, ch2) = broker.channel().await;
+        assert_code(ready_count(&ch2, "fades").await, 404);
+        broker.stop().await;
+    })
+    .await;
+}

@@ -403,3 +403,77 @@ async fn messages_that_expire_while_the_broker_is_down_are_dead_lettered_at_star
     })
     .await;
 }
+
+/// The x-delivery-count header of a delivery, if any.
+fn delivery_count(props: &BasicProperties) -> Option<i64> {
+    match props.headers().as_ref()?.inner().get("x-delivery-count")? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        other => panic!("x-delivery-count is {other:?}"),
+    }
+}
+
+async fn get_one(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
+    for _ in 0..100 {
+        if let Some(m) = ch
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .expect("basic.get")
+        {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("nothing to get from {queue}");
+}
+
+/// x-delivery-limit: a message returned more often than the limit is
+/// dead-lettered (reason delivery_limit); consumers see the count in
+/// x-delivery-count, and it survives a restart.
+#[tokio::test]
+async fn the_delivery_limit_counts_across_a_restart() {
+    within(async {
+        let dir = common::fresh_data_dir();
+        let broker = Broker::start_in(dir.clone(), |_| {}).await;
+        let (_c, ch) = broker.channel().await;
+        queue(&ch, "poisoned", durable(), FieldTable::default()).await;
+        let a = args(&[
+            ("x-delivery-limit", AMQPValue::LongInt(2)),
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text("poisoned")),
+        ]);
+        queue(&ch, "inbox", durable(), a).await;
+        confirm(&ch).await;
+        publish_with(&ch, "", "inbox", b"poison", persistent()).await;
+        let requeue = BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        };
+        for expected in [None, Some(1)] {
+            let m = get_one(&ch, "inbox").await;
+            assert_eq!(delivery_count(&m.delivery.properties), expected);
+            m.delivery.nack(requeue).await.expect("nack");
+        }
+        assert_eq!(ready_count(&ch, "inbox").await.expect("count"), 1);
+        broker.stop().await;
+
+        let broker = Broker::start_in(dir.clone(), |_| {}).await;
+        let (_c, ch) = broker.channel().await;
+        let m = get_one(&ch, "inbox").await;
+        assert_eq!(
+            delivery_count(&m.delivery.properties),
+            Some(2),
+            "count kept across the restart"
+        );
+        m.delivery.nack(requeue).await.expect("nack");
+        let dead = get_one(&ch, "poisoned").await;
+        assert_eq!(&dead.delivery.data, b"poison");
+        assert_eq!(
+            deaths(&dead.delivery.properties),
+            vec![("inbox".to_string(), "delivery_limit".to_string(), 1)]
+        );
+        assert_eq!(ready_count(&ch, "inbox").await.expect("count"), 0);
+        broker.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

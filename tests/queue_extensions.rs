@@ -133,3 +133,103 @@ async fn an_unused_queue_expires_and_a_used_one_does_not() {
     })
     .await;
 }
+
+/// Direct reply-to: the requester consumes amq.rabbitmq.reply-to without
+/// acks and publishes with that reply_to; the server's reply to the
+/// rewritten name reaches it without any queue.
+#[tokio::test]
+async fn direct_reply_to_routes_replies_to_the_requesting_channel() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, server) = broker.channel().await;
+        server
+            .queue_declare("rpc".into(), Default::default(), FieldTable::default())
+            .await
+            .expect("declare");
+        let mut requests = consumer(&server, "rpc", "server", FieldTable::default()).await;
+
+        let (_c2, client) = broker.channel().await;
+        // Without a reply consumer, such a publish is refused (406).
+        let (_c3, early) = broker.channel().await;
+        let props = lapin::BasicProperties::default()
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_correlation_id("c1".into());
+        early
+            .basic_publish(
+                "".into(),
+                "rpc".into(),
+                Default::default(),
+                b"x",
+                props.clone(),
+            )
+            .await
+            .expect("publish");
+        assert_code(ready_count(&early, "rpc").await, 406);
+
+        let mut replies = client
+            .basic_consume(
+                "amq.rabbitmq.reply-to".into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume replies");
+        let info = client
+            .queue_declare(
+                "amq.rabbitmq.reply-to".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare of the pseudo-queue");
+        assert_eq!(info.consumer_count(), 1);
+        client
+            .basic_publish("".into(), "rpc".into(), Default::default(), b"2+2", props)
+            .await
+            .expect("publish request");
+        let request = next_delivery(&mut requests).await;
+        let reply_to = request.properties.reply_to().clone().expect("reply_to");
+        assert!(
+            reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
+            "{reply_to}"
+        );
+        request.ack(BasicAckOptions::default()).await.expect("ack");
+        server
+            .basic_publish(
+                "".into(),
+                reply_to.as_str().into(),
+                Default::default(),
+                b"4",
+                lapin::BasicProperties::default().with_correlation_id("c1".into()),
+            )
+            .await
+            .expect("publish reply");
+        let reply = next_delivery(&mut replies).await;
+        assert_eq!(&reply.data, b"4");
+        assert_eq!(
+            reply
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str()),
+            Some("c1")
+        );
+        // A reply to a name nobody holds is dropped without an error.
+        publish(&server, "", "amq.rabbitmq.reply-to.nobody", b"lost").await;
+        assert_eq!(
+            ready_count(&server, "rpc")
+                .await
+                .expect("server channel still open"),
+            0
+        );
+        broker.stop().await;
+    })
+    .await;
+}

@@ -24,7 +24,7 @@ def test_server_properties_capabilities(conn):
     caps = props["capabilities"]
     for cap in ("publisher_confirms", "exchange_exchange_bindings", "basic.nack",
                 "consumer_cancel_notify", "per_consumer_qos",
-                "authentication_failure_close"):
+                "authentication_failure_close", "direct_reply_to"):
         assert caps.get(cap) is True, (cap, caps)
     # product/version are informational strings (content not asserted)
     for key in ("product", "version"):

@@ -44,8 +44,8 @@ pub struct Delivery {
     pub consumer_id: u64,
     /// Consumer tag.
     pub consumer_tag: Arc<str>,
-    /// The queue it came from (for ack/requeue).
-    pub queue: Arc<Queue>,
+    /// The queue it came from (for ack/requeue); None for a direct reply.
+    pub queue: Option<Arc<Queue>>,
     /// The message.
     pub message: QueuedMessage,
     /// Credit taken for it (None for no-ack consumers).

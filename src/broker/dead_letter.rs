@@ -25,6 +25,8 @@ pub enum Reason {
     Expired,
     /// Pushed out (or refused) by a length limit.
     Maxlen,
+    /// Returned more often than x-delivery-limit allows.
+    DeliveryLimit,
 }
 
 impl Reason {
@@ -34,6 +36,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::Expired => "expired",
             Reason::Maxlen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
         }
     }
 }

@@ -115,6 +115,20 @@ pub fn properties_well_formed(raw: &[u8]) -> bool {
     true
 }
 
+/// The property list with header `x-delivery-count` set to `count`
+/// (x-delivery-limit queues show consumers how often a message came back).
+pub fn with_delivery_count(raw: &Bytes, count: u32) -> Bytes {
+    let Some(props) = decode_properties(raw) else {
+        return raw.clone();
+    };
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-delivery-count".into(),
+        amq_protocol::types::AMQPValue::LongLongInt(i64::from(count)),
+    );
+    encode_properties(&props.with_headers(headers)).unwrap_or_else(|| raw.clone())
+}
+
 /// Encode a property list.
 pub fn encode_properties(props: &AMQPProperties) -> Option<Bytes> {
     cookie_factory::gen_simple(
@@ -196,6 +210,8 @@ pub struct QueuedMessage {
     pub disk: Option<crate::store::DiskRef>,
     /// When it expires in this queue (Unix milliseconds).
     pub expires_at_ms: Option<u64>,
+    /// Times it went back to this queue unacked (x-delivery-count).
+    pub delivery_count: u32,
 }
 
 /// Milliseconds since the Unix epoch (message expiry is kept in wall-clock

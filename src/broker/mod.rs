@@ -12,6 +12,7 @@ pub mod message;
 pub mod queue;
 pub mod queue_policy;
 pub mod ready;
+pub mod reply_to;
 pub mod topic;
 pub mod vhost;
 

@@ -213,6 +213,7 @@ impl Queue {
                         redelivered: false,
                         disk: None,
                         expires_at_ms: None,
+                        delivery_count: 0,
                     };
                     self.drop_message(&mut st, m, Reason::Maxlen);
                     self.after_change(&mut st);
@@ -348,6 +349,15 @@ impl Queue {
         false
     }
 
+    /// The properties a delivery of `m` carries: as published, plus
+    /// `x-delivery-count` on a queue with x-delivery-limit once it came back.
+    pub fn delivery_properties(&self, m: &QueuedMessage) -> bytes::Bytes {
+        match self.policy.delivery_limit.is_some() && m.delivery_count > 0 {
+            true => super::message::with_delivery_count(&m.message.properties, m.delivery_count),
+            false => m.message.properties.clone(),
+        }
+    }
+
     /// Hand the dead letters over to the housekeeping task.
     pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
         let mut st = self.state.lock();
@@ -468,7 +478,7 @@ impl Queue {
                 channel: c.channel,
                 consumer_id: c.id,
                 consumer_tag: c.tag.clone(),
-                queue: self.clone(),
+                queue: Some(self.clone()),
                 message,
                 credit: credit.clone(),
             });
@@ -538,7 +548,21 @@ impl Queue {
         if st.deleted {
             return;
         }
-        for m in messages {
+        for mut m in messages {
+            m.delivery_count = m.delivery_count.saturating_add(1);
+            // x-delivery-limit: returned more often than the limit, the
+            // message leaves (dead-lettered or dropped), as in RabbitMQ.
+            if self
+                .policy
+                .delivery_limit
+                .is_some_and(|l| u64::from(m.delivery_count) > l)
+            {
+                self.drop_message(&mut st, m, Reason::DeliveryLimit);
+                continue;
+            }
+            if let Some(r) = m.disk {
+                st.ready.mark_returned(r, m.delivery_count);
+            }
             st.ready.requeue(m);
         }
         self.dispatch_locked(&mut st);

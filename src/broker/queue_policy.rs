@@ -37,6 +37,8 @@ pub struct QueuePolicy {
     pub single_active_consumer: bool,
     /// x-expires: deleted after this long unused, milliseconds.
     pub expires_ms: Option<u64>,
+    /// x-delivery-limit: returns allowed before a message is dead-lettered.
+    pub delivery_limit: Option<u64>,
 }
 
 impl QueuePolicy {
@@ -61,6 +63,7 @@ impl QueuePolicy {
                 Some(amq_protocol::types::AMQPValue::Boolean(true))
             ),
             expires_ms: int("x-expires"),
+            delivery_limit: int("x-delivery-limit"),
         }
     }
 

@@ -99,6 +99,7 @@ impl ReadyMessages {
                 redelivered: false,
                 disk,
                 expires_at_ms,
+                delivery_count: 0,
             });
             return Ok(disk);
         }
@@ -171,6 +172,16 @@ impl ReadyMessages {
         if let Some(log) = self.log.as_mut() {
             if let Err(e) = log.mark_delivered(r) {
                 tracing::error!(error = %e, "cannot record a delivery");
+            }
+        }
+    }
+
+    /// Note that a message went back to the queue for the `count`-th time
+    /// (buffered).
+    pub fn mark_returned(&mut self, r: DiskRef, count: u32) {
+        if let Some(log) = self.log.as_mut() {
+            if let Err(e) = log.mark_returned(r, count) {
+                tracing::error!(error = %e, "cannot record a requeue");
             }
         }
     }

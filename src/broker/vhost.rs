@@ -30,6 +30,7 @@ use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use super::queue::{DeleteRefused, FlowLimits, Queue};
 use super::queue::{QueueContext, QueueDef};
 use super::ready::ReadyMessages;
+use super::reply_to::{ReplyTargets, REPLY_QUEUE};
 use crate::protocol::AmqpError;
 use crate::store::{QueueLog, Store, VhostDefinitions};
 
@@ -74,6 +75,8 @@ pub struct VHost {
     store: Arc<Store>,
     /// Queues' requests to the housekeeping task.
     chores: ChoreSender,
+    /// Direct reply-to names held by this vhost's RPC clients.
+    pub reply_to: ReplyTargets,
     /// Its end, until the task starts.
     chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
 }
@@ -121,6 +124,7 @@ impl VHost {
             flow,
             store,
             chores,
+            reply_to: ReplyTargets::default(),
             chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
         };
         if let Some(defs) = stored {
@@ -400,6 +404,14 @@ impl VHost {
     /// queue.declare.
     pub fn declare_queue(&self, d: &queue::Declare, conn_id: u64) -> Result<QueueInfo, AmqpError> {
         let requested = d.queue.as_str();
+        if d.passive && requested == REPLY_QUEUE {
+            // As RabbitMQ: the pseudo-queue exists, with one consumer.
+            return Ok(QueueInfo {
+                name: requested.to_string(),
+                message_count: 0,
+                consumer_count: 1,
+            });
+        }
         if d.passive {
             let queue = self.queue(requested, conn_id)?;
             // A declare, passive too, counts as a use for x-expires.

@@ -10,7 +10,7 @@ use amq_protocol::protocol::AMQPClass;
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 
-use super::channel::{ChannelConsumer, Settle, Unacked};
+use super::channel::{ChannelConsumer, ReplyConsumer, Settle, Unacked};
 use super::content::{ContentState, PendingPublish};
 use super::session::Session;
 use super::tx_confirm::store_failed;
@@ -19,6 +19,7 @@ use crate::broker::message::{
     decode_properties, delivery_mode, encode_properties, properties_well_formed, Message,
 };
 use crate::broker::queue::{Queue, Stored};
+use crate::broker::reply_to::{ReplyTarget, ReplyTargets, REPLY_QUEUE};
 use crate::protocol::AmqpError;
 use amq_protocol::protocol::basic::AMQPProperties;
 
@@ -80,7 +81,11 @@ impl Session {
             AMQPMethod::Cancel(c) => {
                 let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
                 let ch = self.channel_mut(id)?;
-                if let Some(cc) = ch.consumers.shift_remove(&tag) {
+                if ch.reply_consumer.as_ref().is_some_and(|r| r.tag == tag) {
+                    if let Some(r) = ch.reply_consumer.take() {
+                        self.vhost.reply_to.unregister(&r.name);
+                    }
+                } else if let Some(cc) = ch.consumers.shift_remove(&tag) {
                     let removal = cc.queue.remove_consumer(self.id, id, &tag);
                     if removal.should_auto_delete {
                         self.vhost.delete_unused_queue(&cc.queue);
@@ -223,7 +228,7 @@ impl Session {
         };
         // Validate and route now (errors surface at the publish, as in
         // RabbitMQ); in a transaction, enqueue only at commit.
-        let routed = self.route_publish(complete)?;
+        let routed = self.route_publish(id, complete)?;
         let ch = self.channel_mut(id)?;
         if let Some(tx) = &mut ch.tx {
             tx.publishes.push(routed);
@@ -243,7 +248,11 @@ impl Session {
     }
 
     /// Validate a complete message and find the queues it goes to.
-    pub(super) fn route_publish(&mut self, p: CompletePublish) -> Result<Routed, AmqpError> {
+    pub(super) fn route_publish(
+        &mut self,
+        channel: u16,
+        p: CompletePublish,
+    ) -> Result<Routed, AmqpError> {
         let mut properties = p.properties;
         // Decoding allocates (header tables), so only messages carrying a
         // property the broker acts on are decoded.
@@ -263,6 +272,33 @@ impl Session {
                 class_id: 0,
                 method_id: 0,
             });
+        }
+        if let Some(pr) = props.as_ref() {
+            if pr
+                .reply_to()
+                .as_ref()
+                .is_some_and(|r| r.as_str() == REPLY_QUEUE)
+            {
+                // Direct reply-to: replies to this channel's reply consumer.
+                let name = match self
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.reply_consumer.as_ref())
+                {
+                    Some(r) => r.name.clone(),
+                    None => {
+                        return Err(AmqpError::precondition_failed(
+                            "fast reply consumer does not exist",
+                        )
+                        .at(60, 40))
+                    }
+                };
+                if let Some(encoded) =
+                    encode_properties(&pr.clone().with_reply_to(ShortString::from(name)))
+                {
+                    properties = encoded;
+                }
+            }
         }
         let headers = props.as_ref().and_then(|p| p.headers().clone());
         if let Some(user_id) = props.as_ref().and_then(|p| p.user_id().clone()) {
@@ -311,6 +347,24 @@ impl Session {
             }
         }
         let rk = p.publish.routing_key.as_str();
+        if p.publish.exchange.as_str().is_empty() && ReplyTargets::is_reply_name(rk) {
+            // A direct reply goes straight to the requester's channel (or
+            // nowhere, if it is gone).
+            let message = Arc::new(Message {
+                exchange: Arc::from(""),
+                routing_key: Arc::from(rk),
+                persistent: false,
+                expiration_ms: None,
+                properties,
+                body: p.body,
+            });
+            self.vhost.reply_to.deliver(rk, message.clone());
+            return Ok(Routed {
+                message,
+                queues: Vec::new(),
+                mandatory: false,
+            });
+        }
         let mut queues: Vec<Arc<Queue>> = Vec::new();
         let routed = if extra_keys.is_empty() {
             self.vhost.route(
@@ -375,6 +429,9 @@ impl Session {
     }
 
     fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        if c.queue.as_str() == REPLY_QUEUE {
+            return self.consume_replies(id, c);
+        }
         let name = self.queue_name(id, c.queue.as_str())?;
         let queue = self.vhost.queue(&name, self.id)?;
         let priority = match c.arguments.inner().get("x-priority") {
@@ -445,6 +502,52 @@ impl Session {
         Ok(())
     }
 
+    /// basic.consume from `amq.rabbitmq.reply-to` (direct reply-to).
+    fn consume_replies(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        if !c.no_ack {
+            return Err(AmqpError::precondition_failed(
+                "reply consumer cannot acknowledge",
+            ));
+        }
+        let tag: Arc<str> = match c.consumer_tag.as_str() {
+            "" => Arc::from(generated_tag()),
+            t => Arc::from(t),
+        };
+        self.next_consumer_id += 1;
+        let consumer_id = self.next_consumer_id;
+        let conn = self.conn.clone();
+        let ch = self.channel_mut(id)?;
+        if ch.reply_consumer.is_some() {
+            return Err(AmqpError::precondition_failed("reply consumer already set"));
+        }
+        if ch.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let name = self.vhost.reply_to.register(ReplyTarget {
+            conn,
+            channel: id,
+            consumer_tag: tag.clone(),
+            consumer_id,
+        });
+        let ch = self.channel_mut(id)?;
+        ch.reply_consumer = Some(ReplyConsumer {
+            tag: tag.clone(),
+            id: consumer_id,
+            name,
+        });
+        if !c.nowait {
+            self.send(
+                id,
+                AMQPClass::Basic(AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: ShortString::from(&*tag),
+                })),
+            );
+        }
+        Ok(())
+    }
+
     fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
         let name = self.queue_name(id, g.queue.as_str())?;
         let queue = self.vhost.queue(&name, self.id)?;
@@ -458,6 +561,7 @@ impl Session {
         let ch = self.channel_mut(id)?;
         let tag = ch.next_tag();
         let m = message.message.clone();
+        let properties = queue.delivery_properties(&message);
         let redelivered = message.redelivered;
         if !g.no_ack {
             ch.unacked.push_back(Unacked {
@@ -477,7 +581,7 @@ impl Session {
                 message_count: remaining,
             })),
         );
-        self.io.out.content(id, &m.properties, &m.body);
+        self.io.out.content(id, &properties, &m.body);
         Ok(())
     }
 
@@ -514,14 +618,22 @@ impl Session {
             credit,
         } = d;
         let live = self.channels.get_mut(&id).filter(|ch| {
-            ch.state == super::channel::ChannelState::Open
-                && ch
-                    .consumers
-                    .get(&consumer_tag)
-                    .is_some_and(|c| c.id == consumer_id)
+            let queue_consumer = ch
+                .consumers
+                .get(&consumer_tag)
+                .is_some_and(|c| c.id == consumer_id);
+            let reply_consumer = ch
+                .reply_consumer
+                .as_ref()
+                .is_some_and(|r| r.id == consumer_id && r.tag == consumer_tag);
+            ch.state == super::channel::ChannelState::Open && (queue_consumer || reply_consumer)
         });
         let Some(ch) = live else {
-            // The consumer went away while this was in the mailbox.
+            // The consumer went away while this was in the mailbox (a
+            // direct reply is then dropped, as in RabbitMQ).
+            let Some(queue) = queue else {
+                return;
+            };
             queue.return_undelivered(message);
             if let Some(c) = credit {
                 c.release();
@@ -537,17 +649,25 @@ impl Session {
         };
         let tag = ch.next_tag();
         let m = message.message.clone();
+        let properties = match &queue {
+            Some(q) => q.delivery_properties(&message),
+            None => m.properties.clone(),
+        };
         let redelivered = message.redelivered;
-        if credit.is_some() {
-            ch.unacked.push_back(Unacked {
+        match (queue, credit) {
+            (Some(queue), Some(credit)) => ch.unacked.push_back(Unacked {
                 tag,
                 queue,
                 message,
-                credit,
-            });
-        } else if let Some(r) = message.disk {
-            // No-ack: delivered means settled.
-            queue.settle([r]);
+                credit: Some(credit),
+            }),
+            (Some(queue), None) => {
+                if let Some(r) = message.disk {
+                    // No-ack: delivered means settled.
+                    queue.settle([r]);
+                }
+            }
+            (None, _) => {}
         }
         self.io.out.deliver(
             id,
@@ -557,14 +677,15 @@ impl Session {
             &m.exchange,
             &m.routing_key,
         );
-        self.io.out.content(id, &m.properties, &m.body);
+        self.io.out.content(id, &properties, &m.body);
     }
 }
 
-/// Whether the properties carry headers, expiration or user_id, the ones
-/// routing and validation look at (bits 13, 8 and 4 of the property flags).
+/// Whether the properties carry headers, reply_to, expiration or user_id,
+/// the ones routing and validation look at (bits 13, 9, 8 and 4 of the
+/// property flags).
 fn needs_decoding(properties: &[u8]) -> bool {
-    const ACTED_ON: u16 = (1 << 13) | (1 << 8) | (1 << 4);
+    const ACTED_ON: u16 = (1 << 13) | (1 << 9) | (1 << 8) | (1 << 4);
     match properties {
         [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) & ACTED_ON != 0,
         _ => true,

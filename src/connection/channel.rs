@@ -32,6 +32,16 @@ pub struct ChannelConsumer {
     pub id: u64,
 }
 
+/// A channel's consumer of direct replies (`amq.rabbitmq.reply-to`).
+#[derive(Debug)]
+pub struct ReplyConsumer {
+    pub tag: Arc<str>,
+    /// Registration id (see `Consumer::id`).
+    pub id: u64,
+    /// The reply name requests from this channel carry.
+    pub name: String,
+}
+
 /// How a delivery is settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Settle {
@@ -66,6 +76,7 @@ pub struct Channel {
     /// later methods means this one.
     pub last_queue: Option<String>,
     pub tx: Option<TxBuffer>,
+    pub reply_consumer: Option<ReplyConsumer>,
 }
 
 impl Channel {
@@ -82,6 +93,7 @@ impl Channel {
             confirms: None,
             last_queue: None,
             tx: None,
+            reply_consumer: None,
         }
     }
 

@@ -224,6 +224,7 @@ fn server_properties() -> FieldTable {
         "consumer_cancel_notify",
         "per_consumer_qos",
         "authentication_failure_close",
+        "direct_reply_to",
     ] {
         caps.insert(ShortString::from(cap), AMQPValue::Boolean(true));
     }

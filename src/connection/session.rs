@@ -563,6 +563,9 @@ impl Session {
                 self.vhost.delete_unused_queue(&c.queue);
             }
         }
+        if let Some(r) = ch.reply_consumer.take() {
+            self.vhost.reply_to.unregister(&r.name);
+        }
         let unacked: Vec<_> = ch.unacked.drain(..).collect();
         ch.settle(unacked, Settle::Requeue);
     }
@@ -628,7 +631,9 @@ impl Session {
                 if let Some(c) = credit {
                     c.release();
                 }
-                queue.return_undelivered(message);
+                if let Some(queue) = queue {
+                    queue.return_undelivered(message);
+                }
             }
         }
         self.vhost.delete_exclusive_queues(self.id);

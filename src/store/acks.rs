@@ -9,9 +9,11 @@
 //! `offset` names a record by where it starts in the segment. Kinds: 1 the
 //! record is settled (acked, rejected or purged) and must not come back;
 //! 2 it was delivered (it comes back with redelivered set); 3 every record
-//! from `offset` on is settled (a purge). `reserved` is room for a delivery
-//! count. A torn entry at the end is ignored; an entry failing its checksum
-//! is skipped and counted.
+//! from `offset` on is settled (a purge); 4 it was returned to the queue,
+//! for the n-th time, n in `reserved` (24 bits, little-endian): the
+//! delivery count of x-delivery-limit, kept across restarts. A torn entry
+//! at the end is ignored; an entry failing its checksum is skipped and
+//! counted.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -37,6 +39,8 @@ pub enum AckKind {
     Delivered = 2,
     /// This record and every later one in the segment are settled.
     SettledFrom = 3,
+    /// Returned to the queue (requeued); the entry carries the count.
+    Returned = 4,
 }
 
 /// File name of segment `id`'s ack file.
@@ -87,11 +91,12 @@ impl AckWriter {
         })
     }
 
-    /// Buffer an entry.
-    pub fn push(&mut self, offset: u64, kind: AckKind) {
+    /// Buffer an entry (`count` is kept for `Returned` entries).
+    pub fn push(&mut self, offset: u64, kind: AckKind, count: u32) {
         let mut e = [0u8; ENTRY_LEN];
         e[..4].copy_from_slice(&(offset as u32).to_le_bytes());
         e[4] = kind as u8;
+        e[5..8].copy_from_slice(&count.min(0xFF_FFFF).to_le_bytes()[..3]);
         let crc = crc32fast::hash(&e[..8]);
         e[8..].copy_from_slice(&crc.to_le_bytes());
         self.buf.extend_from_slice(&e);
@@ -123,6 +128,8 @@ pub struct AckMarks {
     pub delivered: HashSet<u32>,
     /// Records at or after this offset are settled.
     pub settled_from: Option<u32>,
+    /// How many times records were returned to the queue, by offset.
+    pub returned: ahash::AHashMap<u32, u32>,
     /// Entries that failed their checksum.
     pub bad_entries: usize,
 }
@@ -162,6 +169,11 @@ pub fn parse(buf: &[u8], id: u32) -> Option<AckMarks> {
             3 => {
                 marks.settled_from = Some(marks.settled_from.map_or(offset, |f| f.min(offset)));
             }
+            4 => {
+                let count = u32::from_le_bytes([e[5], e[6], e[7], 0]);
+                let n = marks.returned.entry(offset).or_insert(0);
+                *n = (*n).max(count);
+            }
             _ => marks.bad_entries += 1,
         }
     }
@@ -177,9 +189,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("warren-ack-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut w = AckWriter::open(&dir, 5).unwrap();
-        w.push(16, AckKind::Settled);
-        w.push(100, AckKind::Delivered);
-        w.push(400, AckKind::SettledFrom);
+        w.push(16, AckKind::Settled, 0);
+        w.push(100, AckKind::Delivered, 0);
+        w.push(400, AckKind::SettledFrom, 0);
+        w.push(100, AckKind::Returned, 2);
+        w.push(100, AckKind::Returned, 3);
         w.flush().unwrap();
         let mut bytes = std::fs::read(path(&dir, 5)).unwrap();
         bytes.extend_from_slice(&[1, 2, 3]); // torn entry
@@ -187,6 +201,7 @@ mod tests {
         assert!(m.is_settled(16));
         assert!(!m.is_settled(100));
         assert!(m.delivered.contains(&100));
+        assert_eq!(m.returned.get(&100), Some(&3));
         assert!(m.is_settled(400) && m.is_settled(500));
         assert_eq!(m.bad_entries, 0);
         // A flipped byte makes that entry count as bad, not as an ack.
@@ -203,7 +218,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("warren-ack-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut w = AckWriter::open(&dir, 1).unwrap();
-        w.push(16, AckKind::Settled);
+        w.push(16, AckKind::Settled, 0);
         w.flush().unwrap();
         drop(w);
         // A crash in the middle of the next entry.
@@ -211,7 +226,7 @@ mod tests {
         std::io::Write::write_all(&mut f, &[9, 9, 9, 9, 9]).unwrap();
         drop(f);
         let mut w = AckWriter::open(&dir, 1).unwrap();
-        w.push(300, AckKind::Settled);
+        w.push(300, AckKind::Settled, 0);
         w.flush().unwrap();
         let m = parse(&std::fs::read(path(&dir, 1)).unwrap(), 1).unwrap();
         assert!(m.is_settled(16) && m.is_settled(300));

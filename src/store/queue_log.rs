@@ -228,6 +228,10 @@ impl QueueLog {
     }
 
     fn ack_entry(&mut self, r: DiskRef, kind: AckKind) -> io::Result<()> {
+        self.ack_entry_with(r, kind, 0)
+    }
+
+    fn ack_entry_with(&mut self, r: DiskRef, kind: AckKind, count: u32) -> io::Result<()> {
         let Some(seg) = self.segments.get_mut(&r.segment) else {
             return Ok(());
         };
@@ -235,7 +239,7 @@ impl QueueLog {
             Some(w) => w,
             None => seg.acks.insert(AckWriter::open(&self.dir, r.segment)?),
         };
-        w.push(u64::from(r.offset), kind);
+        w.push(u64::from(r.offset), kind, count);
         if !self.acks_buffered.contains(&r.segment) {
             self.acks_buffered.push(r.segment);
         }
@@ -267,6 +271,15 @@ impl QueueLog {
     pub fn mark_delivered(&mut self, r: DiskRef) -> io::Result<()> {
         if r.logged {
             self.ack_entry(r, AckKind::Delivered)?;
+        }
+        Ok(())
+    }
+
+    /// Record that a message went back to the queue for the `count`-th
+    /// time (buffered), so its delivery count survives a restart.
+    pub fn mark_returned(&mut self, r: DiskRef, count: u32) -> io::Result<()> {
+        if r.logged {
+            self.ack_entry_with(r, AckKind::Returned, count)?;
         }
         Ok(())
     }
@@ -368,6 +381,7 @@ impl QueueLog {
             return Ok(None);
         };
         let mut redelivered = false;
+        let mut delivery_count = 0;
         if let Some(rec) = &seg.recovered {
             // Recovered segments hold records that are not part of the
             // tail: settled ones and transient messages of the last run.
@@ -375,6 +389,12 @@ impl QueueLog {
                 return Ok(None);
             }
             redelivered = rec.marks.delivered.contains(&(offset as u32));
+            delivery_count = rec
+                .marks
+                .returned
+                .get(&(offset as u32))
+                .copied()
+                .unwrap_or(0);
         }
         seg.tail -= 1;
         self.tail_count -= 1;
@@ -388,6 +408,7 @@ impl QueueLog {
                 logged: self.durable && persistent,
             }),
             expires_at_ms: meta.expires_at_ms,
+            delivery_count,
         }))
     }
 

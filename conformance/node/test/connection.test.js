@@ -31,6 +31,7 @@ test('server properties and capabilities', { timeout: h.T }, async () => {
     'consumer_cancel_notify',
     'per_consumer_qos',
     'authentication_failure_close',
+    'direct_reply_to',
   ]) {
     assert.equal(caps[cap], true, `capability ${cap}`);
   }

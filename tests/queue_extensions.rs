@@ -233,3 +233,40 @@ async fn direct_reply_to_routes_replies_to_the_requesting_channel() {
     })
     .await;
 }
+
+/// x-max-priority on a durable queue: higher priorities first, FIFO within
+/// one, and the order survives a restart.
+#[tokio::test]
+async fn a_durable_priority_queue_keeps_its_order_across_a_restart() {
+    within(async {
+        let dir = common::fresh_data_dir();
+        let broker = Broker::start_in(dir.clone(), |_| {}).await;
+        let (_c, ch) = broker.channel().await;
+        let a = args(&[("x-max-priority", AMQPValue::ShortShortUInt(5))]);
+        ch.queue_declare("urgent".into(), common::durable(), a)
+            .await
+            .expect("declare");
+        common::confirm(&ch).await;
+        for (body, p) in [("a0", 0), ("b5", 5), ("c1", 1), ("d9", 9), ("e5", 5)] {
+            let props = common::persistent().with_priority(p);
+            common::publish_with(&ch, "", "urgent", body.as_bytes(), props).await;
+        }
+        broker.stop().await;
+        let broker = Broker::start_in(dir.clone(), |_| {}).await;
+        let (_c, ch) = broker.channel().await;
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            let m = ch
+                .basic_get("urgent".into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("get")
+                .expect("a message");
+            out.push(String::from_utf8_lossy(&m.delivery.data).into_owned());
+        }
+        // 9 counts as the maximum, 5, and is first in its level.
+        assert_eq!(out, ["b5", "d9", "e5", "c1", "a0"]);
+        broker.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

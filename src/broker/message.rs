@@ -25,21 +25,34 @@ pub struct Message {
 }
 
 /// The delivery_mode in an encoded property list (0 when absent or
-/// malformed). Read without decoding: it follows content-type,
-/// content-encoding and headers, which are skipped by their lengths.
+/// malformed).
 pub fn delivery_mode(raw: &[u8]) -> u8 {
+    octet_property(raw, 12)
+}
+
+/// The priority in an encoded property list (0 when absent or malformed).
+pub fn priority(raw: &[u8]) -> u8 {
+    octet_property(raw, 11)
+}
+
+/// One of the two octet properties, delivery_mode (flag bit 12) or
+/// priority (bit 11), read without decoding: they follow content-type,
+/// content-encoding and headers, which are skipped by their lengths.
+fn octet_property(raw: &[u8], wanted: u16) -> u8 {
     let Some((flag_bytes, mut rest)) = raw.split_first_chunk::<2>() else {
         return 0;
     };
     let flags = u16::from_be_bytes(*flag_bytes);
-    if flags & (1 << 12) == 0 {
+    if flags & (1 << wanted) == 0 {
         return 0;
     }
-    for bit in [15, 14, 13] {
+    for bit in (wanted + 1..=15).rev() {
         if flags & (1 << bit) == 0 {
             continue;
         }
-        let len = if bit == 13 {
+        let len = if bit == 12 {
+            1
+        } else if bit == 13 {
             match rest.split_first_chunk::<4>() {
                 Some((n, tail)) => {
                     rest = tail;
@@ -176,6 +189,9 @@ mod tests {
             .with_delivery_mode(2)
             .with_priority(9);
         assert_eq!(delivery_mode(&encode_properties(&props).unwrap()), 2);
+        assert_eq!(priority(&encode_properties(&props).unwrap()), 9);
+        let no_mode = AMQPProperties::default().with_priority(4);
+        assert_eq!(priority(&encode_properties(&no_mode).unwrap()), 4);
         let transient = AMQPProperties::default().with_delivery_mode(1);
         assert_eq!(delivery_mode(&encode_properties(&transient).unwrap()), 1);
         assert_eq!(delivery_mode(&[0, 0]), 0);

@@ -39,6 +39,8 @@ pub struct QueuePolicy {
     pub expires_ms: Option<u64>,
     /// x-delivery-limit: returns allowed before a message is dead-lettered.
     pub delivery_limit: Option<u64>,
+    /// x-max-priority (1–255; validated at declare).
+    pub max_priority: Option<u8>,
 }
 
 impl QueuePolicy {
@@ -64,6 +66,7 @@ impl QueuePolicy {
             ),
             expires_ms: int("x-expires"),
             delivery_limit: int("x-delivery-limit"),
+            max_priority: int("x-max-priority").map(|p| p.min(255) as u8),
         }
     }
 

@@ -7,6 +7,10 @@
 //! did not fit the window, later ones go to disk too until the tail has
 //! been read back. Persistent messages of durable queues are also written
 //! to the log when they fit the window, so they survive a restart.
+//!
+//! A priority queue (x-max-priority) keeps its messages ordered by priority,
+//! then sequence number, all in memory (its persistent messages are still
+//! written to the log, and read back whole at recovery).
 
 use std::collections::VecDeque;
 use std::io;
@@ -30,18 +34,24 @@ pub struct ReadyMessages {
     /// log (made at the first spill).
     log: Option<QueueLog>,
     durable: bool,
+    /// x-max-priority: order by priority (capped at this) before sequence.
+    max_priority: Option<u8>,
 }
 
 impl ReadyMessages {
     /// The ready messages of a queue; a durable queue brings its log (new,
     /// or recovered with what recovery found).
-    pub fn new(store: Arc<Store>, durable_log: Option<(QueueLog, Recovery)>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        durable_log: Option<(QueueLog, Recovery)>,
+        max_priority: Option<u8>,
+    ) -> Self {
         let durable = durable_log.is_some();
         let (log, recovered) = match durable_log {
             Some((log, recovered)) => (Some(log), recovered),
             None => (None, Recovery::default()),
         };
-        ReadyMessages {
+        let mut ready = ReadyMessages {
             items: VecDeque::new(),
             mem_bytes: 0,
             body_bytes: recovered.body_bytes,
@@ -49,7 +59,28 @@ impl ReadyMessages {
             store,
             log,
             durable,
+            max_priority,
+        };
+        if max_priority.is_some() {
+            // A priority queue holds everything in memory, in order.
+            if let Some(log) = ready.log.as_mut() {
+                ready.mem_bytes += log.read_tail(u64::MAX, &mut ready.items);
+            }
+            let mut items: Vec<QueuedMessage> = ready.items.drain(..).collect();
+            items.sort_by_key(|m| ready.order_key(m));
+            ready.items = items.into();
         }
+        ready
+    }
+
+    /// Delivery order: higher priority first (priority queues), then
+    /// sequence number.
+    fn order_key(&self, m: &QueuedMessage) -> (std::cmp::Reverse<u8>, u64) {
+        let p = match self.max_priority {
+            Some(max) => super::message::priority(&m.message.properties).min(max),
+            None => 0,
+        };
+        (std::cmp::Reverse(p), m.seq)
     }
 
     fn log_mut(&mut self) -> io::Result<&mut QueueLog> {
@@ -82,7 +113,8 @@ impl ReadyMessages {
         let persistent = self.durable && message.persistent;
         let size = message_bytes(&message);
         let body = message.body.len() as u64;
-        if self.tail_count() == 0 && self.mem_bytes + size <= self.store.window_bytes {
+        let fits = self.mem_bytes + size <= self.store.window_bytes;
+        if self.max_priority.is_some() || (self.tail_count() == 0 && fits) {
             let disk = match persistent {
                 true => Some(
                     self.log_mut()?
@@ -93,7 +125,7 @@ impl ReadyMessages {
             self.next_seq += 1;
             self.mem_bytes += size;
             self.body_bytes += body;
-            self.items.push_back(QueuedMessage {
+            self.insert(QueuedMessage {
                 seq,
                 message,
                 redelivered: false,
@@ -152,8 +184,18 @@ impl ReadyMessages {
     pub fn unpop(&mut self, m: QueuedMessage) {
         self.mem_bytes += message_bytes(&m.message);
         self.body_bytes += m.message.body.len() as u64;
+        self.insert(m);
+    }
+
+    /// Put a message in memory at its place in delivery order.
+    fn insert(&mut self, m: QueuedMessage) {
+        if self.max_priority.is_none() && self.items.back().is_none_or(|b| b.seq < m.seq) {
+            self.items.push_back(m);
+            return;
+        }
         // Requeues usually belong at or near the front.
-        let pos = self.items.partition_point(|x| x.seq < m.seq);
+        let key = self.order_key(&m);
+        let pos = self.items.partition_point(|x| self.order_key(x) < key);
         self.items.insert(pos, m);
     }
 

@@ -29,6 +29,7 @@ use super::chores::{Chore, ChoreSender};
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use super::queue::{DeleteRefused, FlowLimits, Queue};
 use super::queue::{QueueContext, QueueDef};
+use super::queue_policy::QueuePolicy;
 use super::ready::ReadyMessages;
 use super::reply_to::{ReplyTargets, REPLY_QUEUE};
 use crate::protocol::AmqpError;
@@ -476,7 +477,8 @@ impl VHost {
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
         };
-        let ready = ReadyMessages::new(self.store.clone(), log);
+        let max_priority = QueuePolicy::from_arguments(&d.arguments).max_priority;
+        let ready = ReadyMessages::new(self.store.clone(), log, max_priority);
         let queue = Queue::new(def, ready, self.queue_context());
         let queue = Arc::new(queue);
         queue.touch();

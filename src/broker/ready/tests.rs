@@ -69,7 +69,7 @@ impl Harness {
             )
         });
         Harness {
-            ready: ReadyMessages::new(store.clone(), log),
+            ready: ReadyMessages::new(store.clone(), log, None),
             store,
             dir,
             model_ready: BTreeMap::new(),
@@ -126,7 +126,7 @@ impl Harness {
         let (log, report) =
             QueueLog::recover(&self.dir, self.store.segment_bytes).expect("recover");
         assert_eq!(report.corrupt_records + report.torn_tails, 0);
-        self.ready = ReadyMessages::new(self.store.clone(), Some((log, report)));
+        self.ready = ReadyMessages::new(self.store.clone(), Some((log, report)), None);
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{Topology, VHost, PREDECLARED};
 use crate::broker::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::broker::queue::{Queue, QueueDef};
+use crate::broker::queue_policy::QueuePolicy;
 use crate::broker::ready::ReadyMessages;
 use crate::protocol::{AmqpError, ErrorKind};
 use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef as StoredQueue};
@@ -77,7 +78,8 @@ impl VHost {
                 ms = started.elapsed().as_millis() as u64,
                 "recovered queue"
             );
-            let ready = ReadyMessages::new(self.store.clone(), Some((log, report)));
+            let max_priority = QueuePolicy::from_arguments(&q.arguments).max_priority;
+            let ready = ReadyMessages::new(self.store.clone(), Some((log, report)), max_priority);
             let def = QueueDef {
                 name: &q.name,
                 vhost: &self.name,

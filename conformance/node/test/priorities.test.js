@@ -1,9 +1,5 @@
 'use strict';
-// RabbitMQ queue extensions that Warren does not implement yet: priority
-// queues (x-max-priority). Recorded against RabbitMQ 3.10. conformance/run.sh
-// leaves this file out when it runs against Warren (set
-// CONFORMANCE_EXTENSIONS=1 to include it). TTL, dead-lettering and length
-// limits, which Warren implements, are in ttl_dlx_limits.test.js.
+// Priority queues (x-max-priority), recorded against RabbitMQ 3.10.
 const { test, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./helpers');
@@ -22,4 +18,20 @@ test('priority queue delivers higher priorities first', { timeout: h.T }, async 
   const out = [];
   for (let i = 0; i < 5; i++) out.push((await ch.get(q, { noAck: true })).content.toString());
   assert.deepEqual(out, ['high', 'high2', 'mid', 'low', 'none']);
+});
+
+test('priority queue: a priority above x-max-priority counts as the maximum; requeue keeps the order', { timeout: h.T }, async () => {
+  const { ch } = await h.connectAndChannel();
+  const q = await h.tmpQueue(ch, { exclusive: true, maxPriority: 3 });
+  ch.sendToQueue(q, Buffer.from('p3'), { priority: 3 });
+  ch.sendToQueue(q, Buffer.from('p200'), { priority: 200 });
+  ch.sendToQueue(q, Buffer.from('p1'), { priority: 1 });
+  await h.waitForCount(ch, q, 3);
+  const first = await h.getOne(ch, q);
+  assert.equal(first.content.toString(), 'p3');
+  ch.nack(first, false, true);
+  await h.sync(ch);
+  const out = [];
+  for (let i = 0; i < 3; i++) out.push((await h.getOne(ch, q, { noAck: true })).content.toString());
+  assert.deepEqual(out, ['p3', 'p200', 'p1']);
 });

@@ -21,6 +21,11 @@ pub enum Chore {
     },
     /// The queue has dead letters to route.
     DeadLetters(Weak<Queue>),
+    /// Route the delayed messages due at this time (Unix milliseconds).
+    FireDelayed {
+        /// When.
+        at_ms: u64,
+    },
     /// Check at this time whether the queue has been unused for its
     /// x-expires (and delete it if so).
     ExpireQueue {

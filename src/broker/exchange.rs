@@ -45,7 +45,23 @@ pub enum ExchangeKind {
     Headers,
 }
 
+/// The exchange type of delayed messages (RabbitMQ's delayed-message
+/// plugin); the routing type is the `x-delayed-type` argument.
+pub const DELAYED_TYPE: &str = "x-delayed-message";
+
 impl ExchangeKind {
+    /// The routing type of a declared type: itself, or for
+    /// `x-delayed-message` the `x-delayed-type` argument; with whether the
+    /// exchange delays. None for an unknown type (or delayed type).
+    pub fn of_declared(name: &str, arguments: &FieldTable) -> Option<(Self, bool)> {
+        if name != DELAYED_TYPE {
+            return Self::parse(name).map(|k| (k, false));
+        }
+        let inner = arguments.inner().get("x-delayed-type")?;
+        let t = super::arguments::as_text(inner)?;
+        Self::parse(&t).map(|k| (k, true))
+    }
+
     /// Parse a type name as given in exchange.declare.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
@@ -93,6 +109,9 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// Name of the alternate exchange, from the `alternate-exchange` argument.
     pub alternate_exchange: Option<String>,
+    /// Declared as `x-delayed-message` (routing by `kind`, the
+    /// x-delayed-type, once a message's x-delay has passed).
+    pub delayed: bool,
     bindings: Vec<Binding>,
     table: RoutingTable,
 }
@@ -132,8 +151,17 @@ impl Exchange {
             internal,
             arguments,
             alternate_exchange,
+            delayed: false,
             bindings: Vec::new(),
             table,
+        }
+    }
+
+    /// The type as declared.
+    pub fn type_name(&self) -> &'static str {
+        match self.delayed {
+            true => DELAYED_TYPE,
+            false => self.kind.name(),
         }
     }
 

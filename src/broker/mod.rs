@@ -6,6 +6,7 @@ pub mod arguments;
 pub mod chores;
 pub mod consumer;
 pub mod dead_letter;
+pub mod delayed;
 pub mod exchange;
 pub mod headers;
 pub mod message;

@@ -26,7 +26,8 @@ use rand::Rng;
 
 use super::arguments::{self, as_int, show, type_name, validate_queue_arguments};
 use super::chores::{Chore, ChoreSender};
-use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use super::delayed::Delayed;
+use super::exchange::{Binding, Destination, Exchange, ExchangeKind, DELAYED_TYPE};
 use super::queue::{DeleteRefused, FlowLimits, Queue};
 use super::queue::{QueueContext, QueueDef};
 use super::queue_policy::QueuePolicy;
@@ -78,6 +79,8 @@ pub struct VHost {
     chores: ChoreSender,
     /// Direct reply-to names held by this vhost's RPC clients.
     pub reply_to: ReplyTargets,
+    /// Messages held by x-delayed-message exchanges.
+    pub delayed: Arc<Delayed>,
     /// Its end, until the task starts.
     chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
 }
@@ -119,6 +122,15 @@ impl VHost {
             );
         }
         let (chores, chore_rx) = tokio::sync::mpsc::unbounded_channel();
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        let delayed_dir = store.data_dir().join("delayed").join(format!("v{hex}"));
+        let delayed =
+            Delayed::open(store.clone(), delayed_dir.clone(), chores.clone()).map_err(|e| {
+                format!(
+                    "cannot recover delayed messages from {}: {e}",
+                    delayed_dir.display()
+                )
+            })?;
         let vhost = VHost {
             name: Arc::from(name),
             topology: RwLock::new(Topology::default()),
@@ -126,6 +138,7 @@ impl VHost {
             store,
             chores,
             reply_to: ReplyTargets::default(),
+            delayed: Arc::new(delayed),
             chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
         };
         if let Some(defs) = stored {
@@ -176,7 +189,15 @@ impl VHost {
                 None => Err(self.no_exchange(name)),
             };
         }
-        let Some(kind) = ExchangeKind::parse(d.kind.as_str()) else {
+        if d.kind.as_str() == DELAYED_TYPE
+            && ExchangeKind::of_declared(DELAYED_TYPE, &d.arguments).is_none()
+        {
+            // The delayed-message plugin's text.
+            return Err(AmqpError::precondition_failed(
+                "Invalid argument, 'x-delayed-type' must be an existing exchange type",
+            ));
+        }
+        let Some((kind, delayed)) = ExchangeKind::of_declared(d.kind.as_str(), &d.arguments) else {
             let what = if d.kind.as_str().is_empty() {
                 "invalid"
             } else {
@@ -204,8 +225,8 @@ impl VHost {
                     self.name
                 ))
             };
-            if x.kind != kind {
-                return Err(diff("type", kind.name().into(), x.kind.name().into()));
+            if x.kind != kind || x.delayed != delayed {
+                return Err(diff("type", d.kind.to_string(), x.type_name().into()));
             }
             if x.durable != d.durable {
                 return Err(diff(
@@ -242,17 +263,16 @@ impl VHost {
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        topo.exchanges.insert(
-            name.to_string(),
-            Exchange::new(
-                name,
-                kind,
-                d.durable,
-                d.auto_delete,
-                d.internal,
-                d.arguments.clone(),
-            ),
+        let mut exchange = Exchange::new(
+            name,
+            kind,
+            d.durable,
+            d.auto_delete,
+            d.internal,
+            d.arguments.clone(),
         );
+        exchange.delayed = delayed;
+        topo.exchanges.insert(name.to_string(), exchange);
         if d.durable {
             // Not stored means not declared.
             if let Err(e) = self.persist(&topo) {
@@ -541,6 +561,23 @@ impl VHost {
         let q = topo.queues.get(name).ok_or_else(|| self.no_queue(name))?;
         self.check_owner(q, conn_id)?;
         Ok(q.clone())
+    }
+
+    /// Hold `message` if `exchange` is an x-delayed-message exchange (the
+    /// caller found a positive x-delay); None when it is not one.
+    pub fn hold_delayed(
+        &self,
+        exchange: &str,
+        message: Arc<super::message::Message>,
+        delay_ms: u64,
+    ) -> Option<super::queue::Stored> {
+        let durable = {
+            let topo = self.topology.read();
+            let x = topo.exchanges.get(exchange).filter(|x| x.delayed)?;
+            x.durable
+        };
+        let due = super::message::now_ms().saturating_add(delay_ms);
+        Some(self.delayed.hold(message, due, durable))
     }
 
     /// Number of queues.

@@ -15,6 +15,7 @@ use super::content::{ContentState, PendingPublish};
 use super::session::Session;
 use super::tx_confirm::store_failed;
 use crate::broker::consumer::{Consumer, ConsumerCredit, Delivery};
+use crate::broker::delayed::delay_ms;
 use crate::broker::message::{
     decode_properties, delivery_mode, encode_properties, properties_well_formed, Message,
 };
@@ -29,6 +30,9 @@ pub struct Routed {
     pub message: Arc<Message>,
     pub queues: Vec<Arc<Queue>>,
     pub mandatory: bool,
+    /// Taken already (a delayed message held, a direct reply delivered):
+    /// no queues to put it on.
+    pub held: Option<Stored>,
 }
 
 /// A fully received publish, ready to route.
@@ -363,7 +367,29 @@ impl Session {
                 message,
                 queues: Vec::new(),
                 mandatory: false,
+                held: Some(Stored::Done),
             });
+        }
+        let message = Arc::new(Message {
+            exchange: Arc::from(p.publish.exchange.as_str()),
+            routing_key: Arc::from(rk),
+            persistent: delivery_mode(&properties) == 2,
+            expiration_ms,
+            properties,
+            body: p.body,
+        });
+        if let Some(ms) = delay_ms(headers.as_ref()) {
+            let exchange = p.publish.exchange.as_str();
+            if let Some(stored) = self.vhost.hold_delayed(exchange, message.clone(), ms) {
+                // Routed when due (the delayed-message plugin does not
+                // return unroutable delayed messages either).
+                return Ok(Routed {
+                    message,
+                    queues: Vec::new(),
+                    mandatory: false,
+                    held: Some(stored),
+                });
+            }
         }
         let mut queues: Vec<Arc<Queue>> = Vec::new();
         let routed = if extra_keys.is_empty() {
@@ -384,24 +410,20 @@ impl Session {
             )
         };
         routed.map_err(|e| e.at(60, 40))?;
-        let message = Arc::new(Message {
-            exchange: Arc::from(p.publish.exchange.as_str()),
-            routing_key: Arc::from(p.publish.routing_key.as_str()),
-            persistent: delivery_mode(&properties) == 2,
-            expiration_ms,
-            properties,
-            body: p.body,
-        });
         Ok(Routed {
             message,
             queues,
             mandatory: p.publish.mandatory,
+            held: None,
         })
     }
 
     /// Put a routed message on its queues; mandatory and unroutable means
     /// basic.return.
     pub(super) fn enqueue(&mut self, id: u16, r: Routed) -> Stored {
+        if let Some(held) = r.held {
+            return held;
+        }
         if r.queues.is_empty() {
             if r.mandatory {
                 let m = &r.message;

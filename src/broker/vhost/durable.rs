@@ -42,21 +42,20 @@ impl VHost {
         defs: &VhostDefinitions,
     ) -> Result<(), String> {
         for x in &defs.exchanges {
-            let Some(kind) = ExchangeKind::parse(&x.kind) else {
+            let Some((kind, delayed)) = ExchangeKind::of_declared(&x.kind, &x.arguments) else {
                 tracing::warn!(vhost = %self.name, exchange = %x.name, kind = %x.kind, "stored exchange of unknown type skipped");
                 continue;
             };
-            topo.exchanges.insert(
-                x.name.clone(),
-                Exchange::new(
-                    &x.name,
-                    kind,
-                    true,
-                    x.auto_delete,
-                    x.internal,
-                    x.arguments.clone(),
-                ),
+            let mut exchange = Exchange::new(
+                &x.name,
+                kind,
+                true,
+                x.auto_delete,
+                x.internal,
+                x.arguments.clone(),
             );
+            exchange.delayed = delayed;
+            topo.exchanges.insert(x.name.clone(), exchange);
         }
         for q in &defs.queues {
             let started = Instant::now();
@@ -120,7 +119,7 @@ fn snapshot(topo: &Topology) -> VhostDefinitions {
         if !PREDECLARED.iter().any(|(n, _)| n == name) {
             defs.exchanges.push(ExchangeDef {
                 name: name.clone(),
-                kind: x.kind.name().to_string(),
+                kind: x.type_name().to_string(),
                 auto_delete: x.auto_delete,
                 internal: x.internal,
                 arguments: x.arguments.clone(),

@@ -27,6 +27,8 @@ enum Wake {
     Head,
     /// Delete it if it has gone unused for its x-expires.
     Unused,
+    /// Route the vhost's delayed messages that are due.
+    Delayed,
 }
 
 /// A queue to wake at a time.
@@ -49,8 +51,14 @@ impl Ord for Due {
     }
 }
 
-/// A dead letter's old record, settled when its copies are synced.
-type Waiting = Vec<(u64, Arc<Queue>, DiskRef)>;
+/// A record to settle once its copies elsewhere are synced: a dead
+/// letter's in its old queue, or a delayed message's in the delayed log.
+enum Pending {
+    Queue(Arc<Queue>, DiskRef),
+    Delayed(DiskRef),
+}
+
+type Waiting = Vec<(u64, Pending)>;
 
 impl VHost {
     /// Start the housekeeping task (once; needs a tokio runtime).
@@ -66,6 +74,7 @@ impl VHost {
             q.expire_due();
             q.touch();
         }
+        self.delayed.reschedule();
     }
 
     /// Route a queue's dead letters; records whose copies must be synced
@@ -101,12 +110,45 @@ impl VHost {
                 // Not stored anywhere: the record stays, and the message
                 // comes back in its old queue after a restart.
                 Stored::Failed => {}
-                s if s.sync_round() > 0 => waiting.push((s.sync_round(), source.clone(), r)),
+                s if s.sync_round() > 0 => {
+                    waiting.push((s.sync_round(), Pending::Queue(source.clone(), r)))
+                }
                 _ => settle_now.push(r),
             }
         }
         if !settle_now.is_empty() {
             source.settle(settle_now);
+        }
+    }
+
+    /// Route the delayed messages that are due, as if published now.
+    fn fire_delayed(&self, waiting: &mut Waiting) {
+        let mut settle_now = Vec::new();
+        for held in self.delayed.take_due(now_ms()) {
+            let m = &held.message;
+            let headers = decode_properties(&m.properties).and_then(|p| p.headers().clone());
+            let mut targets = Vec::new();
+            // An exchange deleted meanwhile drops the message.
+            let _ = self.route(
+                &m.exchange,
+                &[&m.routing_key],
+                headers.as_ref(),
+                &mut targets,
+            );
+            let stored = targets
+                .iter()
+                .fold(Stored::Done, |s, q| s.and(q.publish(m.clone())));
+            let Some(r) = held.disk else {
+                continue;
+            };
+            match stored {
+                Stored::Failed => {}
+                s if s.sync_round() > 0 => waiting.push((s.sync_round(), Pending::Delayed(r))),
+                _ => settle_now.push(r),
+            }
+        }
+        if !settle_now.is_empty() {
+            self.delayed.settle(settle_now);
         }
     }
 }
@@ -135,6 +177,7 @@ async fn run(
                 None => return,
                 Some(Chore::Expire { at_ms, queue }) => timers.push(Reverse(Due(at_ms, queue, Wake::Head))),
                 Some(Chore::ExpireQueue { at_ms, queue }) => timers.push(Reverse(Due(at_ms, queue, Wake::Unused))),
+                Some(Chore::FireDelayed { at_ms }) => timers.push(Reverse(Due(at_ms, Weak::new(), Wake::Delayed))),
                 Some(Chore::DeadLetters(queue)) => {
                     let (Some(v), Some(q)) = (vhost.upgrade(), queue.upgrade()) else {
                         continue;
@@ -148,18 +191,13 @@ async fn run(
                     let Some(Reverse(Due(_, q, wake))) = timers.pop() else {
                         break;
                     };
-                    let Some(q) = q.upgrade() else {
-                        continue;
-                    };
-                    match wake {
-                        Wake::Head => q.expire_due(),
-                        Wake::Unused => {
-                            if q.unused_for_too_long() {
-                                if let Some(v) = vhost.upgrade() {
-                                    v.delete_unused_queue(&q);
-                                }
-                            }
+                    match (wake, q.upgrade(), vhost.upgrade()) {
+                        (Wake::Delayed, _, Some(v)) => v.fire_delayed(&mut waiting),
+                        (Wake::Head, Some(q), _) => q.expire_due(),
+                        (Wake::Unused, Some(q), Some(v)) if q.unused_for_too_long() => {
+                            v.delete_unused_queue(&q)
                         }
+                        _ => {}
                     }
                 }
             }
@@ -168,10 +206,17 @@ async fn run(
                     return;
                 }
                 let synced = sync.borrow_and_update().synced;
-                let (done, rest): (Waiting, Waiting) = waiting.into_iter().partition(|(round, _, _)| *round <= synced);
+                let (done, rest): (Waiting, Waiting) = waiting.into_iter().partition(|(round, _)| *round <= synced);
                 waiting = rest;
-                for (_, q, r) in done {
-                    q.settle([r]);
+                for (_, pending) in done {
+                    match pending {
+                        Pending::Queue(q, r) => q.settle([r]),
+                        Pending::Delayed(r) => {
+                            if let Some(v) = vhost.upgrade() {
+                                v.delayed.settle([r]);
+                            }
+                        }
+                    }
                 }
             }
         }

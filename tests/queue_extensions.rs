@@ -388,3 +388,206 @@ async fn delayed_messages_survive_a_restart_and_do_not_fire_early() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// Regressions found in review (each failed before its fix).
+
+/// A single active consumer's unacked messages go to its successor before
+/// anything newer when its channel closes.
+#[tokio::test]
+async fn single_active_consumer_failover_keeps_the_order() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, ch) = broker.channel().await;
+        let a = args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
+        ch.queue_declare("sac-order".into(), Default::default(), a)
+            .await
+            .expect("declare");
+        let (_ca, cha) = broker.channel().await;
+        cha.basic_qos(5, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut first = consumer(&cha, "sac-order", "first", FieldTable::default()).await;
+        let (_cb, chb) = broker.channel().await;
+        let mut second = consumer(&chb, "sac-order", "second", FieldTable::default()).await;
+        for i in 0..8 {
+            publish(&ch, "", "sac-order", format!("{i}").as_bytes()).await;
+        }
+        for _ in 0..5 {
+            next_delivery(&mut first).await;
+        }
+        cha.close(200, "bye".into()).await.expect("close");
+        let mut got = Vec::new();
+        for _ in 0..8 {
+            got.push(String::from_utf8(next_delivery(&mut second).await.data).expect("utf8"));
+        }
+        assert_eq!(got, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+        broker.stop().await;
+    })
+    .await;
+}
+
+/// A direct reply and a delayed message published in a transaction that
+/// is rolled back never happen.
+#[tokio::test]
+async fn rolled_back_replies_and_delayed_messages_do_not_happen() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, client) = broker.channel().await;
+        let mut replies = client
+            .basic_consume(
+                "amq.rabbitmq.reply-to".into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume replies");
+        client
+            .queue_declare("rpc-tx".into(), Default::default(), FieldTable::default())
+            .await
+            .expect("declare");
+        let props = lapin::BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into());
+        publish_props(&client, "", "rpc-tx", b"req", props).await;
+        let (_s, server) = broker.channel().await;
+        let req = server
+            .basic_get("rpc-tx".into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+            .expect("request");
+        let name = req
+            .delivery
+            .properties
+            .reply_to()
+            .clone()
+            .expect("reply_to");
+        delayed_exchange(&server, "tx-later", false).await;
+        server
+            .queue_declare(
+                "tx-target".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+        server
+            .queue_bind(
+                "tx-target".into(),
+                "tx-later".into(),
+                "k".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        server.tx_select().await.expect("tx.select");
+        publish_props(
+            &server,
+            "",
+            name.as_str(),
+            b"rolled back",
+            Default::default(),
+        )
+        .await;
+        publish_props(&server, "tx-later", "k", b"rolled back", delay(50)).await;
+        server.tx_rollback().await.expect("rollback");
+        quiet(&mut replies).await;
+        assert_eq!(ready_count(&server, "tx-target").await.expect("count"), 0);
+        publish_props(&server, "", name.as_str(), b"committed", Default::default()).await;
+        server.tx_commit().await.expect("commit");
+        assert_eq!(&next_delivery(&mut replies).await.data, b"committed");
+        broker.stop().await;
+    })
+    .await;
+}
+
+async fn publish_props(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: lapin::BasicProperties,
+) {
+    ch.basic_publish(exchange.into(), key.into(), Default::default(), body, props)
+        .await
+        .expect("publish");
+}
+
+/// A request with a BCC header keeps its rewritten reply_to.
+#[tokio::test]
+async fn a_bcc_header_does_not_undo_the_reply_to_rewrite() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, ch) = broker.channel().await;
+        let _replies = ch
+            .basic_consume(
+                "amq.rabbitmq.reply-to".into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume replies");
+        ch.queue_declare("bcc-a".into(), Default::default(), FieldTable::default())
+            .await
+            .expect("declare");
+        ch.queue_declare("bcc-b".into(), Default::default(), FieldTable::default())
+            .await
+            .expect("declare");
+        let bcc =
+            AMQPValue::FieldArray(vec![AMQPValue::LongString(LongString::from("bcc-b"))].into());
+        let props = lapin::BasicProperties::default()
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_headers(args(&[("BCC", bcc)]));
+        publish_props(&ch, "", "bcc-a", b"req", props).await;
+        for q in ["bcc-a", "bcc-b"] {
+            let m = ch
+                .basic_get(q.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("get")
+                .expect("request");
+            let reply_to = m.delivery.properties.reply_to().clone().expect("reply_to");
+            assert!(
+                reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
+                "{q}: {reply_to}"
+            );
+        }
+        broker.stop().await;
+    })
+    .await;
+}
+
+/// Publishing to an internal delayed exchange is refused (403), as for any
+/// internal exchange, instead of being held and dropped later.
+#[tokio::test]
+async fn an_internal_delayed_exchange_refuses_publishes() {
+    within(async {
+        let broker = Broker::start().await;
+        let (_c, ch) = broker.channel().await;
+        let a = args(&[(
+            "x-delayed-type",
+            AMQPValue::LongString(LongString::from("direct")),
+        )]);
+        ch.exchange_declare(
+            "inner-later".into(),
+            lapin::ExchangeKind::Custom("x-delayed-message".into()),
+            ExchangeDeclareOptions {
+                internal: true,
+                ..Default::default()
+            },
+            a,
+        )
+        .await
+        .expect("declare");
+        publish_props(&ch, "inner-later", "k", b"x", delay(50)).await;
+        assert_code(ready_count(&ch, "nothing-here").await, 403);
+        broker.stop().await;
+    })
+    .await;
+}

@@ -136,15 +136,19 @@ pub fn republished(
 }
 
 /// RabbitMQ drops a dead-lettered message that would return to a queue it
-/// already died in, unless a rejection is part of its history (a cycle of
-/// expiries only would loop forever with nobody acting on it).
+/// already died in, unless a rejection happened on the way since (a cycle
+/// of expiries only would loop forever with nobody acting on it): the
+/// entries from the most recent back to the target queue's are checked.
 pub fn is_cycle(deaths: &[FieldTable], target_queue: &str) -> bool {
-    deaths
-        .iter()
-        .any(|t| text(t, "queue").as_deref() == Some(target_queue))
-        && !deaths
-            .iter()
-            .any(|t| text(t, "reason").as_deref() == Some(Reason::Rejected.name()))
+    for t in deaths {
+        if text(t, "reason").as_deref() == Some(Reason::Rejected.name()) {
+            return false;
+        }
+        if text(t, "queue").as_deref() == Some(target_queue) {
+            return true;
+        }
+    }
+    false
 }
 
 fn without_expiration(p: AMQPProperties) -> AMQPProperties {
@@ -260,8 +264,16 @@ mod tests {
         let (_, deaths) = republished(&m, "q", Reason::Expired, "", "q", 1);
         assert!(is_cycle(&deaths, "q"));
         assert!(!is_cycle(&deaths, "other"));
-        let (m2, _) = republished(&m, "q", Reason::Rejected, "", "q", 1);
-        let (_, deaths) = republished(&m2, "q", Reason::Expired, "", "q", 1);
+        // Rejected back into its own queue: not a cycle (someone acted).
+        let (m2, deaths) = republished(&m, "q", Reason::Rejected, "", "q", 1);
         assert!(!is_cycle(&deaths, "q"));
+        // Then expiring there: the span back to q's latest entry holds no
+        // rejection, so it is a cycle (as rabbit_dead_letter:is_cycle).
+        let (_, deaths) = republished(&m2, "q", Reason::Expired, "", "q", 1);
+        assert!(is_cycle(&deaths, "q"));
+        // An old rejection does not excuse a later loop of expiries.
+        let (a, _) = republished(&m2, "a", Reason::Expired, "", "b", 1);
+        let (_, deaths) = republished(&a, "b", Reason::Expired, "", "a", 1);
+        assert!(is_cycle(&deaths, "a"));
     }
 }

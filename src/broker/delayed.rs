@@ -185,8 +185,9 @@ impl Delayed {
         self.schedule(&mut st);
     }
 
-    /// Take the messages due by `now_ms`.
-    pub fn take_due(&self, now_ms: u64) -> Vec<Held> {
+    /// Take the messages due by `now_ms`, on the wake-up asked for `at_ms`
+    /// (a stale one, superseded by an earlier request, schedules nothing).
+    pub fn take_due(&self, now_ms: u64, at_ms: u64) -> Vec<Held> {
         let mut st = self.state.lock();
         let mut due = Vec::new();
         while st.heap.peek().is_some_and(|Reverse(h)| h.due_ms <= now_ms) {
@@ -194,8 +195,10 @@ impl Delayed {
                 due.push(h);
             }
         }
-        st.wake_at = None;
-        self.schedule(&mut st);
+        if st.wake_at.is_none_or(|w| w == at_ms) {
+            st.wake_at = None;
+            self.schedule(&mut st);
+        }
         due
     }
 

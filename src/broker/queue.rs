@@ -297,10 +297,15 @@ impl Queue {
         }
     }
 
-    /// The housekeeping task's wake-up: expire what is due, deliver, and
-    /// schedule the next expiry.
-    pub fn expire_due(self: &Arc<Self>) {
+    /// The housekeeping task's wake-up for the head expiry `at_ms` (None:
+    /// look now, at start): expire what is due, deliver, and schedule the
+    /// next expiry. A stale wake-up (the queue has asked for another time
+    /// since) does nothing, so superseded timers do not multiply.
+    pub fn expire_due(self: &Arc<Self>, at_ms: Option<u64>) {
         let mut st = self.state.lock();
+        if at_ms.is_some() && st.expiry_scheduled.is_some() && st.expiry_scheduled != at_ms {
+            return;
+        }
         st.expiry_scheduled = None;
         if !st.deleted {
             self.dispatch_locked(&mut st);
@@ -329,24 +334,28 @@ impl Queue {
         }
     }
 
-    /// The housekeeping task's x-expires check: whether the queue has gone
-    /// unused for its x-expires (else the next check is scheduled).
-    pub fn unused_for_too_long(self: &Arc<Self>) -> bool {
+    /// The housekeeping task's x-expires check (called with the topology
+    /// lock held, so the check and the delete are one step): delete the
+    /// queue if it has gone unused for its x-expires, else schedule the
+    /// next check. True when it was deleted.
+    pub fn delete_if_expired(self: &Arc<Self>) -> bool {
         let mut st = self.state.lock();
         st.unused_check_scheduled = false;
         let Some(expires) = self.policy.expires_ms else {
             return false;
         };
-        let now = now_ms();
-        if !st.consumers.is_empty() {
-            st.last_used_ms = now;
+        if st.deleted || !st.consumers.is_empty() {
+            // In use: the removal of the last consumer schedules again.
+            return false;
         }
-        if st.consumers.is_empty() && now >= st.last_used_ms.saturating_add(expires) {
-            return !st.deleted;
+        if now_ms() < st.last_used_ms.saturating_add(expires) {
+            let from = st.last_used_ms;
+            self.schedule_unused_check(&mut st, from);
+            return false;
         }
-        let from = st.last_used_ms;
-        self.schedule_unused_check(&mut st, from);
-        false
+        Self::delete_locked(&mut st);
+        self.update_saturation(&st);
+        true
     }
 
     /// The properties a delivery of `m` carries: as published, plus
@@ -560,7 +569,8 @@ impl Queue {
                 self.drop_message(&mut st, m, Reason::DeliveryLimit);
                 continue;
             }
-            if let Some(r) = m.disk {
+            // Only a limit needs the count across restarts.
+            if let Some(r) = m.disk.filter(|_| self.policy.delivery_limit.is_some()) {
                 st.ready.mark_returned(r, m.delivery_count);
             }
             st.ready.requeue(m);
@@ -613,29 +623,30 @@ impl Queue {
     }
 
     /// Remove one consumer (basic.cancel or channel close).
+    /// `dispatch`: hand out at once what the removed consumer would have
+    /// taken (to a single active consumer's successor, or lower
+    /// priorities). A closing channel passes false and dispatches after
+    /// requeueing its unacked messages, so they keep their place ahead of
+    /// the rest, as in RabbitMQ.
     pub fn remove_consumer(
         self: &Arc<Self>,
         conn_id: u64,
         channel: u16,
         tag: &str,
-    ) -> ConsumerRemoval {
-        self.remove_consumers_where(|c| {
-            c.conn.id == conn_id && c.channel == channel && &*c.tag == tag
-        })
-    }
-
-    fn remove_consumers_where(
-        self: &Arc<Self>,
-        pred: impl Fn(&Consumer) -> bool,
+        dispatch: bool,
     ) -> ConsumerRemoval {
         let mut st = self.state.lock();
         let before = st.consumers.len();
-        st.consumers.retain(|c| !pred(c));
+        st.consumers
+            .retain(|c| !(c.conn.id == conn_id && c.channel == channel && &*c.tag == tag));
         let removed = st.consumers.len() != before;
-        if removed {
-            st.last_used_ms = now_ms();
-            // A single active consumer's successor, or lower priorities,
-            // may take what the removed one would have.
+        if removed && st.consumers.is_empty() {
+            // x-expires counts from here.
+            let now = now_ms();
+            st.last_used_ms = now;
+            self.schedule_unused_check(&mut st, now);
+        }
+        if removed && dispatch {
             self.dispatch_locked(&mut st);
         }
         self.update_saturation(&st);

@@ -563,6 +563,17 @@ impl VHost {
         Ok(q.clone())
     }
 
+    /// Whether clients may publish delayed messages to `exchange`: an
+    /// x-delayed-message exchange, not internal (publishing to an internal
+    /// one fails at routing, 403).
+    pub fn is_delayed_exchange(&self, exchange: &str) -> bool {
+        self.topology
+            .read()
+            .exchanges
+            .get(exchange)
+            .is_some_and(|x| x.delayed && !x.internal)
+    }
+
     /// Hold `message` if `exchange` is an x-delayed-message exchange (the
     /// caller found a positive x-delay); None when it is not one.
     pub fn hold_delayed(
@@ -631,6 +642,21 @@ impl VHost {
             .is_some_and(|q| Arc::ptr_eq(q, queue));
         // A consumer may have arrived since the last one left: then keep it.
         if registered && queue.mark_deleted_if(true, false).is_ok() {
+            unregister_queue(&mut topo, &queue.name);
+            self.persist_or_log(&topo);
+        }
+    }
+
+    /// x-expires: delete `queue` if it is still the one registered under its
+    /// name and has gone unused for its x-expires.
+    pub fn expire_queue(&self, queue: &Arc<Queue>) {
+        let mut topo = self.topology.write();
+        let registered = topo
+            .queues
+            .get(&*queue.name)
+            .is_some_and(|q| Arc::ptr_eq(q, queue));
+        if registered && queue.delete_if_expired() {
+            tracing::debug!(queue = %queue.name, "queue expired (x-expires)");
             unregister_queue(&mut topo, &queue.name);
             self.persist_or_log(&topo);
         }

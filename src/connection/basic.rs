@@ -30,9 +30,18 @@ pub struct Routed {
     pub message: Arc<Message>,
     pub queues: Vec<Arc<Queue>>,
     pub mandatory: bool,
-    /// Taken already (a delayed message held, a direct reply delivered):
-    /// no queues to put it on.
-    pub held: Option<Stored>,
+    /// Not for queues: a direct reply, or a delayed message to hold. Done
+    /// at enqueue, so that in a transaction it happens at commit.
+    pub deferred: Option<Deferred>,
+}
+
+/// What a routed message becomes instead of going to queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferred {
+    /// A direct reply, to the channel holding its routing key as name.
+    Reply,
+    /// Held by its x-delayed-message exchange for this many milliseconds.
+    Delay(u64),
 }
 
 /// A fully received publish, ready to route.
@@ -90,7 +99,7 @@ impl Session {
                         self.vhost.reply_to.unregister(&r.name);
                     }
                 } else if let Some(cc) = ch.consumers.shift_remove(&tag) {
-                    let removal = cc.queue.remove_consumer(self.id, id, &tag);
+                    let removal = cc.queue.remove_consumer(self.id, id, &tag, true);
                     if removal.should_auto_delete {
                         self.vhost.delete_unused_queue(&cc.queue);
                     }
@@ -260,7 +269,7 @@ impl Session {
         let mut properties = p.properties;
         // Decoding allocates (header tables), so only messages carrying a
         // property the broker acts on are decoded.
-        let props = if needs_decoding(&properties) {
+        let mut props = if needs_decoding(&properties) {
             decode_properties(&properties)
         } else if properties_well_formed(&properties) {
             Some(AMQPProperties::default())
@@ -277,7 +286,7 @@ impl Session {
                 method_id: 0,
             });
         }
-        if let Some(pr) = props.as_ref() {
+        if let Some(pr) = props.as_mut() {
             if pr
                 .reply_to()
                 .as_ref()
@@ -297,9 +306,9 @@ impl Session {
                         .at(60, 40))
                     }
                 };
-                if let Some(encoded) =
-                    encode_properties(&pr.clone().with_reply_to(ShortString::from(name)))
-                {
+                // Kept in `props` too: a BCC rewrite below starts from it.
+                *pr = pr.clone().with_reply_to(ShortString::from(name));
+                if let Some(encoded) = encode_properties(pr) {
                     properties = encoded;
                 }
             }
@@ -362,12 +371,11 @@ impl Session {
                 properties,
                 body: p.body,
             });
-            self.vhost.reply_to.deliver(rk, message.clone());
             return Ok(Routed {
                 message,
                 queues: Vec::new(),
                 mandatory: false,
-                held: Some(Stored::Done),
+                deferred: Some(Deferred::Reply),
             });
         }
         let message = Arc::new(Message {
@@ -379,15 +387,14 @@ impl Session {
             body: p.body,
         });
         if let Some(ms) = delay_ms(headers.as_ref()) {
-            let exchange = p.publish.exchange.as_str();
-            if let Some(stored) = self.vhost.hold_delayed(exchange, message.clone(), ms) {
+            if self.vhost.is_delayed_exchange(p.publish.exchange.as_str()) {
                 // Routed when due (the delayed-message plugin does not
                 // return unroutable delayed messages either).
                 return Ok(Routed {
                     message,
                     queues: Vec::new(),
                     mandatory: false,
-                    held: Some(stored),
+                    deferred: Some(Deferred::Delay(ms)),
                 });
             }
         }
@@ -414,15 +421,29 @@ impl Session {
             message,
             queues,
             mandatory: p.publish.mandatory,
-            held: None,
+            deferred: None,
         })
     }
 
     /// Put a routed message on its queues; mandatory and unroutable means
     /// basic.return.
     pub(super) fn enqueue(&mut self, id: u16, r: Routed) -> Stored {
-        if let Some(held) = r.held {
-            return held;
+        match r.deferred {
+            Some(Deferred::Reply) => {
+                let name = r.message.routing_key.clone();
+                self.vhost.reply_to.deliver(&name, r.message);
+                return Stored::Done;
+            }
+            Some(Deferred::Delay(ms)) => {
+                let exchange = r.message.exchange.clone();
+                // An exchange deleted since the publish (in a transaction)
+                // drops the message.
+                return self
+                    .vhost
+                    .hold_delayed(&exchange, r.message, ms)
+                    .unwrap_or(Stored::Done);
+            }
+            None => {}
         }
         if r.queues.is_empty() {
             if r.mandatory {
@@ -478,7 +499,9 @@ impl Session {
         self.next_consumer_id += 1;
         let consumer_id = self.next_consumer_id;
         let ch = self.channel_mut(id)?;
-        if ch.consumers.contains_key(&tag) {
+        if ch.consumers.contains_key(&tag)
+            || ch.reply_consumer.as_ref().is_some_and(|r| r.tag == tag)
+        {
             return Err(AmqpError::not_allowed(format!(
                 "attempt to reuse consumer tag '{tag}'"
             )));

@@ -557,17 +557,24 @@ impl Session {
         if let Some(tx) = ch.tx.take() {
             tx.roll_back(ch);
         }
+        let mut left: Vec<Arc<Queue>> = Vec::new();
         for (tag, c) in ch.consumers.drain(..) {
-            let removal = c.queue.remove_consumer(self.id, ch.id, &tag);
+            let removal = c.queue.remove_consumer(self.id, ch.id, &tag, false);
             if removal.should_auto_delete {
                 self.vhost.delete_unused_queue(&c.queue);
             }
+            left.push(c.queue);
         }
         if let Some(r) = ch.reply_consumer.take() {
             self.vhost.reply_to.unregister(&r.name);
         }
+        // Unacked messages go back first, then the queues the channel
+        // consumed from hand out to their other consumers.
         let unacked: Vec<_> = ch.unacked.drain(..).collect();
         ch.settle(unacked, Settle::Requeue);
+        for q in left {
+            q.dispatch();
+        }
     }
 
     fn handle_event(&mut self, ev: ConnEvent) {

@@ -71,7 +71,7 @@ impl VHost {
         // was down, or that expire later: have each look at its head.
         let queues: Vec<Arc<Queue>> = self.topology.read().queues.values().cloned().collect();
         for q in queues {
-            q.expire_due();
+            q.expire_due(None);
             q.touch();
         }
         self.delayed.reschedule();
@@ -122,9 +122,9 @@ impl VHost {
     }
 
     /// Route the delayed messages that are due, as if published now.
-    fn fire_delayed(&self, waiting: &mut Waiting) {
+    fn fire_delayed(&self, at_ms: u64, waiting: &mut Waiting) {
         let mut settle_now = Vec::new();
-        for held in self.delayed.take_due(now_ms()) {
+        for held in self.delayed.take_due(now_ms(), at_ms) {
             let m = &held.message;
             let headers = decode_properties(&m.properties).and_then(|p| p.headers().clone());
             let mut targets = Vec::new();
@@ -188,15 +188,13 @@ async fn run(
             _ = sleep => {
                 let now = now_ms();
                 while timers.peek().is_some_and(|Reverse(d)| d.0 <= now) {
-                    let Some(Reverse(Due(_, q, wake))) = timers.pop() else {
+                    let Some(Reverse(Due(at, q, wake))) = timers.pop() else {
                         break;
                     };
                     match (wake, q.upgrade(), vhost.upgrade()) {
-                        (Wake::Delayed, _, Some(v)) => v.fire_delayed(&mut waiting),
-                        (Wake::Head, Some(q), _) => q.expire_due(),
-                        (Wake::Unused, Some(q), Some(v)) if q.unused_for_too_long() => {
-                            v.delete_unused_queue(&q)
-                        }
+                        (Wake::Delayed, _, Some(v)) => v.fire_delayed(at, &mut waiting),
+                        (Wake::Head, Some(q), _) => q.expire_due(Some(at)),
+                        (Wake::Unused, Some(q), Some(v)) => v.expire_queue(&q),
                         _ => {}
                     }
                 }

@@ -91,7 +91,7 @@ impl Server {
         tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         // Last sync round (delivery marks, buffered writes), then unlock.
-        self.broker.store.close();
+        self.broker.close();
     }
 }
 

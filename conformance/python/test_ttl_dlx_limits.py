@@ -441,3 +441,115 @@ def test_reject_publish_dlx_nacks_and_dead_letters(conn, ch, names):
     assert (x_death(p)[0]["exchange"], x_death(p)[0]["routing-keys"]) == ("", [q])
     assert count(ch, q) == 1
     assert ch.basic_get(q, auto_ack=True)[2] == b"fits"
+
+
+# ------------------------------------------------------ queue expiry (x-expires)
+def queue_exists(conn, q):
+    """Passive declare on a throwaway channel: True, or the ChannelClosedByBroker."""
+    c = conn.channel()
+    try:
+        c.queue_declare(q, passive=True)
+    except pe.ChannelClosedByBroker as e:
+        return e
+    c.close()
+    return True
+
+
+# A passive declare counts as use and renews the lease in RabbitMQ, so these
+# tests sleep past x-expires and then look once (polling would keep the
+# queue alive).
+def test_x_expires_deletes_an_unused_queue(conn, ch, name):
+    ch.queue_declare(name, arguments={"x-expires": 300})
+    ch.basic_publish("", name, b"left behind")  # messages do not count as use
+    time.sleep(0.8)
+    err = queue_exists(conn, name)
+    assert err is not True, "queue still exists after x-expires"
+    assert err.reply_code == 404
+    assert err.reply_text.startswith("NOT_FOUND - no queue"), err.reply_text
+
+
+def test_x_expires_queue_with_consumer_is_kept_then_expires(conn, ch, name):
+    ch.queue_declare(name, arguments={"x-expires": 300})
+    tag = ch.basic_consume(name, lambda *a: None, auto_ack=True)
+    time.sleep(0.8)
+    assert queue_exists(conn, name) is True, "queue with a consumer was deleted"
+    ch.basic_cancel(tag)
+    time.sleep(0.8)
+    err = queue_exists(conn, name)
+    assert err is not True, "queue still exists after the consumer left"
+    assert err.reply_code == 404
+
+
+def test_x_expires_basic_get_counts_as_use(conn, ch, name):
+    ch.queue_declare(name, arguments={"x-expires": 300})
+    for _ in range(8):
+        time.sleep(0.1)
+        assert ch.basic_get(name, auto_ack=True)[0] is None
+    assert count(ch, name) == 0
+
+
+def test_x_expires_must_be_positive(conn, ch, name):
+    with pytest.raises(pe.ChannelClosedByBroker) as ei:
+        ch.queue_declare(name, arguments={"x-expires": 0})
+    assert ei.value.reply_code == 406
+    assert ei.value.reply_text.startswith(
+        "PRECONDITION_FAILED - invalid arg 'x-expires' for queue"), ei.value.reply_text
+
+
+# ------------------------------------------ delivery limit (quorum queues)
+# RabbitMQ 3.10 supports x-delivery-limit only on quorum queues (durable, not
+# exclusive, not auto-delete); x-delivery-count is added at delivery time.
+def declare_delivery_limited(ch, names):
+    dlq, q = names("dl-dlq"), names("dl-qq")
+    ch.queue_declare(dlq)
+    ch.queue_declare(q, durable=True, arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": 2,
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
+    return q, dlq
+
+
+def test_delivery_limit_get_nack_requeue_until_dead_lettered(conn, ch, names):
+    q, dlq = declare_delivery_limited(ch, names)
+    ch.basic_publish("", q, b"poison", pika.BasicProperties(headers={"app": "v"}))
+    counts, redelivered = [], []
+    for _ in range(3):
+        m, p, b = get_one(conn, ch, q)
+        assert b == b"poison"
+        assert p.headers["app"] == "v"
+        counts.append(p.headers.get("x-delivery-count", "absent"))
+        redelivered.append(m.redelivered)
+        ch.basic_nack(m.delivery_tag, requeue=True)
+    # basic.get in RabbitMQ 3.10 shows x-delivery-count from the first delivery on
+    assert counts == [0, 1, 2], "x-delivery-count on deliveries 1..3"
+    assert redelivered == [False, True, True]
+    # the third return exceeds the limit of 2: dead-lettered, not redelivered
+    m, p, b = get_one(conn, ch, dlq, auto_ack=True)
+    assert ch.basic_get(q, auto_ack=True)[0] is None
+    assert b == b"poison"
+    assert (m.exchange, m.routing_key, m.redelivered) == ("", dlq, False)
+    assert death_summary(p) == [(q, "delivery_limit", 1)]
+    assert (x_death(p)[0]["exchange"], x_death(p)[0]["routing-keys"]) == ("", [q])
+    assert p.headers["app"] == "v"
+    assert p.headers["x-first-death-reason"] == "delivery_limit"
+    assert p.headers["x-first-death-queue"] == q
+    assert p.headers["x-first-death-exchange"] == ""
+    assert "x-delivery-count" not in p.headers, "dead-lettered message carries x-delivery-count"
+    assert count(ch, q) == 0
+    ch.queue_delete(q)
+
+
+def test_delivery_limit_consume_first_delivery_has_no_count(conn, ch, names):
+    q, dlq = declare_delivery_limited(ch, names)
+    ch.basic_qos(prefetch_count=1)
+    seen = []
+
+    def on_msg(c, m, p, b):
+        seen.append((m.redelivered, (p.headers or {}).get("x-delivery-count", "absent")))
+        c.basic_nack(m.delivery_tag, requeue=True)
+
+    ch.basic_consume(q, on_msg)
+    ch.basic_publish("", q, b"poison")
+    _, p, _ = get_one(conn, ch, dlq, auto_ack=True)
+    assert seen == [(False, "absent"), (True, 1), (True, 2)]
+    assert death_summary(p) == [(q, "delivery_limit", 1)]
+    ch.queue_delete(q)

@@ -91,7 +91,10 @@ const QUEUE_ARG_RULES: &[(&str, Rule)] = &[
         Rule::OneOf(&["drop-head", "reject-publish", "reject-publish-dlx"]),
     ),
     ("x-queue-mode", Rule::OneOf(&["default", "lazy"])),
-    ("x-queue-type", Rule::OneOf(&["classic"])),
+    // Quorum queues are accepted as Warren's own queues (one node, no
+    // replication), with RabbitMQ's rules on their properties (see
+    // `check_queue_type`); streams are not supported.
+    ("x-queue-type", Rule::OneOf(&["classic", "quorum"])),
     ("x-single-active-consumer", Rule::Bool),
 ];
 
@@ -143,6 +146,37 @@ pub fn validate_queue_arguments(
         ));
     }
     Ok(())
+}
+
+/// A quorum queue must be durable, not exclusive, not auto-delete (406 with
+/// RabbitMQ's texts).
+pub fn check_queue_type(
+    args: &FieldTable,
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    queue: &str,
+    vhost: &str,
+) -> Result<(), AmqpError> {
+    let quorum = args
+        .inner()
+        .get("x-queue-type")
+        .and_then(as_text)
+        .as_deref()
+        == Some("quorum");
+    let bad = match () {
+        _ if !quorum => None,
+        _ if !durable => Some("non-durable"),
+        _ if exclusive => Some("exclusive-owner"),
+        _ if auto_delete => Some("auto-delete"),
+        _ => None,
+    };
+    match bad {
+        Some(p) => Err(AmqpError::precondition_failed(format!(
+            "invalid property '{p}' for queue '{queue}' in vhost '{vhost}'"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,20 @@ impl Broker {
         self.vhosts.get(name).cloned()
     }
 
+    /// Shut the store down: a last sync round, then the records waiting
+    /// for it (moved dead letters, routed delayed messages) are settled, so
+    /// a clean stop leaves no duplicates behind.
+    pub fn close(&self) {
+        self.store.syncer.stop();
+        if !self.store.syncer.failed() {
+            for v in self.vhosts.values() {
+                v.settle_pending(u64::MAX);
+            }
+        }
+        // Unlocks the data directory: last.
+        self.store.close();
+    }
+
     /// A fresh connection id.
     pub fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)

@@ -359,9 +359,10 @@ impl Queue {
     }
 
     /// The properties a delivery of `m` carries: as published, plus
-    /// `x-delivery-count` on a queue with x-delivery-limit once it came back.
-    pub fn delivery_properties(&self, m: &QueuedMessage) -> bytes::Bytes {
-        match self.policy.delivery_limit.is_some() && m.delivery_count > 0 {
+    /// `x-delivery-count` on a queue with x-delivery-limit once it came back
+    /// (and, for basic.get, from 0: RabbitMQ's quorum queues do the same).
+    pub fn delivery_properties(&self, m: &QueuedMessage, get: bool) -> bytes::Bytes {
+        match self.policy.delivery_limit.is_some() && (get || m.delivery_count > 0) {
             true => super::message::with_delivery_count(&m.message.properties, m.delivery_count),
             false => m.message.properties.clone(),
         }
@@ -636,17 +637,26 @@ impl Queue {
         dispatch: bool,
     ) -> ConsumerRemoval {
         let mut st = self.state.lock();
-        let before = st.consumers.len();
-        st.consumers
-            .retain(|c| !(c.conn.id == conn_id && c.channel == channel && &*c.tag == tag));
-        let removed = st.consumers.len() != before;
+        let at = st
+            .consumers
+            .iter()
+            .position(|c| c.conn.id == conn_id && c.channel == channel && &*c.tag == tag);
+        let gone = at.map(|i| st.consumers.remove(i));
+        let removed = gone.is_some();
+        // A single active consumer cancelled while holding unacked messages:
+        // its successor starts once those are settled (acked or requeued,
+        // which dispatches), so requeued ones keep their place, as in
+        // RabbitMQ.
+        let still_holding = self.policy.single_active_consumer
+            && at == Some(0)
+            && gone.is_some_and(|c| c.credit.outstanding.load(Ordering::Acquire) > 0);
         if removed && st.consumers.is_empty() {
             // x-expires counts from here.
             let now = now_ms();
             st.last_used_ms = now;
             self.schedule_unused_check(&mut st, now);
         }
-        if removed && dispatch {
+        if removed && dispatch && !still_holding {
             self.dispatch_locked(&mut st);
         }
         self.update_saturation(&st);

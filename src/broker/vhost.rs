@@ -81,6 +81,9 @@ pub struct VHost {
     pub reply_to: ReplyTargets,
     /// Messages held by x-delayed-message exchanges.
     pub delayed: Arc<Delayed>,
+    /// Dead letters' and delayed messages' old records, settled once their
+    /// new copies are synced.
+    pending: parking_lot::Mutex<housekeeping::Waiting>,
     /// Its end, until the task starts.
     chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
 }
@@ -139,6 +142,7 @@ impl VHost {
             chores,
             reply_to: ReplyTargets::default(),
             delayed: Arc::new(delayed),
+            pending: parking_lot::Mutex::new(Vec::new()),
             chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
         };
         if let Some(defs) = stored {
@@ -461,6 +465,14 @@ impl VHost {
             requested.to_string()
         };
         validate_queue_arguments(&d.arguments, &name, &self.name)?;
+        arguments::check_queue_type(
+            &d.arguments,
+            d.durable,
+            d.exclusive,
+            d.auto_delete,
+            &name,
+            &self.name,
+        )?;
         if let Some(q) = topo.queues.get(&name) {
             self.check_owner(q, conn_id)?;
             if q.exclusive_owner.is_some() != d.exclusive {

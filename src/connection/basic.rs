@@ -606,7 +606,7 @@ impl Session {
         let ch = self.channel_mut(id)?;
         let tag = ch.next_tag();
         let m = message.message.clone();
-        let properties = queue.delivery_properties(&message);
+        let properties = queue.delivery_properties(&message, true);
         let redelivered = message.redelivered;
         if !g.no_ack {
             ch.unacked.push_back(Unacked {
@@ -695,7 +695,7 @@ impl Session {
         let tag = ch.next_tag();
         let m = message.message.clone();
         let properties = match &queue {
-            Some(q) => q.delivery_properties(&message),
+            Some(q) => q.delivery_properties(&message, false),
             None => m.properties.clone(),
         };
         let redelivered = message.redelivered;

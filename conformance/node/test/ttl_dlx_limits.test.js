@@ -484,3 +484,140 @@ test('x-overflow reject-publish-dlx: publisher gets a nack and the message is de
   assert.equal((await ch.checkQueue(q)).messageCount, 1);
   assert.equal((await ch.get(q, { noAck: true })).content.toString(), 'fits');
 });
+
+// ------------------------------------------------------ queue expiry (x-expires)
+
+/** Passive declare on a throwaway channel: true if the queue exists, else the close error. */
+async function queueExists(conn, queue) {
+  const ch = await h.openChannel(conn);
+  try {
+    await ch.checkQueue(queue);
+    await ch.close();
+    return true;
+  } catch (e) {
+    return e;
+  }
+}
+
+// A passive declare counts as use and renews the lease in RabbitMQ, so these
+// tests sleep past x-expires and then look once (polling would keep the
+// queue alive).
+test('x-expires deletes an unused queue (messages in it do not count as use)', { timeout: h.T }, async () => {
+  const conn = await h.connect();
+  const ch = await h.openChannel(conn);
+  const q = await h.tmpQueue(ch, { expires: 300 }, 'expires');
+  ch.sendToQueue(q, Buffer.from('left behind'));
+  await h.sync(ch);
+  await h.sleep(800);
+  const err = await queueExists(conn, q);
+  assert.notEqual(err, true, 'queue still exists after x-expires');
+  assert.equal(h.replyCode(err), 404);
+  assert.match(h.replyText(err), /^NOT_FOUND - no queue/);
+});
+
+test('x-expires: a queue with a consumer is kept; once cancelled it expires', { timeout: h.T }, async () => {
+  const conn = await h.connect();
+  const ch = await h.openChannel(conn);
+  const q = await h.tmpQueue(ch, { expires: 300 }, 'expires');
+  const { consumerTag } = await ch.consume(q, () => {}, { noAck: true });
+  await h.sleep(800);
+  assert.equal(await queueExists(conn, q), true, 'queue with a consumer was deleted');
+  await ch.cancel(consumerTag);
+  await h.sleep(800);
+  const err = await queueExists(conn, q);
+  assert.notEqual(err, true, 'queue still exists after the consumer left');
+  assert.equal(h.replyCode(err), 404);
+});
+
+test('x-expires: basic.get counts as use', { timeout: h.T }, async () => {
+  const { ch } = await h.connectAndChannel();
+  const q = await h.tmpQueue(ch, { expires: 300 }, 'expires');
+  for (let i = 0; i < 8; i++) {
+    await h.sleep(100);
+    await ch.get(q, { noAck: true });
+  }
+  assert.equal((await ch.checkQueue(q)).messageCount, 0);
+});
+
+test('x-expires must be a positive integer (406)', { timeout: h.T }, async () => {
+  const { ch } = await h.connectAndChannel();
+  const q = h.trackQueue(h.uniq('expires'));
+  await h.expectChannelClose(ch, ch.assertQueue(q, { expires: 0 }), 406,
+    /^PRECONDITION_FAILED - invalid arg 'x-expires' for queue/);
+});
+
+// ------------------------------------------ delivery limit (quorum queues)
+
+// RabbitMQ 3.10 supports x-delivery-limit only on quorum queues (durable, not
+// exclusive, not auto-delete); x-delivery-count is added at delivery time.
+test('x-delivery-limit (quorum queue): basic.get + nack requeue until dead-lettered with reason delivery_limit', { timeout: h.T }, async () => {
+  const { ch } = await h.connectAndChannel();
+  const dlq = await h.tmpQueue(ch, {}, 'dl-dlq');
+  const q = await h.tmpQueue(ch, {
+    durable: true,
+    arguments: {
+      'x-queue-type': 'quorum',
+      'x-delivery-limit': 2,
+      'x-dead-letter-exchange': '',
+      'x-dead-letter-routing-key': dlq,
+    },
+  }, 'dl-qq');
+  ch.sendToQueue(q, Buffer.from('poison'), { headers: { app: 'v' } });
+  const counts = [];
+  const redelivered = [];
+  for (let i = 0; i < 3; i++) {
+    const m = await mustGet(ch, q);
+    assert.equal(m.content.toString(), 'poison');
+    assert.equal(m.properties.headers.app, 'v');
+    counts.push(m.properties.headers['x-delivery-count']);
+    redelivered.push(m.fields.redelivered);
+    ch.nack(m, false, true);
+  }
+  // basic.get in RabbitMQ 3.10 shows x-delivery-count from the first delivery on
+  assert.deepEqual(counts, [0, 1, 2], 'x-delivery-count on deliveries 1..3');
+  assert.deepEqual(redelivered, [false, true, true]);
+  // the third return exceeds the limit of 2: dead-lettered, not redelivered
+  const d = await mustGet(ch, dlq, { noAck: true });
+  assert.equal(await ch.get(q, { noAck: true }), false);
+  assert.equal(d.content.toString(), 'poison');
+  assert.equal(d.fields.exchange, '');
+  assert.equal(d.fields.routingKey, dlq);
+  assert.equal(d.fields.redelivered, false);
+  assert.deepEqual(deathSummary(d), [[q, 'delivery_limit', 1]]);
+  assert.equal(xDeath(d)[0].exchange, '');
+  assert.deepEqual(xDeath(d)[0]['routing-keys'], [q]);
+  const hdr = d.properties.headers;
+  assert.equal(hdr.app, 'v');
+  assert.equal(hdr['x-first-death-reason'], 'delivery_limit');
+  assert.equal(hdr['x-first-death-queue'], q);
+  assert.equal(hdr['x-first-death-exchange'], '');
+  assert.equal(hdr['x-delivery-count'], undefined, 'dead-lettered message carries x-delivery-count');
+  assert.equal((await ch.checkQueue(q)).messageCount, 0);
+  await ch.deleteQueue(q);
+});
+
+test('x-delivery-limit (quorum queue): with basic.consume the first delivery has no x-delivery-count', { timeout: h.T }, async () => {
+  const { ch } = await h.connectAndChannel();
+  const dlq = await h.tmpQueue(ch, {}, 'dl-dlq');
+  const q = await h.tmpQueue(ch, {
+    durable: true,
+    arguments: {
+      'x-queue-type': 'quorum',
+      'x-delivery-limit': 2,
+      'x-dead-letter-exchange': '',
+      'x-dead-letter-routing-key': dlq,
+    },
+  }, 'dl-qq');
+  await ch.prefetch(1);
+  const seen = [];
+  await ch.consume(q, (m) => {
+    if (!m) return;
+    seen.push([m.fields.redelivered, (m.properties.headers || {})['x-delivery-count']]);
+    ch.nack(m, false, true);
+  });
+  ch.sendToQueue(q, Buffer.from('poison'));
+  const d = await mustGet(ch, dlq, { noAck: true });
+  assert.deepEqual(seen, [[false, undefined], [true, 1], [true, 2]]);
+  assert.deepEqual(deathSummary(d), [[q, 'delivery_limit', 1]]);
+  await ch.deleteQueue(q);
+});

@@ -53,12 +53,14 @@ impl Ord for Due {
 
 /// A record to settle once its copies elsewhere are synced: a dead
 /// letter's in its old queue, or a delayed message's in the delayed log.
-enum Pending {
+#[derive(Debug)]
+pub(super) enum Pending {
     Queue(Arc<Queue>, DiskRef),
     Delayed(DiskRef),
 }
 
-type Waiting = Vec<(u64, Pending)>;
+/// Records waiting for their sync round.
+pub(super) type Waiting = Vec<(u64, Pending)>;
 
 impl VHost {
     /// Start the housekeeping task (once; needs a tokio runtime).
@@ -77,9 +79,28 @@ impl VHost {
         self.delayed.reschedule();
     }
 
+    /// Settle the records whose copies are synced up to round `synced`
+    /// (at shutdown, after the last sync round: u64::MAX).
+    pub fn settle_pending(&self, synced: u64) {
+        let done: Waiting = {
+            let mut pending = self.pending.lock();
+            let (done, rest) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|(round, _)| *round <= synced);
+            *pending = rest;
+            done
+        };
+        for (_, p) in done {
+            match p {
+                Pending::Queue(q, r) => q.settle([r]),
+                Pending::Delayed(r) => self.delayed.settle([r]),
+            }
+        }
+    }
+
     /// Route a queue's dead letters; records whose copies must be synced
-    /// first go to `waiting`.
-    fn route_dead_letters(&self, source: &Arc<Queue>, waiting: &mut Waiting) {
+    /// first go to `pending`.
+    fn route_dead_letters(&self, source: &Arc<Queue>) {
         let letters = source.take_dead_letters();
         let Some(dlx) = source.policy.dead_letter_exchange.as_deref() else {
             source.settle(letters.iter().filter_map(|d| d.message.disk));
@@ -110,9 +131,10 @@ impl VHost {
                 // Not stored anywhere: the record stays, and the message
                 // comes back in its old queue after a restart.
                 Stored::Failed => {}
-                s if s.sync_round() > 0 => {
-                    waiting.push((s.sync_round(), Pending::Queue(source.clone(), r)))
-                }
+                s if s.sync_round() > 0 => self
+                    .pending
+                    .lock()
+                    .push((s.sync_round(), Pending::Queue(source.clone(), r))),
                 _ => settle_now.push(r),
             }
         }
@@ -122,7 +144,7 @@ impl VHost {
     }
 
     /// Route the delayed messages that are due, as if published now.
-    fn fire_delayed(&self, at_ms: u64, waiting: &mut Waiting) {
+    fn fire_delayed(&self, at_ms: u64) {
         let mut settle_now = Vec::new();
         for held in self.delayed.take_due(now_ms(), at_ms) {
             let m = &held.message;
@@ -143,7 +165,10 @@ impl VHost {
             };
             match stored {
                 Stored::Failed => {}
-                s if s.sync_round() > 0 => waiting.push((s.sync_round(), Pending::Delayed(r))),
+                s if s.sync_round() > 0 => self
+                    .pending
+                    .lock()
+                    .push((s.sync_round(), Pending::Delayed(r))),
                 _ => settle_now.push(r),
             }
         }
@@ -159,8 +184,10 @@ async fn run(
     mut sync: watch::Receiver<SyncStatus>,
 ) {
     let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
-    let mut waiting: Waiting = Vec::new();
     loop {
+        let waiting = vhost
+            .upgrade()
+            .is_some_and(|v| !v.pending.lock().is_empty());
         let next = timers.peek().map(|Reverse(d)| d.0);
         let sleep = async {
             match next {
@@ -182,7 +209,7 @@ async fn run(
                     let (Some(v), Some(q)) = (vhost.upgrade(), queue.upgrade()) else {
                         continue;
                     };
-                    v.route_dead_letters(&q, &mut waiting);
+                    v.route_dead_letters(&q);
                 }
             },
             _ = sleep => {
@@ -192,29 +219,20 @@ async fn run(
                         break;
                     };
                     match (wake, q.upgrade(), vhost.upgrade()) {
-                        (Wake::Delayed, _, Some(v)) => v.fire_delayed(at, &mut waiting),
+                        (Wake::Delayed, _, Some(v)) => v.fire_delayed(at),
                         (Wake::Head, Some(q), _) => q.expire_due(Some(at)),
                         (Wake::Unused, Some(q), Some(v)) => v.expire_queue(&q),
                         _ => {}
                     }
                 }
             }
-            changed = sync.changed(), if !waiting.is_empty() => {
+            changed = sync.changed(), if waiting => {
                 if changed.is_err() {
                     return;
                 }
                 let synced = sync.borrow_and_update().synced;
-                let (done, rest): (Waiting, Waiting) = waiting.into_iter().partition(|(round, _)| *round <= synced);
-                waiting = rest;
-                for (_, pending) in done {
-                    match pending {
-                        Pending::Queue(q, r) => q.settle([r]),
-                        Pending::Delayed(r) => {
-                            if let Some(v) = vhost.upgrade() {
-                                v.delayed.settle([r]);
-                            }
-                        }
-                    }
+                if let Some(v) = vhost.upgrade() {
+                    v.settle_pending(synced);
                 }
             }
         }

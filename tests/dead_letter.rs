@@ -7,40 +7,21 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    confirm, durable, next_delivery, persistent, publish, publish_with, ready_count,
-    wait_for_count, within, Broker,
+    confirm, consume, durable, next_delivery, persistent, publish, publish_with, ready_count,
+    table, wait_for_count, within, Broker,
 };
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 
 fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
-}
-
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
 }
 
 async fn queue(ch: &Channel, name: &str, opts: QueueDeclareOptions, a: FieldTable) {
     ch.queue_declare(name.into(), opts, a)
         .await
         .expect("queue.declare");
-}
-
-async fn consume(ch: &Channel, queue: &str) -> Consumer {
-    ch.basic_consume(
-        queue.into(),
-        "".into(),
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("basic.consume")
 }
 
 /// (queue, reason, count) of each x-death entry, in order.
@@ -91,10 +72,10 @@ async fn the_retry_pattern_counts_every_round_in_x_death() {
             &ch,
             "work",
             Default::default(),
-            args(&[("x-dead-letter-exchange", text("retry-x"))]),
+            table(&[("x-dead-letter-exchange", text("retry-x"))]),
         )
         .await;
-        let wait_args = args(&[
+        let wait_args = table(&[
             ("x-message-ttl", AMQPValue::LongInt(50)),
             ("x-dead-letter-exchange", text("")),
             ("x-dead-letter-routing-key", text("work")),
@@ -156,7 +137,7 @@ async fn expired_messages_are_dead_lettered_without_their_expiration() {
         let broker = Broker::start().await;
         let (_c, ch) = broker.channel().await;
         queue(&ch, "dlq", Default::default(), FieldTable::default()).await;
-        let a = args(&[
+        let a = table(&[
             ("x-dead-letter-exchange", text("")),
             ("x-dead-letter-routing-key", text("dlq")),
         ]);
@@ -198,7 +179,7 @@ async fn ttl_zero_reaches_a_waiting_consumer_and_is_dropped_otherwise() {
             &ch,
             "ttl0",
             Default::default(),
-            args(&[("x-message-ttl", AMQPValue::LongInt(0))]),
+            table(&[("x-message-ttl", AMQPValue::LongInt(0))]),
         )
         .await;
         publish(&ch, "", "ttl0", b"nobody").await;
@@ -222,7 +203,7 @@ async fn max_length_overflow_modes() {
             ("x-dead-letter-routing-key", text("dl")),
         ];
         // drop-head: the oldest goes to the dead-letter queue.
-        let mut a = args(&dl);
+        let mut a = table(&dl);
         a.insert("x-max-length".into(), AMQPValue::LongInt(2));
         queue(&ch, "head", Default::default(), a).await;
         for b in ["1", "2", "3"] {
@@ -244,7 +225,7 @@ async fn max_length_overflow_modes() {
         let (_c2, cch) = broker.channel().await;
         confirm(&cch).await;
         for (name, mode) in [("rp-dlx", "reject-publish-dlx"), ("rp", "reject-publish")] {
-            let mut a = args(&dl);
+            let mut a = table(&dl);
             a.insert("x-max-length".into(), AMQPValue::LongInt(1));
             a.insert("x-overflow".into(), text(mode));
             queue(&cch, name, Default::default(), a).await;
@@ -297,7 +278,7 @@ async fn max_length_overflow_modes() {
             &ch,
             "bytes",
             Default::default(),
-            args(&[("x-max-length-bytes", AMQPValue::LongInt(10))]),
+            table(&[("x-max-length-bytes", AMQPValue::LongInt(10))]),
         )
         .await;
         for b in ["aaaa", "bbbb", "cccc"] {
@@ -314,7 +295,7 @@ async fn an_expiry_only_cycle_back_into_the_same_queue_is_dropped() {
     within(async {
         let broker = Broker::start().await;
         let (_c, ch) = broker.channel().await;
-        let a = args(&[
+        let a = table(&[
             ("x-message-ttl", AMQPValue::LongInt(20)),
             ("x-dead-letter-exchange", text("")),
         ]);
@@ -336,7 +317,7 @@ async fn persistent_dead_letters_survive_a_restart() {
         let broker = Broker::start_in(dir.clone(), |_| {}).await;
         let (_c, ch) = broker.channel().await;
         queue(&ch, "parked", durable(), FieldTable::default()).await;
-        let a = args(&[
+        let a = table(&[
             ("x-dead-letter-exchange", text("")),
             ("x-dead-letter-routing-key", text("parked")),
         ]);
@@ -383,7 +364,7 @@ async fn messages_that_expire_while_the_broker_is_down_are_dead_lettered_at_star
         let broker = Broker::start_in(dir.clone(), |_| {}).await;
         let (_c, ch) = broker.channel().await;
         queue(&ch, "late", durable(), FieldTable::default()).await;
-        let a = args(&[
+        let a = table(&[
             ("x-message-ttl", AMQPValue::LongInt(200)),
             ("x-dead-letter-exchange", text("")),
             ("x-dead-letter-routing-key", text("late")),
@@ -436,7 +417,7 @@ async fn the_delivery_limit_counts_across_a_restart() {
         let broker = Broker::start_in(dir.clone(), |_| {}).await;
         let (_c, ch) = broker.channel().await;
         queue(&ch, "poisoned", durable(), FieldTable::default()).await;
-        let a = args(&[
+        let a = table(&[
             ("x-delivery-limit", AMQPValue::LongInt(2)),
             ("x-dead-letter-exchange", text("")),
             ("x-dead-letter-routing-key", text("poisoned")),

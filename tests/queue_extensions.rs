@@ -5,18 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_code, next_delivery, publish, ready_count, within, Broker};
+use common::{assert_code, next_delivery, publish, ready_count, table, within, Broker};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Consumer};
-
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
 
 async fn consumer(ch: &Channel, queue: &str, tag: &str, a: FieldTable) -> Consumer {
     ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), a)
@@ -36,7 +28,7 @@ async fn a_single_active_consumer_gets_everything_until_it_goes() {
     within(async {
         let broker = Broker::start().await;
         let (_c, ch) = broker.channel().await;
-        let a = args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
+        let a = table(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
         ch.queue_declare("sac".into(), Default::default(), a)
             .await
             .expect("declare");
@@ -77,7 +69,7 @@ async fn higher_priority_consumers_are_served_first() {
             &ch,
             "prio",
             "high",
-            args(&[("x-priority", AMQPValue::LongInt(10))]),
+            table(&[("x-priority", AMQPValue::LongInt(10))]),
         )
         .await;
         for i in 0..4 {
@@ -91,7 +83,7 @@ async fn higher_priority_consumers_are_served_first() {
         assert_eq!(&next_delivery(&mut low).await.data, b"m3");
         // A non-integer priority is refused.
         let (_c2, ch2) = broker.channel().await;
-        let bad = args(&[(
+        let bad = table(&[(
             "x-priority",
             AMQPValue::LongString(LongString::from("high")),
         )]);
@@ -114,7 +106,7 @@ async fn an_unused_queue_expires_and_a_used_one_does_not() {
     within(async {
         let broker = Broker::start().await;
         let (_c, ch) = broker.channel().await;
-        let a = args(&[("x-expires", AMQPValue::LongInt(150))]);
+        let a = table(&[("x-expires", AMQPValue::LongInt(150))]);
         ch.queue_declare("fades".into(), Default::default(), a.clone())
             .await
             .expect("declare");
@@ -253,7 +245,7 @@ async fn a_durable_priority_queue_keeps_its_order_across_a_restart() {
         let dir = common::fresh_data_dir();
         let broker = Broker::start_in(dir.clone(), |_| {}).await;
         let (_c, ch) = broker.channel().await;
-        let a = args(&[("x-max-priority", AMQPValue::ShortShortUInt(5))]);
+        let a = table(&[("x-max-priority", AMQPValue::ShortShortUInt(5))]);
         ch.queue_declare("urgent".into(), common::durable(), a)
             .await
             .expect("declare");
@@ -283,7 +275,7 @@ async fn a_durable_priority_queue_keeps_its_order_across_a_restart() {
 }
 
 async fn delayed_exchange(ch: &Channel, name: &str, durable: bool) {
-    let a = args(&[(
+    let a = table(&[(
         "x-delayed-type",
         AMQPValue::LongString(LongString::from("direct")),
     )]);
@@ -301,7 +293,7 @@ async fn delayed_exchange(ch: &Channel, name: &str, durable: bool) {
 }
 
 fn delay(ms: i32) -> lapin::BasicProperties {
-    common::persistent().with_headers(args(&[("x-delay", AMQPValue::LongInt(ms))]))
+    common::persistent().with_headers(table(&[("x-delay", AMQPValue::LongInt(ms))]))
 }
 
 #[tokio::test]
@@ -410,7 +402,7 @@ async fn single_active_consumer_failover_keeps_the_order() {
     within(async {
         let broker = Broker::start().await;
         let (_c, ch) = broker.channel().await;
-        let a = args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
+        let a = table(&[("x-single-active-consumer", AMQPValue::Boolean(true))]);
         ch.queue_declare("sac-order".into(), Default::default(), a)
             .await
             .expect("declare");
@@ -555,7 +547,7 @@ async fn a_bcc_header_does_not_undo_the_reply_to_rewrite() {
             AMQPValue::FieldArray(vec![AMQPValue::LongString(LongString::from("bcc-b"))].into());
         let props = lapin::BasicProperties::default()
             .with_reply_to("amq.rabbitmq.reply-to".into())
-            .with_headers(args(&[("BCC", bcc)]));
+            .with_headers(table(&[("BCC", bcc)]));
         publish_props(&ch, "", "bcc-a", b"req", props).await;
         for q in ["bcc-a", "bcc-b"] {
             let m = ch
@@ -581,7 +573,7 @@ async fn an_internal_delayed_exchange_refuses_publishes() {
     within(async {
         let broker = Broker::start().await;
         let (_c, ch) = broker.channel().await;
-        let a = args(&[(
+        let a = table(&[(
             "x-delayed-type",
             AMQPValue::LongString(LongString::from("direct")),
         )]);

@@ -664,17 +664,6 @@ async fn queue_count(ch: &Channel, queue: &str) -> Result<u32, u16> {
         .map_err(|e| reply_code(&e).unwrap_or_else(|| panic!("passive declare of {queue}: {e}")))
 }
 
-async fn consume(ch: &Channel, queue: &str) -> Consumer {
-    ch.basic_consume(
-        queue.into(),
-        "".into(),
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("basic.consume")
-}
-
 /// Stop a consumer's deliveries (its unacked ones stay unacked).
 async fn cancel(ch: &Channel, consumer: &Consumer) {
     ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())

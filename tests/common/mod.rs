@@ -360,6 +360,27 @@ pub async fn publish_with(
     .expect("publish confirm");
 }
 
+/// An argument table from (key, value) pairs.
+pub fn table(pairs: &[(&str, lapin::types::AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// A manual-ack consumer with a server-generated tag.
+pub async fn consume(ch: &Channel, queue: &str) -> Consumer {
+    ch.basic_consume(
+        queue.into(),
+        "".into(),
+        lapin::options::BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("basic.consume")
+}
+
 /// The next delivery of a consumer (panics on error, cancellation or timeout).
 pub async fn next_delivery(consumer: &mut Consumer) -> Delivery {
     match tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {

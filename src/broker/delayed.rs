@@ -15,7 +15,7 @@ use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -152,16 +152,10 @@ impl Delayed {
         let Some(log) = st.log.as_mut() else {
             return 0;
         };
-        if let Some(ticket) = log.dirty {
-            return ticket;
-        }
-        let me: Arc<dyn SyncSource> = self.clone();
-        let ticket = self
-            .store
-            .syncer
-            .register(Arc::downgrade(&me) as Weak<dyn SyncSource>);
-        log.dirty = Some(ticket);
-        ticket
+        log.sync_ticket(&self.store.syncer, || {
+            let me: Arc<dyn SyncSource> = self.clone();
+            Arc::downgrade(&me)
+        })
     }
 
     /// Ask the housekeeping task to wake up for the earliest due message.

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
@@ -396,17 +396,10 @@ impl Queue {
         let Some(log) = st.ready.log() else {
             return 0;
         };
-        if let Some(ticket) = log.dirty {
-            return ticket;
-        }
-        let me: Arc<dyn SyncSource> = self.clone();
-        let ticket = self
-            .ctx
-            .store
-            .syncer
-            .register(Arc::downgrade(&me) as Weak<dyn SyncSource>);
-        log.dirty = Some(ticket);
-        ticket
+        log.sync_ticket(&self.ctx.store.syncer, || {
+            let me: Arc<dyn SyncSource> = self.clone();
+            Arc::downgrade(&me)
+        })
     }
 
     /// Hand out ready messages to consumers with credit.

@@ -147,6 +147,21 @@ impl QueueLog {
         })
     }
 
+    /// The sync round that will flush this log's buffered writes: the one
+    /// it is registered for, or (registering `source` now) the next.
+    pub fn sync_ticket(
+        &mut self,
+        syncer: &super::Syncer,
+        source: impl FnOnce() -> std::sync::Weak<dyn super::SyncSource>,
+    ) -> u64 {
+        if let Some(ticket) = self.dirty {
+            return ticket;
+        }
+        let ticket = syncer.register(source());
+        self.dirty = Some(ticket);
+        ticket
+    }
+
     /// Messages in the on-disk tail.
     pub fn tail_count(&self) -> u64 {
         self.tail_count

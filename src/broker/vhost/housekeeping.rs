@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::VHost;
 use crate::broker::chores::Chore;
 use crate::broker::dead_letter::{is_cycle, republished};
-use crate::broker::message::{decode_properties, now_ms};
+use crate::broker::message::{decode_properties, now_ms, Message};
 use crate::broker::queue::{Queue, Stored};
 use crate::store::{DiskRef, SyncStatus};
 
@@ -115,27 +115,10 @@ impl VHost {
                 None => old.routing_key.to_string(),
             };
             let (message, deaths) = republished(old, &source.name, letter.reason, dlx, &key, now_s);
-            let headers = decode_properties(&message.properties).and_then(|p| p.headers().clone());
-            let mut targets = Vec::new();
             // A missing dead-letter exchange drops the message, as in RabbitMQ.
-            let _ = self.route(dlx, &[&key], headers.as_ref(), &mut targets);
-            targets.retain(|q| !is_cycle(&deaths, &q.name));
-            let message = Arc::new(message);
-            let stored = targets
-                .iter()
-                .fold(Stored::Done, |s, q| s.and(q.publish(message.clone())));
-            let Some(r) = letter.message.disk else {
-                continue;
-            };
-            match stored {
-                // Not stored anywhere: the record stays, and the message
-                // comes back in its old queue after a restart.
-                Stored::Failed => {}
-                s if s.sync_round() > 0 => self
-                    .pending
-                    .lock()
-                    .push((s.sync_round(), Pending::Queue(source.clone(), r))),
-                _ => settle_now.push(r),
+            let stored = self.route_and_store(Arc::new(message), |q| !is_cycle(&deaths, &q.name));
+            if let Some(r) = letter.message.disk {
+                self.settle_when_stored(stored, Pending::Queue(source.clone(), r), &mut settle_now);
             }
         }
         if !settle_now.is_empty() {
@@ -143,37 +126,48 @@ impl VHost {
         }
     }
 
-    /// Route the delayed messages that are due, as if published now.
+    /// Route the delayed messages that are due, as if published now (an
+    /// exchange deleted meanwhile drops them).
     fn fire_delayed(&self, at_ms: u64) {
         let mut settle_now = Vec::new();
         for held in self.delayed.take_due(now_ms(), at_ms) {
-            let m = &held.message;
-            let headers = decode_properties(&m.properties).and_then(|p| p.headers().clone());
-            let mut targets = Vec::new();
-            // An exchange deleted meanwhile drops the message.
-            let _ = self.route(
-                &m.exchange,
-                &[&m.routing_key],
-                headers.as_ref(),
-                &mut targets,
-            );
-            let stored = targets
-                .iter()
-                .fold(Stored::Done, |s, q| s.and(q.publish(m.clone())));
-            let Some(r) = held.disk else {
-                continue;
-            };
-            match stored {
-                Stored::Failed => {}
-                s if s.sync_round() > 0 => self
-                    .pending
-                    .lock()
-                    .push((s.sync_round(), Pending::Delayed(r))),
-                _ => settle_now.push(r),
+            let stored = self.route_and_store(held.message, |_| true);
+            if let Some(r) = held.disk {
+                self.settle_when_stored(stored, Pending::Delayed(r), &mut settle_now);
             }
         }
         if !settle_now.is_empty() {
             self.delayed.settle(settle_now);
+        }
+    }
+
+    /// Route `message` by its exchange and routing key and put it on the
+    /// target queues that `keep` accepts.
+    fn route_and_store(&self, message: Arc<Message>, keep: impl Fn(&Queue) -> bool) -> Stored {
+        let headers = decode_properties(&message.properties).and_then(|p| p.headers().clone());
+        let mut targets = Vec::new();
+        let _ = self.route(
+            &message.exchange,
+            &[&message.routing_key],
+            headers.as_ref(),
+            &mut targets,
+        );
+        targets
+            .iter()
+            .filter(|q| keep(q))
+            .fold(Stored::Done, |s, q| s.and(q.publish(message.clone())))
+    }
+
+    /// A moved message's old record: settled now (`settle_now`, same
+    /// owner), after the sync round of its copies (`pending`), or kept when
+    /// the copies could not be stored (it comes back after a restart).
+    fn settle_when_stored(&self, stored: Stored, old: Pending, settle_now: &mut Vec<DiskRef>) {
+        match stored {
+            Stored::Failed => {}
+            s if s.sync_round() > 0 => self.pending.lock().push((s.sync_round(), old)),
+            _ => match old {
+                Pending::Queue(_, r) | Pending::Delayed(r) => settle_now.push(r),
+            },
         }
     }
 }

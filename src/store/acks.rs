@@ -15,15 +15,14 @@
 //! at the end is ignored; an entry failing its checksum is skipped and
 //! counted.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use ahash::AHashSet as HashSet;
 
-use super::segment::{file_header, header_ok, FILE_HEADER_LEN};
+use super::segment::{file_header, header_ok, AppendBuffer, FILE_HEADER_LEN};
 
 /// Magic bytes at the head of every ack file.
 pub const MAGIC: &[u8; 8] = b"WARRENAK";
@@ -51,10 +50,7 @@ pub fn path(dir: &Path, id: u32) -> PathBuf {
 /// An ack file open for appending, with a buffer.
 #[derive(Debug)]
 pub struct AckWriter {
-    file: Arc<File>,
-    buf: Vec<u8>,
-    /// Bytes in the file; the buffer is written right after them.
-    written: u64,
+    out: AppendBuffer,
 }
 
 impl AckWriter {
@@ -85,9 +81,7 @@ impl AckWriter {
             file.set_len(written)?;
         }
         Ok(AckWriter {
-            file: Arc::new(file),
-            buf,
-            written,
+            out: AppendBuffer::new(file, written, buf),
         })
     }
 
@@ -99,23 +93,13 @@ impl AckWriter {
         e[5..8].copy_from_slice(&count.min(0xFF_FFFF).to_le_bytes()[..3]);
         let crc = crc32fast::hash(&e[..8]);
         e[8..].copy_from_slice(&crc.to_le_bytes());
-        self.buf.extend_from_slice(&e);
+        self.out.buf.extend_from_slice(&e);
     }
 
-    /// Write buffered entries to the OS.
+    /// Write buffered entries to the OS (positional, so a retry after a
+    /// partial write stays in step).
     pub fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            // Positional, so a retry after a partial write stays in step.
-            self.file.write_all_at(&self.buf, self.written)?;
-            self.written += self.buf.len() as u64;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    /// Whether anything is buffered.
-    pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
+        self.out.flush()
     }
 }
 

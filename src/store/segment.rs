@@ -47,12 +47,47 @@ pub fn header_ok(buf: &[u8], magic: &[u8; 8], id: u32) -> bool {
 pub struct SegmentWriter {
     /// Segment id.
     pub id: u32,
-    file: Arc<File>,
-    buf: Vec<u8>,
+    out: AppendBuffer,
     /// Logical length: written plus buffered.
     len: u64,
+}
+
+/// A file appended to through a buffer. Writes are positional, at the end
+/// of what is known to be in the file: after a failed (maybe partial)
+/// write, the retry overwrites the same bytes, so offsets never shift.
+#[derive(Debug)]
+pub struct AppendBuffer {
+    file: Arc<File>,
+    /// Bytes waiting to be written.
+    pub buf: Vec<u8>,
     /// Bytes known to be in the file (the buffer goes right after them).
     written: u64,
+}
+
+impl AppendBuffer {
+    /// Append to `file`, which holds `written` bytes, after `buf`.
+    pub fn new(file: File, written: u64, buf: Vec<u8>) -> Self {
+        AppendBuffer {
+            file: Arc::new(file),
+            buf,
+            written,
+        }
+    }
+
+    /// Write the buffered bytes to the OS.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all_at(&self.buf, self.written)?;
+            self.written += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// The file, for fsync.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
 }
 
 impl SegmentWriter {
@@ -65,40 +100,26 @@ impl SegmentWriter {
             .open(path(dir, id))?;
         Ok(SegmentWriter {
             id,
-            file: Arc::new(file),
-            buf: file_header(MAGIC, id).to_vec(),
+            out: AppendBuffer::new(file, 0, file_header(MAGIC, id).to_vec()),
             len: FILE_HEADER_LEN,
-            written: 0,
         })
     }
 
     /// Buffer a record for `message`; returns its offset in the file.
     pub fn append(&mut self, meta: &RecordMeta, message: &crate::broker::message::Message) -> u64 {
         let offset = self.len;
-        self.len += record::encode(&mut self.buf, meta, message) as u64;
+        self.len += record::encode(&mut self.out.buf, meta, message) as u64;
         offset
     }
 
-    /// Write the buffered bytes to the OS, at their place: after a failed
-    /// (maybe partial) write, the retry overwrites the same bytes, so
-    /// record offsets never shift.
+    /// Write the buffered records to the OS (see [`AppendBuffer`]).
     pub fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all_at(&self.buf, self.written)?;
-            self.written += self.buf.len() as u64;
-            self.buf.clear();
-        }
-        Ok(())
+        self.out.flush()
     }
 
     /// Bytes waiting in the buffer.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Whether anything is buffered.
-    pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
+        self.out.buf.len()
     }
 
     /// Logical length (what has been appended, buffered or not).
@@ -113,7 +134,7 @@ impl SegmentWriter {
 
     /// The file, for fsync.
     pub fn file(&self) -> Arc<File> {
-        self.file.clone()
+        self.out.file()
     }
 }
 

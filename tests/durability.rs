@@ -1,7 +1,8 @@
 //! What "stored" means to a publisher: tx.commit-ok for persistent
 //! messages on a durable queue comes after the store has them (a kill -9
-//! right after it loses nothing), and methods pipelined behind the commit
-//! are answered after it, in order.
+//! right after it loses nothing), methods pipelined behind the commit are
+//! answered after it, in order, and a store that cannot write refuses
+//! (nacks) instead of pretending.
 
 mod common;
 
@@ -125,4 +126,90 @@ async fn committed_messages_survive_a_kill_right_after_commit_ok() {
     let conn = child::connect(broker.port).await;
     let ch = conn.create_channel().await.expect("channel");
     assert_eq!(ready_count(&ch, "tx-kill").await.expect("count"), committed);
+}
+
+/// A write the store cannot make stops it, as a failed fsync would:
+/// publishers waiting for a confirm get basic.nack, later persistent
+/// publishes are nacked too, and a publisher without confirms has its
+/// connection closed (541). The failure is forced through the file system:
+/// the queue's next segment file name is taken, so rolling over fails.
+#[tokio::test]
+async fn a_failed_store_write_nacks_publishers() {
+    within(async {
+        let broker = Broker::start_with(|c| c.segment_bytes = 4096).await;
+        let (_c, ch) = broker.channel().await;
+        declare_durable(&ch, "doomed").await;
+        declare_durable(&ch, "healthy").await;
+        let queues = broker.data_dir.join("queues");
+        let dir = std::fs::read_dir(&queues)
+            .expect("queues dir")
+            .map(|e| e.expect("entry").path())
+            .min()
+            .expect("the first queue's directory");
+        std::os::unix::fs::symlink("/nonexistent", dir.join("00000002.seg")).expect("symlink");
+
+        common::confirm(&ch).await;
+        let mut nacked = 0;
+        for i in 0..20 {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    "doomed".into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    &[i as u8; 1000],
+                    persistent(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+            if confirm.is_nack() {
+                nacked += 1;
+            } else {
+                assert_eq!(nacked, 0, "an ack after the store failed (message {i})");
+            }
+        }
+        assert!(nacked >= 15, "only {nacked} of 20 nacked");
+        // The whole store stopped, not just that queue.
+        let other = ch
+            .basic_publish(
+                "".into(),
+                "healthy".into(),
+                lapin::options::BasicPublishOptions::default(),
+                b"fine?",
+                persistent(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(
+            other.is_nack(),
+            "a durable write after the store failed was confirmed"
+        );
+
+        // Without confirms: the connection is closed with 541.
+        let (conn, plain) = broker.channel().await;
+        plain
+            .basic_publish(
+                "".into(),
+                "doomed".into(),
+                Default::default(),
+                b"x",
+                persistent(),
+            )
+            .await
+            .expect("publish");
+        let r = ready_count(&plain, "doomed").await;
+        assert!(r.is_err(), "channel still usable: {r:?}");
+        for _ in 0..50 {
+            if !conn.status().connected() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!conn.status().connected(), "connection not closed");
+        broker.stop().await;
+    })
+    .await;
 }

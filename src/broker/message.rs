@@ -230,6 +230,21 @@ pub struct QueuedMessage {
     pub delivery_count: u32,
 }
 
+impl QueuedMessage {
+    /// A message that was never put in a queue (refused by a length limit
+    /// and dead-lettered, or a direct reply): no place, no record.
+    pub fn unqueued(message: Arc<Message>) -> Self {
+        QueuedMessage {
+            seq: 0,
+            message,
+            redelivered: false,
+            disk: None,
+            expires_at_ms: None,
+            delivery_count: 0,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch (message expiry is kept in wall-clock
 /// time so it survives restarts).
 pub fn now_ms() -> u64 {

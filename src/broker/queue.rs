@@ -207,14 +207,7 @@ impl Queue {
             let bytes = st.ready.body_bytes() + message.body.len() as u64;
             if self.policy.over_limit(count, bytes) {
                 if self.policy.overflow == Overflow::RejectPublishDlx {
-                    let m = QueuedMessage {
-                        seq: 0,
-                        message,
-                        redelivered: false,
-                        disk: None,
-                        expires_at_ms: None,
-                        delivery_count: 0,
-                    };
+                    let m = QueuedMessage::unqueued(message);
                     self.drop_message(&mut st, m, Reason::Maxlen);
                     self.after_change(&mut st);
                 }

@@ -77,14 +77,7 @@ impl ReplyTargets {
             consumer_id: t.consumer_id,
             consumer_tag: t.consumer_tag.clone(),
             queue: None,
-            message: QueuedMessage {
-                seq: 0,
-                message,
-                redelivered: false,
-                disk: None,
-                expires_at_ms: None,
-                delivery_count: 0,
-            },
+            message: QueuedMessage::unqueued(message),
             credit: None,
         };
         t.conn.send(ConnEvent::Deliver(delivery)).is_ok()

@@ -643,32 +643,30 @@ impl VHost {
         }
     }
 
-    /// Delete `queue` if it is still the one registered under its name and
-    /// has no consumers (auto-delete after the last consumer went, or
-    /// x-expires ran out).
+    /// Auto-delete: delete `queue` if it is still the one registered under
+    /// its name and has no consumers (one may have arrived since the last
+    /// one left: then keep it).
     pub fn delete_unused_queue(&self, queue: &Arc<Queue>) {
-        let mut topo = self.topology.write();
-        let registered = topo
-            .queues
-            .get(&*queue.name)
-            .is_some_and(|q| Arc::ptr_eq(q, queue));
-        // A consumer may have arrived since the last one left: then keep it.
-        if registered && queue.mark_deleted_if(true, false).is_ok() {
-            unregister_queue(&mut topo, &queue.name);
-            self.persist_or_log(&topo);
-        }
+        self.delete_registered_if(queue, || queue.mark_deleted_if(true, false).is_ok());
     }
 
     /// x-expires: delete `queue` if it is still the one registered under its
     /// name and has gone unused for its x-expires.
     pub fn expire_queue(&self, queue: &Arc<Queue>) {
+        self.delete_registered_if(queue, || queue.delete_if_expired());
+    }
+
+    /// Under the topology lock: if `queue` is still the one registered
+    /// under its name and `delete` (which checks and marks it deleted under
+    /// the queue's lock) did delete it, unregister it.
+    fn delete_registered_if(&self, queue: &Arc<Queue>, delete: impl FnOnce() -> bool) {
         let mut topo = self.topology.write();
         let registered = topo
             .queues
             .get(&*queue.name)
             .is_some_and(|q| Arc::ptr_eq(q, queue));
-        if registered && queue.delete_if_expired() {
-            tracing::debug!(queue = %queue.name, "queue expired (x-expires)");
+        if registered && delete() {
+            tracing::debug!(queue = %queue.name, "unused queue deleted");
             unregister_queue(&mut topo, &queue.name);
             self.persist_or_log(&topo);
         }

@@ -249,7 +249,12 @@ impl Exchange {
                 }
             }
             RoutingTable::Topic(trie) => {
-                if !self.bindings.iter().any(still) {
+                // `a.#.#` and `a.#` share one trie entry.
+                let same = |b: &Binding| {
+                    b.dest == binding.dest
+                        && super::topic::same_pattern(&b.routing_key, &binding.routing_key)
+                };
+                if !self.bindings.iter().any(same) {
                     trie.remove(&binding.routing_key, &binding.dest);
                 }
             }

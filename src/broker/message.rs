@@ -77,8 +77,10 @@ fn octet_property(raw: &[u8], wanted: u16) -> u8 {
     rest.first().copied().unwrap_or(0)
 }
 
-/// Decode an encoded property list.
+/// Decode an encoded property list (refused when its headers nest too
+/// deep for the recursive parser: properties also come back from disk).
 pub fn decode_properties(raw: &[u8]) -> Option<AMQPProperties> {
+    crate::protocol::nesting::check_properties(raw).ok()?;
     parse_properties(raw).ok().map(|(_, p)| p)
 }
 

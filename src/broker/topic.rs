@@ -5,6 +5,11 @@
 //! RabbitMQ's rules: `*` matches exactly one word (which may be empty: `a.*.b`
 //! matches `a..b`), `#` matches zero or more words, the empty routing key is
 //! zero words (so it matches `#` and the empty pattern but not `*`).
+//!
+//! Cost: matching is a walk of an automaton whose states are (trie node,
+//! words left, inside a `#`), each visited at most once, so a publish costs
+//! at most trie nodes × key words whatever the patterns. Consecutive `#`
+//! words mean the same as one and are stored as one.
 
 use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::hash::Hash;
@@ -49,11 +54,24 @@ fn words(s: &str) -> Vec<&str> {
     }
 }
 
+/// A pattern's words with runs of `#` collapsed to one (`#.#` matches
+/// exactly what `#` matches).
+fn pattern_words(pattern: &str) -> Vec<&str> {
+    let mut out = words(pattern);
+    out.dedup_by(|a, b| *a == "#" && *b == "#");
+    out
+}
+
+/// Whether two binding patterns are stored as the same trie entry.
+pub fn same_pattern(a: &str, b: &str) -> bool {
+    a == b || pattern_words(a) == pattern_words(b)
+}
+
 impl<D: Eq + Hash + Clone> TopicTrie<D> {
     /// Add `dest` under `pattern`; false if it was already there.
     pub fn insert(&mut self, pattern: &str, dest: D) -> bool {
         let mut node = &mut self.root;
-        for w in words(pattern) {
+        for w in pattern_words(pattern) {
             node = node.children.entry(w.to_string()).or_default();
         }
         node.dests.insert(dest)
@@ -76,47 +94,66 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
                 }
             }
         }
-        rec(&mut self.root, &words(pattern), dest)
+        rec(&mut self.root, &pattern_words(pattern), dest)
     }
 
     /// Every destination whose pattern matches `key`, each once.
-    ///
-    /// Each (trie node, words left) pair is visited at most once, so
-    /// patterns like `#.#.#.#.x` cost nodes × words, not an exponential
-    /// number of ways to split the key between the `#`s.
     pub fn matches(&self, key: &str, out: &mut IndexSet<D>) {
         let ws = words(key);
-        let mut seen = HashSet::new();
-        walk(&self.root, &ws, out, &mut seen);
+        let mut walk = Walk {
+            words: &ws,
+            seen: HashSet::new(),
+            out,
+        };
+        walk.at_node(&self.root, 0);
     }
 }
 
-fn walk<D: Eq + Hash + Clone>(
-    node: &Node<D>,
-    ws: &[&str],
-    out: &mut IndexSet<D>,
-    seen: &mut HashSet<(*const Node<D>, usize)>,
-) {
-    if !seen.insert((node as *const Node<D>, ws.len())) {
-        return;
-    }
-    if let Some(hash) = node.children.get("#") {
-        // `#` swallows zero or more words: try every split point.
-        for skip in 0..=ws.len() {
-            walk(hash, &ws[skip..], out, seen);
+/// One match of a key against the trie: the states already visited.
+struct Walk<'a, 'k, D: Eq + Hash + Clone> {
+    words: &'a [&'k str],
+    /// (node, words consumed, inside the node's `#`).
+    seen: HashSet<(*const Node<D>, usize, bool)>,
+    out: &'a mut IndexSet<D>,
+}
+
+impl<D: Eq + Hash + Clone> Walk<'_, '_, D> {
+    /// At `node` with `at` words consumed.
+    fn at_node(&mut self, node: &Node<D>, at: usize) {
+        if !self.seen.insert((node as *const Node<D>, at, false)) {
+            return;
         }
-    }
-    match ws.split_first() {
-        None => out.extend(node.dests.iter().cloned()),
-        Some((w, rest)) => {
-            if let Some(child) = node.children.get(*w) {
-                walk(child, rest, out, seen);
-            }
-            if *w != "*" {
-                if let Some(star) = node.children.get("*") {
-                    walk(star, rest, out, seen);
+        if let Some(hash) = node.children.get("#") {
+            self.in_hash(hash, at);
+        }
+        match self.words.get(at) {
+            None => self.out.extend(node.dests.iter().cloned()),
+            Some(w) => {
+                if let Some(child) = node.children.get(*w) {
+                    self.at_node(child, at + 1);
+                }
+                if *w != "*" {
+                    if let Some(star) = node.children.get("*") {
+                        self.at_node(star, at + 1);
+                    }
                 }
             }
+        }
+    }
+
+    /// At the `#` node `hash`, which may swallow the word at `at` and any
+    /// after it, or stop swallowing here.
+    fn in_hash(&mut self, hash: &Node<D>, at: usize) {
+        let mut at = at;
+        loop {
+            if !self.seen.insert((hash as *const Node<D>, at, true)) {
+                return;
+            }
+            self.at_node(hash, at);
+            if at >= self.words.len() {
+                return;
+            }
+            at += 1;
         }
     }
 }
@@ -210,6 +247,40 @@ mod tests {
         assert!(out.is_empty());
         t.matches(&format!("{key}.x"), &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_hundred_hashes_against_a_long_key_visit_few_states() {
+        let mut t = TopicTrie::default();
+        let pattern = format!("{}.x", vec!["#"; 127].join("."));
+        t.insert(&pattern, 1);
+        t.insert(&vec!["#.a"; 60].join("."), 2);
+        let key = vec!["a"; 128].join(".");
+        let ws = words(&key);
+        let mut out = IndexSet::default();
+        let mut walk = Walk {
+            words: &ws,
+            seen: HashSet::new(),
+            out: &mut out,
+        };
+        walk.at_node(&t.root, 0);
+        // Runs of `#` are one node: 3 nodes for the first pattern, 120 for
+        // the second; each state at most once per key position and mode.
+        assert!(
+            walk.seen.len() <= 2 * (3 + 120 + 1) * 129,
+            "{}",
+            walk.seen.len()
+        );
+        assert_eq!(out.iter().copied().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn runs_of_hashes_are_one_entry() {
+        assert!(same_pattern("a.#.#.b", "a.#.b"));
+        assert!(!same_pattern("a.#.b", "a.*.b"));
+        assert!(matches("#.#.#", ""));
+        assert!(matches("a.#.#.c", "a.c"));
+        assert!(matches("a.#.#.c", "a.b.b.c"));
     }
 
     #[test]

@@ -15,7 +15,9 @@ use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 
 use super::io::{FrameIo, ReadError};
+use crate::auth::sasl::{self, Credentials, SaslError};
 use crate::broker::{Broker, VHost};
+use crate::config::Config;
 use crate::protocol::{AmqpError, Frame};
 
 /// The header every AMQP 0-9-1 client must send first.
@@ -55,7 +57,7 @@ pub async fn handshake(
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: LongString::from("PLAIN AMQPLAIN"),
+            mechanisms: LongString::from(sasl::MECHANISMS),
             locales: LongString::from("en_US"),
         })),
     )
@@ -70,34 +72,25 @@ pub async fn handshake(
         _ => FieldTable::default(),
     };
     let cap = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
-    let Some((user, password)) =
-        credentials(start_ok.mechanism.as_str(), start_ok.response.as_bytes())
-    else {
-        tracing::info!(mechanism = %start_ok.mechanism, "unsupported or malformed SASL response");
-        return Ok(None);
-    };
-    let known = cfg.users.iter().find(|u| u.name == user);
-    let refusal = match known {
-        Some(u) if u.password != password => Some(format!(
-            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-            start_ok.mechanism
-        )),
-        None => Some(format!(
-            "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-            start_ok.mechanism
-        )),
-        Some(u) if u.loopback_only && !peer.ip().is_loopback() => {
-            Some(format!("user '{user}' can only connect via localhost"))
+    let mechanism = start_ok.mechanism.as_str();
+    let login = sasl::parse(mechanism, start_ok.response.as_bytes())
+        .map_err(|e| {
+            tracing::info!(mechanism, error = %e, "login refused: bad SASL response");
+            match e {
+                SaslError::UnknownMechanism(_) => e.to_string(),
+                SaslError::Malformed(_) => login_refused(mechanism),
+            }
+        })
+        .and_then(|creds| check_login(creds, mechanism, peer, cfg));
+    let user = match login {
+        Ok(user) => user,
+        Err(reason) => {
+            if cap("authentication_failure_close") {
+                close(io, AmqpError::access_refused(reason)).await;
+            }
+            return Ok(None);
         }
-        Some(_) => None,
     };
-    if let Some(reason) = refusal {
-        tracing::info!(user = %user, "login refused");
-        if cap("authentication_failure_close") {
-            close(io, AmqpError::access_refused(reason)).await;
-        }
-        return Ok(None);
-    }
 
     send(
         io,
@@ -189,29 +182,37 @@ async fn expect_method(io: &mut FrameIo) -> Result<AMQPClass, String> {
     }
 }
 
-/// Extract (user, password) from a SASL response.
-fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
-    match mechanism {
-        "PLAIN" => {
-            let mut parts = response.split(|b| *b == 0);
-            let _authzid = parts.next()?;
-            let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
-            let pass = String::from_utf8(parts.next()?.to_vec()).ok()?;
-            Some((user, pass))
+/// RabbitMQ's text for a refused login (it names no reason, so a client
+/// cannot probe which users exist).
+fn login_refused(mechanism: &str) -> String {
+    format!(
+        "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+    )
+}
+
+/// The user name if `creds` may log in from `peer`, else the refusal text.
+fn check_login(
+    creds: Credentials,
+    mechanism: &str,
+    peer: SocketAddr,
+    cfg: &Config,
+) -> Result<String, String> {
+    let user = cfg.users.iter().find(|u| u.name == creds.user);
+    match user {
+        Some(u) if !creds.password.is_empty() && u.password == creds.password => {
+            if u.loopback_only && !peer.ip().is_loopback() {
+                tracing::info!(user = %creds.user, "login refused: loopback-only user");
+                return Err(format!(
+                    "user '{}' can only connect via localhost",
+                    creds.user
+                ));
+            }
+            Ok(creds.user)
         }
-        "AMQPLAIN" => {
-            // A field table without its length prefix.
-            let mut framed = (response.len() as u32).to_be_bytes().to_vec();
-            framed.extend_from_slice(response);
-            let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
-            let text = |k: &str| match table.inner().get(k)? {
-                AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
-                AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-                _ => None,
-            };
-            Some((text("LOGIN")?, text("PASSWORD")?))
+        _ => {
+            tracing::info!(user = %creds.user, "login refused: wrong user or password");
+            Err(login_refused(mechanism))
         }
-        _ => None,
     }
 }
 
@@ -241,36 +242,4 @@ fn server_properties() -> FieldTable {
     );
     props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
     props
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_credentials() {
-        assert_eq!(
-            credentials("PLAIN", b"\0guest\0secret"),
-            Some(("guest".into(), "secret".into()))
-        );
-        assert_eq!(credentials("PLAIN", b"guest"), None);
-        assert_eq!(credentials("EXTERNAL", b""), None);
-    }
-
-    #[test]
-    fn amqplain_credentials() {
-        // LOGIN: S "guest", PASSWORD: S "pw" without the table length.
-        let mut body = Vec::new();
-        for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "pw")] {
-            body.push(k.len() as u8);
-            body.extend_from_slice(k.as_bytes());
-            body.push(b'S');
-            body.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            body.extend_from_slice(v.as_bytes());
-        }
-        assert_eq!(
-            credentials("AMQPLAIN", &body),
-            Some(("guest".into(), "pw".into()))
-        );
-    }
 }

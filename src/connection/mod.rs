@@ -37,7 +37,10 @@ pub async fn serve(
     drop(_enter);
     use tracing::Instrument;
     async move {
-        let mut io = io::FrameIo::new(stream, broker.config.frame_max);
+        // Until tune-ok, frames are limited to the spec's minimum frame
+        // size, as RabbitMQ does: an unauthenticated peer cannot make
+        // Warren buffer more.
+        let mut io = io::FrameIo::new(stream, crate::protocol::frame::FRAME_MIN_SIZE);
         let timeout = std::time::Duration::from_millis(broker.config.handshake_timeout_ms);
         let opened =
             match tokio::time::timeout(timeout, handshake::handshake(&mut io, peer, &broker)).await

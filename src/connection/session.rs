@@ -376,6 +376,9 @@ impl Session {
             };
         };
         if ch.state == ChannelState::Closing {
+            // Our Channel.Close awaits its Close-Ok: everything else is
+            // discarded (the spec's rule), and a Close that crossed ours
+            // is answered but the channel still waits for the Close-Ok.
             if let Frame::Method { method, .. } = frame {
                 match *method {
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
@@ -386,7 +389,12 @@ impl Session {
                             id,
                             AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                         );
+                    }
+                    // A client that never sends the Close-Ok and reuses
+                    // the id has moved on: open it rather than hang it.
+                    AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
                         self.channels.remove(&id);
+                        return self.open_channel(id);
                     }
                     _ => {}
                 }

@@ -17,6 +17,7 @@ use amq_protocol::protocol::{parse_class, AMQPClass};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::AmqpError;
+use super::nesting::{self, MAX_DEPTH};
 
 /// Frame type octets.
 pub const FRAME_METHOD: u8 = 1;
@@ -28,6 +29,8 @@ pub const FRAME_BODY: u8 = 3;
 pub const FRAME_HEARTBEAT: u8 = 8;
 /// The octet every frame ends with.
 pub const FRAME_END: u8 = 0xCE;
+/// The frame size every peer must accept, and the limit before tune-ok.
+pub const FRAME_MIN_SIZE: u32 = 4096;
 /// Bytes of framing around a payload: 7 of header, 1 of end marker.
 pub const FRAME_OVERHEAD: usize = 8;
 
@@ -185,6 +188,9 @@ fn decode_method(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
             "unknown method {class_id}.{method_id}"
         )));
     }
+    if nesting::check_method(class_id, method_id, &payload[4..]).is_err() {
+        return Err(too_deep().at(class_id, method_id).into());
+    }
     match parse_class(&payload[..]) {
         Ok((_, method)) => Ok(Frame::Method {
             channel,
@@ -209,6 +215,9 @@ fn decode_header(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
         );
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+    if nesting::check_properties(&payload[12..]).is_err() {
+        return Err(too_deep().into());
+    }
     let mut size = [0u8; 8];
     size.copy_from_slice(&payload[4..12]);
     Ok(Frame::Header {
@@ -217,6 +226,14 @@ fn decode_header(channel: u16, payload: Bytes) -> Result<Frame, DecodeError> {
         body_size: u64::from_be_bytes(size),
         properties: payload.slice(12..),
     })
+}
+
+/// The error for a field table nested deeper than Warren parses (RabbitMQ
+/// has no limit; a clean close beats a stack overflow).
+pub fn too_deep() -> AmqpError {
+    AmqpError::syntax_error(format!(
+        "field table or array nested deeper than {MAX_DEPTH} levels"
+    ))
 }
 
 /// Whether a class/method pair exists in AMQP 0-9-1 (with RabbitMQ's

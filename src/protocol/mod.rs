@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod nesting;
 pub mod output;
 
 pub use error::{AmqpError, ErrorKind};

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// File name in the data directory.
 pub const FILE_NAME: &str = "definitions.json";
@@ -96,8 +97,9 @@ impl DefinitionsFile {
     pub fn load(data_dir: &Path, fsync: bool) -> Result<Self, String> {
         let path = data_dir.join(FILE_NAME);
         let current = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Definitions>(&bytes)
-                .map_err(|e| format!("{} is not valid: {e}", path.display()))?,
+            Ok(bytes) => {
+                parse(&bytes).map_err(|e| format!("{} is not valid: {e}", path.display()))?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Definitions {
                 version: VERSION,
                 ..Default::default()
@@ -136,6 +138,59 @@ impl DefinitionsFile {
         *current = next;
         Ok(())
     }
+}
+
+/// The file as written, each entry left unparsed until it is read on its
+/// own: one entry that cannot be loaded is skipped, not the whole file.
+#[derive(Deserialize)]
+struct RawDefinitions<'a> {
+    version: u32,
+    #[serde(borrow)]
+    vhosts: BTreeMap<String, RawVhost<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawVhost<'a> {
+    #[serde(borrow, default)]
+    exchanges: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    queues: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    bindings: Vec<&'a RawValue>,
+}
+
+/// Decode a definitions file. Only a file that is not a definitions
+/// document at all is an error; an entry that does not decode (damaged by
+/// hand, or nested past serde_json's recursion limit) is logged and left
+/// out, as the store does with a corrupt record.
+pub fn parse(bytes: &[u8]) -> Result<Definitions, serde_json::Error> {
+    let raw: RawDefinitions = serde_json::from_slice(bytes)?;
+    let mut defs = Definitions {
+        version: raw.version,
+        vhosts: BTreeMap::new(),
+    };
+    for (name, v) in raw.vhosts {
+        let entries = VhostDefinitions {
+            exchanges: entries(&name, "exchange", &v.exchanges),
+            queues: entries(&name, "queue", &v.queues),
+            bindings: entries(&name, "binding", &v.bindings),
+        };
+        defs.vhosts.insert(name, entries);
+    }
+    Ok(defs)
+}
+
+fn entries<T: for<'de> Deserialize<'de>>(vhost: &str, what: &str, raw: &[&RawValue]) -> Vec<T> {
+    raw.iter()
+        .filter_map(|r| match serde_json::from_str(r.get()) {
+            Ok(entry) => Some(entry),
+            Err(error) => {
+                let text: String = r.get().chars().take(200).collect();
+                tracing::error!(vhost, kind = what, %error, entry = %text, "skipping a durable definition that cannot be loaded");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Replace `path` with `bytes`: temporary file, fsync, rename, fsync dir.
@@ -198,5 +253,28 @@ mod tests {
         std::fs::write(dir.join(FILE_NAME), b"{not json").unwrap();
         assert!(DefinitionsFile::load(&dir, true).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_entry_that_cannot_load_is_skipped_not_fatal() {
+        // The second queue's arguments nest past serde_json's recursion
+        // limit; the binding has a field of the wrong type.
+        let deep = format!(
+            "{}{}{}",
+            r#"{"FieldTable":{"k":"#.repeat(100),
+            r#"{"FieldTable":{}}"#,
+            "}}".repeat(100)
+        );
+        let text = format!(
+            r#"{{"version":1,"vhosts":{{"/":{{"exchanges":[],
+              "queues":[{{"name":"ok","dir":"q1","auto_delete":false,"arguments":{{}}}},
+                        {{"name":"deep","dir":"q2","auto_delete":false,"arguments":{{"x":{deep}}}}}],
+              "bindings":[{{"source":7}}]}}}}}}"#
+        );
+        let defs = parse(text.as_bytes()).unwrap();
+        let vhost = &defs.vhosts["/"];
+        let names: Vec<&str> = vhost.queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(names, ["ok"]);
+        assert!(vhost.bindings.is_empty());
     }
 }

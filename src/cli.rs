@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::config::{Config, ConfigError};
 
 /// What the command line asked for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Command {
     /// Run the broker with this config.
     Run(Box<Config>),

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::alarms::size::{SizeSetting, WatermarkSetting};
+
 /// The example config shipped in the repository, which is also the default.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/warren.toml");
 
@@ -35,7 +37,7 @@ pub struct User {
 }
 
 /// Everything Warren can be configured with.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
@@ -74,6 +76,17 @@ pub struct Config {
     pub queue_memory_bytes: u64,
     /// Virtual hosts.
     pub vhosts: Vec<String>,
+    /// Memory use above which publishers are blocked: a fraction of the
+    /// memory available (RAM or the cgroup's limit) or an absolute size.
+    pub memory_high_watermark: WatermarkSetting,
+    /// Free disk space on the data directory's file system below which
+    /// publishers are blocked (0: no disk alarm).
+    pub disk_free_limit: SizeSetting,
+    /// Bytes of publishes all uncommitted transactions of one connection
+    /// may hold; a publish beyond it closes its channel with 406.
+    pub max_transaction_bytes: u64,
+    /// Time between samples of memory use and free disk space.
+    pub alarm_check_interval_ms: u64,
     /// Users.
     pub users: Vec<User>,
 }
@@ -162,6 +175,18 @@ impl Config {
         if self.queue_memory_bytes < 4096 {
             return err("queue_memory_bytes", "must be at least 4096");
         }
+        if let Err(why) = self.memory_high_watermark.validate() {
+            return err("memory_high_watermark", &why);
+        }
+        if let Err(why) = self.disk_free_limit.bytes() {
+            return err("disk_free_limit", &why);
+        }
+        if self.max_transaction_bytes == 0 {
+            return err("max_transaction_bytes", "must be positive");
+        }
+        if self.alarm_check_interval_ms == 0 {
+            return err("alarm_check_interval_ms", "must be positive");
+        }
         if self.vhosts.is_empty() {
             return err("vhosts", "at least one vhost is needed");
         }
@@ -224,6 +249,27 @@ mod tests {
         assert!(e.0.contains("sometimes"), "{e}");
         let e = Config::with_overrides("segment_bytes = 10").unwrap_err();
         assert!(e.0.contains("segment_bytes"), "{e}");
+    }
+
+    #[test]
+    fn alarm_keys_parse_and_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.memory_high_watermark, WatermarkSetting::Fraction(0.4));
+        assert_eq!(c.disk_free_limit.bytes(), Ok(50_000_000));
+        let c =
+            Config::with_overrides("memory_high_watermark = \"512MiB\"\ndisk_free_limit = 1000")
+                .unwrap();
+        assert_eq!(c.memory_high_watermark.bytes(1), 512 << 20);
+        assert_eq!(c.disk_free_limit.bytes(), Ok(1000));
+        for bad in [
+            "memory_high_watermark = 1.5",
+            "memory_high_watermark = \"lots\"",
+            "disk_free_limit = \"5 parsecs\"",
+        ] {
+            let e = Config::with_overrides(bad).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.0.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_in_result)]
 
+pub mod alarms;
 pub mod auth;
 pub mod broker;
 pub mod cli;

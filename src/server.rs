@@ -100,6 +100,8 @@ impl Server {
 pub struct RunningServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The broker it serves (to inspect or drive it, e.g. its alarms).
+    pub broker: Arc<Broker>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -110,9 +112,11 @@ impl RunningServer {
         let server = Server::bind(config).await.map_err(std::io::Error::other)?;
         let addr = server.local_addr()?;
         let shutdown = server.shutdown_token();
+        let broker = server.broker.clone();
         let task = tokio::spawn(server.run());
         Ok(RunningServer {
             addr,
+            broker,
             shutdown,
             task,
         })

@@ -20,6 +20,9 @@ use super::queue::Queue;
 /// How many deliveries may wait in a connection's mailbox before its
 /// consumers are treated as full until the connection catches up.
 pub const CONNECTION_BACKLOG_LIMIT: usize = 2_000;
+/// Message bytes that may wait in a connection's mailbox, whatever their
+/// count: a slow reader of large messages holds at most this much.
+pub const CONNECTION_BACKLOG_BYTES: usize = 8 << 20;
 
 /// Events queues send to a connection task.
 #[derive(Debug)]
@@ -52,6 +55,14 @@ pub struct Delivery {
     pub credit: Option<Arc<ConsumerCredit>>,
 }
 
+impl Delivery {
+    /// Bytes it holds in a mailbox (body and properties).
+    pub fn size(&self) -> usize {
+        let m = &self.message.message;
+        m.body.len() + m.properties.len()
+    }
+}
+
 /// The sending side of a connection's mailbox, with its backlog counter.
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
@@ -59,6 +70,7 @@ pub struct ConnHandle {
     pub id: u64,
     tx: UnboundedSender<ConnEvent>,
     backlog: Arc<AtomicUsize>,
+    backlog_bytes: Arc<AtomicUsize>,
     starved: Arc<AtomicBool>,
 }
 
@@ -69,6 +81,7 @@ impl ConnHandle {
             id,
             tx,
             backlog: Arc::new(AtomicUsize::new(0)),
+            backlog_bytes: Arc::new(AtomicUsize::new(0)),
             starved: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -76,7 +89,7 @@ impl ConnHandle {
     /// Whether the connection can take another delivery now; if not, it is
     /// marked so that it wakes its queues once it has caught up.
     pub fn has_room(&self) -> bool {
-        if self.backlog.load(Ordering::Acquire) < CONNECTION_BACKLOG_LIMIT {
+        if !self.is_backlogged() {
             true
         } else {
             self.starved.store(true, Ordering::Release);
@@ -84,30 +97,42 @@ impl ConnHandle {
         }
     }
 
-    /// Whether the connection's mailbox is full (no side effects).
+    /// Whether the connection's mailbox is full, by count or by bytes (no
+    /// side effects).
     pub fn is_backlogged(&self) -> bool {
         self.backlog.load(Ordering::Acquire) >= CONNECTION_BACKLOG_LIMIT
+            || self.backlog_bytes.load(Ordering::Acquire) >= CONNECTION_BACKLOG_BYTES
     }
 
     /// Send a delivery; gives the event back if the connection is gone.
     pub fn send(&self, event: ConnEvent) -> Result<(), ConnEvent> {
-        if matches!(event, ConnEvent::Deliver(_)) {
-            self.backlog.fetch_add(1, Ordering::AcqRel);
-        }
+        let bytes = match &event {
+            ConnEvent::Deliver(d) => {
+                self.backlog.fetch_add(1, Ordering::AcqRel);
+                self.backlog_bytes.fetch_add(d.size(), Ordering::AcqRel);
+                Some(d.size())
+            }
+            _ => None,
+        };
         self.tx.send(event).map_err(|e| {
-            self.backlog.fetch_sub(1, Ordering::AcqRel);
+            if let Some(bytes) = bytes {
+                self.delivery_taken(bytes);
+            }
             e.0
         })
     }
 
-    /// Called by the connection for each delivery taken from its mailbox.
-    pub fn delivery_taken(&self) {
+    /// Called by the connection for each delivery taken from its mailbox,
+    /// with the delivery's [`Delivery::size`].
+    pub fn delivery_taken(&self, bytes: usize) {
         self.backlog.fetch_sub(1, Ordering::AcqRel);
+        self.backlog_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// Clears and returns whether some queue found this connection full.
     pub fn take_starved(&self) -> bool {
         self.backlog.load(Ordering::Acquire) < CONNECTION_BACKLOG_LIMIT / 2
+            && self.backlog_bytes.load(Ordering::Acquire) < CONNECTION_BACKLOG_BYTES / 2
             && self.starved.swap(false, Ordering::AcqRel)
     }
 }

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::alarms::monitor::{Limits, Monitor};
+use crate::alarms::Alarms;
 use crate::config::Config;
 use crate::store::Store;
 pub use vhost::VHost;
@@ -38,6 +40,10 @@ pub struct Broker {
     next_connection_id: AtomicU64,
     /// The data directory.
     pub store: Arc<Store>,
+    /// Memory and disk alarms, watched by connections that publish.
+    pub alarms: Arc<Alarms>,
+    /// Samples memory and disk for the alarms until the broker is dropped.
+    _monitor: Monitor,
 }
 
 impl Broker {
@@ -73,11 +79,22 @@ impl Broker {
             ms = started.elapsed().as_millis() as u64,
             "data directory opened"
         );
+        let alarms = Arc::new(Alarms::default());
+        let limits = Limits {
+            memory: config.memory_high_watermark.clone(),
+            disk_free_bytes: config.disk_free_limit.bytes()?,
+            data_dir: config.data_dir.clone(),
+            interval: std::time::Duration::from_millis(config.alarm_check_interval_ms),
+        };
+        let monitor = Monitor::start(alarms.clone(), limits)
+            .map_err(|e| format!("cannot start the resource monitor: {e}"))?;
         Ok(Broker {
             config,
             vhosts,
             next_connection_id: AtomicU64::new(1),
             store,
+            alarms,
+            _monitor: monitor,
         })
     }
 

@@ -65,13 +65,12 @@ impl ReplyTargets {
             .is_some_and(|rest| rest.starts_with('.'))
     }
 
-    /// Hand a reply to the requester's connection; false when nobody holds
-    /// the name.
-    pub fn deliver(&self, name: &str, message: Arc<Message>) -> bool {
+    /// Hand a reply to the requester's connection, returned so that the
+    /// replier can be held back while it is not reading; None when nobody
+    /// holds the name.
+    pub fn deliver(&self, name: &str, message: Arc<Message>) -> Option<ConnHandle> {
         let map = self.0.lock();
-        let Some(t) = map.get(name) else {
-            return false;
-        };
+        let t = map.get(name)?;
         let delivery = Delivery {
             channel: t.channel,
             consumer_id: t.consumer_id,
@@ -80,7 +79,8 @@ impl ReplyTargets {
             message: QueuedMessage::unqueued(message),
             credit: None,
         };
-        t.conn.send(ConnEvent::Deliver(delivery)).is_ok()
+        t.conn.send(ConnEvent::Deliver(delivery)).ok()?;
+        Some(t.conn.clone())
     }
 }
 

@@ -10,6 +10,7 @@ use amq_protocol::protocol::AMQPClass;
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 
+use super::backpressure::{add_throttle, Throttle};
 use super::channel::{ChannelConsumer, ReplyConsumer, Settle, Unacked};
 use super::content::{ContentState, PendingPublish};
 use super::session::Session;
@@ -233,6 +234,7 @@ impl Session {
     }
 
     fn complete_publish(&mut self, id: u16, pending: PendingPublish) -> Result<(), AmqpError> {
+        self.block_if_alarmed();
         let (publish, properties, body) = pending.body();
         let complete = CompletePublish {
             publish,
@@ -242,9 +244,13 @@ impl Session {
         // Validate and route now (errors surface at the publish, as in
         // RabbitMQ); in a transaction, enqueue only at commit.
         let routed = self.route_publish(id, complete)?;
-        let ch = self.channel_mut(id)?;
-        if let Some(tx) = &mut ch.tx {
-            tx.publishes.push(routed);
+        if self.channel_mut(id)?.tx.is_some() {
+            let bytes = routed.message.body.len() as u64;
+            self.check_transaction_budget(bytes)?;
+            if let Some(tx) = &mut self.channel_mut(id)?.tx {
+                tx.bytes += bytes;
+                tx.publishes.push(routed);
+            }
             return Ok(());
         }
         let stored = self.enqueue(id, routed);
@@ -431,7 +437,11 @@ impl Session {
         match r.deferred {
             Some(Deferred::Reply) => {
                 let name = r.message.routing_key.clone();
-                self.vhost.reply_to.deliver(&name, r.message);
+                if let Some(requester) = self.vhost.reply_to.deliver(&name, r.message) {
+                    if requester.is_backlogged() {
+                        add_throttle(&mut self.throttled, Throttle::Requester(requester));
+                    }
+                }
                 return Stored::Done;
             }
             Some(Deferred::Delay(ms)) => {
@@ -464,8 +474,8 @@ impl Session {
         let mut stored = Stored::Done;
         for q in &r.queues {
             stored = stored.and(q.publish(r.message.clone()));
-            if q.is_saturated() && !self.throttled.iter().any(|t| Arc::ptr_eq(t, q)) {
-                self.throttled.push(q.clone());
+            if q.is_saturated() {
+                add_throttle(&mut self.throttled, Throttle::Queue(q.clone()));
             }
         }
         stored

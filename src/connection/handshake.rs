@@ -32,6 +32,8 @@ pub struct Opened {
     pub heartbeat_s: u16,
     /// The client understands server-sent basic.cancel.
     pub cancel_notify: bool,
+    /// The client understands connection.blocked / unblocked.
+    pub blocked_notify: bool,
 }
 
 /// Run the handshake. `Ok(None)` means the connection was refused and is
@@ -143,6 +145,7 @@ pub async fn handshake(
         channel_max: tune_ok.channel_max,
         heartbeat_s: tune_ok.heartbeat,
         cancel_notify: cap("consumer_cancel_notify"),
+        blocked_notify: cap("connection.blocked"),
     }))
 }
 
@@ -226,6 +229,8 @@ fn server_properties() -> FieldTable {
         "per_consumer_qos",
         "authentication_failure_close",
         "direct_reply_to",
+        "connection.blocked",
+        "consumer_priorities",
     ] {
         caps.insert(ShortString::from(cap), AMQPValue::Boolean(true));
     }

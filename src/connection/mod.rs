@@ -6,6 +6,7 @@
 //! locks); it calls into the broker synchronously and never holds a broker
 //! lock across an `.await`.
 
+mod backpressure;
 mod basic;
 mod channel;
 mod content;

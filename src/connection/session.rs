@@ -12,6 +12,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::backpressure::{AlarmBlock, Budgets, Throttle};
 use super::channel::{Channel, ChannelState, Settle};
 use super::content::ContentState;
 use super::handshake::{close_method, Opened};
@@ -25,6 +26,10 @@ use crate::store::SyncStatus;
 
 /// Most events taken from the mailbox in one pass before writing.
 const EVENTS_PER_PASS: usize = 512;
+/// Output encoded in one pass at which events stop being taken from the
+/// mailbox until it is written: what waits for a slow socket stays in the
+/// mailbox, whose size the queues respect (`ConnHandle::has_room`).
+const OUTPUT_BYTES_PER_PASS: usize = 1 << 20;
 /// How often a held-back publisher checks whether its queues drained.
 const FLOW_POLL: Duration = Duration::from_millis(2);
 /// Least time a single socket write may take before the peer is given up.
@@ -54,9 +59,13 @@ pub struct Session {
     client_closed: bool,
     /// Last consumer registration id handed out.
     pub(super) next_consumer_id: u64,
-    /// Saturated queues this connection published to: until they drain,
-    /// input is not read (flow control; see `Queue::is_saturated`).
-    pub(super) throttled: Vec<Arc<Queue>>,
+    /// Saturated queues and full requesters this connection published to:
+    /// until they drain, input is not read (flow control).
+    pub(super) throttled: Vec<Throttle>,
+    /// Blocking by memory and disk alarms.
+    pub(super) alarm: AlarmBlock,
+    /// Byte budgets for what this connection may make Warren hold.
+    pub(super) budgets: Budgets,
     /// Store sync rounds completed (confirms wait for them).
     sync: watch::Receiver<SyncStatus>,
     /// Highest sync round a confirm on this connection waits for.
@@ -70,6 +79,15 @@ impl Session {
     pub fn new(id: u64, io: FrameIo, broker: Arc<Broker>, opened: Opened) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let sync = broker.store.syncer.subscribe();
+        let alarm = AlarmBlock {
+            alarms: broker.alarms.subscribe(),
+            notify: opened.blocked_notify,
+            blocked: false,
+        };
+        let budgets = Budgets {
+            content_bytes: broker.config.max_message_size,
+            transaction_bytes: broker.config.max_transaction_bytes,
+        };
         Session {
             id,
             io,
@@ -87,6 +105,8 @@ impl Session {
             client_closed: false,
             next_consumer_id: 0,
             throttled: Vec::new(),
+            alarm,
+            budgets,
             sync,
             sync_wanted: 0,
             commit_wait: None,
@@ -126,11 +146,17 @@ impl Session {
                     ));
                 }
                 _ = tokio::time::sleep(FLOW_POLL), if !self.throttled.is_empty() => {
-                    self.throttled.retain(|q| q.recheck_saturation());
+                    self.throttled.retain(Throttle::still_holds);
                     // Time spent held back is not the client's silence.
                     last_read = Instant::now();
                 }
-                r = self.io.fill(), if self.throttled.is_empty() && self.commit_wait.is_none() => match r {
+                r = self.alarm.alarms.changed(), if self.alarm.blocked => {
+                    self.alarm_changed(r.is_ok());
+                    last_read = Instant::now();
+                    // Frames read before the block are handled first.
+                    self.process_input();
+                }
+                r = self.io.fill(), if self.may_read() => match r {
                     Err(_) => return,
                     Ok(_) => {
                         last_read = Instant::now();
@@ -140,6 +166,9 @@ impl Session {
                 Some(ev) = self.events.recv() => {
                     self.handle_event(ev);
                     for _ in 0..EVENTS_PER_PASS {
+                        if self.io.out.len() >= OUTPUT_BYTES_PER_PASS {
+                            break;
+                        }
                         match self.events.try_recv() {
                             Ok(ev) => self.handle_event(ev),
                             Err(_) => break,
@@ -153,6 +182,11 @@ impl Session {
                     }
                 }
                 _ = tick.tick() => {
+                    if self.alarm.blocked {
+                        // As RabbitMQ: a blocked client is not expected to
+                        // be heard from.
+                        last_read = Instant::now();
+                    }
                     if let Some(since) = self.closing_since {
                         if since.elapsed() > CLOSE_OK_TIMEOUT {
                             return;
@@ -243,7 +277,7 @@ impl Session {
 
     /// Decode and handle every complete frame in the read buffer.
     fn process_input(&mut self) {
-        while !self.done && self.commit_wait.is_none() {
+        while !self.done && self.commit_wait.is_none() && !self.alarm.blocked {
             let frame = match self.io.decoded() {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
@@ -588,7 +622,7 @@ impl Session {
     fn handle_event(&mut self, ev: ConnEvent) {
         match ev {
             ConnEvent::Deliver(d) => {
-                self.conn.delivery_taken();
+                self.conn.delivery_taken(d.size());
                 self.deliver(d);
             }
             ConnEvent::ConsumerCancelled {
@@ -635,14 +669,14 @@ impl Session {
         // Deliveries still in the mailbox were never seen by the client.
         self.events.close();
         while let Ok(ev) = self.events.try_recv() {
-            if let ConnEvent::Deliver(Delivery {
-                queue,
-                message,
-                credit,
-                ..
-            }) = ev
-            {
-                self.conn.delivery_taken();
+            if let ConnEvent::Deliver(d) = ev {
+                self.conn.delivery_taken(d.size());
+                let Delivery {
+                    queue,
+                    message,
+                    credit,
+                    ..
+                } = d;
                 if let Some(c) = credit {
                     c.release();
                 }

@@ -119,6 +119,12 @@ impl Broker {
         }
     }
 
+    /// The broker's resource alarms, to raise and clear them by hand.
+    #[allow(dead_code)]
+    pub fn alarms(&self) -> std::sync::Arc<warren::alarms::Alarms> {
+        self.server.broker.alarms.clone()
+    }
+
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
     pub fn url(&self) -> &str {
         &self.url

@@ -194,6 +194,25 @@ pub fn parse_close(args: &[u8]) -> Close {
 
 /// A client connection that writes raw bytes and reads raw frames. Reads
 /// are buffered; writes go straight to the socket.
+/// A client-properties table whose `capabilities` sets each name to true.
+pub fn client_properties(capabilities: &[&str]) -> Vec<u8> {
+    if capabilities.is_empty() {
+        return EMPTY_TABLE.to_vec();
+    }
+    let mut caps = Vec::new();
+    for c in capabilities {
+        caps.extend(shortstr(c));
+        caps.extend_from_slice(&[b't', 1]);
+    }
+    let mut entry = shortstr("capabilities");
+    entry.push(b'F');
+    entry.extend_from_slice(&(caps.len() as u32).to_be_bytes());
+    entry.extend(caps);
+    let mut table = (entry.len() as u32).to_be_bytes().to_vec();
+    table.extend(entry);
+    table
+}
+
 pub struct Raw {
     s: BufReader<TcpStream>,
     /// The frame_max agreed in the handshake.
@@ -226,10 +245,26 @@ impl Raw {
         want_channel_max: Option<u16>,
         heartbeat: u16,
     ) -> Raw {
+        Self::handshake_full(broker, want_channel_max, heartbeat, &[]).await
+    }
+
+    /// The handshake with client properties advertising `capabilities`
+    /// (each set to true).
+    #[allow(dead_code)]
+    pub async fn handshake_caps(broker: &Broker, capabilities: &[&str]) -> Raw {
+        Self::handshake_full(broker, None, 0, capabilities).await
+    }
+
+    async fn handshake_full(
+        broker: &Broker,
+        want_channel_max: Option<u16>,
+        heartbeat: u16,
+        capabilities: &[&str],
+    ) -> Raw {
         let mut r = Raw::connect(broker).await;
         r.send(HEADER).await;
         r.expect_method(0, 10, 10).await; // start
-        let mut a = EMPTY_TABLE.to_vec(); // client-properties
+        let mut a = client_properties(capabilities);
         a.extend(shortstr("PLAIN"));
         a.extend(longstr(b"\0guest\0guest"));
         a.extend(shortstr("en_US"));

@@ -1,0 +1,165 @@
+//! Why a connection stops reading its socket, and the byte budgets that
+//! decide it. A connection that is not read sends nothing more, so each
+//! of these bounds what one client can make Warren hold:
+//! - a queue it published to is saturated, or the requester of a direct
+//!   reply it sent is not reading its own socket ([`Throttle`]);
+//! - a memory or disk alarm is raised and it publishes ([`AlarmBlock`]);
+//! - its incomplete messages hold [`Budgets::content_bytes`] or more;
+//! - a tx.commit waits for the store (see `tx_confirm`).
+//!
+//! The transaction budget is enforced at publish instead: an uncommitted
+//! transaction over it is refused, since holding back cannot shrink it.
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{connection, AMQPClass};
+use amq_protocol::types::ShortString;
+use tokio::sync::watch;
+
+use super::content::ContentState;
+use super::session::Session;
+use crate::alarms::AlarmState;
+use crate::broker::consumer::ConnHandle;
+use crate::broker::queue::Queue;
+use crate::protocol::AmqpError;
+
+/// Something this connection published to that cannot take more yet.
+#[derive(Debug)]
+pub enum Throttle {
+    /// A queue over its flow watermark whose consumers are full.
+    Queue(Arc<Queue>),
+    /// The connection a direct reply went to, with a full mailbox.
+    Requester(ConnHandle),
+}
+
+impl Throttle {
+    /// Whether it still holds this connection back (re-checked while
+    /// waiting).
+    pub fn still_holds(&self) -> bool {
+        match self {
+            Throttle::Queue(q) => q.recheck_saturation(),
+            Throttle::Requester(conn) => conn.is_backlogged(),
+        }
+    }
+
+    fn is(&self, other: &Throttle) -> bool {
+        match (self, other) {
+            (Throttle::Queue(a), Throttle::Queue(b)) => Arc::ptr_eq(a, b),
+            (Throttle::Requester(a), Throttle::Requester(b)) => a.id == b.id,
+            _ => false,
+        }
+    }
+}
+
+/// Add `t` to the list unless it is there already.
+pub fn add_throttle(list: &mut Vec<Throttle>, t: Throttle) {
+    if !list.iter().any(|x| x.is(&t)) {
+        list.push(t);
+    }
+}
+
+/// Per-connection byte budgets.
+#[derive(Clone, Copy, Debug)]
+pub struct Budgets {
+    /// Bytes of incomplete messages (content still arriving) at which the
+    /// connection stops reading. At least the largest message, so one
+    /// message sent in one piece, as clients do, always completes.
+    pub content_bytes: u64,
+    /// Bytes of publishes in uncommitted transactions; one more is refused.
+    pub transaction_bytes: u64,
+}
+
+/// Alarm-driven blocking, RabbitMQ's way: a connection is blocked when it
+/// publishes while an alarm is raised, told with connection.blocked if it
+/// advertised the capability, and released with connection.unblocked.
+#[derive(Debug)]
+pub struct AlarmBlock {
+    /// The broker's alarm state.
+    pub alarms: watch::Receiver<AlarmState>,
+    /// The client advertised `connection.blocked`.
+    pub notify: bool,
+    /// Input is not being read because of an alarm.
+    pub blocked: bool,
+}
+
+impl Session {
+    /// Called for each complete publish: block the connection if an alarm
+    /// is raised. That message goes on; nothing more is read or handled,
+    /// as RabbitMQ's reader stops after the publish that met the alarm.
+    pub(super) fn block_if_alarmed(&mut self) {
+        let state = *self.alarm.alarms.borrow();
+        if self.alarm.blocked || !state.any() {
+            return;
+        }
+        self.alarm.blocked = true;
+        tracing::info!(
+            reason = state.reason(),
+            "publisher blocked by a resource alarm"
+        );
+        if self.alarm.notify {
+            let blocked = connection::Blocked {
+                reason: ShortString::from(state.reason()),
+            };
+            self.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked)),
+            );
+        }
+    }
+
+    /// The alarm state changed while blocked: unblock once all alarms are
+    /// cleared (or the broker is going away).
+    pub(super) fn alarm_changed(&mut self, still_watched: bool) {
+        let state = *self.alarm.alarms.borrow_and_update();
+        if still_watched && state.any() {
+            return;
+        }
+        self.alarm.blocked = false;
+        tracing::info!("publisher unblocked");
+        if self.alarm.notify {
+            let unblocked = connection::Unblocked {};
+            self.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked)),
+            );
+        }
+    }
+
+    /// Bytes of messages whose content is still arriving.
+    pub(super) fn incomplete_content_bytes(&self) -> u64 {
+        self.channels
+            .values()
+            .map(|ch| match &ch.content {
+                ContentState::ExpectBody(p) => p.received,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Whether input may be read now.
+    pub(super) fn may_read(&self) -> bool {
+        self.throttled.is_empty()
+            && self.commit_wait.is_none()
+            && !self.alarm.blocked
+            && self.incomplete_content_bytes() < self.budgets.content_bytes
+    }
+
+    /// Refuse a transactional publish of `bytes` that would take this
+    /// connection's uncommitted transactions over budget.
+    pub(super) fn check_transaction_budget(&self, bytes: u64) -> Result<(), AmqpError> {
+        let held: u64 = self
+            .channels
+            .values()
+            .filter_map(|ch| ch.tx.as_ref())
+            .map(|tx| tx.bytes)
+            .sum();
+        let limit = self.budgets.transaction_bytes;
+        if held + bytes > limit {
+            return Err(AmqpError::precondition_failed(format!(
+                "uncommitted transactions on this connection would hold more than {limit} bytes"
+            ))
+            .at(60, 40));
+        }
+        Ok(())
+    }
+}

@@ -67,10 +67,10 @@ async fn publishers_are_blocked_and_told_until_the_alarm_clears() {
     publisher.send(&publish(1, &q)).await;
     let args = publisher.expect_method(0, 10, 60).await;
     assert_eq!(blocked_reason(&args), "low on memory");
-    // The publish that ran into the alarm is taken; later ones wait unread.
+    // The publish that ran into the alarm waits, unrouted, with the rest.
     publisher.send(&publish(1, &q)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ready_count(&ch, &q).await.unwrap(), 1);
+    assert_eq!(ready_count(&ch, &q).await.unwrap(), 0);
 
     broker.alarms().set(AlarmState::default());
     publisher.expect_method(0, 10, 61).await;
@@ -101,7 +101,7 @@ async fn consumers_keep_draining_while_publishers_are_blocked() {
     publisher.open_channel(1).await;
     publisher.send(&publish(1, &q)).await;
     let args = publisher.expect_method(0, 10, 60).await;
-    assert_eq!(blocked_reason(&args), "low on disk space");
+    assert_eq!(blocked_reason(&args), "low on disk");
 
     let (_c2, consumer_ch) = broker.channel().await;
     let mut consumer = consumer_ch
@@ -116,7 +116,7 @@ async fn consumers_keep_draining_while_publishers_are_blocked() {
         )
         .await
         .unwrap();
-    for _ in 0..6 {
+    for _ in 0..5 {
         common::within(consumer.next()).await.unwrap().unwrap();
     }
     broker.stop().await;
@@ -137,7 +137,7 @@ async fn a_client_without_the_capability_is_blocked_silently() {
     publisher.send(&publish(1, &q)).await;
     publisher.send(&publish(1, &q)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ready_count(&ch, &q).await.unwrap(), 1);
+    assert_eq!(ready_count(&ch, &q).await.unwrap(), 0);
     broker.alarms().set(AlarmState::default());
     wait_for_ready(&ch, &q, 2).await;
     // Nothing was sent to it but its own answers.

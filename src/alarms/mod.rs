@@ -31,9 +31,9 @@ impl AlarmState {
     /// The reason sent in `connection.blocked`, RabbitMQ's texts.
     pub fn reason(self) -> &'static str {
         match (self.memory, self.disk) {
-            (true, true) => "low on memory & low on disk space",
+            (true, true) => "low on disk & memory",
             (true, false) => "low on memory",
-            _ => "low on disk space",
+            _ => "low on disk",
         }
     }
 }
@@ -106,8 +106,8 @@ mod tests {
             disk: true,
         };
         assert_eq!(memory.reason(), "low on memory");
-        assert_eq!(disk.reason(), "low on disk space");
-        assert_eq!(both.reason(), "low on memory & low on disk space");
+        assert_eq!(disk.reason(), "low on disk");
+        assert_eq!(both.reason(), "low on disk & memory");
         assert!(!AlarmState::default().any());
     }
 

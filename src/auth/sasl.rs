@@ -33,6 +33,8 @@ pub enum SaslError {
     UnknownMechanism(String),
     /// The response does not have the mechanism's shape.
     Malformed(&'static str),
+    /// An AMQPLAIN table nested deeper than Warren parses.
+    TooDeep,
 }
 
 impl std::fmt::Display for SaslError {
@@ -40,6 +42,7 @@ impl std::fmt::Display for SaslError {
         match self {
             SaslError::UnknownMechanism(m) => write!(f, "unknown authentication mechanism '{m}'"),
             SaslError::Malformed(why) => write!(f, "malformed response: {why}"),
+            SaslError::TooDeep => write!(f, "AMQPLAIN table nested too deep"),
         }
     }
 }
@@ -79,7 +82,7 @@ fn plain(response: &[u8]) -> Result<Credentials, SaslError> {
 
 fn amqplain(response: &[u8]) -> Result<Credentials, SaslError> {
     if nesting::check_table_body(response).is_err() {
-        return Err(SaslError::Malformed("AMQPLAIN table nested too deep"));
+        return Err(SaslError::TooDeep);
     }
     let Ok(len) = u32::try_from(response.len()) else {
         return Err(SaslError::Malformed("AMQPLAIN response too long"));

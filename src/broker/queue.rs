@@ -636,16 +636,37 @@ impl Queue {
         let still_holding = self.policy.single_active_consumer
             && at == Some(0)
             && gone.is_some_and(|c| c.credit.outstanding.load(Ordering::Acquire) > 0);
+        if removed && dispatch && !still_holding {
+            self.dispatch_locked(&mut st);
+        }
+        self.after_removal(&mut st, removed)
+    }
+
+    /// Remove every consumer of one channel in one pass (a closing channel
+    /// with thousands of consumers on this queue costs one scan, not one
+    /// per consumer). Like a closing channel's `remove_consumer`, it does
+    /// not dispatch: the caller requeues unacked messages first.
+    pub fn remove_channel_consumers(
+        self: &Arc<Self>,
+        conn_id: u64,
+        channel: u16,
+    ) -> ConsumerRemoval {
+        let mut st = self.state.lock();
+        let before = st.consumers.len();
+        st.consumers
+            .retain(|c| !(c.conn.id == conn_id && c.channel == channel));
+        let removed = st.consumers.len() != before;
+        self.after_removal(&mut st, removed)
+    }
+
+    fn after_removal(self: &Arc<Self>, st: &mut QueueState, removed: bool) -> ConsumerRemoval {
         if removed && st.consumers.is_empty() {
             // x-expires counts from here.
             let now = now_ms();
             st.last_used_ms = now;
-            self.schedule_unused_check(&mut st, now);
+            self.schedule_unused_check(st, now);
         }
-        if removed && dispatch && !still_holding {
-            self.dispatch_locked(&mut st);
-        }
-        self.update_saturation(&st);
+        self.update_saturation(st);
         ConsumerRemoval {
             removed,
             should_auto_delete: removed

@@ -83,9 +83,10 @@ pub struct AlarmBlock {
 }
 
 impl Session {
-    /// Called for each complete publish: block the connection if an alarm
-    /// is raised. That message goes on; nothing more is read or handled,
-    /// as RabbitMQ's reader stops after the publish that met the alarm.
+    /// Called for each basic.publish: block the connection if an alarm is
+    /// raised. Nothing more is read or handled, that message's content
+    /// included, until the alarms clear: as RabbitMQ, the publish that met
+    /// the alarm is neither routed nor confirmed meanwhile.
     pub(super) fn block_if_alarmed(&mut self) {
         let state = *self.alarm.alarms.borrow();
         if self.alarm.blocked || !state.any() {

@@ -62,6 +62,7 @@ impl Session {
     ) -> Result<(), AmqpError> {
         match m {
             AMQPMethod::Publish(p) => {
+                self.block_if_alarmed();
                 if p.immediate {
                     return Err(AmqpError::not_implemented("immediate=true"));
                 }
@@ -234,7 +235,6 @@ impl Session {
     }
 
     fn complete_publish(&mut self, id: u16, pending: PendingPublish) -> Result<(), AmqpError> {
-        self.block_if_alarmed();
         let (publish, properties, body) = pending.body();
         let complete = CompletePublish {
             publish,

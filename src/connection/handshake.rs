@@ -18,7 +18,7 @@ use super::io::{FrameIo, ReadError};
 use crate::auth::sasl::{self, Credentials, SaslError};
 use crate::broker::{Broker, VHost};
 use crate::config::Config;
-use crate::protocol::{AmqpError, Frame};
+use crate::protocol::{AmqpError, DecodeError, Frame};
 
 /// The header every AMQP 0-9-1 client must send first.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -75,12 +75,18 @@ pub async fn handshake(
     };
     let cap = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
     let mechanism = start_ok.mechanism.as_str();
-    let login = sasl::parse(mechanism, start_ok.response.as_bytes())
+    let parsed = sasl::parse(mechanism, start_ok.response.as_bytes());
+    if parsed == Err(SaslError::TooDeep) {
+        // Treated as the frame it came in: a clean 502, as for methods.
+        close(io, crate::protocol::frame::too_deep().at(10, 11)).await;
+        return Ok(None);
+    }
+    let login = parsed
         .map_err(|e| {
             tracing::info!(mechanism, error = %e, "login refused: bad SASL response");
             match e {
                 SaslError::UnknownMechanism(_) => e.to_string(),
-                SaslError::Malformed(_) => login_refused(mechanism),
+                SaslError::Malformed(_) | SaslError::TooDeep => login_refused(mechanism),
             }
         })
         .and_then(|creds| check_login(creds, mechanism, peer, cfg));
@@ -180,6 +186,12 @@ async fn expect_method(io: &mut FrameIo) -> Result<AMQPClass, String> {
             Ok(Frame::Method { method, .. }) => return Ok(*method),
             Ok(other) => return Err(format!("unexpected frame during handshake: {other:?}")),
             Err(ReadError::Closed) => return Err("peer closed during handshake".into()),
+            Err(ReadError::Protocol(DecodeError::Close(e))) => {
+                // A malformed or too-deep frame: say why before closing.
+                io.out.method(0, &close_method(&e));
+                let _ = io.flush().await;
+                return Err(e.to_string());
+            }
             Err(ReadError::Protocol(e)) => return Err(format!("{e:?}")),
         }
     }

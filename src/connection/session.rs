@@ -424,11 +424,10 @@ impl Session {
                             AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                         );
                     }
-                    // A client that never sends the Close-Ok and reuses
-                    // the id has moved on: open it rather than hang it.
                     AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
-                        self.channels.remove(&id);
-                        return self.open_channel(id);
+                        return Err(
+                            AmqpError::channel_error("second 'channel.open' seen").at(20, 10)
+                        );
                     }
                     _ => {}
                 }
@@ -599,13 +598,21 @@ impl Session {
         if let Some(tx) = ch.tx.take() {
             tx.roll_back(ch);
         }
+        // One removal pass per queue, however many consumers the channel
+        // has on it.
+        let mut seen = ahash::AHashSet::new();
         let mut left: Vec<Arc<Queue>> = Vec::new();
-        for (tag, c) in ch.consumers.drain(..) {
-            let removal = c.queue.remove_consumer(self.id, ch.id, &tag, false);
-            if removal.should_auto_delete {
-                self.vhost.delete_unused_queue(&c.queue);
+        for (_, c) in ch.consumers.drain(..) {
+            if seen.insert(Arc::as_ptr(&c.queue)) {
+                left.push(c.queue);
             }
-            left.push(c.queue);
+        }
+        for q in &left {
+            if q.remove_channel_consumers(self.id, ch.id)
+                .should_auto_delete
+            {
+                self.vhost.delete_unused_queue(q);
+            }
         }
         if let Some(r) = ch.reply_consumer.take() {
             self.vhost.reply_to.unregister(&r.name);

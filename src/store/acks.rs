@@ -96,10 +96,16 @@ impl AckWriter {
         self.out.buf.extend_from_slice(&e);
     }
 
-    /// Write buffered entries to the OS (positional, so a retry after a
-    /// partial write stays in step).
+    /// Write buffered entries to the OS (positional, and a failed write is
+    /// cut back off the file, so a retry stays in step).
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    /// Make the next write put `after` bytes in the file, then fail.
+    #[cfg(test)]
+    pub fn inject_fault(&mut self, after: usize, kind: io::ErrorKind) {
+        self.out.inject_fault(after, kind);
     }
 }
 

@@ -37,6 +37,15 @@
 //! Acks and delivery marks are written to the OS before the method that
 //! caused them is answered, never fsynced: losing one on a power cut means
 //! a redelivery, which at-least-once allows.
+//!
+//! # Full disk
+//! A write refused for lack of space (ENOSPC, EDQUOT) puts the store in
+//! [`StoreHealth::Full`]: durable writes are refused (publishers get
+//! nacks) while the sync thread retries the writes it holds every 500 ms;
+//! the first retry that writes and syncs them brings it back. Any other
+//! write error, and any failed fsync, is [`StoreHealth::Failed`], until a
+//! restart. [`Store::health`] tells which; [`syncer`] has the reasoning,
+//! [`segment`] and [`queue_log`] how a failed write leaves the files.
 
 pub mod acks;
 pub mod definitions;
@@ -55,7 +64,7 @@ use crate::broker::message::Message;
 use crate::config::{Config, Fsync};
 pub use definitions::{Definitions, VhostDefinitions};
 pub use queue_log::{DiskRef, QueueLog};
-pub use syncer::{SyncSource, SyncStatus, Syncer};
+pub use syncer::{StoreHealth, SyncSource, SyncStatus, Syncer};
 
 /// Bytes a message is counted for in a queue's memory window: body,
 /// properties and the bookkeeping around them.
@@ -155,6 +164,12 @@ impl Store {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Whether durable writes are taken, refused while the disk is full,
+    /// or refused for good. Cheap: one atomic load.
+    pub fn health(&self) -> StoreHealth {
+        self.syncer.health()
     }
 
     /// A new durable queue directory name.

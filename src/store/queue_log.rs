@@ -11,7 +11,25 @@
 //! deleted (the current one is swapped for a fresh one when the whole queue
 //! is settled and it has grown large), so a drained queue leaves little on
 //! disk. Transient queues use the same log in a scratch directory, without
-//! ack files or fsync.
+//! ack files or fsync. Recovery at start is in [`recover`].
+//!
+//! # When a write fails
+//! Every offset handed out (a [`DiskRef`]) must end up holding its record,
+//! or later records would land after a hole and the in-memory counters
+//! (`live`, `tail`, the cursor) would disagree with the file. So:
+//! - A failed [`QueueLog::append`] takes its record back out of the
+//!   buffer ([`SegmentWriter::undo`]) and the message is not enqueued:
+//!   nothing refers to the offset, and the next append reuses it.
+//! - Records appended before (messages already enqueued, their publishers
+//!   waiting for a sync round) stay buffered whatever happens: a failed
+//!   flush leaves them in the buffer and the file cut back to its last
+//!   good length, and the next flush writes them at the offsets already
+//!   handed out. After a full disk the sync thread retries exactly that.
+//! - A segment is only rolled after its buffer was written, and the roll
+//!   changes nothing unless the new file could be created: a closed
+//!   segment never ends in a fragment or misses a record.
+//! - Ack entries that could not be written stay buffered and listed for
+//!   the next flush.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -21,8 +39,12 @@ use std::sync::Arc;
 
 use super::acks::{self, AckKind, AckMarks, AckWriter};
 use super::record::{self, RecordMeta, FLAG_PERSISTENT};
-use super::segment::{self, ReadOutcome, ScanItem, SegmentReader, SegmentWriter, FILE_HEADER_LEN};
+use super::segment::{self, ReadOutcome, SegmentReader, SegmentWriter, FILE_HEADER_LEN};
 use crate::broker::message::{Message, QueuedMessage};
+
+mod recover;
+#[cfg(test)]
+mod tests;
 
 /// Buffered segment bytes written out without waiting for the sync thread.
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
@@ -186,13 +208,19 @@ impl QueueLog {
             expires_at_ms,
             body_len: 0,
         };
+        let mark = self.writer.mark();
         let offset = self.writer.append(&meta, message);
-        self.writer_logged |= self.durable && persistent;
         if self.writer.buffered() >= WRITE_BUFFER_BYTES {
             // Spilled messages must not pile up in memory before the sync
             // thread (or a read-back) writes them out.
-            self.writer.flush()?;
+            if let Err(e) = self.writer.flush() {
+                // The message will not be enqueued: take its record back so
+                // that no offset refers to it (the ones before stay).
+                self.writer.undo(mark);
+                return Err(e);
+            }
         }
+        self.writer_logged |= self.durable && persistent;
         let id = self.writer.id;
         let seg = self.segments.entry(id).or_default();
         seg.live += 1;
@@ -211,14 +239,16 @@ impl QueueLog {
 
     /// Start a new segment; the old one is synced in the next round, or
     /// deleted at once if nothing in it is live.
+    /// Nothing changes unless both the flush and the new file succeed.
     fn roll(&mut self) -> io::Result<()> {
         self.writer.flush()?;
         let old = self.writer.id;
-        self.segments.entry(old).or_default().end = self.writer.len();
+        let next = SegmentWriter::create(&self.dir, old + 1)?;
+        let closed = std::mem::replace(&mut self.writer, next);
+        self.segments.entry(old).or_default().end = closed.len();
         if std::mem::take(&mut self.writer_logged) {
-            self.to_sync.push(self.writer.file());
+            self.to_sync.push(closed.file());
         }
-        self.writer = SegmentWriter::create(&self.dir, old + 1)?;
         self.segments.insert(old + 1, Segment::default());
         self.dir_unsynced = self.durable;
         self.delete_if_settled(old);
@@ -263,12 +293,15 @@ impl QueueLog {
 
     /// Record that a message is settled (acked, rejected, dropped). The
     /// entry is buffered until `flush_acks`.
+    /// The counts change even when the entry cannot be made (the message
+    /// may then come back after a restart, which at-least-once allows).
     pub fn settle(&mut self, r: DiskRef) -> io::Result<()> {
-        if r.logged {
-            self.ack_entry(r, AckKind::Settled)?;
-        }
+        let entry = match r.logged {
+            true => self.ack_entry(r, AckKind::Settled),
+            false => Ok(()),
+        };
         let Some(seg) = self.segments.get_mut(&r.segment) else {
-            return Ok(());
+            return entry;
         };
         seg.live = seg.live.saturating_sub(1);
         self.live_total = self.live_total.saturating_sub(1);
@@ -278,7 +311,7 @@ impl QueueLog {
             // fresh one so a drained queue gives its disk space back.
             self.roll()?;
         }
-        Ok(())
+        entry
     }
 
     /// Record that a message was delivered (buffered; flushed by the
@@ -301,13 +334,24 @@ impl QueueLog {
 
     /// Write buffered ack entries to the OS (not synced: a lost ack means
     /// a redelivery, which at-least-once allows).
+    /// Segments whose entries could not be written stay listed.
     pub fn flush_acks(&mut self) -> io::Result<()> {
-        for id in std::mem::take(&mut self.acks_buffered) {
-            if let Some(w) = self.segments.get_mut(&id).and_then(|s| s.acks.as_mut()) {
-                w.flush()?;
+        let mut result = Ok(());
+        let segments = &mut self.segments;
+        self.acks_buffered.retain(|id| {
+            let Some(w) = segments.get_mut(id).and_then(|s| s.acks.as_mut()) else {
+                return false;
+            };
+            match result.is_ok().then(|| w.flush()) {
+                Some(Ok(())) => false,
+                Some(Err(e)) => {
+                    result = Err(e);
+                    true
+                }
+                None => true,
             }
-        }
-        Ok(())
+        });
+        result
     }
 
     /// Write all buffers to the OS and list the files to sync.
@@ -339,6 +383,12 @@ impl QueueLog {
                     out.push_back(m);
                 }
                 Ok(None) => {}
+                Err(e) if super::syncer::is_out_of_space(&e) => {
+                    // Reading the current segment writes its buffer first;
+                    // the records stay buffered until there is room.
+                    tracing::debug!(path = %segment::path(&self.dir, id).display(), error = %e, "queued messages wait for disk space to be read back");
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(path = %segment::path(&self.dir, id).display(), offset, error = %e, "cannot read queued messages back");
                     break;
@@ -498,123 +548,4 @@ impl QueueLog {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove queue directory");
         }
     }
-
-    /// Rebuild a durable queue's log from its directory.
-    pub fn recover(dir: &Path, segment_bytes: u64) -> io::Result<(Self, Recovery)> {
-        std::fs::create_dir_all(dir)?;
-        let mut ids: Vec<u32> = Vec::new();
-        let mut ack_ids: Vec<u32> = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
-                ids.push(id);
-            } else if let Some(id) = name.strip_suffix(".ack").and_then(|n| n.parse().ok()) {
-                ack_ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        let mut report = Recovery::default();
-        let mut segments = BTreeMap::new();
-        let last = ids.last().copied();
-        for &id in &ids {
-            if let Some(seg) = recover_segment(dir, id, Some(id) == last, &mut report)? {
-                segments.insert(id, seg);
-            }
-        }
-        for id in ack_ids.into_iter().filter(|id| !segments.contains_key(id)) {
-            let _ = std::fs::remove_file(acks::path(dir, id));
-        }
-        let next_id = last.map_or(1, |l| l + 1);
-        let mut log = Self::with_first_segment(dir, true, segment_bytes, segments, next_id)?;
-        log.tail_count = log.segments.values().map(|s| u64::from(s.tail)).sum();
-        log.live_total = log.tail_count;
-        log.cursor = log
-            .segments
-            .iter()
-            .find(|(_, s)| s.tail > 0)
-            .map(|(&id, _)| (id, FILE_HEADER_LEN));
-        report.messages = log.tail_count;
-        Ok((log, report))
-    }
-}
-
-/// Scan one segment: count its live records, note corrupt stretches,
-/// truncate a torn end. None when nothing in it is live (it is deleted) or
-/// it is unusable (moved aside).
-fn recover_segment(
-    dir: &Path,
-    id: u32,
-    is_last: bool,
-    report: &mut Recovery,
-) -> io::Result<Option<Segment>> {
-    let path = segment::path(dir, id);
-    let bytes = std::fs::read(&path)?;
-    if !segment::header_ok(&bytes, segment::MAGIC, id) {
-        if bytes.len() < FILE_HEADER_LEN as usize && is_last {
-            // Created at a crash before its header reached the disk.
-            let _ = std::fs::remove_file(&path);
-            return Ok(None);
-        }
-        let aside = path.with_extension("seg.corrupt");
-        tracing::warn!(path = %path.display(), moved_to = %aside.display(), "segment header is not valid; file set aside, its messages are not recovered");
-        std::fs::rename(&path, &aside)?;
-        return Ok(None);
-    }
-    let marks = match std::fs::read(acks::path(dir, id)) {
-        Ok(b) => acks::parse(&b, id).unwrap_or_else(|| {
-            tracing::warn!(path = %acks::path(dir, id).display(), "ack file header is not valid; its acks are ignored (messages may be redelivered)");
-            AckMarks::default()
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => AckMarks::default(),
-        Err(e) => return Err(e),
-    };
-    if marks.bad_entries > 0 {
-        tracing::warn!(path = %acks::path(dir, id).display(), entries = marks.bad_entries, "ack entries failing their checksum ignored (messages may be redelivered)");
-    }
-    let mut seg = Segment {
-        end: bytes.len() as u64,
-        ..Default::default()
-    };
-    let mut rec = Recovered {
-        marks,
-        corrupt: Vec::new(),
-    };
-    for item in segment::scan(&bytes) {
-        match item {
-            ScanItem::Record { offset, meta, .. } => {
-                report.next_seq = report.next_seq.max(meta.seq.saturating_add(1));
-                if meta.flags & FLAG_PERSISTENT != 0 && !rec.marks.is_settled(offset) {
-                    seg.live += 1;
-                    report.body_bytes += meta.body_len;
-                }
-            }
-            ScanItem::Corrupt { offset, resumed_at } => {
-                tracing::warn!(path = %path.display(), offset, bytes = resumed_at - offset, "corrupt record skipped");
-                report.corrupt_records += 1;
-                rec.corrupt.push((offset, resumed_at));
-            }
-            ScanItem::Torn { offset } => {
-                seg.end = offset;
-                if is_last {
-                    tracing::warn!(path = %path.display(), offset, bytes = bytes.len() as u64 - offset, "torn record at the end of the log truncated");
-                    report.torn_tails += 1;
-                    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-                    f.set_len(offset)?;
-                    f.sync_all()?;
-                } else {
-                    tracing::warn!(path = %path.display(), offset, bytes = bytes.len() as u64 - offset, "corrupt record skipped (to the end of the segment)");
-                    report.corrupt_records += 1;
-                }
-            }
-        }
-    }
-    if seg.live == 0 {
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(acks::path(dir, id));
-        return Ok(None);
-    }
-    seg.tail = seg.live;
-    seg.recovered = Some(Box::new(rec));
-    Ok(Some(seg))
 }

@@ -7,6 +7,16 @@
 //! ```
 //! Records are described in [`super::record`]. A segment's id is its file
 //! name (`00000007.seg`); ids grow with each new segment of a queue.
+//!
+//! # Failed writes
+//! [`AppendBuffer`] (segments and ack files) knows how many bytes are in
+//! the file for sure (`written`) and keeps everything after that in its
+//! buffer until a write succeeds. When a write fails (maybe after part of
+//! the buffer reached the file) the file is cut back to `written`, so it
+//! never ends in a fragment: the buffer can be written again later (the
+//! disk had no space, see [`super::syncer`]) at the same offsets, or
+//! shortened first by [`SegmentWriter::undo`] (an append that failed is
+//! taken back whole), and a recovery scan after a crash finds no garbage.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -54,7 +64,8 @@ pub struct SegmentWriter {
 
 /// A file appended to through a buffer. Writes are positional, at the end
 /// of what is known to be in the file: after a failed (maybe partial)
-/// write, the retry overwrites the same bytes, so offsets never shift.
+/// write the file is truncated back to that point and the buffer kept, so
+/// a retry writes the same bytes at the same offsets.
 #[derive(Debug)]
 pub struct AppendBuffer {
     file: Arc<File>,
@@ -62,6 +73,10 @@ pub struct AppendBuffer {
     pub buf: Vec<u8>,
     /// Bytes known to be in the file (the buffer goes right after them).
     written: u64,
+    /// Test fault injection: the next write puts this many bytes in the
+    /// file, then fails with this error.
+    #[cfg(test)]
+    fault: Option<(usize, io::ErrorKind)>,
 }
 
 impl AppendBuffer {
@@ -71,23 +86,68 @@ impl AppendBuffer {
             file: Arc::new(file),
             buf,
             written,
+            #[cfg(test)]
+            fault: None,
         }
     }
 
-    /// Write the buffered bytes to the OS.
+    /// Write the buffered bytes to the OS. On error the buffer is kept and
+    /// the file ends at `written` again (see [`Self::cut_back`]).
     pub fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all_at(&self.buf, self.written)?;
-            self.written += self.buf.len() as u64;
-            self.buf.clear();
+        if self.buf.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        match self.write_out() {
+            Ok(()) => {
+                self.written += self.buf.len() as u64;
+                self.buf.clear();
+                Ok(())
+            }
+            Err(e) => Err(self.cut_back(e)),
+        }
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some((n, kind)) = self.fault.take() {
+            let n = n.min(self.buf.len());
+            self.file.write_all_at(&self.buf[..n], self.written)?;
+            return Err(io::Error::from(kind));
+        }
+        self.file.write_all_at(&self.buf, self.written)
+    }
+
+    /// After a failed write: drop whatever part of the buffer reached the
+    /// file. Those bytes are not needed (the buffer still has them) and,
+    /// left there, could end up as a fragment in the middle of the file if
+    /// the buffer is shortened before it is written again. If even that
+    /// fails, the error is one no retry may paper over.
+    fn cut_back(&self, e: io::Error) -> io::Error {
+        match self.file.set_len(self.written) {
+            Ok(()) => e,
+            Err(t) => io::Error::other(format!(
+                "{e}; truncating the file back to its last good length failed too: {t}"
+            )),
+        }
     }
 
     /// The file, for fsync.
     pub fn file(&self) -> Arc<File> {
         self.file.clone()
     }
+
+    /// Make the next write put `after` bytes in the file, then fail.
+    #[cfg(test)]
+    pub fn inject_fault(&mut self, after: usize, kind: io::ErrorKind) {
+        self.fault = Some((after, kind));
+    }
+}
+
+/// The length of a [`SegmentWriter`] before an append, to take it back.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    buffered: usize,
+    len: u64,
 }
 
 impl SegmentWriter {
@@ -115,6 +175,28 @@ impl SegmentWriter {
     /// Write the buffered records to the OS (see [`AppendBuffer`]).
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    /// Where the segment ends now, for [`Self::undo`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            buffered: self.out.buf.len(),
+            len: self.len,
+        }
+    }
+
+    /// Take back the appends made since `mark`, which must still be
+    /// buffered (no flush succeeded since).
+    pub fn undo(&mut self, mark: Mark) {
+        debug_assert!(mark.buffered <= self.out.buf.len());
+        self.out.buf.truncate(mark.buffered);
+        self.len = mark.len;
+    }
+
+    /// Make the next write put `after` bytes in the file, then fail.
+    #[cfg(test)]
+    pub fn inject_fault(&mut self, after: usize, kind: io::ErrorKind) {
+        self.out.inject_fault(after, kind);
     }
 
     /// Bytes waiting in the buffer.
@@ -372,6 +454,30 @@ mod tests {
         let items = scan(&buf);
         assert_eq!(seqs(&items), vec![0]);
         assert_eq!(items.last(), Some(&ScanItem::Torn { offset: clean }));
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_back_and_written_again_in_place() {
+        let dir = std::env::temp_dir().join(format!("warren-seg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = SegmentWriter::create(&dir, 1).unwrap();
+        w.append(&meta(0), &msg(b"first"));
+        w.flush().unwrap();
+        let good = w.len();
+        w.append(&meta(1), &msg(b"second"));
+        w.append(&meta(2), &msg(b"third"));
+        w.inject_fault(10, io::ErrorKind::StorageFull);
+        assert_eq!(w.flush().unwrap_err().kind(), io::ErrorKind::StorageFull);
+        let on_disk = std::fs::metadata(path(&dir, 1)).unwrap().len();
+        assert_eq!(
+            on_disk, good,
+            "a fragment was left after the last good record"
+        );
+        w.flush().unwrap();
+        let bytes = std::fs::read(path(&dir, 1)).unwrap();
+        assert_eq!(bytes.len() as u64, w.len());
+        assert_eq!(seqs(&scan(&bytes)), vec![0, 1, 2]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -6,12 +6,39 @@
 //! round) and gets a ticket: the number of the round that will flush it,
 //! read under the same lock the thread takes a round's batch under, so it
 //! is exact. Until that round flushes the queue, later writes to it carry
-//! the same ticket (the queue keeps it). The thread runs rounds back to back while there is work:
-//! take the registered sources, have each write its buffers to the OS and
-//! hand over the files to sync, `fdatasync` them (policy `always`), then
-//! publish the round number. Publishers send confirms for tickets up to
-//! that number. A failed write or sync stops the store: the round is never
-//! published, waiters get nacks, and later writes are refused.
+//! the same ticket (the queue keeps it). The thread runs rounds back to
+//! back while there is work: take the registered sources, have each write
+//! its buffers to the OS and hand over the files to sync, `fdatasync` them
+//! (policy `always`), then publish the round number. Publishers send
+//! confirms for tickets up to that number.
+//!
+//! # Failures: full (for now) and failed (for good)
+//! [`StoreHealth`] says which; [`SyncStatus::failed`] is set in both, so
+//! publishers waiting for a confirm get basic.nack and new durable writes
+//! are refused ([`Syncer::failed`]).
+//! - **Full**: a `write()` failed with ENOSPC or EDQUOT. Those bytes never
+//!   reached the page cache, and the writer cut the file back to its last
+//!   good length and kept them buffered (see [`super::segment`]), so
+//!   writing them again later puts them at the offsets already handed
+//!   out. The round is not published; its sources (and the files it was
+//!   to sync) are held, and every [`RETRY_INTERVAL`] (or at once, on
+//!   [`Syncer::retry`]) the thread runs them again, with whatever was
+//!   registered meanwhile, as a new round. When one succeeds, write and
+//!   sync, its number is published (covering the held tickets, which are
+//!   lower), and the store is healthy again. With nothing to retry (the
+//!   full disk was met by an append, whose record was taken back) the
+//!   retry is empty and simply lifts the refusal: the next write is the
+//!   probe.
+//! - **Failed**: any other write error, and every fsync error, ENOSPC
+//!   included: after a failed fsync the kernel may have dropped the dirty
+//!   pages, so a later fsync that succeeds proves nothing. No round is
+//!   published again until a restart (which recovers from the files).
+//!
+//! Nothing is confirmed that was not written and synced: `synced` only
+//! moves after a round in which every source flushed and every file
+//! synced, and a source leaves the thread's hands only after its flush
+//! succeeded. A nacked message may still be written later (nack means
+//! "maybe lost").
 //!
 //! Locks: the source list's mutex is never held while a source is flushed
 //! (a source takes its queue's lock), so writers — which register while
@@ -19,16 +46,22 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
+/// How long a full store waits before it tries its held writes again.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Something with buffered writes: a queue's log.
 pub trait SyncSource: Send + Sync {
     /// Write buffers to the OS and add the files that need syncing to `out`.
+    /// After an error, what was not written must stay buffered (and the
+    /// files not handed over stay due), for a retry.
     fn flush_for_sync(&self, out: &mut Vec<Arc<File>>) -> io::Result<()>;
 }
 
@@ -37,9 +70,48 @@ pub trait SyncSource: Send + Sync {
 pub struct SyncStatus {
     /// Every ticket up to this is durable.
     pub synced: u64,
-    /// The store failed: tickets above `synced` never will be.
+    /// Durable writes are refused: the store is full or has failed
+    /// ([`Syncer::health`] says which). Tickets above `synced` that are
+    /// waiting now get nacks. Cleared again when a full store recovers.
     pub failed: bool,
 }
+
+/// Whether the store takes durable writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StoreHealth {
+    /// Writing and syncing.
+    #[default]
+    Ok = 0,
+    /// Out of disk space (or quota): durable writes are refused and the
+    /// held ones retried until they succeed.
+    Full = 1,
+    /// A write or fsync failed otherwise: refused until a restart.
+    Failed = 2,
+}
+
+impl StoreHealth {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => StoreHealth::Ok,
+            1 => StoreHealth::Full,
+            _ => StoreHealth::Failed,
+        }
+    }
+}
+
+/// Whether an I/O error means the disk (or the quota) is full: the only
+/// write error the store recovers from.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// How a round ends with its files: `File::sync_data`, or a stand-in in
+/// tests.
+type SyncFn = fn(&File) -> io::Result<()>;
 
 struct Shared {
     status: watch::Sender<SyncStatus>,
@@ -47,8 +119,54 @@ struct Shared {
     wake: Condvar,
     /// The round that will pick up work registered now.
     pending_round: AtomicU64,
-    failed: AtomicBool,
+    health: AtomicU8,
+    /// Retry a full store now rather than at the next interval.
+    retry_now: AtomicBool,
     stop: AtomicBool,
+}
+
+impl Shared {
+    fn health(&self) -> StoreHealth {
+        StoreHealth::from_u8(self.health.load(Ordering::SeqCst))
+    }
+
+    /// Publish `synced` (if given) and whether writes are refused now.
+    fn publish(&self, synced: Option<u64>) {
+        self.status.send_modify(|s| {
+            if let Some(round) = synced {
+                s.synced = round;
+            }
+            s.failed = self.health() != StoreHealth::Ok;
+        });
+    }
+
+    /// Record a failure: out of space makes a healthy store full; anything
+    /// else fails it for good.
+    fn fail(&self, error: &io::Error, during_fsync: bool) {
+        let full = !during_fsync && is_out_of_space(error);
+        let changed = match full {
+            true => self
+                .health
+                .compare_exchange(
+                    StoreHealth::Ok as u8,
+                    StoreHealth::Full as u8,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok(),
+            false => {
+                self.health
+                    .swap(StoreHealth::Failed as u8, Ordering::SeqCst)
+                    != StoreHealth::Failed as u8
+            }
+        };
+        if changed && full {
+            tracing::warn!(error = %error, retry_ms = RETRY_INTERVAL.as_millis() as u64, "message store is out of disk space; refusing durable writes until a retry succeeds");
+        } else if changed {
+            tracing::error!(error = %error, during_fsync, "message store write or fsync failed; refusing further durable writes");
+        }
+        self.publish(None);
+    }
 }
 
 /// The group-commit thread and its handles.
@@ -62,6 +180,7 @@ impl std::fmt::Debug for Syncer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Syncer")
             .field("status", &*self.status.borrow())
+            .field("health", &self.health())
             .finish()
     }
 }
@@ -69,19 +188,24 @@ impl std::fmt::Debug for Syncer {
 impl Syncer {
     /// Start the thread; `fsync` says whether rounds end with fdatasync.
     pub fn start(fsync: bool) -> io::Result<Self> {
+        Self::start_with(fsync, File::sync_data)
+    }
+
+    fn start_with(fsync: bool, sync: SyncFn) -> io::Result<Self> {
         let (tx, rx) = watch::channel(SyncStatus::default());
         let shared = Arc::new(Shared {
             status: tx,
             sources: Mutex::new(Vec::new()),
             wake: Condvar::new(),
             pending_round: AtomicU64::new(1),
-            failed: AtomicBool::new(false),
+            health: AtomicU8::new(StoreHealth::Ok as u8),
+            retry_now: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("warren-sync".into())
-            .spawn(move || run(&s, fsync))?;
+            .spawn(move || run(&s, fsync.then_some(sync)))?;
         Ok(Syncer {
             shared,
             status: rx,
@@ -100,18 +224,39 @@ impl Syncer {
         ticket
     }
 
-    /// Whether the store has failed.
+    /// Whether durable writes are refused now: the store is full (until a
+    /// retry succeeds) or has failed (for good). Cheap: one atomic load.
     pub fn failed(&self) -> bool {
-        self.shared.failed.load(Ordering::Relaxed)
+        self.health() != StoreHealth::Ok
     }
 
-    /// A durable write failed outside the sync thread: stop the store as a
-    /// failed fsync would.
+    /// Whether the store takes durable writes, is full, or has failed.
+    /// Cheap: one atomic load.
+    pub fn health(&self) -> StoreHealth {
+        self.shared.health()
+    }
+
+    /// A durable write failed outside the sync thread (an append, a
+    /// segment roll): out of space makes the store full (retried), any
+    /// other error stops it as a failed fsync does.
     pub fn fail(&self, error: &io::Error) {
-        if !self.shared.failed.swap(true, Ordering::SeqCst) {
-            tracing::error!(error = %error, "message store write failed; refusing further durable writes");
+        // Under the lock the thread waits with, so that it cannot miss the
+        // change between its check and its wait.
+        let sources = self.shared.sources.lock();
+        self.shared.fail(error, false);
+        drop(sources);
+        self.shared.wake.notify_one();
+    }
+
+    /// Have a full store retry its writes now instead of at the next
+    /// interval (e.g. once space was freed). Does nothing otherwise.
+    pub fn retry(&self) {
+        let sources = self.shared.sources.lock();
+        if self.health() == StoreHealth::Full {
+            self.shared.retry_now.store(true, Ordering::SeqCst);
         }
-        self.shared.status.send_modify(|s| s.failed = true);
+        drop(sources);
+        self.shared.wake.notify_one();
     }
 
     /// A receiver of round completions.
@@ -119,7 +264,8 @@ impl Syncer {
         self.status.clone()
     }
 
-    /// Run a last round for what is registered, then stop the thread.
+    /// Run a last round for what is registered (one last try if the store
+    /// is full), then stop the thread.
     pub fn stop(&self) {
         {
             // Under the lock the thread waits with, so the wake-up cannot
@@ -140,93 +286,115 @@ impl Drop for Syncer {
     }
 }
 
-fn run(shared: &Shared, fsync: bool) {
-    let status = &shared.status;
+/// The thread: rounds until stopped. `sync`: how files are synced (None:
+/// policy `never`).
+fn run(shared: &Shared, sync: Option<SyncFn>) {
     let mut files: Vec<Arc<File>> = Vec::new();
-    loop {
-        let (batch, round) = {
-            let mut sources = shared.sources.lock();
-            while sources.is_empty() && !shared.stop.load(Ordering::SeqCst) {
-                shared.wake.wait(&mut sources);
-            }
-            if sources.is_empty() {
-                return;
-            }
-            let batch = std::mem::take(&mut *sources);
-            (batch, shared.pending_round.fetch_add(1, Ordering::SeqCst))
+    // The sources of a round that ran out of space, for the next one.
+    let mut held: Vec<Weak<dyn SyncSource>> = Vec::new();
+    while let Some((batch, round)) = next_round(shared, &mut held) {
+        let retrying = match shared.health() {
+            StoreHealth::Failed => continue,
+            health => health == StoreHealth::Full,
         };
-        if shared.failed.load(Ordering::Relaxed) {
-            continue;
-        }
-        files.clear();
-        let mut result = Ok(());
-        for source in batch.iter().filter_map(Weak::upgrade) {
-            result = result.and_then(|()| source.flush_for_sync(&mut files));
-        }
-        if fsync && result.is_ok() {
-            files.sort_by_key(|f| Arc::as_ptr(f) as usize);
-            files.dedup_by(|a, b| Arc::ptr_eq(a, b));
-            result = files.iter().try_for_each(|f| f.sync_data());
-        }
-        match result {
+        match flush_and_sync(&batch, &mut files, sync) {
             Ok(()) => {
-                status.send_modify(|s| s.synced = round);
+                files.clear();
+                let recovered = retrying
+                    && shared
+                        .health
+                        .compare_exchange(
+                            StoreHealth::Full as u8,
+                            StoreHealth::Ok as u8,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        )
+                        .is_ok();
+                if recovered {
+                    tracing::info!(
+                        round,
+                        "message store writes succeed again; durable writes accepted"
+                    );
+                }
+                shared.publish(Some(round));
             }
-            Err(e) => {
-                tracing::error!(error = %e, "message store write or fsync failed; refusing further durable writes");
-                shared.failed.store(true, Ordering::SeqCst);
-                status.send_modify(|s| s.failed = true);
+            Err((e, during_fsync)) => {
+                shared.fail(&e, during_fsync);
+                // Kept (files too) only while a retry can still succeed.
+                held = batch;
+                if shared.health() == StoreHealth::Failed {
+                    held.clear();
+                    files.clear();
+                }
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
             }
         }
     }
+}
+
+/// Wait for the next round's work, then take it: the held sources and the
+/// registered ones. A full store waits for its retry time instead. None
+/// when stopped with nothing left to do.
+fn next_round(
+    shared: &Shared,
+    held: &mut Vec<Weak<dyn SyncSource>>,
+) -> Option<(Vec<Weak<dyn SyncSource>>, u64)> {
+    let mut sources = shared.sources.lock();
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let stopping = shared.stop.load(Ordering::SeqCst);
+        if shared.health() == StoreHealth::Full && !stopping {
+            let at = *retry_at.get_or_insert_with(|| Instant::now() + RETRY_INTERVAL);
+            if shared.retry_now.swap(false, Ordering::SeqCst) || Instant::now() >= at {
+                break;
+            }
+            shared.wake.wait_until(&mut sources, at);
+            continue;
+        }
+        if !sources.is_empty() || !held.is_empty() {
+            break;
+        }
+        if stopping {
+            return None;
+        }
+        shared.wake.wait(&mut sources);
+    }
+    let round = shared.pending_round.fetch_add(1, Ordering::SeqCst);
+    if held.is_empty() {
+        return Some((std::mem::take(&mut *sources), round));
+    }
+    held.append(&mut sources);
+    drop(sources);
+    // A retry: a held source that registered again is flushed once.
+    held.sort_by_key(|w| w.as_ptr().cast::<()>() as usize);
+    held.dedup_by(|a, b| Weak::ptr_eq(a, b));
+    held.retain(|w| w.strong_count() > 0);
+    Some((std::mem::take(held), round))
+}
+
+/// Flush every source, then sync the files (kept in `files` until a round
+/// succeeds: a source hands its files over once). The error says whether
+/// it came from an fsync.
+fn flush_and_sync(
+    batch: &[Weak<dyn SyncSource>],
+    files: &mut Vec<Arc<File>>,
+    sync: Option<SyncFn>,
+) -> Result<(), (io::Error, bool)> {
+    for source in batch.iter().filter_map(Weak::upgrade) {
+        source.flush_for_sync(files).map_err(|e| (e, false))?;
+    }
+    if let Some(sync) = sync {
+        files.sort_by_key(|f| Arc::as_ptr(f) as usize);
+        files.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        files
+            .iter()
+            .try_for_each(|f| sync(f))
+            .map_err(|e| (e, true))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Counting(Mutex<u32>, Option<io::ErrorKind>);
-
-    impl SyncSource for Counting {
-        fn flush_for_sync(&self, _out: &mut Vec<Arc<File>>) -> io::Result<()> {
-            *self.0.lock() += 1;
-            match self.1 {
-                Some(k) => Err(io::Error::from(k)),
-                None => Ok(()),
-            }
-        }
-    }
-
-    fn wait_for(rx: &mut watch::Receiver<SyncStatus>, f: impl Fn(&SyncStatus) -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !f(&rx.borrow()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "syncer did not progress"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    }
-
-    #[test]
-    fn a_registered_write_is_covered_by_its_ticket() {
-        let s = Syncer::start(false).unwrap();
-        let src: Arc<dyn SyncSource> = Arc::new(Counting(Mutex::new(0), None));
-        let ticket = s.register(Arc::downgrade(&src));
-        let mut rx = s.subscribe();
-        wait_for(&mut rx, |st| st.synced >= ticket);
-        assert!(!s.failed());
-    }
-
-    #[test]
-    fn a_failed_flush_stops_the_store() {
-        let s = Syncer::start(true).unwrap();
-        let src: Arc<dyn SyncSource> =
-            Arc::new(Counting(Mutex::new(0), Some(io::ErrorKind::StorageFull)));
-        let ticket = s.register(Arc::downgrade(&src));
-        let mut rx = s.subscribe();
-        wait_for(&mut rx, |st| st.failed);
-        assert!(rx.borrow().synced < ticket);
-        assert!(s.failed());
-    }
-}
+mod tests;

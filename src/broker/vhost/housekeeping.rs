@@ -51,6 +51,64 @@ impl Ord for Due {
     }
 }
 
+/// The wake-ups ahead, earliest first. A queue arms its timer again
+/// whenever its head comes to expire earlier, which leaves the later
+/// wake-up in the heap, stale (the queue ignores it); so the latest time
+/// each queue armed is remembered, and stale entries are dropped whenever
+/// they outnumber the live ones, instead of piling up (ever-earlier
+/// per-message expirations would add one per publish).
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<Due>>,
+    /// Per (queue, kind): the time it armed last.
+    armed: ahash::AHashMap<(usize, WakeKey), u64>,
+}
+
+/// `Wake` as a map key (Delayed wake-ups are never dropped: the vhost's
+/// delayed messages may legitimately have several).
+type WakeKey = u8;
+
+fn key(due: &Due) -> Option<(usize, WakeKey)> {
+    let kind = match due.2 {
+        Wake::Head => 0,
+        Wake::Unused => 1,
+        Wake::Delayed => return None,
+    };
+    Some((due.1.as_ptr() as usize, kind))
+}
+
+impl Timers {
+    fn push(&mut self, due: Due) {
+        if let Some(k) = key(&due) {
+            self.armed.insert(k, due.0);
+        }
+        self.heap.push(Reverse(due));
+        if self.heap.len() > 64 && self.heap.len() > 2 * self.armed.len() {
+            let armed = &self.armed;
+            self.heap
+                .retain(|Reverse(d)| key(d).is_none_or(|k| armed.get(&k) == Some(&d.0)));
+        }
+    }
+
+    fn next_at(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse(d)| d.0)
+    }
+
+    /// The earliest wake-up if it is due at `now`.
+    fn pop_due(&mut self, now: u64) -> Option<Due> {
+        if self.next_at()? > now {
+            return None;
+        }
+        let Reverse(due) = self.heap.pop()?;
+        if let Some(k) = key(&due) {
+            if self.armed.get(&k) == Some(&due.0) {
+                self.armed.remove(&k);
+            }
+        }
+        Some(due)
+    }
+}
+
 /// A record to settle once its copies elsewhere are synced: a dead
 /// letter's in its old queue, or a delayed message's in the delayed log.
 #[derive(Debug)]
@@ -177,12 +235,12 @@ async fn run(
     mut chores: UnboundedReceiver<Chore>,
     mut sync: watch::Receiver<SyncStatus>,
 ) {
-    let mut timers: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
+    let mut timers = Timers::default();
     loop {
         let waiting = vhost
             .upgrade()
             .is_some_and(|v| !v.pending.lock().is_empty());
-        let next = timers.peek().map(|Reverse(d)| d.0);
+        let next = timers.next_at();
         let sleep = async {
             match next {
                 // One ms late rather than early: expiry compares with the
@@ -196,9 +254,9 @@ async fn run(
         tokio::select! {
             chore = chores.recv() => match chore {
                 None => return,
-                Some(Chore::Expire { at_ms, queue }) => timers.push(Reverse(Due(at_ms, queue, Wake::Head))),
-                Some(Chore::ExpireQueue { at_ms, queue }) => timers.push(Reverse(Due(at_ms, queue, Wake::Unused))),
-                Some(Chore::FireDelayed { at_ms }) => timers.push(Reverse(Due(at_ms, Weak::new(), Wake::Delayed))),
+                Some(Chore::Expire { at_ms, queue }) => timers.push(Due(at_ms, queue, Wake::Head)),
+                Some(Chore::ExpireQueue { at_ms, queue }) => timers.push(Due(at_ms, queue, Wake::Unused)),
+                Some(Chore::FireDelayed { at_ms }) => timers.push(Due(at_ms, Weak::new(), Wake::Delayed)),
                 Some(Chore::DeadLetters(queue)) => {
                     let (Some(v), Some(q)) = (vhost.upgrade(), queue.upgrade()) else {
                         continue;
@@ -208,10 +266,7 @@ async fn run(
             },
             _ = sleep => {
                 let now = now_ms();
-                while timers.peek().is_some_and(|Reverse(d)| d.0 <= now) {
-                    let Some(Reverse(Due(at, q, wake))) = timers.pop() else {
-                        break;
-                    };
+                while let Some(Due(at, q, wake)) = timers.pop_due(now) {
                     match (wake, q.upgrade(), vhost.upgrade()) {
                         (Wake::Delayed, _, Some(v)) => v.fire_delayed(at),
                         (Wake::Head, Some(q), _) => q.expire_due(Some(at)),
@@ -230,5 +285,23 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superseded_wake_ups_do_not_pile_up() {
+        // One queue (only the pointer is used, as the key).
+        let weak: Weak<Queue> = Weak::new();
+        let mut timers = Timers::default();
+        for at in (0..100_000u64).rev() {
+            timers.push(Due(1_000_000 + at, weak.clone(), Wake::Head));
+        }
+        assert!(timers.heap.len() <= 130, "{}", timers.heap.len());
+        let due = timers.pop_due(u64::MAX).map(|d| d.0);
+        assert_eq!(due, Some(1_000_000));
     }
 }

@@ -3,6 +3,7 @@
 RabbitMQ sometimes just drops TCP (no Connection.Close); those cases assert
 ("eof", ...) i.e. EOF or RST with no Close frame before it.
 """
+import os
 import struct
 import time
 
@@ -521,8 +522,16 @@ def test_handshake_failures_drop_tcp_without_close(raw):
     cases["frame_max above server's"] = after_tune_ok(frame_max=200000)
     results = {k: r.read_until_close(max(0.1, 8 - (time.monotonic() - t0))) for k, r in cases.items()}
     elapsed = time.monotonic() - t0
+    # Warren answers a malformed SASL response or an unknown mechanism with
+    # 403 when the client advertised authentication_failure_close (the
+    # issue asks for it; RabbitMQ closes silently). README: differences.
+    on_rabbitmq = os.environ.get("CONFORMANCE_TARGET") == "rabbitmq"
+    refused = {"unknown mechanism", "malformed PLAIN response"}
     for k, r in cases.items():
-        assert results[k][0] == "eof", (k, results[k])
+        if k in refused and not on_rabbitmq:
+            assert results[k][:2] == ("close", 403), (k, results[k])
+        else:
+            assert results[k][0] == "eof", (k, results[k])
         assert r.other_frames == [], (k, r.other_frames)
     assert elapsed < 8
 

@@ -8,6 +8,8 @@
 //! thousands applications declare (topology changes are rare next to
 //! messages).
 
+mod stored_table;
+
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -53,6 +55,7 @@ pub struct ExchangeDef {
     /// internal flag.
     pub internal: bool,
     /// Declare arguments.
+    #[serde(with = "stored_table")]
     pub arguments: FieldTable,
 }
 
@@ -66,6 +69,7 @@ pub struct QueueDef {
     /// auto-delete flag.
     pub auto_delete: bool,
     /// Declare arguments.
+    #[serde(with = "stored_table")]
     pub arguments: FieldTable,
 }
 
@@ -81,6 +85,7 @@ pub struct BindingDef {
     /// Binding key.
     pub routing_key: String,
     /// Binding arguments.
+    #[serde(with = "stored_table")]
     pub arguments: FieldTable,
 }
 

@@ -1,0 +1,9 @@
+//! cargo-fuzz target `content_header`; the body is shared with `tests/fuzz.rs`.
+
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::content_header(data));

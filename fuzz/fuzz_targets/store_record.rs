@@ -1,0 +1,9 @@
+//! cargo-fuzz target `store_record`; the body is shared with `tests/fuzz.rs`.
+
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::store_record(data));

@@ -9,8 +9,14 @@ goes, the broker process is sampled for CPU time and peak RSS. Prints a table
 of medians and Warren/RabbitMQ ratios. Every run is bounded in time and
 warren-perf deletes the queues it declares.
 
+With `--baseline BIN` (another build of Warren, e.g. the previous
+release's `target/release/warren`), that binary runs the same scenarios in
+the same interleaving, and a second table gives this Warren's figures as
+ratios of the baseline's: the check that a change costs nothing.
+
 Usage: python3 benches/compare.py [--rounds 3] [--duration 10] [--quick]
                                   [--only S1,S2] [--json-out FILE] [--no-build]
+                                  [--baseline BIN]
 """
 import argparse
 import json
@@ -89,11 +95,11 @@ class Sampler(threading.Thread):
             time.sleep(0.1)
 
 
-def start_warren(tmp, config=""):
+def start_warren(tmp, config="", binary=WARREN):
     log_path = os.path.join(tmp, "warren.log")
     log = open(log_path, "w")
     extra = ["--config", config] if config else []
-    proc = subprocess.Popen([WARREN, *extra, "--port", "0", "--data-dir", os.path.join(tmp, "data"),
+    proc = subprocess.Popen([binary, *extra, "--port", "0", "--data-dir", os.path.join(tmp, "data"),
                              "--log-level", "warn,warren=info"], stdout=log, stderr=log)
     for _ in range(100):
         time.sleep(0.1)
@@ -177,6 +183,8 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--warren-config", default="",
                     help="config file for Warren (e.g. one with fsync = \"never\")")
+    ap.add_argument("--baseline", default="",
+                    help="another warren binary to measure in the same interleaving")
     a = ap.parse_args()
 
     if not a.no_build:
@@ -191,9 +199,12 @@ def main():
     rpid = rabbitmq_pid()
     # Warren is started fresh for each run (None here), so that its peak RSS
     # is that run's; RabbitMQ cannot be restarted cheaply and keeps running.
-    brokers = [("warren", None, None)]
+    # (name, port, pid, binary): Warren builds have no port until started.
+    brokers = [("warren", None, None, WARREN)]
+    if a.baseline:
+        brokers.append(("baseline", None, None, os.path.abspath(a.baseline)))
     if rpid:
-        brokers.append(("rabbitmq", 5672, rpid))
+        brokers.append(("rabbitmq", 5672, rpid, None))
     else:
         print("RabbitMQ not found on 127.0.0.1:5672: measuring Warren only", file=sys.stderr)
     only = set(s for s in a.only.split(",") if s)
@@ -206,11 +217,11 @@ def main():
     try:
         for rnd, (sid, desc, args, kind) in order:
             if True:
-                for name, port, pid in brokers:
+                for name, port, pid, binary in brokers:
                     timeout_s = a.duration * 6 + 300 if sid != "S7" else 1800
                     print("round %d %s %-8s ..." % (rnd, sid, name), file=sys.stderr, flush=True)
                     if port is None:
-                        warren, wport = start_warren(tmp, a.warren_config)
+                        warren, wport = start_warren(tmp, a.warren_config, binary)
                         try:
                             r = run_one(wport, warren.pid, args, timeout_s)
                         finally:
@@ -227,6 +238,33 @@ def main():
         with open(a.json_out, "w") as f:
             json.dump(results, f, indent=1)
 
+    print_table(plan, results)
+    if a.baseline:
+        print_baseline(plan, results)
+
+
+def print_baseline(plan, results):
+    """This Warren against the baseline build: higher is better (p99: lower)."""
+    print("\n| id | metric | Warren | baseline | Warren/baseline |")
+    print("|---|---|---|---|---|")
+    for sid, desc, args, kind in plan:
+        per = results.get(sid, {})
+        for idx, label in {"both_rates": ((0, "publish msg/s"), (1, "drain msg/s")),
+                           "rss_per_conn": ((0, "RSS KB per connection"),),
+                           }.get(kind, ((None, "p99 µs" if kind == "p99_us" else "consume msg/s"),)):
+            vals = {}
+            for name in ("warren", "baseline"):
+                got = [metric(sid, kind, r) for r in per.get(name, [])]
+                if idx is not None:
+                    got = [v[idx] if v is not None else None for v in got]
+                vals[name] = med(got)
+            w, b = vals["warren"], vals["baseline"]
+            ratio = "n/a" if not w or not b else "%.3f" % (w / b)
+            print("| %s | %s | %s | %s | %s |" % (sid, label, "n/a" if w is None else "%.0f" % w,
+                                                "n/a" if b is None else "%.0f" % b, ratio))
+
+
+def print_table(plan, results):
     print("\n| id | scenario | metric | Warren | RabbitMQ | Warren/RabbitMQ | Warren CPU % | RabbitMQ CPU % | Warren peak RSS MB | RabbitMQ peak RSS MB | client CPU % (W/R) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for sid, desc, args, kind in plan:

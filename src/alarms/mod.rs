@@ -11,6 +11,8 @@
 pub mod monitor;
 pub mod size;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::watch;
 
 /// Which alarms are raised.
@@ -43,17 +45,25 @@ impl AlarmState {
 #[derive(Debug)]
 pub struct Alarms {
     state: watch::Sender<AlarmState>,
+    /// `state.any()`, readable with one load on every publish.
+    raised: AtomicBool,
 }
 
 impl Default for Alarms {
     fn default() -> Self {
         Alarms {
             state: watch::Sender::new(AlarmState::default()),
+            raised: AtomicBool::new(false),
         }
     }
 }
 
 impl Alarms {
+    /// Whether any alarm is raised (cheap: for the publish path).
+    pub fn raised(&self) -> bool {
+        self.raised.load(Ordering::Relaxed)
+    }
+
     /// The current state.
     pub fn current(&self) -> AlarmState {
         *self.state.borrow()
@@ -83,6 +93,7 @@ impl Alarms {
                 _ => {}
             }
         }
+        self.raised.store(next.any(), Ordering::Relaxed);
         self.state.send_replace(next);
     }
 }

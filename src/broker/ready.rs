@@ -204,7 +204,7 @@ impl ReadyMessages {
     pub fn settle(&mut self, r: DiskRef) {
         if let Some(log) = self.log.as_mut() {
             if let Err(e) = log.settle(r) {
-                tracing::error!(error = %e, "cannot record an ack");
+                log_ack_error(&e, "cannot record an ack");
             }
         }
     }
@@ -213,7 +213,7 @@ impl ReadyMessages {
     pub fn mark_delivered(&mut self, r: DiskRef) {
         if let Some(log) = self.log.as_mut() {
             if let Err(e) = log.mark_delivered(r) {
-                tracing::error!(error = %e, "cannot record a delivery");
+                log_ack_error(&e, "cannot record a delivery");
             }
         }
     }
@@ -223,7 +223,7 @@ impl ReadyMessages {
     pub fn mark_returned(&mut self, r: DiskRef, count: u32) {
         if let Some(log) = self.log.as_mut() {
             if let Err(e) = log.mark_returned(r, count) {
-                tracing::error!(error = %e, "cannot record a requeue");
+                log_ack_error(&e, "cannot record a requeue");
             }
         }
     }
@@ -232,7 +232,7 @@ impl ReadyMessages {
     pub fn flush_acks(&mut self) {
         if let Some(log) = self.log.as_mut() {
             if let Err(e) = log.flush_acks() {
-                tracing::error!(error = %e, "cannot write acks");
+                log_ack_error(&e, "cannot write acks");
             }
         }
     }
@@ -282,6 +282,17 @@ impl ReadyMessages {
     /// Messages held in memory.
     pub fn in_memory(&self) -> usize {
         self.items.len()
+    }
+}
+
+/// An ack file write failed: while the disk is full (the store retries
+/// and recovers) that is expected and logged quietly; anything else is an
+/// error.
+fn log_ack_error(e: &io::Error, what: &str) {
+    if crate::store::syncer::is_out_of_space(e) {
+        tracing::debug!(error = %e, what, "ack write waits for disk space");
+    } else {
+        tracing::error!(error = %e, what);
     }
 }
 

@@ -105,7 +105,7 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
             seen: HashSet::new(),
             out,
         };
-        walk.at_node(&self.root, 0);
+        walk.at_node(&self.root, 0, false);
     }
 }
 
@@ -118,9 +118,11 @@ struct Walk<'a, 'k, D: Eq + Hash + Clone> {
 }
 
 impl<D: Eq + Hash + Clone> Walk<'_, '_, D> {
-    /// At `node` with `at` words consumed.
-    fn at_node(&mut self, node: &Node<D>, at: usize) {
-        if !self.seen.insert((node as *const Node<D>, at, false)) {
+    /// At `node` with `at` words consumed. Only states below a `#` can be
+    /// reached twice (by different splits of the key), so only those are
+    /// remembered: a walk through patterns without `#` touches no set.
+    fn at_node(&mut self, node: &Node<D>, at: usize, under_hash: bool) {
+        if under_hash && !self.seen.insert((node as *const Node<D>, at, false)) {
             return;
         }
         if let Some(hash) = node.children.get("#") {
@@ -130,11 +132,11 @@ impl<D: Eq + Hash + Clone> Walk<'_, '_, D> {
             None => self.out.extend(node.dests.iter().cloned()),
             Some(w) => {
                 if let Some(child) = node.children.get(*w) {
-                    self.at_node(child, at + 1);
+                    self.at_node(child, at + 1, under_hash);
                 }
                 if *w != "*" {
                     if let Some(star) = node.children.get("*") {
-                        self.at_node(star, at + 1);
+                        self.at_node(star, at + 1, under_hash);
                     }
                 }
             }
@@ -149,7 +151,7 @@ impl<D: Eq + Hash + Clone> Walk<'_, '_, D> {
             if !self.seen.insert((hash as *const Node<D>, at, true)) {
                 return;
             }
-            self.at_node(hash, at);
+            self.at_node(hash, at, true);
             if at >= self.words.len() {
                 return;
             }
@@ -263,7 +265,7 @@ mod tests {
             seen: HashSet::new(),
             out: &mut out,
         };
-        walk.at_node(&t.root, 0);
+        walk.at_node(&t.root, 0, false);
         // Runs of `#` are one node: 3 nodes for the first pattern, 120 for
         // the second; each state at most once per key position and mode.
         assert!(

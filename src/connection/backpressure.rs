@@ -88,8 +88,11 @@ impl Session {
     /// included, until the alarms clear: as RabbitMQ, the publish that met
     /// the alarm is neither routed nor confirmed meanwhile.
     pub(super) fn block_if_alarmed(&mut self) {
+        if self.alarm.blocked || !self.broker.alarms.raised() {
+            return;
+        }
         let state = *self.alarm.alarms.borrow();
-        if self.alarm.blocked || !state.any() {
+        if !state.any() {
             return;
         }
         self.alarm.blocked = true;

@@ -260,7 +260,9 @@ impl Session {
                 let ticket = confirms.push(stored);
                 self.sync_wanted = self.sync_wanted.max(ticket);
             }
-            None if stored == Stored::Failed => return Err(store_failed()),
+            None if stored == Stored::Failed => {
+                return Err(store_failed(self.broker.store.health()))
+            }
             None => {}
         }
         Ok(())

@@ -243,7 +243,7 @@ impl Session {
                 self.process_input();
             } else if status.failed {
                 self.commit_wait = None;
-                self.connection_error(super::tx_confirm::store_failed());
+                self.connection_error(super::tx_confirm::store_failed(self.broker.store.health()));
             }
         }
         for ch in self.channels.values_mut() {

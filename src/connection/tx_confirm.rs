@@ -11,6 +11,7 @@ use super::channel::{Channel, Settle, Unacked};
 use super::session::Session;
 use crate::broker::queue::Stored;
 use crate::protocol::AmqpError;
+use crate::store::syncer::StoreHealth;
 use crate::store::SyncStatus;
 
 /// A confirm-mode channel's publishes not yet confirmed to the client.
@@ -158,7 +159,7 @@ impl Session {
                     ch.settle(items, how);
                 }
                 match stored {
-                    Stored::Failed => return Err(store_failed()),
+                    Stored::Failed => return Err(store_failed(self.broker.store.health())),
                     // Commit-Ok once the persistent messages are synced.
                     Stored::AfterSync(ticket) | Stored::Rejected(ticket) if ticket > 0 => {
                         self.commit_wait = Some((id, ticket));
@@ -223,11 +224,16 @@ impl Session {
 
 /// 541: a persistent message could not be stored and there is no confirm
 /// to nack.
-pub fn store_failed() -> AmqpError {
-    AmqpError::new(
-        crate::protocol::ErrorKind::InternalError,
-        "the message store failed; persistent messages cannot be accepted",
-    )
+/// The 541 for a persistent publish the store refused: out of disk space
+/// (it recovers by itself) or failed (until a restart).
+pub fn store_failed(health: StoreHealth) -> AmqpError {
+    let text = match health {
+        StoreHealth::Full => {
+            "the message store is out of disk space; persistent messages cannot be accepted until space is freed"
+        }
+        _ => "the message store failed; persistent messages cannot be accepted",
+    };
+    AmqpError::new(crate::protocol::ErrorKind::InternalError, text)
 }
 
 #[cfg(test)]

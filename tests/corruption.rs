@@ -492,3 +492,30 @@ async fn corrupt_length(bad_len: fn(u32) -> u32) -> LengthCase {
         _dir: dir,
     }
 }
+
+/// A queue whose definition cannot be loaded (here one saved with a NaN
+/// argument by an older Warren, which wrote it as `null`) does not stop the
+/// broker, and its messages are set aside, not deleted as a deleted
+/// queue's directory would be.
+#[tokio::test]
+async fn a_queue_whose_definition_cannot_load_keeps_its_messages_aside() {
+    let dir = DataDir::new();
+    let queue_dir = dir.path().join("queues").join("q7");
+    std::fs::create_dir_all(&queue_dir).unwrap();
+    std::fs::write(queue_dir.join("00000001.seg"), b"messages").unwrap();
+    let defs = r#"{"version":1,"vhosts":{"/":{"exchanges":[],"bindings":[],
+        "queues":[{"name":"nan","dir":"q7","auto_delete":false,"arguments":{"x-nan":{"Double":null}}}]}}}"#;
+    std::fs::write(dir.path().join("definitions.json"), defs).unwrap();
+    let broker = Broker::start_in(dir.path().to_path_buf(), |_| {}).await;
+    let (_conn, ch) = broker.channel().await;
+    declare_queue(&ch, "still-serving").await;
+    broker.stop().await;
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("unloaded"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(aside.len(), 1);
+    let kept = std::fs::read(aside[0].path().join("00000001.seg")).unwrap();
+    assert_eq!(kept, b"messages");
+    assert!(!queue_dir.exists());
+}

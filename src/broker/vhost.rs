@@ -603,6 +603,16 @@ impl VHost {
         Some(self.delayed.hold(message, due, durable))
     }
 
+    /// Let every queue hand out what it can (after the store recovered from
+    /// a full disk). The queues are collected first so that the topology
+    /// lock is not held while each dispatches.
+    pub fn dispatch_all(&self) {
+        let queues: Vec<Arc<Queue>> = self.topology.read().queues.values().cloned().collect();
+        for q in queues {
+            q.dispatch();
+        }
+    }
+
     /// Number of queues.
     pub fn queue_count(&self) -> usize {
         self.topology.read().queues.len()

@@ -4,11 +4,13 @@
 //! - a queue it published to is saturated, or the requester of a direct
 //!   reply it sent is not reading its own socket ([`Throttle`]);
 //! - a memory or disk alarm is raised and it publishes ([`AlarmBlock`]);
-//! - its incomplete messages hold [`Budgets::content_bytes`] or more;
 //! - a tx.commit waits for the store (see `tx_confirm`).
 //!
-//! The transaction budget is enforced at publish instead: an uncommitted
-//! transaction over it is refused, since holding back cannot shrink it.
+//! Two budgets are enforced by refusal instead, since holding the
+//! connection back could not shrink them (only reading more completes a
+//! message or a transaction): the bytes announced by content headers still
+//! arriving, checked at each header, and an uncommitted transaction's
+//! bytes, checked at each publish.
 
 use std::sync::Arc;
 
@@ -61,9 +63,9 @@ pub fn add_throttle(list: &mut Vec<Throttle>, t: Throttle) {
 /// Per-connection byte budgets.
 #[derive(Clone, Copy, Debug)]
 pub struct Budgets {
-    /// Bytes of incomplete messages (content still arriving) at which the
-    /// connection stops reading. At least the largest message, so one
-    /// message sent in one piece, as clients do, always completes.
+    /// Body bytes that the content headers of messages still arriving on
+    /// this connection may announce in all. At least the largest message,
+    /// so one message at a time always fits.
     pub content_bytes: u64,
     /// Bytes of publishes in uncommitted transactions; one more is refused.
     pub transaction_bytes: u64,
@@ -129,23 +131,32 @@ impl Session {
         }
     }
 
-    /// Bytes of messages whose content is still arriving.
-    pub(super) fn incomplete_content_bytes(&self) -> u64 {
-        self.channels
+    /// Refuse a content header announcing `body_size` when, with what the
+    /// other incomplete messages of this connection announced, it would
+    /// pass the content budget (AMQP lets channels interleave content, so
+    /// one connection could otherwise hold many large partial messages).
+    pub(super) fn check_content_budget(&self, body_size: u64) -> Result<(), AmqpError> {
+        let announced: u64 = self
+            .channels
             .values()
             .map(|ch| match &ch.content {
-                ContentState::ExpectBody(p) => p.received,
+                ContentState::ExpectBody(p) => p.body_size,
                 _ => 0,
             })
-            .sum()
+            .sum();
+        let limit = self.budgets.content_bytes;
+        if announced + body_size > limit {
+            return Err(AmqpError::precondition_failed(format!(
+                "messages still arriving on this connection would hold more than {limit} bytes"
+            ))
+            .at(60, 40));
+        }
+        Ok(())
     }
 
     /// Whether input may be read now.
     pub(super) fn may_read(&self) -> bool {
-        self.throttled.is_empty()
-            && self.commit_wait.is_none()
-            && !self.alarm.blocked
-            && self.incomplete_content_bytes() < self.budgets.content_bytes
+        self.throttled.is_empty() && self.commit_wait.is_none() && !self.alarm.blocked
     }
 
     /// Refuse a transactional publish of `bytes` that would take this

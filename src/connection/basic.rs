@@ -202,7 +202,8 @@ impl Session {
         if body_size == 0 {
             return self.complete_publish(id, pending);
         }
-        ch.content = ContentState::ExpectBody(pending);
+        self.check_content_budget(body_size)?;
+        self.channel_mut(id)?.content = ContentState::ExpectBody(pending);
         Ok(())
     }
 
@@ -245,7 +246,7 @@ impl Session {
         // RabbitMQ); in a transaction, enqueue only at commit.
         let routed = self.route_publish(id, complete)?;
         if self.channel_mut(id)?.tx.is_some() {
-            let bytes = routed.message.body.len() as u64;
+            let bytes = crate::store::message_bytes(&routed.message);
             self.check_transaction_budget(bytes)?;
             if let Some(tx) = &mut self.channel_mut(id)?.tx {
                 tx.bytes += bytes;

@@ -579,6 +579,7 @@ impl Session {
         self.release_all_channels();
         // Close-Ok must be readable: stop holding this connection back.
         self.throttled.clear();
+        self.alarm.blocked = false;
         self.io.out.method(0, &close_method(&e));
         self.closing_since = Some(Instant::now());
     }

@@ -95,7 +95,8 @@ impl Confirms {
 pub struct TxBuffer {
     /// Messages validated and routed, enqueued at commit.
     pub publishes: Vec<Routed>,
-    /// Body bytes of `publishes` (the connection's transaction budget).
+    /// Bytes `publishes` hold, bookkeeping included (the connection's
+    /// transaction budget).
     pub bytes: u64,
     /// Deliveries acked/nacked/rejected in the transaction, already taken
     /// out of the channel's unacked list.

@@ -30,6 +30,10 @@ pub struct Definitions {
     pub version: u32,
     /// By vhost name.
     pub vhosts: BTreeMap<String, VhostDefinitions>,
+    /// Directories of queues whose entries could not be loaded: their
+    /// messages are set aside at start, never deleted (not saved).
+    #[serde(skip)]
+    pub unloaded_queue_dirs: Vec<String>,
 }
 
 /// One vhost's durable entities.
@@ -172,9 +176,18 @@ pub fn parse(bytes: &[u8]) -> Result<Definitions, serde_json::Error> {
     let raw: RawDefinitions = serde_json::from_slice(bytes)?;
     let mut defs = Definitions {
         version: raw.version,
-        vhosts: BTreeMap::new(),
+        ..Default::default()
     };
     for (name, v) in raw.vhosts {
+        // A queue entry that does not load still names its directory,
+        // which must not be taken for a deleted queue's.
+        for r in &v.queues {
+            if serde_json::from_str::<QueueDef>(r.get()).is_err() {
+                if let Ok(d) = serde_json::from_str::<DirOnly>(r.get()) {
+                    defs.unloaded_queue_dirs.push(d.dir);
+                }
+            }
+        }
         let entries = VhostDefinitions {
             exchanges: entries(&name, "exchange", &v.exchanges),
             queues: entries(&name, "queue", &v.queues),
@@ -183,6 +196,12 @@ pub fn parse(bytes: &[u8]) -> Result<Definitions, serde_json::Error> {
         defs.vhosts.insert(name, entries);
     }
     Ok(defs)
+}
+
+/// The one field of a queue entry needed to keep its messages.
+#[derive(Deserialize)]
+struct DirOnly {
+    dir: String,
 }
 
 fn entries<T: for<'de> Deserialize<'de>>(vhost: &str, what: &str, raw: &[&RawValue]) -> Vec<T> {
@@ -280,6 +299,7 @@ mod tests {
         let vhost = &defs.vhosts["/"];
         let names: Vec<&str> = vhost.queues.iter().map(|q| q.name.as_str()).collect();
         assert_eq!(names, ["ok"]);
+        assert_eq!(defs.unloaded_queue_dirs, ["q2"]);
         assert!(vhost.bindings.is_empty());
     }
 }

@@ -97,8 +97,6 @@ impl Store {
     /// definition refers to (a delete interrupted by a crash).
     pub fn open(config: &Config) -> Result<Store, String> {
         let dir = &config.data_dir;
-        let io_err =
-            |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
         std::fs::create_dir_all(dir.join("queues"))
             .map_err(|e| io_err("cannot create data directory", dir, e))?;
         let lock_path = dir.join(".lock");
@@ -122,6 +120,7 @@ impl Store {
         }
         let fsync = config.fsync == Fsync::Always;
         let definitions = definitions::DefinitionsFile::load(dir, fsync)?;
+        set_aside_unloaded(dir, &definitions.snapshot().unloaded_queue_dirs)?;
         let known: Vec<String> = definitions
             .snapshot()
             .vhosts
@@ -196,4 +195,29 @@ impl Store {
             let _ = f.unlock();
         }
     }
+}
+
+/// Move the directories of queues whose definitions could not be loaded to
+/// `DATA/unloaded/`, where their messages wait for an operator instead of
+/// being deleted as a deleted queue's would be.
+fn set_aside_unloaded(data_dir: &Path, dirs: &[String]) -> Result<(), String> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let aside = data_dir.join("unloaded");
+    std::fs::create_dir_all(&aside).map_err(|e| io_err("cannot create", &aside, e))?;
+    for d in dirs {
+        let from = data_dir.join("queues").join(d);
+        if !from.exists() || d.contains('/') || d.contains("..") {
+            continue;
+        }
+        let to = aside.join(format!("{d}-{}", std::process::id()));
+        std::fs::rename(&from, &to).map_err(|e| io_err("cannot set aside", &from, e))?;
+        tracing::error!(from = %from.display(), to = %to.display(), "the definition of this queue could not be loaded; its messages were set aside");
+    }
+    Ok(())
+}
+
+fn io_err(what: &str, p: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", p.display())
 }

@@ -64,29 +64,28 @@ struct Timers {
     armed: ahash::AHashMap<(usize, WakeKey), u64>,
 }
 
-/// `Wake` as a map key (Delayed wake-ups are never dropped: the vhost's
-/// delayed messages may legitimately have several).
+/// `Wake` as a map key. The vhost's delayed messages arm their wake-up the
+/// same way a queue does (only ever earlier; a stale one is ignored by
+/// `take_due`), so they are keyed alike, under one key per vhost.
 type WakeKey = u8;
 
-fn key(due: &Due) -> Option<(usize, WakeKey)> {
+fn key(due: &Due) -> (usize, WakeKey) {
     let kind = match due.2 {
         Wake::Head => 0,
         Wake::Unused => 1,
-        Wake::Delayed => return None,
+        Wake::Delayed => 2,
     };
-    Some((due.1.as_ptr() as usize, kind))
+    (due.1.as_ptr() as usize, kind)
 }
 
 impl Timers {
     fn push(&mut self, due: Due) {
-        if let Some(k) = key(&due) {
-            self.armed.insert(k, due.0);
-        }
+        self.armed.insert(key(&due), due.0);
         self.heap.push(Reverse(due));
         if self.heap.len() > 64 && self.heap.len() > 2 * self.armed.len() {
             let armed = &self.armed;
             self.heap
-                .retain(|Reverse(d)| key(d).is_none_or(|k| armed.get(&k) == Some(&d.0)));
+                .retain(|Reverse(d)| armed.get(&key(d)) == Some(&d.0));
         }
     }
 
@@ -100,10 +99,9 @@ impl Timers {
             return None;
         }
         let Reverse(due) = self.heap.pop()?;
-        if let Some(k) = key(&due) {
-            if self.armed.get(&k) == Some(&due.0) {
-                self.armed.remove(&k);
-            }
+        let k = key(&due);
+        if self.armed.get(&k) == Some(&due.0) {
+            self.armed.remove(&k);
         }
         Some(due)
     }
@@ -240,6 +238,10 @@ async fn run(
         let waiting = vhost
             .upgrade()
             .is_some_and(|v| !v.pending.lock().is_empty());
+        // While the store refuses writes (a full disk), watch for it to
+        // recover: queues whose read-back of spilled messages failed then
+        // need a dispatch, as nothing else may touch them.
+        let refusing = sync.borrow().failed;
         let next = timers.next_at();
         let sleep = async {
             match next {
@@ -275,13 +277,16 @@ async fn run(
                     }
                 }
             }
-            changed = sync.changed(), if waiting => {
+            changed = sync.changed(), if waiting || refusing => {
                 if changed.is_err() {
                     return;
                 }
-                let synced = sync.borrow_and_update().synced;
+                let status = *sync.borrow_and_update();
                 if let Some(v) = vhost.upgrade() {
-                    v.settle_pending(synced);
+                    v.settle_pending(status.synced);
+                    if refusing && !status.failed {
+                        v.dispatch_all();
+                    }
                 }
             }
         }
@@ -303,5 +308,14 @@ mod tests {
         assert!(timers.heap.len() <= 130, "{}", timers.heap.len());
         let due = timers.pop_due(u64::MAX).map(|d| d.0);
         assert_eq!(due, Some(1_000_000));
+    }
+
+    #[test]
+    fn superseded_delayed_wake_ups_do_not_pile_up_either() {
+        let mut timers = Timers::default();
+        for at in (0..100_000u64).rev() {
+            timers.push(Due(1_000_000 + at, Weak::new(), Wake::Delayed));
+        }
+        assert!(timers.heap.len() <= 130, "{}", timers.heap.len());
     }
 }

@@ -161,9 +161,12 @@ pub fn ack_file(data: &[u8]) {
 /// load back unchanged, and its arguments go through the same checks as a
 /// declare.
 pub fn definitions(data: &[u8]) {
-    let Ok(defs) = definitions::parse(data) else {
+    let Ok(mut defs) = definitions::parse(data) else {
         return;
     };
+    // Queues whose entries did not load are set aside at start and not
+    // saved again: a save drops them by design.
+    defs.unloaded_queue_dirs.clear();
     for vhost in defs.vhosts.values() {
         let tables = vhost
             .exchanges

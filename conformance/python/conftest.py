@@ -15,9 +15,10 @@ from amqp_raw import broker_url  # noqa: E402
 AMQP_URL = broker_url()
 
 
-def make_params(**overrides):
-    """pika parameters for AMQP_URL with bounded timeouts; overrides are set as attributes."""
-    p = pika.URLParameters(AMQP_URL)
+def make_params(url=None, **overrides):
+    """pika parameters for `url` (default AMQP_URL) with bounded timeouts;
+    overrides are set as attributes."""
+    p = pika.URLParameters(url or AMQP_URL)
     p.connection_attempts = 1
     p.socket_timeout = 5
     p.stack_timeout = 10

@@ -47,7 +47,7 @@ import uuid
 import pika
 import pytest
 
-from conftest import AMQP_URL, safe_close
+from conftest import AMQP_URL, make_params, safe_close
 
 TARGET = os.environ.get("CONFORMANCE_TARGET", "warren")
 MB = 1000 * 1000
@@ -92,16 +92,10 @@ def wait_until(pred, timeout, what):
 
 
 def params(url, **overrides):
-    p = pika.URLParameters(url)
-    p.connection_attempts = 1
-    p.socket_timeout = 5
-    p.stack_timeout = 10
     # Longer than any wait in these tests; a safety net so that a publisher
     # stuck behind an alarm that never clears still gives up.
-    p.blocked_connection_timeout = 25
-    for k, v in overrides.items():
-        setattr(p, k, v)
-    return p
+    overrides.setdefault("blocked_connection_timeout", 25)
+    return make_params(url, **overrides)
 
 
 class BlockEvents:

@@ -108,9 +108,10 @@ impl ConnHandle {
     pub fn send(&self, event: ConnEvent) -> Result<(), ConnEvent> {
         let bytes = match &event {
             ConnEvent::Deliver(d) => {
+                let bytes = d.size();
                 self.backlog.fetch_add(1, Ordering::AcqRel);
-                self.backlog_bytes.fetch_add(d.size(), Ordering::AcqRel);
-                Some(d.size())
+                self.backlog_bytes.fetch_add(bytes, Ordering::AcqRel);
+                Some(bytes)
             }
             _ => None,
         };

@@ -144,14 +144,11 @@ impl Session {
                 _ => 0,
             })
             .sum();
-        let limit = self.budgets.content_bytes;
-        if announced + body_size > limit {
-            return Err(AmqpError::precondition_failed(format!(
-                "messages still arriving on this connection would hold more than {limit} bytes"
-            ))
-            .at(60, 40));
-        }
-        Ok(())
+        refuse_over(
+            announced + body_size,
+            self.budgets.content_bytes,
+            "messages still arriving on this connection",
+        )
     }
 
     /// Whether input may be read now.
@@ -168,13 +165,21 @@ impl Session {
             .filter_map(|ch| ch.tx.as_ref())
             .map(|tx| tx.bytes)
             .sum();
-        let limit = self.budgets.transaction_bytes;
-        if held + bytes > limit {
-            return Err(AmqpError::precondition_failed(format!(
-                "uncommitted transactions on this connection would hold more than {limit} bytes"
-            ))
-            .at(60, 40));
-        }
-        Ok(())
+        refuse_over(
+            held + bytes,
+            self.budgets.transaction_bytes,
+            "uncommitted transactions on this connection",
+        )
     }
+}
+
+/// The 406 for a budget that `total` would pass (`what` holds the bytes).
+fn refuse_over(total: u64, limit: u64, what: &str) -> Result<(), AmqpError> {
+    if total <= limit {
+        return Ok(());
+    }
+    Err(
+        AmqpError::precondition_failed(format!("{what} would hold more than {limit} bytes"))
+            .at(60, 40),
+    )
 }

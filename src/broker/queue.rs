@@ -386,10 +386,10 @@ impl Queue {
     /// Have the sync thread flush this queue's buffers; returns the sync
     /// round that will have done it.
     fn register_dirty(self: &Arc<Self>, st: &mut QueueState) -> u64 {
-        let Some(log) = st.ready.log() else {
+        if !st.ready.has_log() {
             return 0;
-        };
-        log.sync_ticket(&self.ctx.store.syncer, || {
+        }
+        st.ready.sync_ticket(|| {
             let me: Arc<dyn SyncSource> = self.clone();
             Arc::downgrade(&me)
         })
@@ -740,10 +740,7 @@ impl Queue {
 
 impl SyncSource for Queue {
     fn flush_for_sync(&self, out: &mut Vec<Arc<File>>) -> std::io::Result<()> {
-        match self.state.lock().ready.log() {
-            Some(log) => log.flush_for_sync(out),
-            None => Ok(()),
-        }
+        self.state.lock().ready.flush_for_sync(out)
     }
 }
 

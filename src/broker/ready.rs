@@ -1,105 +1,183 @@
-//! The ready messages of one queue, in delivery order: a bounded window in
-//! memory, and behind it the on-disk tail of the queue's log.
+//! The ready messages of one queue, in delivery order, bounded in memory.
 //!
-//! Messages are kept sorted by their queue sequence number, so a requeued
-//! message goes back to its original position. Every message in memory has
-//! a lower sequence number than every message in the tail: once a message
-//! did not fit the window, later ones go to disk too until the tail has
-//! been read back. Persistent messages of durable queues are also written
-//! to the log when they fit the window, so they survive a restart.
+//! A classic queue is one [`Lane`]: a FIFO with a window of
+//! `queue_memory_bytes` in memory and the rest in its log on disk. A
+//! priority queue (x-max-priority = N) is N + 1 lanes, one per priority
+//! level, each with its own log (`p<level>/` in a durable queue's
+//! directory) and an equal share of the window (at least
+//! [`LANE_MIN_WINDOW_BYTES`]); the head is the head of the highest lane
+//! that holds anything. Sequence numbers are shared by the lanes, so a
+//! requeued message goes back to its place in its level.
 //!
-//! A priority queue (x-max-priority) keeps its messages ordered by priority,
-//! then sequence number, all in memory (its persistent messages are still
-//! written to the log, and read back whole at recovery).
+//! Every record is found through its [`DiskRef`]'s `log`: 0 is the queue's
+//! own directory (a classic queue's lane; in a priority queue, the log of
+//! the single-log layout that earlier versions wrote, read back whole at
+//! recovery), level L's lane is log L + 1.
 
-use std::collections::VecDeque;
+mod lane;
+
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
+
+use lane::Lane;
 
 use super::message::{Message, QueuedMessage};
 use crate::store::queue_log::Recovery;
-use crate::store::{message_bytes, DiskRef, QueueLog, Store};
+use crate::store::{DiskRef, QueueLog, Store};
+
+/// The smallest window a priority level gets, however many levels share
+/// the queue's window (so a queue with 256 levels may hold up to 16 MiB).
+pub const LANE_MIN_WINDOW_BYTES: u64 = 64 * 1024;
 
 /// Ready (not yet delivered, or requeued) messages.
 #[derive(Debug)]
 pub struct ReadyMessages {
-    items: VecDeque<QueuedMessage>,
-    mem_bytes: u64,
+    /// One lane, or one per priority level (index = level).
+    lanes: Vec<Lane>,
+    /// A priority queue's log 0: the queue directory's own log (empty but
+    /// for messages written before priority levels had their own logs).
+    shared_log: Option<QueueLog>,
     /// Body bytes of all ready messages, in memory and on disk (for
     /// x-max-length-bytes).
     body_bytes: u64,
     next_seq: u64,
     store: Arc<Store>,
-    /// A durable queue's log (always there), or a transient queue's spill
-    /// log (made at the first spill).
-    log: Option<QueueLog>,
     durable: bool,
-    /// x-max-priority: order by priority (capped at this) before sequence.
+    /// x-max-priority: the highest level.
     max_priority: Option<u8>,
+    /// Registered with the syncer and not flushed since: the round that
+    /// will flush the logs.
+    dirty: Option<u64>,
 }
 
 impl ReadyMessages {
     /// The ready messages of a queue; a durable queue brings its log (new,
-    /// or recovered with what recovery found).
+    /// or recovered with what recovery found). A durable priority queue's
+    /// level logs are recovered here, from beside it.
     pub fn new(
         store: Arc<Store>,
         durable_log: Option<(QueueLog, Recovery)>,
         max_priority: Option<u8>,
-    ) -> Self {
+    ) -> io::Result<Self> {
         let durable = durable_log.is_some();
         let (log, recovered) = match durable_log {
             Some((log, recovered)) => (Some(log), recovered),
             None => (None, Recovery::default()),
         };
         let mut ready = ReadyMessages {
-            items: VecDeque::new(),
-            mem_bytes: 0,
+            lanes: Vec::new(),
+            shared_log: None,
             body_bytes: recovered.body_bytes,
             next_seq: recovered.next_seq,
-            store,
-            log,
+            store: store.clone(),
             durable,
             max_priority,
+            dirty: None,
         };
-        if max_priority.is_some() {
-            // A priority queue holds everything in memory, in order.
-            if let Some(log) = ready.log.as_mut() {
-                ready.mem_bytes += log.read_tail(u64::MAX, &mut ready.items);
-            }
-            let mut items: Vec<QueuedMessage> = ready.items.drain(..).collect();
-            items.sort_by_key(|m| ready.order_key(m));
-            ready.items = items.into();
+        let Some(max) = max_priority else {
+            ready
+                .lanes
+                .push(Lane::new(store.window_bytes, log, 0, None));
+            return Ok(ready);
+        };
+        let levels = u64::from(max) + 1;
+        let window = (store.window_bytes / levels)
+            .max(LANE_MIN_WINDOW_BYTES)
+            .min(store.window_bytes);
+        let dir = log.as_ref().map(|l| l.dir().to_path_buf());
+        for level in 0..=max {
+            let log_id = u16::from(level) + 1;
+            let lane_dir = dir.as_ref().map(|d| d.join(format!("p{level}")));
+            let lane_log = match &lane_dir {
+                Some(d) if d.exists() => Some(ready.recover_lane(d, log_id)?),
+                _ => None,
+            };
+            ready
+                .lanes
+                .push(Lane::new(window, lane_log, log_id, lane_dir));
         }
-        ready
+        if let Some(mut shared) = log {
+            let mut items = std::collections::VecDeque::new();
+            shared.read_tail(u64::MAX, &mut items);
+            for m in items {
+                let lane = ready.lane_of(&m.message);
+                ready.lanes[lane].insert(m);
+            }
+            ready.shared_log = Some(shared);
+        }
+        Ok(ready)
     }
 
-    /// Delivery order: higher priority first (priority queues), then
-    /// sequence number.
-    fn order_key(&self, m: &QueuedMessage) -> (std::cmp::Reverse<u8>, u64) {
-        let p = match self.max_priority {
-            Some(max) => super::message::priority(&m.message.properties).min(max),
+    fn recover_lane(&mut self, dir: &Path, log_id: u16) -> io::Result<QueueLog> {
+        let (mut log, report) = QueueLog::recover(dir, self.store.segment_bytes)?;
+        log.set_id(log_id);
+        self.next_seq = self.next_seq.max(report.next_seq);
+        self.body_bytes += report.body_bytes;
+        Ok(log)
+    }
+
+    /// The lane a message belongs to (its priority, capped at the
+    /// queue's maximum).
+    fn lane_of(&self, m: &Message) -> usize {
+        let level = match self.max_priority {
+            Some(max) => usize::from(super::message::priority(&m.properties).min(max)),
             None => 0,
         };
-        (std::cmp::Reverse(p), m.seq)
+        level.min(self.lanes.len().saturating_sub(1))
     }
 
-    fn log_mut(&mut self) -> io::Result<&mut QueueLog> {
-        if self.log.is_none() {
-            let path = self.store.transient_path();
-            self.log = Some(QueueLog::create(&path, false, self.store.segment_bytes)?);
+    /// The lane delivery takes from: the highest that holds anything.
+    fn head_lane(&mut self) -> Option<&mut Lane> {
+        self.lanes.iter_mut().rev().find(|l| l.len() > 0)
+    }
+
+    /// The log a reference points into.
+    fn log_of(&mut self, r: DiskRef) -> Option<&mut QueueLog> {
+        match (self.max_priority, r.log) {
+            (None, _) => self.lanes.first_mut()?.log(),
+            (Some(_), 0) => self.shared_log.as_mut(),
+            (Some(_), id) => self.lanes.get_mut(usize::from(id) - 1)?.log(),
         }
-        self.log
-            .as_mut()
-            .ok_or_else(|| io::Error::other("queue log missing"))
     }
 
-    /// The log, if the queue has one.
-    pub fn log(&mut self) -> Option<&mut QueueLog> {
-        self.log.as_mut()
+    fn logs(&mut self) -> impl Iterator<Item = &mut QueueLog> {
+        let lanes = self.lanes.iter_mut().filter_map(Lane::log);
+        self.shared_log.as_mut().into_iter().chain(lanes)
     }
 
-    fn tail_count(&self) -> u64 {
-        self.log.as_ref().map_or(0, QueueLog::tail_count)
+    /// The sync round that will flush this queue's buffered writes: the
+    /// one it is registered for, or (registering `source` now) the next.
+    pub fn sync_ticket(
+        &mut self,
+        source: impl FnOnce() -> std::sync::Weak<dyn crate::store::SyncSource>,
+    ) -> u64 {
+        if let Some(ticket) = self.dirty {
+            return ticket;
+        }
+        let ticket = self.store.syncer.register(source());
+        self.dirty = Some(ticket);
+        ticket
+    }
+
+    /// Write every log's buffers to the OS and list the files to sync.
+    pub fn flush_for_sync(&mut self, out: &mut Vec<Arc<std::fs::File>>) -> io::Result<()> {
+        self.dirty = None;
+        let mut result = Ok(());
+        for log in self.logs() {
+            // Every log gets its turn even when one fails: the others'
+            // records are as good.
+            if let Err(e) = log.flush_for_sync(out) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Whether the queue has a log yet (transient queues make one when
+    /// they first spill).
+    pub fn has_log(&mut self) -> bool {
+        self.logs().next().is_some()
     }
 
     /// Append a newly routed message. Returns its record when one was
@@ -111,42 +189,17 @@ impl ReadyMessages {
     ) -> io::Result<Option<DiskRef>> {
         let seq = self.next_seq;
         let persistent = self.durable && message.persistent;
-        let size = message_bytes(&message);
         let body = message.body.len() as u64;
-        let fits = self.mem_bytes + size <= self.store.window_bytes;
-        if self.max_priority.is_some() || (self.tail_count() == 0 && fits) {
-            let disk = match persistent {
-                true => Some(
-                    self.log_mut()?
-                        .append(seq, expires_at_ms, &message, true, false)?,
-                ),
-                false => None,
-            };
-            self.next_seq += 1;
-            self.mem_bytes += size;
-            self.body_bytes += body;
-            self.insert(QueuedMessage {
-                seq,
-                message,
-                redelivered: false,
-                disk,
-                expires_at_ms,
-                delivery_count: 0,
-            });
-            return Ok(disk);
-        }
-        let r = self
-            .log_mut()?
-            .append(seq, expires_at_ms, &message, persistent, true)?;
+        let lane = self.lane_of(&message);
+        let r = self.lanes[lane].push(&self.store, seq, message, expires_at_ms, persistent)?;
         self.next_seq += 1;
         self.body_bytes += body;
-        Ok(persistent.then_some(r))
+        Ok(r)
     }
 
     /// When the head message expires, if it does.
     pub fn head_expiry(&mut self) -> Option<u64> {
-        self.refill();
-        self.items.front().and_then(|m| m.expires_at_ms)
+        self.head_lane()?.front().and_then(|m| m.expires_at_ms)
     }
 
     /// Body bytes of all ready messages.
@@ -156,22 +209,9 @@ impl ReadyMessages {
 
     /// Take the head, reading the tail back when the window runs low.
     pub fn pop(&mut self) -> Option<QueuedMessage> {
-        self.refill();
-        let m = self.items.pop_front()?;
-        self.mem_bytes = self.mem_bytes.saturating_sub(message_bytes(&m.message));
+        let m = self.head_lane()?.pop()?;
         self.body_bytes = self.body_bytes.saturating_sub(m.message.body.len() as u64);
         Some(m)
-    }
-
-    /// Read the tail back when the window runs low.
-    fn refill(&mut self) {
-        let window = self.store.window_bytes;
-        if self.mem_bytes < window / 2 && self.tail_count() > 0 {
-            let budget = window - self.mem_bytes;
-            if let Some(log) = self.log.as_mut() {
-                self.mem_bytes += log.read_tail(budget, &mut self.items);
-            }
-        }
     }
 
     /// Put a message back at its original position, marked redelivered.
@@ -182,27 +222,15 @@ impl ReadyMessages {
 
     /// Put back a message that was never handed out (redelivered unchanged).
     pub fn unpop(&mut self, m: QueuedMessage) {
-        self.mem_bytes += message_bytes(&m.message);
         self.body_bytes += m.message.body.len() as u64;
-        self.insert(m);
-    }
-
-    /// Put a message in memory at its place in delivery order.
-    fn insert(&mut self, m: QueuedMessage) {
-        if self.max_priority.is_none() && self.items.back().is_none_or(|b| b.seq < m.seq) {
-            self.items.push_back(m);
-            return;
-        }
-        // Requeues usually belong at or near the front.
-        let key = self.order_key(&m);
-        let pos = self.items.partition_point(|x| self.order_key(x) < key);
-        self.items.insert(pos, m);
+        let lane = self.lane_of(&m.message);
+        self.lanes[lane].insert(m);
     }
 
     /// A delivered or dropped message is settled: its record may go.
     /// Entries are buffered until `flush_acks`.
     pub fn settle(&mut self, r: DiskRef) {
-        if let Some(log) = self.log.as_mut() {
+        if let Some(log) = self.log_of(r) {
             if let Err(e) = log.settle(r) {
                 log_ack_error(&e, "cannot record an ack");
             }
@@ -211,7 +239,7 @@ impl ReadyMessages {
 
     /// Note that a message was delivered (buffered).
     pub fn mark_delivered(&mut self, r: DiskRef) {
-        if let Some(log) = self.log.as_mut() {
+        if let Some(log) = self.log_of(r) {
             if let Err(e) = log.mark_delivered(r) {
                 log_ack_error(&e, "cannot record a delivery");
             }
@@ -221,7 +249,7 @@ impl ReadyMessages {
     /// Note that a message went back to the queue for the `count`-th time
     /// (buffered).
     pub fn mark_returned(&mut self, r: DiskRef, count: u32) {
-        if let Some(log) = self.log.as_mut() {
+        if let Some(log) = self.log_of(r) {
             if let Err(e) = log.mark_returned(r, count) {
                 log_ack_error(&e, "cannot record a requeue");
             }
@@ -230,7 +258,7 @@ impl ReadyMessages {
 
     /// Write buffered acks to the OS.
     pub fn flush_acks(&mut self) {
-        if let Some(log) = self.log.as_mut() {
+        for log in self.logs() {
             if let Err(e) = log.flush_acks() {
                 log_ack_error(&e, "cannot write acks");
             }
@@ -239,31 +267,28 @@ impl ReadyMessages {
 
     /// Drop every message; returns how many there were.
     pub fn purge(&mut self) -> usize {
-        let mut n = self.items.len();
-        for m in std::mem::take(&mut self.items) {
-            if let Some(r) = m.disk {
-                self.settle(r);
-            }
+        let mut dropped = Vec::new();
+        let mut on_disk = 0;
+        for lane in &mut self.lanes {
+            on_disk += lane.purge(&mut dropped);
         }
-        self.mem_bytes = 0;
+        let n = dropped.len() + on_disk as usize;
+        for r in dropped.into_iter().filter_map(|m| m.disk) {
+            self.settle(r);
+        }
         self.body_bytes = 0;
-        if let Some(log) = self.log.as_mut() {
-            match log.purge_tail() {
-                Ok(t) => n += t as usize,
-                Err(e) => tracing::error!(error = %e, "cannot purge queued messages on disk"),
-            }
-        }
         self.flush_acks();
         n
     }
 
-    /// Drop every message and delete the log's files (queue.delete).
+    /// Drop every message and delete the logs' files (queue.delete).
     pub fn remove(&mut self) -> usize {
         let n = self.len();
-        self.items.clear();
-        self.mem_bytes = 0;
+        for lane in &mut self.lanes {
+            lane.remove();
+        }
         self.body_bytes = 0;
-        if let Some(log) = self.log.take() {
+        if let Some(log) = self.shared_log.take() {
             log.remove();
         }
         n
@@ -271,17 +296,17 @@ impl ReadyMessages {
 
     /// Number of ready messages.
     pub fn len(&self) -> usize {
-        self.items.len() + self.tail_count() as usize
+        self.lanes.iter().map(Lane::len).sum()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lanes.iter().all(|l| l.len() == 0)
     }
 
     /// Messages held in memory.
     pub fn in_memory(&self) -> usize {
-        self.items.len()
+        self.lanes.iter().map(Lane::in_memory).sum()
     }
 }
 

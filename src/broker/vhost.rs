@@ -510,7 +510,13 @@ impl VHost {
             arguments: d.arguments.clone(),
         };
         let max_priority = QueuePolicy::from_arguments(&d.arguments).max_priority;
-        let ready = ReadyMessages::new(self.store.clone(), log, max_priority);
+        let ready = ReadyMessages::new(self.store.clone(), log, max_priority).map_err(|e| {
+            tracing::error!(queue = %name, error = %e, "cannot open the store of a queue");
+            AmqpError::new(
+                crate::protocol::ErrorKind::InternalError,
+                format!("cannot create the store of queue '{name}': {e}"),
+            )
+        })?;
         let queue = Queue::new(def, ready, self.queue_context());
         let queue = Arc::new(queue);
         queue.touch();

@@ -56,6 +56,9 @@ pub struct DiskRef {
     pub segment: u32,
     /// Offset of the record in the segment.
     pub offset: u32,
+    /// Which of its owner's logs holds it (a priority queue has one per
+    /// priority level; see [`QueueLog::set_id`]).
+    pub log: u16,
     /// Its settlement and delivery are written to the ack file (a
     /// persistent message in a durable queue).
     pub logged: bool,
@@ -123,6 +126,8 @@ pub struct QueueLog {
     /// Registered with the syncer and not flushed since: the round that
     /// will flush it.
     pub dirty: Option<u64>,
+    /// Stamped on the references it hands out.
+    id: u16,
 }
 
 impl QueueLog {
@@ -166,7 +171,18 @@ impl QueueLog {
             reader: None,
             live_total: 0,
             dirty: None,
+            id: 0,
         })
+    }
+
+    /// Number this log's [`DiskRef`]s carry, for owners of several logs.
+    pub fn set_id(&mut self, id: u16) {
+        self.id = id;
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The sync round that will flush this log's buffered writes: the one
@@ -233,6 +249,7 @@ impl QueueLog {
         Ok(DiskRef {
             segment: id,
             offset: offset as u32,
+            log: self.id,
             logged: self.durable && persistent,
         })
     }
@@ -470,6 +487,7 @@ impl QueueLog {
             disk: Some(DiskRef {
                 segment: id,
                 offset: offset as u32,
+                log: self.id,
                 logged: self.durable && persistent,
             }),
             expires_at_ms: meta.expires_at_ms,
@@ -532,6 +550,7 @@ impl QueueLog {
             let r = DiskRef {
                 segment: cursor_id,
                 offset: cursor_offset as u32,
+                log: self.id,
                 logged: true,
             };
             self.ack_entry(r, AckKind::SettledFrom)?;

@@ -60,25 +60,30 @@ impl VHost {
         for q in &defs.queues {
             let started = Instant::now();
             let path = self.store.queue_path(&q.dir);
-            let (log, report) =
-                QueueLog::recover(&path, self.store.segment_bytes).map_err(|e| {
-                    format!(
-                        "cannot recover queue '{}' from {}: {e}",
-                        q.name,
-                        path.display()
-                    )
-                })?;
+            let fail = |e: std::io::Error| {
+                format!(
+                    "cannot recover queue '{}' from {}: {e}",
+                    q.name,
+                    path.display()
+                )
+            };
+            let (log, report) = QueueLog::recover(&path, self.store.segment_bytes).map_err(fail)?;
+            let max_priority = QueuePolicy::from_arguments(&q.arguments).max_priority;
+            let ready = ReadyMessages::new(
+                self.store.clone(),
+                Some((log, report.clone())),
+                max_priority,
+            )
+            .map_err(fail)?;
             tracing::info!(
                 vhost = %self.name,
                 queue = %q.name,
-                messages = report.messages,
+                messages = ready.len(),
                 corrupt_records = report.corrupt_records,
                 torn_tails = report.torn_tails,
                 ms = started.elapsed().as_millis() as u64,
                 "recovered queue"
             );
-            let max_priority = QueuePolicy::from_arguments(&q.arguments).max_priority;
-            let ready = ReadyMessages::new(self.store.clone(), Some((log, report)), max_priority);
             let def = QueueDef {
                 name: &q.name,
                 vhost: &self.name,

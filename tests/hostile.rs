@@ -219,11 +219,12 @@ async fn priority_queue_flood_pages_to_disk() {
     .await
 }
 
+/// Delayed messages wait on disk beyond the window, without an alarm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delayed_exchange_flood_is_held_back() {
+async fn delayed_exchange_flood_pages_to_disk() {
     let _cpu = CPU.read().await;
-    bounded(Duration::from_secs(20), async {
-        let mut h = Hostile::start(MEMORY_CAPPED);
+    bounded(Duration::from_secs(30), async {
+        let mut h = Hostile::start("");
         let conn = lapin_queue(h.port(), "delayed-target", FieldTable::default()).await;
         let ch = conn.create_channel().await.unwrap();
         let mut args = FieldTable::default();
@@ -259,7 +260,14 @@ async fn delayed_exchange_flood_is_held_back() {
             "delayed exchange",
             RSS_GROWTH_MB,
             |port| async move {
-                flood_messages(port, &[], "delayed", "k", (PROP_HEADERS, &headers)).await
+                let props = (PROP_HEADERS, &headers[..]);
+                let pushed = flood_messages(port, &[], "delayed", "k", props).await;
+                assert!(
+                    pushed >> 20 >= PAGED_MIN_MB,
+                    "only {} MiB pushed",
+                    pushed >> 20
+                );
+                pushed
             },
         )
         .await;

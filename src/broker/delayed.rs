@@ -8,10 +8,16 @@
 //! only once it has been routed and its copies stored, so a restart
 //! neither loses nor fires it early.
 //!
-//! Held messages wait in memory (a heap by due time) as well.
+//! Held messages are ordered by due time in memory, in a heap of small
+//! entries (due time, sequence number, disk position: ~48 bytes each);
+//! their bodies stay in memory only while they fit a window of
+//! `queue_memory_bytes`. Beyond it a body stays on disk only, in the
+//! delayed log (a transient or non-persistent message too, as a record
+//! that recovery ignores), and is read back when it is due. Recovery
+//! reads the log back through the same window.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -22,32 +28,41 @@ use parking_lot::Mutex;
 use super::chores::{Chore, ChoreSender};
 use super::message::Message;
 use super::queue::Stored;
-use crate::store::{DiskRef, QueueLog, Store, SyncSource};
+use crate::store::{message_bytes, DiskRef, QueueLog, Store, SyncSource};
 
-/// A message held until it is due.
+/// A message that is due, taken from the delayed store.
 #[derive(Debug)]
 pub struct Held {
-    /// When it is due (Unix milliseconds).
-    pub due_ms: u64,
-    seq: u64,
     /// The message (its exchange is the delayed exchange).
     pub message: Arc<Message>,
-    /// Its record in the delayed log.
+    /// Its record in the delayed log, to settle once it is routed.
     pub disk: Option<DiskRef>,
 }
 
-impl PartialEq for Held {
+/// A held message as the heap keeps it.
+#[derive(Debug)]
+struct Entry {
+    due_ms: u64,
+    seq: u64,
+    /// The message while it fits the window; else it is only on disk.
+    body: Option<Arc<Message>>,
+    /// Its record, settled once the message is routed: a persistent
+    /// message's, or that of a body kept on disk only.
+    disk: Option<DiskRef>,
+}
+
+impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
         (self.due_ms, self.seq) == (other.due_ms, other.seq)
     }
 }
-impl Eq for Held {}
-impl PartialOrd for Held {
+impl Eq for Entry {}
+impl PartialOrd for Entry {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Held {
+impl Ord for Entry {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.due_ms, self.seq).cmp(&(other.due_ms, other.seq))
     }
@@ -56,7 +71,9 @@ impl Ord for Held {
 #[derive(Debug, Default)]
 struct State {
     log: Option<QueueLog>,
-    heap: BinaryHeap<Reverse<Held>>,
+    heap: BinaryHeap<Reverse<Entry>>,
+    /// Bytes of the bodies held in memory.
+    mem_bytes: u64,
     next_seq: u64,
     /// The earliest due time the housekeeping task will wake up for.
     wake_at: Option<u64>,
@@ -77,15 +94,20 @@ impl Delayed {
         let mut state = State::default();
         if dir.exists() {
             let (mut log, report) = QueueLog::recover(&dir, store.segment_bytes)?;
-            let mut items = std::collections::VecDeque::new();
-            log.read_tail(u64::MAX, &mut items);
-            for m in items {
-                state.heap.push(Reverse(Held {
-                    due_ms: m.expires_at_ms.unwrap_or(0),
-                    seq: m.seq,
-                    message: m.message,
-                    disk: m.disk,
-                }));
+            let mut items = VecDeque::new();
+            while log.tail_count() > 0 {
+                if log.read_tail(store.window_bytes, &mut items) == 0 && items.is_empty() {
+                    break;
+                }
+                for m in items.drain(..) {
+                    let entry = Entry {
+                        due_ms: m.expires_at_ms.unwrap_or(0),
+                        seq: m.seq,
+                        body: Some(m.message),
+                        disk: m.disk,
+                    };
+                    state.keep(entry, store.window_bytes);
+                }
             }
             state.next_seq = report.next_seq;
             state.log = Some(log);
@@ -99,34 +121,45 @@ impl Delayed {
     }
 
     /// Hold `message` until `due_ms`; a persistent one held by a durable
-    /// exchange is stored first.
+    /// exchange is stored first, any other one written to disk when it
+    /// does not fit the window.
     pub fn hold(self: &Arc<Self>, message: Arc<Message>, due_ms: u64, durable: bool) -> Stored {
         let mut st = self.state.lock();
         let seq = st.next_seq;
         st.next_seq += 1;
+        let persistent = durable && message.persistent;
+        let fits = st.mem_bytes + message_bytes(&message) <= self.store.window_bytes;
+        let mut entry = Entry {
+            due_ms,
+            seq,
+            body: Some(message),
+            disk: None,
+        };
         let mut stored = Stored::Done;
-        let mut disk = None;
-        if durable && message.persistent {
-            if self.store.syncer.failed() {
+        if persistent || !fits {
+            if persistent && self.store.syncer.failed() {
                 return Stored::Failed;
             }
-            match self.append(&mut st, seq, due_ms, &message) {
+            let Some(message) = entry.body.as_deref() else {
+                return Stored::Failed;
+            };
+            match self.append(&mut st, seq, due_ms, message, persistent) {
                 Ok(r) => {
-                    disk = Some(r);
-                    stored = Stored::AfterSync(self.register_dirty(&mut st));
+                    entry.disk = Some(r);
+                    if persistent {
+                        stored = Stored::AfterSync(self.register_dirty(&mut st));
+                    }
                 }
-                Err(e) => {
+                Err(e) if persistent => {
                     self.store.syncer.fail(&e);
                     return Stored::Failed;
                 }
+                // Not stored: it waits in memory (the memory alarm bounds
+                // what a publisher can add).
+                Err(e) => tracing::warn!(error = %e, "cannot write a delayed message to disk"),
             }
         }
-        st.heap.push(Reverse(Held {
-            due_ms,
-            seq,
-            message,
-            disk,
-        }));
+        st.keep(entry, self.store.window_bytes);
         self.schedule(&mut st);
         stored
     }
@@ -137,6 +170,7 @@ impl Delayed {
         seq: u64,
         due_ms: u64,
         message: &Message,
+        persistent: bool,
     ) -> io::Result<DiskRef> {
         if st.log.is_none() {
             st.log = Some(QueueLog::create(&self.dir, true, self.store.segment_bytes)?);
@@ -145,7 +179,7 @@ impl Delayed {
             .log
             .as_mut()
             .ok_or_else(|| io::Error::other("delayed log missing"))?;
-        log.append(seq, Some(due_ms), message, true, false)
+        log.append(seq, Some(due_ms), message, persistent, false)
     }
 
     fn register_dirty(self: &Arc<Self>, st: &mut State) -> u64 {
@@ -181,12 +215,20 @@ impl Delayed {
 
     /// Take the messages due by `now_ms`, on the wake-up asked for `at_ms`
     /// (a stale one, superseded by an earlier request, schedules nothing).
+    /// Bodies on disk are read back, a window's worth per call: when more
+    /// are due, the next wake-up is due at once.
     pub fn take_due(&self, now_ms: u64, at_ms: u64) -> Vec<Held> {
         let mut st = self.state.lock();
         let mut due = Vec::new();
-        while st.heap.peek().is_some_and(|Reverse(h)| h.due_ms <= now_ms) {
-            if let Some(Reverse(h)) = st.heap.pop() {
-                due.push(h);
+        let mut read_back = 0;
+        while read_back < self.store.window_bytes
+            && st.heap.peek().is_some_and(|Reverse(e)| e.due_ms <= now_ms)
+        {
+            let Some(Reverse(entry)) = st.heap.pop() else {
+                break;
+            };
+            if let Some(held) = st.held(entry, &mut read_back) {
+                due.push(held);
             }
         }
         if st.wake_at.is_none_or(|w| w == at_ms) {
@@ -221,6 +263,58 @@ impl Delayed {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Messages whose bodies are held in memory.
+    pub fn in_memory(&self) -> usize {
+        let st = self.state.lock();
+        st.heap.iter().filter(|Reverse(e)| e.body.is_some()).count()
+    }
+}
+
+impl State {
+    /// Put an entry in the heap, its body in memory only while the window
+    /// has room for it and its record is on disk otherwise.
+    fn keep(&mut self, mut entry: Entry, window_bytes: u64) {
+        if let Some(body) = &entry.body {
+            let size = message_bytes(body);
+            match self.mem_bytes + size <= window_bytes || entry.disk.is_none() {
+                true => self.mem_bytes += size,
+                false => entry.body = None,
+            }
+        }
+        self.heap.push(Reverse(entry));
+    }
+
+    /// A due entry as a message to route, its body read back from disk if
+    /// it was not in memory (counted in `read_back`).
+    fn held(&mut self, entry: Entry, read_back: &mut u64) -> Option<Held> {
+        let disk = entry.disk;
+        let message = match entry.body {
+            Some(body) => {
+                self.mem_bytes = self.mem_bytes.saturating_sub(message_bytes(&body));
+                body
+            }
+            None => {
+                let (r, log) = disk.zip(self.log.as_mut())?;
+                match log.read_at(r) {
+                    Ok(m) => {
+                        *read_back += message_bytes(&m);
+                        Arc::new(m)
+                    }
+                    Err(e) => {
+                        // A persistent one stays in the log and comes back
+                        // after a restart; any other one is lost.
+                        tracing::error!(error = %e, "cannot read a delayed message back");
+                        if !r.logged {
+                            let _ = log.settle(r);
+                        }
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(Held { message, disk })
+    }
 }
 
 impl SyncSource for Delayed {
@@ -238,3 +332,6 @@ pub fn delay_ms(headers: Option<&amq_protocol::types::FieldTable>) -> Option<u64
     let ms = super::arguments::as_int(v)?;
     (ms > 0).then(|| u64::try_from(ms).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests;

@@ -419,6 +419,35 @@ impl QueueLog {
         read
     }
 
+    /// The message of the record `r` points to, wherever it is (for owners
+    /// that keep their own order, such as the delayed-message log).
+    pub fn read_at(&mut self, r: DiskRef) -> io::Result<Message> {
+        let end = match r.segment == self.writer.id {
+            true => {
+                self.writer.flush()?;
+                self.writer.len()
+            }
+            false => self.segments.get(&r.segment).map_or(0, |s| s.end),
+        };
+        if self.reader.as_ref().is_none_or(|rd| rd.id != r.segment) {
+            self.reader = Some(SegmentReader::open(&self.dir, r.segment)?);
+        }
+        let reader = self
+            .reader
+            .as_mut()
+            .ok_or_else(|| io::Error::other("segment reader missing"))?;
+        let corrupt = || {
+            let what = format!("corrupt record at {} in segment {}", r.offset, r.segment);
+            io::Error::new(io::ErrorKind::InvalidData, what)
+        };
+        match reader.read(u64::from(r.offset), end)? {
+            ReadOutcome::Record(payload, _) => {
+                record::decode(payload).map(|(_, m)| m).ok_or_else(corrupt)
+            }
+            ReadOutcome::Corrupt => Err(corrupt()),
+        }
+    }
+
     /// Step the cursor over one record; the message if it is a tail record.
     fn read_one(&mut self, id: u32, offset: u64) -> io::Result<Option<QueuedMessage>> {
         if id == self.writer.id {

@@ -103,7 +103,7 @@ impl Delayed {
                     let entry = Entry {
                         due_ms: m.expires_at_ms.unwrap_or(0),
                         seq: m.seq,
-                        body: Some(m.message),
+                        body: Some(Arc::try_unwrap(m.message).map_or_else(|m| m, with_expiration)),
                         disk: m.disk,
                     };
                     state.keep(entry, store.window_bytes);
@@ -299,7 +299,7 @@ impl State {
                 match log.read_at(r) {
                     Ok(m) => {
                         *read_back += message_bytes(&m);
-                        Arc::new(m)
+                        with_expiration(m)
                     }
                     Err(e) => {
                         // A persistent one stays in the log and comes back
@@ -315,6 +315,13 @@ impl State {
         };
         Some(Held { message, disk })
     }
+}
+
+/// A message read back from the log, with its per-message TTL (which
+/// applies in the queues it is routed to) taken from its properties again.
+fn with_expiration(mut m: Message) -> Arc<Message> {
+    m.expiration_ms = super::message::expiration_ms(&m.properties);
+    Arc::new(m)
 }
 
 impl SyncSource for Delayed {

@@ -84,6 +84,13 @@ pub fn decode_properties(raw: &[u8]) -> Option<AMQPProperties> {
     parse_properties(raw).ok().map(|(_, p)| p)
 }
 
+/// The per-message TTL of an encoded property list, as accepted at
+/// publish (a message read back from disk carries only its properties).
+pub fn expiration_ms(raw: &[u8]) -> Option<u64> {
+    let props = decode_properties(raw)?;
+    props.expiration().as_ref()?.as_str().parse().ok()
+}
+
 /// Check an encoded basic property list without decoding it: the flags
 /// name only basic's 14 properties (no continuation) and every field fits
 /// in the bytes given. Used where decoding (which allocates) is skipped, so

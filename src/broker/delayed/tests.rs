@@ -22,16 +22,20 @@ fn store() -> Arc<Store> {
     Arc::new(Store::open(&cfg).expect("open store"))
 }
 
+/// A 4000-byte message; every one has the expiration property "60000".
 fn message(id: u32, persistent: bool) -> Arc<Message> {
     let mut body = id.to_le_bytes().to_vec();
     body.resize(4000, (id % 251) as u8);
+    // Flags: expiration (bit 8), then the shortstr.
+    let mut properties = vec![0x01, 0x00, 5];
+    properties.extend(b"60000");
     Arc::new(Message {
         exchange: Arc::from("delayed"),
         routing_key: Arc::from("k"),
-        properties: Bytes::from_static(&[0, 0]),
+        properties: Bytes::from(properties),
         body: Bytes::from(body),
         persistent,
-        expiration_ms: None,
+        expiration_ms: Some(60_000),
     })
 }
 
@@ -53,6 +57,7 @@ fn take_all(d: &Delayed, now: u64) -> Vec<u32> {
         for h in due {
             let id = u32::from_le_bytes(h.message.body[..4].try_into().expect("4 bytes"));
             assert_eq!(h.message.body.len(), 4000);
+            assert_eq!(h.message.expiration_ms, Some(60_000), "TTL of {id}");
             assert!(h.message.body[4..].iter().all(|&b| b == (id % 251) as u8));
             ids.push(id);
         }

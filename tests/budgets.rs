@@ -73,3 +73,75 @@ async fn empty_publishes_count_against_the_transaction_budget() {
     r.open_channel(2).await;
     broker.stop().await;
 }
+
+/// A 512 KiB body that says which message it is in every byte.
+fn numbered_body(i: u8) -> Vec<u8> {
+    vec![i; 512 << 10]
+}
+
+/// Unacked deliveries past the connection's 16 MiB are paged out; they
+/// must come back whole when requeued (channel closed) or dead-lettered
+/// (rejected), from a transient queue (records written when paged out)
+/// and a durable one (records already there).
+#[tokio::test]
+async fn paged_out_unacked_messages_come_back_whole() {
+    use lapin::options::{BasicGetOptions, BasicRejectOptions};
+    use lapin::types::AMQPValue;
+    const N: u8 = 48;
+    let broker = Broker::start().await;
+    let (_conn, ch) = broker.channel().await;
+    for durable in [false, true] {
+        let q = uniq("paged");
+        let dlq = uniq("paged-dlq");
+        declare_queue(&ch, &dlq).await;
+        let args = common::table(&[
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            (
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString(dlq.as_str().into()),
+            ),
+        ]);
+        let options = match durable {
+            true => common::durable(),
+            false => Default::default(),
+        };
+        ch.queue_declare(q.as_str().into(), options, args)
+            .await
+            .unwrap();
+        for i in 0..N {
+            common::publish_with(&ch, "", &q, &numbered_body(i), common::persistent()).await;
+        }
+        let (holder, held) = broker.channel().await;
+        let mut consumer = common::consume(&held, &q).await;
+        let got = common::next_deliveries(&mut consumer, N as usize).await;
+        for (i, d) in got.iter().enumerate() {
+            assert_eq!(d.data, numbered_body(i as u8), "delivery {i}");
+        }
+        // Rejected without requeue: dead-lettered, read back from disk.
+        for d in &got[..8] {
+            held.basic_reject(d.delivery_tag, BasicRejectOptions { requeue: false })
+                .await
+                .unwrap();
+        }
+        // The rest go back to the queue when the channel closes.
+        held.close(200, "bye".into()).await.unwrap();
+        drop(holder);
+        common::wait_for_count(&ch, &dlq, 8).await;
+        common::wait_for_count(&ch, &q, u32::from(N) - 8).await;
+        for (queue, range) in [(&dlq, 0..8), (&q, 8..N)] {
+            for i in range {
+                let m = ch
+                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                    .await
+                    .unwrap()
+                    .expect("a message");
+                assert_eq!(
+                    m.delivery.data,
+                    numbered_body(i),
+                    "message {i} from {queue}"
+                );
+            }
+        }
+    }
+    broker.stop().await;
+}

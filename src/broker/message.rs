@@ -24,6 +24,22 @@ pub struct Message {
     pub expiration_ms: Option<u64>,
 }
 
+impl Message {
+    /// The same message without its body (kept on disk meanwhile). The
+    /// properties are copied: as received they share the read buffer
+    /// they arrived in, which they would keep alive.
+    pub fn without_body(&self) -> Message {
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            properties: bytes::Bytes::copy_from_slice(&self.properties),
+            body: bytes::Bytes::new(),
+            persistent: self.persistent,
+            expiration_ms: self.expiration_ms,
+        }
+    }
+}
+
 /// The delivery_mode in an encoded property list (0 when absent or
 /// malformed).
 pub fn delivery_mode(raw: &[u8]) -> u8 {
@@ -237,6 +253,9 @@ pub struct QueuedMessage {
     pub expires_at_ms: Option<u64>,
     /// Times it went back to this queue unacked (x-delivery-count).
     pub delivery_count: u32,
+    /// Delivered and unacked, its body was dropped from memory: `message`
+    /// has an empty body and the record at `disk` holds the real one.
+    pub body_on_disk: bool,
 }
 
 impl QueuedMessage {
@@ -250,6 +269,7 @@ impl QueuedMessage {
             disk: None,
             expires_at_ms: None,
             delivery_count: 0,
+            body_on_disk: false,
         }
     }
 }

@@ -378,9 +378,43 @@ impl Queue {
                 }
                 continue;
             }
-            self.drop_message(&mut st, m, Reason::Rejected);
+            if let Some(m) = self.restored(&mut st, m) {
+                self.drop_message(&mut st, m, Reason::Rejected);
+            }
         }
         self.after_change(&mut st);
+    }
+
+    /// Keep an unacked message's body on disk only (its connection holds
+    /// too many in memory); false if it stays in memory (the queue is
+    /// gone, or the record could not be written).
+    pub fn page_out(&self, m: &mut QueuedMessage) -> bool {
+        let mut st = self.state.lock();
+        if st.deleted {
+            return false;
+        }
+        match st.ready.page_out(m) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(queue = %self.name, error = %e, "cannot page out an unacked message");
+                false
+            }
+        }
+    }
+
+    /// A returning message with its body back in memory; None (its record
+    /// settled) if the body cannot be read back.
+    fn restored(&self, st: &mut QueueState, mut m: QueuedMessage) -> Option<QueuedMessage> {
+        match st.ready.restore(&mut m) {
+            Ok(()) => Some(m),
+            Err(e) => {
+                tracing::error!(queue = %self.name, error = %e, "cannot read an unacked message back; it is dropped");
+                if let Some(r) = m.disk {
+                    st.ready.settle(r);
+                }
+                None
+            }
+        }
     }
 
     /// Have the sync thread flush this queue's buffers; returns the sync
@@ -544,7 +578,10 @@ impl Queue {
         if st.deleted {
             return;
         }
-        for mut m in messages {
+        for m in messages {
+            let Some(mut m) = self.restored(&mut st, m) else {
+                continue;
+            };
             m.delivery_count = m.delivery_count.saturating_add(1);
             // x-delivery-limit: returned more often than the limit, the
             // message leaves (dead-lettered or dropped), as in RabbitMQ.

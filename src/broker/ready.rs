@@ -227,6 +227,35 @@ impl ReadyMessages {
         self.lanes[lane].insert(m);
     }
 
+    /// Keep a delivered message's body on disk only, writing its record
+    /// first if it has none; [`Self::restore`] reads it back.
+    pub fn page_out(&mut self, m: &mut QueuedMessage) -> io::Result<()> {
+        if m.body_on_disk {
+            return Ok(());
+        }
+        if m.disk.is_none() {
+            let lane = self.lane_of(&m.message);
+            m.disk = Some(self.lanes[lane].write_record(&self.store, m)?);
+        }
+        m.message = Arc::new(m.message.without_body());
+        m.body_on_disk = true;
+        Ok(())
+    }
+
+    /// Read back the body of a message paged out by [`Self::page_out`].
+    pub fn restore(&mut self, m: &mut QueuedMessage) -> io::Result<()> {
+        if !m.body_on_disk {
+            return Ok(());
+        }
+        let missing = || io::Error::other("the record of a paged-out message is missing");
+        let r = m.disk.ok_or_else(missing)?;
+        let mut read = self.log_of(r).ok_or_else(missing)?.read_at(r)?;
+        read.expiration_ms = m.message.expiration_ms;
+        m.message = Arc::new(read);
+        m.body_on_disk = false;
+        Ok(())
+    }
+
     /// A delivered or dropped message is settled: its record may go.
     /// Entries are buffered until `flush_acks`.
     pub fn settle(&mut self, r: DiskRef) {

@@ -12,6 +12,7 @@
 //! arriving, checked at each header, and an uncommitted transaction's
 //! bytes, checked at each publish.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use amq_protocol::protocol::{connection, AMQPClass};
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 
 use super::content::ContentState;
 use super::session::Session;
+use super::unacked::UNACKED_MEMORY_BYTES;
 use crate::alarms::AlarmState;
 use crate::broker::consumer::ConnHandle;
 use crate::broker::queue::Queue;
@@ -85,6 +87,22 @@ pub struct AlarmBlock {
 }
 
 impl Session {
+    /// Page out the oldest unacked bodies once this connection's exceed
+    /// their budget, down to half of it (hysteresis: not one page-out per
+    /// delivery).
+    pub(super) fn bound_unacked(&mut self) {
+        if self.unacked_bytes.load(Ordering::Relaxed) <= UNACKED_MEMORY_BYTES {
+            return;
+        }
+        let target = UNACKED_MEMORY_BYTES / 2;
+        for ch in self.channels.values_mut() {
+            ch.unacked.page_out(target);
+            if self.unacked_bytes.load(Ordering::Relaxed) <= target {
+                break;
+            }
+        }
+    }
+
     /// Called for each basic.publish: block the connection if an alarm is
     /// raised. Nothing more is read or handled, that message's content
     /// included, until the alarms clear: as RabbitMQ, the publish that met

@@ -622,7 +622,7 @@ impl Session {
         let properties = queue.delivery_properties(&message, true);
         let redelivered = message.redelivered;
         if !g.no_ack {
-            ch.unacked.push_back(Unacked {
+            ch.unacked.push(Unacked {
                 tag,
                 queue,
                 message,
@@ -640,12 +640,13 @@ impl Session {
             })),
         );
         self.io.out.content(id, &properties, &m.body);
+        self.bound_unacked();
         Ok(())
     }
 
     fn settle(&mut self, id: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
-        let items = ch.take_unacked(tag, multiple)?;
+        let items = ch.unacked.take(tag, multiple)?;
         match &mut ch.tx {
             // Held (out of `unacked`) until commit; rollback puts them back.
             Some(tx) => tx.settlements.push((items, how)),
@@ -659,7 +660,7 @@ impl Session {
             return Err(AmqpError::not_implemented("requeue=false"));
         }
         let ch = self.channel_mut(id)?;
-        let items: Vec<_> = ch.unacked.drain(..).collect();
+        let items = ch.unacked.take_all();
         ch.settle(items, Settle::Requeue);
         Ok(())
     }
@@ -713,7 +714,7 @@ impl Session {
         };
         let redelivered = message.redelivered;
         match (queue, credit) {
-            (Some(queue), Some(credit)) => ch.unacked.push_back(Unacked {
+            (Some(queue), Some(credit)) => ch.unacked.push(Unacked {
                 tag,
                 queue,
                 message,

@@ -1,28 +1,19 @@
 //! Per-channel state owned by the connection task: consumers, unacked
 //! deliveries, prefetch, confirm/tx mode and the publish being assembled.
 
-use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
 
 use super::content::ContentState;
 use super::tx_confirm::{Confirms, TxBuffer};
-use crate::broker::consumer::{ChannelCredit, ConsumerCredit};
+pub use super::unacked::Unacked;
+use super::unacked::UnackedList;
+use crate::broker::consumer::ChannelCredit;
 use crate::broker::message::QueuedMessage;
 use crate::broker::queue::Queue;
-use crate::protocol::AmqpError;
 use crate::store::DiskRef;
-
-/// A delivery the client has not settled yet.
-#[derive(Debug)]
-pub struct Unacked {
-    pub tag: u64,
-    pub queue: Arc<Queue>,
-    pub message: QueuedMessage,
-    /// Prefetch credit to give back (None for basic.get deliveries).
-    pub credit: Option<Arc<ConsumerCredit>>,
-}
 
 /// A consumer as its channel knows it.
 #[derive(Debug)]
@@ -65,7 +56,7 @@ pub struct Channel {
     pub state: ChannelState,
     pub content: ContentState,
     next_delivery_tag: u64,
-    pub unacked: VecDeque<Unacked>,
+    pub unacked: UnackedList,
     pub consumers: IndexMap<Arc<str>, ChannelConsumer>,
     pub credit: Arc<ChannelCredit>,
     /// basic.qos(global=false) value, applied to consumers created after it.
@@ -80,13 +71,15 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn new(id: u16) -> Self {
+    /// A new channel whose unacked bodies count towards `unacked_total`
+    /// (its connection's).
+    pub fn new(id: u16, unacked_total: Arc<AtomicU64>) -> Self {
         Channel {
             id,
             state: ChannelState::Open,
             content: ContentState::Idle,
             next_delivery_tag: 1,
-            unacked: VecDeque::new(),
+            unacked: UnackedList::new(unacked_total),
             consumers: IndexMap::new(),
             credit: Arc::new(ChannelCredit::default()),
             consumer_prefetch: 0,
@@ -101,27 +94,6 @@ impl Channel {
         let t = self.next_delivery_tag;
         self.next_delivery_tag += 1;
         t
-    }
-
-    /// Take the deliveries an ack/nack/reject names: one tag, or with
-    /// `multiple` every tag up to it (0 meaning all).
-    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
-        let unknown = || AmqpError::precondition_failed(format!("unknown delivery tag {tag}"));
-        if multiple {
-            if tag == 0 {
-                return Ok(self.unacked.drain(..).collect());
-            }
-            if !self.unacked.iter().any(|u| u.tag == tag) {
-                return Err(unknown());
-            }
-            let n = self.unacked.partition_point(|u| u.tag <= tag);
-            return Ok(self.unacked.drain(..n).collect());
-        }
-        let pos = self
-            .unacked
-            .binary_search_by_key(&tag, |u| u.tag)
-            .map_err(|_| unknown())?;
-        Ok(self.unacked.remove(pos).into_iter().collect())
     }
 
     /// Settle deliveries: give back credit, requeue if asked, then let the

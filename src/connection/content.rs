@@ -4,6 +4,10 @@ use bytes::{Bytes, BytesMut};
 
 use amq_protocol::protocol::basic;
 
+/// Single-frame bodies shorter than this are copied out of the read
+/// buffer (see [`PendingPublish::body`]).
+const COPY_BELOW_BYTES: usize = 16 * 1024;
+
 /// A publish whose content is arriving.
 #[derive(Debug)]
 pub struct PendingPublish {
@@ -15,11 +19,20 @@ pub struct PendingPublish {
 }
 
 impl PendingPublish {
-    /// The body as one `Bytes`: a single frame is passed on without a copy.
+    /// The properties and the body as one `Bytes` each. Frames are
+    /// slices of the connection's read buffer, and a slice keeps the whole
+    /// buffer (64 KiB or more) alive: so the properties and small bodies,
+    /// which queues may keep long after the buffer's other frames are
+    /// gone, are copied out; a large single-frame body is passed on
+    /// without a copy, since it is most of its buffer anyway.
     pub fn body(mut self) -> (basic::Publish, Bytes, Bytes) {
+        let properties = Bytes::copy_from_slice(&self.properties);
         let body = match self.parts.len() {
             0 => Bytes::new(),
-            1 => self.parts.pop().unwrap_or_default(),
+            1 => match self.parts.pop().unwrap_or_default() {
+                small if small.len() < COPY_BELOW_BYTES => Bytes::copy_from_slice(&small),
+                large => large,
+            },
             _ => {
                 let mut b = BytesMut::with_capacity(self.received as usize);
                 for p in &self.parts {
@@ -28,7 +41,7 @@ impl PendingPublish {
                 b.freeze()
             }
         };
-        (self.publish, self.properties, body)
+        (self.publish, properties, body)
     }
 }
 

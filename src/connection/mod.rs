@@ -15,6 +15,7 @@ mod io;
 mod queue_exchange;
 mod session;
 mod tx_confirm;
+mod unacked;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

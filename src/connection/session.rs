@@ -3,6 +3,7 @@
 //! heartbeats, and cleanup when the connection ends.
 
 use ahash::AHashMap as HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,9 @@ pub struct Session {
     /// A tx.commit whose Commit-Ok waits for this sync round: input is not
     /// read meanwhile, so nothing overtakes it.
     pub(super) commit_wait: Option<(u16, u64)>,
+    /// Bytes the channels' unacked deliveries hold in memory (see
+    /// `unacked.rs`).
+    pub(super) unacked_bytes: Arc<AtomicU64>,
 }
 
 impl Session {
@@ -110,6 +114,7 @@ impl Session {
             sync,
             sync_wanted: 0,
             commit_wait: None,
+            unacked_bytes: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -539,7 +544,8 @@ impl Session {
                 self.channel_max
             )));
         }
-        self.channels.insert(id, Channel::new(id));
+        self.channels
+            .insert(id, Channel::new(id, self.unacked_bytes.clone()));
         self.send(
             id,
             AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -620,7 +626,7 @@ impl Session {
         }
         // Unacked messages go back first, then the queues the channel
         // consumed from hand out to their other consumers.
-        let unacked: Vec<_> = ch.unacked.drain(..).collect();
+        let unacked = ch.unacked.take_all();
         ch.settle(unacked, Settle::Requeue);
         for q in left {
             q.dispatch();
@@ -632,6 +638,7 @@ impl Session {
             ConnEvent::Deliver(d) => {
                 self.conn.delivery_taken(d.size());
                 self.deliver(d);
+                self.bound_unacked();
             }
             ConnEvent::ConsumerCancelled {
                 channel,

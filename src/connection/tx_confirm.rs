@@ -107,13 +107,8 @@ impl TxBuffer {
     /// Rollback: give the settled deliveries back to the unacked list, in
     /// delivery-tag order; drop the publishes.
     pub fn roll_back(self, ch: &mut Channel) {
-        let mut back: Vec<Unacked> = self.settlements.into_iter().flat_map(|(u, _)| u).collect();
-        if back.is_empty() {
-            return;
-        }
-        back.extend(ch.unacked.drain(..));
-        back.sort_by_key(|u| u.tag);
-        ch.unacked = back.into();
+        let back: Vec<Unacked> = self.settlements.into_iter().flat_map(|(u, _)| u).collect();
+        ch.unacked.put_back(back);
     }
 }
 

@@ -521,6 +521,7 @@ impl QueueLog {
             }),
             expires_at_ms: meta.expires_at_ms,
             delivery_count,
+            body_on_disk: false,
         }))
     }
 

@@ -101,6 +101,7 @@ impl Lane {
                 disk,
                 expires_at_ms,
                 delivery_count: 0,
+                body_on_disk: false,
             });
             return Ok(disk);
         }
@@ -108,6 +109,13 @@ impl Lane {
             .log_mut(store)?
             .append(seq, expires_at_ms, &message, persistent, true)?;
         Ok(persistent.then_some(r))
+    }
+
+    /// Write a record for a message that has none (a delivered one whose
+    /// body is to leave memory); it is not part of the tail.
+    pub fn write_record(&mut self, store: &Store, m: &QueuedMessage) -> io::Result<DiskRef> {
+        self.log_mut(store)?
+            .append(m.seq, m.expires_at_ms, &m.message, false, false)
     }
 
     /// The head, reading the tail back first when the window runs low.

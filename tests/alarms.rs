@@ -161,3 +161,28 @@ async fn the_monitor_raises_the_memory_alarm_over_the_watermark() {
     assert_eq!(blocked_reason(&args), "low on memory");
     broker.stop().await;
 }
+
+/// A blocked connection that the broker closes (here: shutdown) is read
+/// again, so the client's Close-Ok ends it at once instead of after the
+/// Close-Ok timeout (3 s).
+#[tokio::test]
+async fn a_blocked_connection_closed_by_the_broker_reads_close_ok() {
+    let broker = broker_with_manual_alarms().await;
+    let mut publisher = Raw::handshake_caps(&broker, &["connection.blocked"]).await;
+    publisher.open_channel(1).await;
+    broker.alarms().set(MEMORY);
+    publisher.send(&publish(1, "nowhere")).await;
+    publisher.expect_method(0, 10, 60).await;
+    let stopping = tokio::spawn(broker.stop());
+    let close = raw::parse_close(&publisher.expect_method(0, 10, 50).await);
+    assert_eq!(close.code, 320, "{close:?}");
+    let sent = std::time::Instant::now();
+    publisher.send(&raw::method(0, 10, 51, &[])).await;
+    publisher.expect_eof().await;
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "Close-Ok read only after {:?}",
+        sent.elapsed()
+    );
+    stopping.await.unwrap();
+}

@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 
 use common::child::{connect, ChildBroker};
 use common::{bounded, declare_durable, persistent, uniq};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::Channel;
+use tokio_stream::StreamExt;
 
 /// Size of the file system under the data directory.
 const TMPFS_SIZE: &str = "64m";
@@ -64,22 +67,8 @@ async fn fill_free_restart(tmpfs: &Tmpfs, config: &Path) {
         .expect("confirm.select");
     declare_durable(&ch, QUEUE).await;
 
-    // Near the end acks and nacks may alternate (a smaller write may still
-    // fit where a larger one did not); a batch nacked whole means full.
     let mut log = Outcomes::default();
-    let mut next = 0;
-    loop {
-        assert!(
-            next < MAX_PUBLISHES,
-            "{next} publishes and the disk is not full"
-        );
-        let batch = next..next + BATCH;
-        next += BATCH;
-        log.publish_batch(&ch, batch.clone()).await;
-        if log.acked.range(batch).next().is_none() {
-            break;
-        }
-    }
+    let mut next = fill_until_full(&ch, &mut log).await;
     // While the disk is full every persistent publish is nacked.
     let refused = next..next + 5;
     next += 5;
@@ -137,6 +126,117 @@ async fn fill_free_restart(tmpfs: &Tmpfs, config: &Path) {
     assert!(
         !output.contains("corrupt record") && !output.contains("torn record"),
         "recovery found damage; output:\n{output}"
+    );
+    broker.assert_no_panic();
+}
+
+/// Publish until the disk is full; returns the next index. Near the end
+/// acks and nacks may alternate (a smaller write may still fit where a
+/// larger one did not); a batch nacked whole means full.
+async fn fill_until_full(ch: &Channel, log: &mut Outcomes) -> u64 {
+    let mut next = 0;
+    loop {
+        assert!(
+            next < MAX_PUBLISHES,
+            "{next} publishes and the disk is not full"
+        );
+        let batch = next..next + BATCH;
+        next += BATCH;
+        log.publish_batch(ch, batch.clone()).await;
+        if log.acked.range(batch).next().is_none() {
+            return next;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_held_up_by_a_full_disk_resumes_when_space_is_freed() {
+    let Some(tmpfs) = Tmpfs::mount(TMPFS_SIZE) else {
+        return;
+    };
+    let config = tmpfs.config_path();
+    std::fs::write(&config, CONFIG).expect("write the config file");
+    bounded(Duration::from_secs(30), fill_consume_free(&tmpfs, &config)).await;
+}
+
+/// Messages whose records could not be written yet cannot be read back
+/// for a consumer while the disk is full; once space is back the consumer
+/// must get them without anyone publishing again.
+async fn fill_consume_free(tmpfs: &Tmpfs, config: &Path) {
+    let filler = tmpfs.dir.join("filler");
+    std::fs::write(&filler, vec![0x5a; FILLER_BYTES]).expect("write the filler file");
+    let broker = ChildBroker::start(&tmpfs.dir.join("data"), config);
+    let conn = connect(broker.port).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
+    declare_durable(&ch, QUEUE).await;
+    let mut log = Outcomes::default();
+    fill_until_full(&ch, &mut log).await;
+    // Nacked messages may be queued too (their records wait in memory for
+    // room): the consumer must get every one the queue holds.
+    let queued = ch
+        .queue_declare(
+            QUEUE.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("passive declare")
+        .message_count() as usize;
+    assert!(queued >= log.acked.len());
+
+    let consumer = connect(broker.port).await;
+    let cch = consumer.create_channel().await.expect("channel");
+    let mut deliveries = cch
+        .basic_consume(
+            QUEUE.into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("basic.consume");
+    let mut received = BTreeSet::new();
+    let mut freed: Option<Instant> = None;
+    while received.len() < queued {
+        let wait = tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await;
+        match wait {
+            Ok(Some(Ok(d))) => {
+                // Not acked: settling would delete segments and so free
+                // space itself.
+                received.insert(u64::from_le_bytes(d.data[..8].try_into().expect("8 bytes")));
+            }
+            Ok(other) => panic!("consumer ended: {other:?}"),
+            // Held up: now free the space (once), and publish nothing.
+            Err(_) if freed.is_none() => {
+                std::fs::remove_file(&filler).expect("delete the filler file");
+                freed = Some(Instant::now());
+            }
+            Err(_) => {}
+        }
+        if let Some(t) = freed {
+            assert!(
+                t.elapsed() < RECOVERY_BOUND,
+                "{} of {queued} queued messages not delivered {RECOVERY_BOUND:?} after space was freed; output:\n{}",
+                queued - received.len(),
+                broker.output()
+            );
+        }
+    }
+    assert!(log.acked.iter().all(|i| received.contains(i)));
+    println!(
+        "{} delivered ({} confirmed); space freed {}",
+        received.len(),
+        log.acked.len(),
+        match freed {
+            Some(_) => "while the consumer was held up",
+            None => "never: the consumer was not held up",
+        }
     );
     broker.assert_no_panic();
 }

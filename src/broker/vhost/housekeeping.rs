@@ -234,14 +234,12 @@ async fn run(
     mut sync: watch::Receiver<SyncStatus>,
 ) {
     let mut timers = Timers::default();
+    // Whether the store refused writes (a full disk) when last seen: once
+    // it recovers, queues whose read-back of spilled messages failed need a
+    // dispatch, as nothing else may touch them. So every change of the sync
+    // status is watched, not only while confirms wait.
+    let mut refusing = sync.borrow().failed;
     loop {
-        let waiting = vhost
-            .upgrade()
-            .is_some_and(|v| !v.pending.lock().is_empty());
-        // While the store refuses writes (a full disk), watch for it to
-        // recover: queues whose read-back of spilled messages failed then
-        // need a dispatch, as nothing else may touch them.
-        let refusing = sync.borrow().failed;
         let next = timers.next_at();
         let sleep = async {
             match next {
@@ -277,7 +275,7 @@ async fn run(
                     }
                 }
             }
-            changed = sync.changed(), if waiting || refusing => {
+            changed = sync.changed() => {
                 if changed.is_err() {
                     return;
                 }
@@ -288,6 +286,7 @@ async fn run(
                         v.dispatch_all();
                     }
                 }
+                refusing = status.failed;
             }
         }
     }

@@ -4,7 +4,9 @@
 //!
 //! Credit rules: a queue may hand a message to a consumer only after taking a
 //! unit of credit (`ConsumerCredit::try_acquire`); the channel returns it on
-//! ack/nack/reject and then asks the consumer's queue to dispatch again. A
+//! ack/nack/reject and then asks the consumer's queue to dispatch again
+//! (a release also wakes consumers the queue parked on that credit, see
+//! `consumer_set`). A
 //! no-ack consumer needs no prefetch credit but is still bounded by its
 //! connection's backlog of unwritten deliveries, so one slow connection never
 //! grows without limit and never stalls the queue's other consumers.
@@ -16,6 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::message::QueuedMessage;
 use super::queue::Queue;
+use super::wake::Waiters;
 
 /// How many deliveries may wait in a connection's mailbox before its
 /// consumers are treated as full until the connection catches up.
@@ -35,6 +38,8 @@ pub enum ConnEvent {
         channel: u16,
         /// Registration id of the consumer.
         consumer_id: u64,
+        /// Its tag (to find it without a search).
+        consumer_tag: Arc<str>,
     },
 }
 
@@ -72,6 +77,8 @@ pub struct ConnHandle {
     backlog: Arc<AtomicUsize>,
     backlog_bytes: Arc<AtomicUsize>,
     starved: Arc<AtomicBool>,
+    /// Queues with consumers parked until this connection drains.
+    pub waiters: Arc<Waiters>,
 }
 
 impl ConnHandle {
@@ -83,6 +90,7 @@ impl ConnHandle {
             backlog: Arc::new(AtomicUsize::new(0)),
             backlog_bytes: Arc::new(AtomicUsize::new(0)),
             starved: Arc::new(AtomicBool::new(false)),
+            waiters: Arc::default(),
         }
     }
 
@@ -130,12 +138,35 @@ impl ConnHandle {
         self.backlog_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// Clears and returns whether some queue found this connection full.
-    pub fn take_starved(&self) -> bool {
-        self.backlog.load(Ordering::Acquire) < CONNECTION_BACKLOG_LIMIT / 2
-            && self.backlog_bytes.load(Ordering::Acquire) < CONNECTION_BACKLOG_BYTES / 2
-            && self.starved.swap(false, Ordering::AcqRel)
+    /// Pretend `n` more deliveries wait in the mailbox (tests).
+    #[cfg(test)]
+    pub fn add_backlog(&self, n: usize) {
+        self.backlog.fetch_add(n, Ordering::AcqRel);
     }
+
+    /// Clears and returns whether some queue found this connection full;
+    /// if so, the queues with consumers parked on it are told (the caller
+    /// then dispatches them).
+    pub fn take_starved(&self) -> bool {
+        let drained = self.backlog.load(Ordering::Acquire) < CONNECTION_BACKLOG_LIMIT / 2
+            && self.backlog_bytes.load(Ordering::Acquire) < CONNECTION_BACKLOG_BYTES / 2
+            && self.starved.swap(false, Ordering::AcqRel);
+        if drained {
+            self.waiters.notify(1);
+        }
+        drained
+    }
+}
+
+/// Why a consumer cannot take a message now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocked {
+    /// Its own prefetch is used up.
+    Consumer,
+    /// Its channel's prefetch (basic.qos global) is used up.
+    Channel,
+    /// Its connection's mailbox is full.
+    Connection,
 }
 
 /// Channel-wide prefetch (basic.qos global=true) and flow state.
@@ -145,6 +176,29 @@ pub struct ChannelCredit {
     pub prefetch: AtomicU32,
     /// Unacked deliveries to this channel's consumers.
     pub outstanding: AtomicU32,
+    /// Queues with consumers parked until this channel has credit.
+    pub waiters: Waiters,
+}
+
+impl ChannelCredit {
+    /// Whether the channel-wide limit leaves room for one more.
+    pub fn has_room(&self) -> bool {
+        let limit = self.prefetch.load(Ordering::Acquire);
+        limit == 0 || self.outstanding.load(Ordering::Acquire) < limit
+    }
+
+    /// basic.qos global: set the limit, and wake as many parked consumers
+    /// as it now leaves room for.
+    pub fn set_prefetch(&self, limit: u32) {
+        self.prefetch.store(limit, Ordering::Release);
+        let room = match limit {
+            0 => u32::MAX,
+            _ => limit.saturating_sub(self.outstanding.load(Ordering::Acquire)),
+        };
+        if room > 0 {
+            self.waiters.notify(room);
+        }
+    }
 }
 
 /// Per-consumer prefetch, linked to its channel's.
@@ -156,13 +210,43 @@ pub struct ConsumerCredit {
     pub outstanding: AtomicU32,
     /// The channel-wide limit.
     pub channel: Arc<ChannelCredit>,
+    /// The queue, while this consumer is parked until its credit returns.
+    pub waiters: Waiters,
 }
 
 impl ConsumerCredit {
-    /// Take one unit of credit if both limits allow it.
-    pub fn try_acquire(&self) -> bool {
-        if self.prefetch > 0 && self.outstanding.load(Ordering::Acquire) >= self.prefetch {
-            return false;
+    /// Credit for a consumer with this per-consumer limit (0: none) on a
+    /// channel.
+    pub fn new(prefetch: u32, channel: Arc<ChannelCredit>) -> Self {
+        ConsumerCredit {
+            prefetch,
+            outstanding: AtomicU32::new(0),
+            channel,
+            waiters: Waiters::default(),
+        }
+    }
+
+    /// Whether the per-consumer limit leaves room for one more.
+    pub fn has_own_room(&self) -> bool {
+        self.prefetch == 0 || self.outstanding.load(Ordering::Acquire) < self.prefetch
+    }
+
+    /// The limit that stops one more, if any (takes nothing).
+    pub fn blocker(&self) -> Option<Blocked> {
+        if !self.has_own_room() {
+            Some(Blocked::Consumer)
+        } else if !self.channel.has_room() {
+            Some(Blocked::Channel)
+        } else {
+            None
+        }
+    }
+
+    /// Take one unit of credit if both limits allow it, else say which
+    /// does not.
+    pub fn try_acquire(&self) -> Result<(), Blocked> {
+        if !self.has_own_room() {
+            return Err(Blocked::Consumer);
         }
         let ch = &self.channel;
         let limit = ch.prefetch.load(Ordering::Acquire);
@@ -172,21 +256,16 @@ impl ConsumerCredit {
                 (limit == 0 || n < limit).then_some(n + 1)
             })
             .is_ok();
-        if took {
-            self.outstanding.fetch_add(1, Ordering::AcqRel);
+        if !took {
+            return Err(Blocked::Channel);
         }
-        took
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
-    /// Whether both limits leave room for one more, without taking it.
-    pub fn has_capacity(&self) -> bool {
-        let ch = &self.channel;
-        let limit = ch.prefetch.load(Ordering::Acquire);
-        (self.prefetch == 0 || self.outstanding.load(Ordering::Acquire) < self.prefetch)
-            && (limit == 0 || ch.outstanding.load(Ordering::Acquire) < limit)
-    }
-
-    /// Give back one unit (ack, nack, reject, requeue).
+    /// Give back one unit (ack, nack, reject, requeue), telling the queues
+    /// with consumers parked on either limit (the caller then dispatches
+    /// the channel's queues).
     pub fn release(&self) {
         let dec = |n: u32| Some(n.saturating_sub(1));
         let _ = self
@@ -196,6 +275,8 @@ impl ConsumerCredit {
             .channel
             .outstanding
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, dec);
+        self.waiters.notify(1);
+        self.channel.waiters.notify(1);
     }
 }
 
@@ -230,22 +311,16 @@ mod tests {
     fn consumer_and_channel_limits_both_apply() {
         let ch = Arc::new(ChannelCredit::default());
         ch.prefetch.store(3, Ordering::Release);
-        let a = ConsumerCredit {
-            prefetch: 2,
-            outstanding: AtomicU32::new(0),
-            channel: ch.clone(),
-        };
-        let b = ConsumerCredit {
-            prefetch: 0,
-            outstanding: AtomicU32::new(0),
-            channel: ch.clone(),
-        };
-        assert!(a.try_acquire());
-        assert!(a.try_acquire());
-        assert!(!a.try_acquire(), "consumer limit");
-        assert!(b.try_acquire());
-        assert!(!b.try_acquire(), "channel limit");
+        let a = ConsumerCredit::new(2, ch.clone());
+        let b = ConsumerCredit::new(0, ch.clone());
+        assert!(a.try_acquire().is_ok());
+        assert!(a.try_acquire().is_ok());
+        assert_eq!(a.try_acquire(), Err(Blocked::Consumer), "consumer limit");
+        assert!(b.try_acquire().is_ok());
+        assert_eq!(b.try_acquire(), Err(Blocked::Channel), "channel limit");
+        assert_eq!(a.blocker(), Some(Blocked::Consumer));
         a.release();
-        assert!(b.try_acquire());
+        assert_eq!(a.blocker(), None);
+        assert!(b.try_acquire().is_ok());
     }
 }

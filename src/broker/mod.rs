@@ -5,6 +5,7 @@
 pub mod arguments;
 pub mod chores;
 pub mod consumer;
+pub mod consumer_set;
 pub mod dead_letter;
 pub mod delayed;
 pub mod exchange;
@@ -16,6 +17,7 @@ pub mod ready;
 pub mod reply_to;
 pub mod topic;
 pub mod vhost;
+pub mod wake;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

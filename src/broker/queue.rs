@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::chores::{Chore, ChoreSender};
 use super::consumer::{ConnEvent, Consumer, Delivery};
+use super::consumer_set::ConsumerSet;
 use super::dead_letter::{DeadLetter, Reason};
 use super::message::{now_ms, Message, QueuedMessage};
 use super::queue_policy::{Overflow, QueuePolicy};
@@ -121,8 +122,7 @@ impl Default for FlowLimits {
 #[derive(Debug)]
 struct QueueState {
     ready: ReadyMessages,
-    consumers: Vec<Consumer>,
-    next_consumer: usize,
+    consumers: ConsumerSet,
     had_consumer: bool,
     deleted: bool,
     /// Messages to route to the dead-letter exchange (by the housekeeping
@@ -159,19 +159,20 @@ pub struct ConsumerRemoval {
 impl Queue {
     /// A queue with the given messages (empty, or recovered from disk).
     pub fn new(def: QueueDef<'_>, ready: ReadyMessages, ctx: QueueContext) -> Self {
+        let policy = QueuePolicy::from_arguments(&def.arguments);
+        let consumers = ConsumerSet::new(policy.single_active_consumer);
         Queue {
             name: Arc::from(def.name),
             vhost: Arc::from(def.vhost),
             durable: def.disk_dir.is_some(),
             exclusive_owner: def.exclusive_owner,
             auto_delete: def.auto_delete,
-            policy: QueuePolicy::from_arguments(&def.arguments),
+            policy,
             arguments: def.arguments,
             disk_dir: def.disk_dir,
             state: Mutex::new(QueueState {
                 ready,
-                consumers: Vec::new(),
-                next_consumer: 0,
+                consumers,
                 had_consumer: false,
                 deleted: false,
                 dead_letters: Vec::new(),
@@ -455,15 +456,12 @@ impl Queue {
         } else {
             self.ctx.flow.high
         };
-        // Only consumers that could take a message now (no-ack, or with
-        // prefetch credit) count: one waiting for its own acks is not held
-        // up by its connection, whatever else fills that connection.
-        let now = st.ready.len() > mark
-            && !st.deleted
-            && st
-                .consumers
-                .iter()
-                .any(|c| c.conn.is_backlogged() && (c.no_ack || c.credit.has_capacity()));
+        // Only consumers that could take a message (no-ack, or with
+        // prefetch credit) but found their connection full count: one
+        // waiting for its own acks is not held up by its connection,
+        // whatever else fills that connection. They are counted as they
+        // are parked (see `consumer_set`), not scanned.
+        let now = st.ready.len() > mark && !st.deleted && st.consumers.any_waiting_on_connection();
         if now != was {
             self.saturated.store(now, Ordering::Relaxed);
         }
@@ -493,15 +491,17 @@ impl Queue {
             if st.ready.is_empty() || st.consumers.is_empty() {
                 break;
             }
-            let single = self.policy.single_active_consumer;
-            let Some(idx) = pick_consumer(&st.consumers, st.next_consumer, single) else {
+            let Some(key) = st.consumers.pick() else {
                 break;
             };
             let Some(message) = st.ready.pop() else {
                 break;
             };
             let disk = message.disk;
-            let c = &st.consumers[idx];
+            let Some(c) = st.consumers.get(key) else {
+                st.ready.unpop(message);
+                break;
+            };
             let no_ack = c.no_ack;
             let credit = (!c.no_ack).then(|| c.credit.clone());
             let event = ConnEvent::Deliver(Delivery {
@@ -514,7 +514,7 @@ impl Queue {
             });
             match c.conn.send(event) {
                 Ok(()) => {
-                    st.next_consumer = idx + 1;
+                    st.consumers.served(key);
                     // No-ack deliveries are settled by the connection once
                     // written (one that comes back undelivered is not).
                     if let Some(r) = disk.filter(|_| !no_ack) {
@@ -529,7 +529,7 @@ impl Queue {
                         credit.release();
                     }
                     st.ready.unpop(message);
-                    st.consumers.remove(idx);
+                    st.consumers.remove(key);
                 }
                 Err(_) => break,
             }
@@ -622,9 +622,7 @@ impl Queue {
                 self.name, self.vhost
             )));
         }
-        if st.consumers.iter().any(|c| c.exclusive)
-            || (consumer.exclusive && !st.consumers.is_empty())
-        {
+        if st.consumers.has_exclusive() || (consumer.exclusive && !st.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format!(
                 "queue '{}' in vhost '{}' in exclusive use",
                 self.name, self.vhost
@@ -633,66 +631,51 @@ impl Queue {
         // Kept in descending priority, in arrival order within a priority
         // (with a single active consumer, in arrival order only: the first
         // is the active one).
-        let at = match self.policy.single_active_consumer {
-            true => st.consumers.len(),
-            false => st
-                .consumers
-                .partition_point(|c| c.priority >= consumer.priority),
-        };
-        st.consumers.insert(at, consumer);
+        st.consumers.insert(consumer);
         st.had_consumer = true;
         st.last_used_ms = now_ms();
         self.dispatch_locked(&mut st);
         Ok(())
     }
 
-    /// Remove one consumer (basic.cancel or channel close).
-    /// `dispatch`: hand out at once what the removed consumer would have
-    /// taken (to a single active consumer's successor, or lower
-    /// priorities). A closing channel passes false and dispatches after
-    /// requeueing its unacked messages, so they keep their place ahead of
-    /// the rest, as in RabbitMQ.
-    pub fn remove_consumer(
-        self: &Arc<Self>,
-        conn_id: u64,
-        channel: u16,
-        tag: &str,
-        dispatch: bool,
-    ) -> ConsumerRemoval {
+    /// basic.cancel: remove one consumer (by its connection's id for it)
+    /// and hand out at once what it would have taken (to a single active
+    /// consumer's successor, or lower priorities).
+    pub fn remove_consumer(self: &Arc<Self>, conn_id: u64, consumer_id: u64) -> ConsumerRemoval {
         let mut st = self.state.lock();
-        let at = st
-            .consumers
-            .iter()
-            .position(|c| c.conn.id == conn_id && c.channel == channel && &*c.tag == tag);
-        let gone = at.map(|i| st.consumers.remove(i));
+        let key = st.consumers.find(conn_id, consumer_id);
+        let was_first = key.is_some() && key == st.consumers.first();
+        let gone = key.and_then(|k| st.consumers.remove(k));
         let removed = gone.is_some();
         // A single active consumer cancelled while holding unacked messages:
         // its successor starts once those are settled (acked or requeued,
         // which dispatches), so requeued ones keep their place, as in
         // RabbitMQ.
         let still_holding = self.policy.single_active_consumer
-            && at == Some(0)
+            && was_first
             && gone.is_some_and(|c| c.credit.outstanding.load(Ordering::Acquire) > 0);
-        if removed && dispatch && !still_holding {
+        if removed && !still_holding {
             self.dispatch_locked(&mut st);
         }
         self.after_removal(&mut st, removed)
     }
 
-    /// Remove every consumer of one channel in one pass (a closing channel
-    /// with thousands of consumers on this queue costs one scan, not one
-    /// per consumer). Like a closing channel's `remove_consumer`, it does
-    /// not dispatch: the caller requeues unacked messages first.
-    pub fn remove_channel_consumers(
+    /// Remove consumers of a closing channel (by their connection's ids
+    /// for them), O(log n) each. Unlike basic.cancel it does not dispatch:
+    /// the caller requeues the channel's unacked messages first, so they
+    /// keep their place ahead of the rest, as in RabbitMQ.
+    pub fn remove_consumers(
         self: &Arc<Self>,
         conn_id: u64,
-        channel: u16,
+        consumer_ids: &[u64],
     ) -> ConsumerRemoval {
         let mut st = self.state.lock();
-        let before = st.consumers.len();
-        st.consumers
-            .retain(|c| !(c.conn.id == conn_id && c.channel == channel));
-        let removed = st.consumers.len() != before;
+        let mut removed = false;
+        for &id in consumer_ids {
+            if let Some(key) = st.consumers.find(conn_id, id) {
+                removed |= st.consumers.remove(key).is_some();
+            }
+        }
         self.after_removal(&mut st, removed)
     }
 
@@ -760,10 +743,11 @@ impl Queue {
         st.deleted = true;
         st.dead_letters.clear();
         let n = st.ready.remove() as u32;
-        for c in st.consumers.drain(..) {
+        for c in st.consumers.drain() {
             let _ = c.conn.send(ConnEvent::ConsumerCancelled {
                 channel: c.channel,
                 consumer_id: c.id,
+                consumer_tag: c.tag.clone(),
             });
         }
         n
@@ -796,39 +780,4 @@ pub struct QueueDef<'a> {
     pub auto_delete: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
-}
-
-/// The consumer the next message goes to: round-robin among the highest
-/// priority consumers that can take one (their connection has room and
-/// they have prefetch credit, which this takes); lower priorities only get
-/// messages the higher ones cannot take. With a single active consumer,
-/// only the first.
-fn pick_consumer(consumers: &[Consumer], next: usize, single_active: bool) -> Option<usize> {
-    if single_active {
-        return consumers.first().filter(|c| can_take(c)).map(|_| 0);
-    }
-    let mut group = 0;
-    while group < consumers.len() {
-        let priority = consumers[group].priority;
-        let len = consumers[group..]
-            .iter()
-            .take_while(|c| c.priority == priority)
-            .count();
-        let start = match (group..group + len).contains(&next) {
-            true => next - group,
-            false => 0,
-        };
-        let found = (0..len)
-            .map(|k| group + (start + k) % len)
-            .find(|&i| can_take(&consumers[i]));
-        if found.is_some() {
-            return found;
-        }
-        group += len;
-    }
-    None
-}
-
-fn can_take(c: &Consumer) -> bool {
-    c.conn.has_room() && (c.no_ack || c.credit.try_acquire())
 }

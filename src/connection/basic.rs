@@ -2,7 +2,6 @@
 //! returns and confirms), consume/cancel, get, ack/nack/reject, recover, qos,
 //! and writing deliveries to the client.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use amq_protocol::protocol::basic::{self, AMQPMethod};
@@ -11,7 +10,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 
 use super::backpressure::{add_throttle, Throttle};
-use super::channel::{ChannelConsumer, ReplyConsumer, Settle, Unacked};
+use super::channel::{distinct_queues, ChannelConsumer, ReplyConsumer, Settle, Unacked};
 use super::content::{ContentState, PendingPublish};
 use super::session::Session;
 use super::tx_confirm::store_failed;
@@ -80,11 +79,9 @@ impl Session {
                 }
                 let ch = self.channel_mut(id)?;
                 if q.global {
-                    ch.credit
-                        .prefetch
-                        .store(u32::from(q.prefetch_count), Ordering::Release);
-                    for c in ch.consumers.values() {
-                        c.queue.dispatch();
+                    ch.credit.set_prefetch(u32::from(q.prefetch_count));
+                    for queue in distinct_queues(ch.consumers.values().map(|c| &c.queue)) {
+                        queue.dispatch();
                     }
                 } else {
                     ch.consumer_prefetch = u32::from(q.prefetch_count);
@@ -100,8 +97,9 @@ impl Session {
                     if let Some(r) = ch.reply_consumer.take() {
                         self.vhost.reply_to.unregister(&r.name);
                     }
-                } else if let Some(cc) = ch.consumers.shift_remove(&tag) {
-                    let removal = cc.queue.remove_consumer(self.id, id, &tag, true);
+                } else if let Some(cc) = ch.consumers.swap_remove(&tag) {
+                    // swap_remove: O(1), and the order of consumers does not matter.
+                    let removal = cc.queue.remove_consumer(self.id, cc.id);
                     if removal.should_auto_delete {
                         self.vhost.delete_unused_queue(&cc.queue);
                     }
@@ -519,11 +517,7 @@ impl Session {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        let credit = Arc::new(ConsumerCredit {
-            prefetch: ch.consumer_prefetch,
-            outstanding: Default::default(),
-            channel: ch.credit.clone(),
-        });
+        let credit = Arc::new(ConsumerCredit::new(ch.consumer_prefetch, ch.credit.clone()));
         ch.consumers.insert(
             tag.clone(),
             ChannelConsumer {
@@ -543,7 +537,7 @@ impl Session {
         });
         if let Err(e) = added {
             if let Some(ch) = self.channels.get_mut(&id) {
-                ch.consumers.shift_remove(&tag);
+                ch.consumers.swap_remove(&tag);
             }
             return Err(e);
         }
@@ -699,8 +693,8 @@ impl Session {
                 // Channel-wide credit freed: any of the channel's queues
                 // may be able to deliver now.
                 if let Some(ch) = self.channels.get(&id) {
-                    for c in ch.consumers.values() {
-                        c.queue.dispatch();
+                    for queue in distinct_queues(ch.consumers.values().map(|c| &c.queue)) {
+                        queue.dispatch();
                     }
                 }
             }

@@ -130,15 +130,22 @@ impl Channel {
         }
         // Freed credit may let any of this channel's consumers take more
         // (channel-wide prefetch spans queues).
-        for c in self.consumers.values() {
-            if !touched.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
-                touched.push(c.queue.clone());
-            }
-        }
-        for q in touched {
+        let consumers = self.consumers.values();
+        for q in distinct_queues(touched.iter().chain(consumers.map(|c| &c.queue))) {
             q.dispatch();
         }
     }
+}
+
+/// Each queue once, in first-seen order (consumers of one channel or
+/// connection often share a queue: dispatching it once per consumer would
+/// cost O(consumers) dispatches).
+pub fn distinct_queues<'a>(queues: impl Iterator<Item = &'a Arc<Queue>>) -> Vec<Arc<Queue>> {
+    let mut seen = ahash::AHashSet::new();
+    queues
+        .filter(|q| seen.insert(Arc::as_ptr(q)))
+        .cloned()
+        .collect()
 }
 
 /// Add `item` to the list kept for `queue`.

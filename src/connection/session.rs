@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::backpressure::{AlarmBlock, Budgets, Throttle};
-use super::channel::{Channel, ChannelState, Settle};
+use super::channel::{distinct_queues, Channel, ChannelState, Settle};
 use super::content::ContentState;
 use super::handshake::{close_method, Opened};
 use super::io::FrameIo;
@@ -272,10 +272,9 @@ impl Session {
             });
         }
         if self.conn.take_starved() {
-            for ch in self.channels.values() {
-                for c in ch.consumers.values() {
-                    c.queue.dispatch();
-                }
+            let consumers = self.channels.values().flat_map(|ch| ch.consumers.values());
+            for queue in distinct_queues(consumers.map(|c| &c.queue)) {
+                queue.dispatch();
             }
         }
     }
@@ -605,22 +604,26 @@ impl Session {
         if let Some(tx) = ch.tx.take() {
             tx.roll_back(ch);
         }
-        // One removal pass per queue, however many consumers the channel
-        // has on it.
-        let mut seen = ahash::AHashSet::new();
-        let mut left: Vec<Arc<Queue>> = Vec::new();
+        // One call per queue, however many consumers the channel has on
+        // it.
+        let mut by_queue: indexmap::IndexMap<*const Queue, (Arc<Queue>, Vec<u64>)> =
+            indexmap::IndexMap::new();
         for (_, c) in ch.consumers.drain(..) {
-            if seen.insert(Arc::as_ptr(&c.queue)) {
-                left.push(c.queue);
-            }
+            by_queue
+                .entry(Arc::as_ptr(&c.queue))
+                .or_insert_with(|| (c.queue.clone(), Vec::new()))
+                .1
+                .push(c.id);
         }
-        for q in &left {
-            if q.remove_channel_consumers(self.id, ch.id)
-                .should_auto_delete
-            {
-                self.vhost.delete_unused_queue(q);
-            }
-        }
+        let left: Vec<Arc<Queue>> = by_queue
+            .into_values()
+            .map(|(q, ids)| {
+                if q.remove_consumers(self.id, &ids).should_auto_delete {
+                    self.vhost.delete_unused_queue(&q);
+                }
+                q
+            })
+            .collect();
         if let Some(r) = ch.reply_consumer.take() {
             self.vhost.reply_to.unregister(&r.name);
         }
@@ -643,6 +646,7 @@ impl Session {
             ConnEvent::ConsumerCancelled {
                 channel,
                 consumer_id,
+                consumer_tag,
             } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;
@@ -650,15 +654,11 @@ impl Session {
                 if ch.state != ChannelState::Open {
                     return;
                 }
-                let Some(consumer_tag) = ch
-                    .consumers
-                    .iter()
-                    .find(|(_, c)| c.id == consumer_id)
-                    .map(|(t, _)| t.clone())
-                else {
+                if ch.consumers.get(&consumer_tag).map(|c| c.id) != Some(consumer_id) {
                     return;
-                };
-                ch.consumers.shift_remove(&consumer_tag);
+                }
+                // O(1): the order of a channel's consumers does not matter.
+                ch.consumers.swap_remove(&consumer_tag);
                 if self.cancel_notify {
                     let tag = ShortString::from(consumer_tag.to_string());
                     self.send(

@@ -11,6 +11,9 @@ use amq_protocol::types::FieldTable;
 use super::headers::HeadersBinding;
 use super::topic::TopicTrie;
 use crate::protocol::AmqpError;
+use bindings::{Added, BindingSet, Removed};
+
+mod bindings;
 
 /// Where a binding sends messages.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -112,7 +115,7 @@ pub struct Exchange {
     /// Declared as `x-delayed-message` (routing by `kind`, the
     /// x-delayed-type, once a message's x-delay has passed).
     pub delayed: bool,
-    bindings: Vec<Binding>,
+    bindings: BindingSet,
     table: RoutingTable,
 }
 
@@ -152,7 +155,7 @@ impl Exchange {
             arguments,
             alternate_exchange,
             delayed: false,
-            bindings: Vec::new(),
+            bindings: BindingSet::default(),
             table,
         }
     }
@@ -166,8 +169,8 @@ impl Exchange {
     }
 
     /// All bindings from this exchange.
-    pub fn bindings(&self) -> &[Binding] {
-        &self.bindings
+    pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings.iter()
     }
 
     /// Whether any binding leaves this exchange.
@@ -175,98 +178,127 @@ impl Exchange {
         !self.bindings.is_empty()
     }
 
+    /// The key the routing table stores a binding under: a topic pattern
+    /// with runs of `#` collapsed (`a.#.#` and `a.#` are one entry).
+    fn table_key(&self, binding: &Binding) -> String {
+        match self.table {
+            RoutingTable::Topic(_) => super::topic::normalized(&binding.routing_key),
+            _ => binding.routing_key.clone(),
+        }
+    }
+
+    /// Whether any binding goes to `dest`.
+    pub fn binds_to(&self, dest: &Destination) -> bool {
+        self.bindings.has_dest(dest)
+    }
+
+    /// Whether an identical binding exists.
+    pub fn has_binding(&self, binding: &Binding) -> bool {
+        self.bindings.contains(binding, &self.table_key(binding))
+    }
+
     /// Add a binding; Ok(false) if an identical one exists.
     pub fn bind(&mut self, binding: Binding) -> Result<bool, AmqpError> {
-        if self.bindings.contains(&binding) {
+        let key = self.table_key(&binding);
+        // Parsed first: a binding the table cannot take is not added.
+        let headers = match self.table {
+            RoutingTable::Headers(_) if !self.bindings.contains(&binding, &key) => {
+                Some(HeadersBinding::parse(&binding.arguments)?)
+            }
+            _ => None,
+        };
+        let dest = binding.dest.clone();
+        let added = self.bindings.add(binding, key.clone());
+        if added == Added::Duplicate {
             return Ok(false);
         }
         match &mut self.table {
+            RoutingTable::Headers(list) => {
+                if let Some(h) = headers {
+                    list.push((h, dest));
+                }
+            }
+            _ if added == Added::Joined => {}
             RoutingTable::Direct(map) => {
-                map.entry(binding.routing_key.clone())
-                    .or_default()
-                    .insert(binding.dest.clone());
+                map.entry(key).or_default().insert(dest);
             }
             RoutingTable::Fanout(set) => {
-                set.insert(binding.dest.clone());
+                set.insert(dest);
             }
             RoutingTable::Topic(trie) => {
-                trie.insert(&binding.routing_key, binding.dest.clone());
-            }
-            RoutingTable::Headers(list) => {
-                list.push((
-                    HeadersBinding::parse(&binding.arguments)?,
-                    binding.dest.clone(),
-                ));
+                trie.insert(&key, dest);
             }
         }
-        self.bindings.push(binding);
         Ok(true)
     }
 
     /// Remove a binding; false if there was none.
     pub fn unbind(&mut self, binding: &Binding) -> bool {
-        let Some(pos) = self.bindings.iter().position(|b| b == binding) else {
-            return false;
-        };
-        self.bindings.remove(pos);
-        self.unindex(binding);
-        true
+        let key = self.table_key(binding);
+        match self.bindings.remove(binding, &key) {
+            Removed::Missing => false,
+            Removed::Left => {
+                self.unindex_headers(binding);
+                true
+            }
+            Removed::LastOfGroup => {
+                self.unindex(&binding.dest, &key);
+                self.unindex_headers(binding);
+                true
+            }
+        }
     }
 
     /// Remove every binding to `dest`; returns how many went.
     pub fn unbind_destination(&mut self, dest: &Destination) -> usize {
-        let gone: Vec<Binding> = self
-            .bindings
-            .iter()
-            .filter(|b| &b.dest == dest)
-            .cloned()
-            .collect();
-        self.bindings.retain(|b| &b.dest != dest);
-        for b in &gone {
-            self.unindex(b);
+        let (keys, gone) = self.bindings.remove_dest(dest);
+        if let RoutingTable::Headers(list) = &mut self.table {
+            list.retain(|(_, d)| d != dest);
+            return gone;
         }
-        gone.len()
+        for key in keys {
+            self.unindex(dest, &key);
+        }
+        gone
     }
 
-    /// Drop `binding` from the routing table unless another binding still
-    /// needs the same entry (same destination and key, other arguments).
-    fn unindex(&mut self, binding: &Binding) {
-        let still = |b: &Binding| b.dest == binding.dest && b.routing_key == binding.routing_key;
+    /// Drop the routing table's entry for `dest` under `key` (its last
+    /// binding there went).
+    fn unindex(&mut self, dest: &Destination, key: &str) {
         match &mut self.table {
             RoutingTable::Direct(map) => {
-                if !self.bindings.iter().any(still) {
-                    if let Some(set) = map.get_mut(&binding.routing_key) {
-                        set.shift_remove(&binding.dest);
-                        if set.is_empty() {
-                            map.remove(&binding.routing_key);
-                        }
+                if let Some(set) = map.get_mut(key) {
+                    set.swap_remove(dest);
+                    if set.is_empty() {
+                        map.remove(key);
                     }
                 }
             }
             RoutingTable::Fanout(set) => {
-                if !self.bindings.iter().any(|b| b.dest == binding.dest) {
-                    set.shift_remove(&binding.dest);
+                if !self.bindings.has_dest(dest) {
+                    set.swap_remove(dest);
                 }
             }
             RoutingTable::Topic(trie) => {
-                // `a.#.#` and `a.#` share one trie entry.
-                let same = |b: &Binding| {
-                    b.dest == binding.dest
-                        && super::topic::same_pattern(&b.routing_key, &binding.routing_key)
-                };
-                if !self.bindings.iter().any(same) {
-                    trie.remove(&binding.routing_key, &binding.dest);
-                }
+                trie.remove(key, dest);
             }
-            RoutingTable::Headers(list) => {
-                if let Ok(parsed) = HeadersBinding::parse(&binding.arguments) {
-                    if let Some(pos) = list
-                        .iter()
-                        .position(|(h, d)| h == &parsed && d == &binding.dest)
-                    {
-                        list.remove(pos);
-                    }
-                }
+            RoutingTable::Headers(_) => {}
+        }
+    }
+
+    /// A headers exchange's table has one entry per binding: drop one of
+    /// `binding`'s (O(bindings): headers exchanges are matched by scanning
+    /// them anyway).
+    fn unindex_headers(&mut self, binding: &Binding) {
+        let RoutingTable::Headers(list) = &mut self.table else {
+            return;
+        };
+        if let Ok(parsed) = HeadersBinding::parse(&binding.arguments) {
+            if let Some(pos) = list
+                .iter()
+                .position(|(h, d)| h == &parsed && d == &binding.dest)
+            {
+                list.swap_remove(pos);
             }
         }
     }

@@ -15,7 +15,6 @@
 //!   file while `topology` is held (so snapshots land in order); that is
 //!   file I/O under the lock, paid only when durable topology changes.
 
-use ahash::AHashMap as HashMap;
 use std::sync::Arc;
 
 use super::IndexSet;
@@ -38,6 +37,9 @@ use crate::store::{QueueLog, Store, VhostDefinitions};
 
 mod durable;
 mod housekeeping;
+mod topology;
+
+use topology::Topology;
 
 /// The exchanges every vhost has.
 const PREDECLARED: &[(&str, ExchangeKind)] = &[
@@ -58,12 +60,6 @@ pub struct QueueInfo {
     pub message_count: u32,
     /// Consumers.
     pub consumer_count: u32,
-}
-
-#[derive(Debug, Default)]
-struct Topology {
-    exchanges: HashMap<String, Exchange>,
-    queues: HashMap<String, Arc<Queue>>,
 }
 
 /// One virtual host.
@@ -308,8 +304,7 @@ impl VHost {
                 self.name
             )));
         }
-        topo.exchanges.remove(name);
-        remove_destination(&mut topo, &Destination::Exchange(Arc::from(name)));
+        topo.remove_exchange(name);
         self.persist_or_log(&topo);
         Ok(())
     }
@@ -325,19 +320,20 @@ impl VHost {
     ) -> Result<(), AmqpError> {
         let mut topo = self.topology.write();
         self.check_binding_ends(&topo, source, &dest, conn_id)?;
-        let Some(x) = topo.exchanges.get_mut(source) else {
-            return Err(self.no_exchange(source));
-        };
         let binding = Binding {
             dest,
             routing_key: routing_key.to_string(),
             arguments: arguments.clone(),
         };
-        let added = x.bind(binding.clone())?;
-        if x.durable {
+        let Some(added) = topo.bind(source, binding.clone()) else {
+            return Err(self.no_exchange(source));
+        };
+        let added = added?;
+        // Only a binding with both ends durable is stored (RabbitMQ's rule).
+        if added && topo.is_durable_binding(source, &binding.dest) {
             if let Err(e) = self.persist(&topo) {
-                if let (true, Some(x)) = (added, topo.exchanges.get_mut(source)) {
-                    x.unbind(&binding);
+                if added {
+                    topo.unbind(source, &binding);
                 }
                 return Err(e);
             }
@@ -368,7 +364,7 @@ impl VHost {
         let Some(x) = topo.exchanges.get(source) else {
             return Ok(());
         };
-        if !x.bindings().contains(&binding) {
+        if !x.has_binding(&binding) {
             return Ok(());
         }
         if let Destination::Queue(q) = &binding.dest {
@@ -376,17 +372,16 @@ impl VHost {
                 self.check_owner(queue, conn_id)?;
             }
         }
-        let Some(x) = topo.exchanges.get_mut(source) else {
+        let mut stored = topo.is_durable_binding(source, &binding.dest);
+        topo.unbind(source, &binding);
+        let Some(x) = topo.exchanges.get(source) else {
             return Ok(());
         };
-        x.unbind(&binding);
-        let durable = x.durable;
         if x.auto_delete && !x.has_bindings() {
-            let name = x.name.clone();
-            topo.exchanges.remove(&*name);
-            remove_destination(&mut topo, &Destination::Exchange(name));
+            stored |= x.durable;
+            topo.remove_exchange(source);
         }
-        if durable {
+        if stored {
             self.persist_or_log(&topo);
         }
         Ok(())
@@ -520,12 +515,12 @@ impl VHost {
         let queue = Queue::new(def, ready, self.queue_context());
         let queue = Arc::new(queue);
         queue.touch();
-        topo.queues.insert(name.clone(), queue);
+        topo.insert_queue(queue);
         if durable {
             // Not stored means not declared: a queue missing from the
             // definitions would lose its messages at the next start.
             if let Err(e) = self.persist(&topo) {
-                if let Some(q) = topo.queues.remove(&name) {
+                if let Some(q) = topo.unregister_queue(&name) {
                     q.mark_deleted();
                 }
                 return Err(e);
@@ -644,7 +639,7 @@ impl VHost {
         self.check_owner(q, conn_id)?;
         match q.mark_deleted_if(if_unused, if_empty) {
             Ok(n) => {
-                unregister_queue(&mut topo, name);
+                topo.unregister_queue(name);
                 self.persist_or_log(&topo);
                 Ok(n)
             }
@@ -683,7 +678,7 @@ impl VHost {
             .is_some_and(|q| Arc::ptr_eq(q, queue));
         if registered && delete() {
             tracing::debug!(queue = %queue.name, "unused queue deleted");
-            unregister_queue(&mut topo, &queue.name);
+            topo.unregister_queue(&queue.name);
             self.persist_or_log(&topo);
         }
     }
@@ -691,17 +686,12 @@ impl VHost {
     /// Delete every exclusive queue owned by a closing connection.
     pub fn delete_exclusive_queues(&self, conn_id: u64) {
         let mut topo = self.topology.write();
-        let names: Vec<String> = topo
-            .queues
-            .iter()
-            .filter(|(_, q)| q.exclusive_owner == Some(conn_id))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let names = topo.exclusive_queues(conn_id);
         if names.is_empty() {
             return;
         }
         for n in names {
-            remove_queue(&mut topo, &n);
+            topo.remove_queue(&n);
         }
         // Durable auto-delete exchanges may have gone with their bindings.
         self.persist_or_log(&topo);
@@ -772,36 +762,6 @@ impl VHost {
         }
         out.extend(queues.iter().filter_map(|n| topo.queues.get(&**n).cloned()));
         Ok(())
-    }
-}
-
-fn remove_queue(topo: &mut Topology, name: &str) -> u32 {
-    let Some(q) = topo.queues.get(name) else {
-        return 0;
-    };
-    let n = q.mark_deleted();
-    unregister_queue(topo, name);
-    n
-}
-
-/// Drop a (deleted) queue from the map and every binding to it.
-fn unregister_queue(topo: &mut Topology, name: &str) {
-    if let Some(q) = topo.queues.remove(name) {
-        remove_destination(topo, &Destination::Queue(q.name.clone()));
-    }
-}
-
-/// Remove every binding to `dest`, then auto-delete exchanges left unbound.
-fn remove_destination(topo: &mut Topology, dest: &Destination) {
-    let mut emptied = Vec::new();
-    for (name, x) in topo.exchanges.iter_mut() {
-        if x.unbind_destination(dest) > 0 && x.auto_delete && !x.has_bindings() {
-            emptied.push(name.clone());
-        }
-    }
-    for name in emptied {
-        topo.exchanges.remove(&name);
-        remove_destination(topo, &Destination::Exchange(Arc::from(name.as_str())));
     }
 }
 

@@ -93,20 +93,19 @@ impl VHost {
                 arguments: q.arguments.clone(),
             };
             let queue = Queue::new(def, ready, self.queue_context());
-            topo.queues.insert(q.name.clone(), Arc::new(queue));
+            topo.insert_queue(Arc::new(queue));
         }
         for b in &defs.bindings {
             let dest = match b.to_exchange {
                 true => Destination::Exchange(Arc::from(b.destination.as_str())),
                 false => Destination::Queue(Arc::from(b.destination.as_str())),
             };
-            if let Some(x) = topo.exchanges.get_mut(&b.source) {
-                let _ = x.bind(Binding {
-                    dest,
-                    routing_key: b.routing_key.clone(),
-                    arguments: b.arguments.clone(),
-                });
-            }
+            let binding = Binding {
+                dest,
+                routing_key: b.routing_key.clone(),
+                arguments: b.arguments.clone(),
+            };
+            let _ = topo.bind(&b.source, binding);
         }
         Ok(())
     }

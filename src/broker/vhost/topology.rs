@@ -1,0 +1,152 @@
+//! A vhost's exchanges, queues and bindings, with the indexes that keep
+//! every change proportional to what it touches: which exchanges bind to
+//! each destination (so deleting a queue visits only its own bindings,
+//! not every exchange) and which exclusive queues each connection owns (so
+//! a closing connection does not scan every queue).
+//!
+//! All changes to bindings go through [`Topology::bind`],
+//! [`Topology::unbind`], [`Topology::remove_exchange`] and
+//! [`Topology::remove_destination`], which keep the indexes true.
+
+use std::sync::Arc;
+
+use ahash::AHashMap as HashMap;
+
+use crate::broker::exchange::{Binding, Destination, Exchange};
+use crate::broker::queue::Queue;
+use crate::broker::IndexSet;
+use crate::protocol::AmqpError;
+
+#[derive(Debug, Default)]
+pub(super) struct Topology {
+    pub exchanges: HashMap<String, Exchange>,
+    pub queues: HashMap<String, Arc<Queue>>,
+    /// For each destination, the exchanges with bindings to it.
+    sources: HashMap<Destination, IndexSet<Arc<str>>>,
+    /// For each connection, the exclusive queues it declared.
+    exclusive: HashMap<u64, IndexSet<String>>,
+}
+
+impl Topology {
+    /// Add a binding from exchange `source`; Ok(false) if an identical one
+    /// exists, Ok(true) if added; None if there is no such exchange.
+    pub fn bind(&mut self, source: &str, binding: Binding) -> Option<Result<bool, AmqpError>> {
+        let x = self.exchanges.get_mut(source)?;
+        let dest = binding.dest.clone();
+        let added = x.bind(binding);
+        if let Ok(true) = added {
+            let name = x.name.clone();
+            self.sources.entry(dest).or_default().insert(name);
+        }
+        Some(added)
+    }
+
+    /// Whether a binding from `source` to `dest` is stored: both ends are
+    /// durable.
+    pub fn is_durable_binding(&self, source: &str, dest: &Destination) -> bool {
+        let durable_exchange = |name: &str| self.exchanges.get(name).is_some_and(|x| x.durable);
+        durable_exchange(source)
+            && match dest {
+                Destination::Queue(q) => {
+                    self.queues.get(&**q).is_some_and(|q| q.disk_dir.is_some())
+                }
+                Destination::Exchange(x) => durable_exchange(x),
+            }
+    }
+
+    /// Remove a binding from exchange `source`; false if there was none.
+    pub fn unbind(&mut self, source: &str, binding: &Binding) -> bool {
+        let Some(x) = self.exchanges.get_mut(source) else {
+            return false;
+        };
+        if !x.unbind(binding) {
+            return false;
+        }
+        if !x.binds_to(&binding.dest) {
+            self.forget_source(&binding.dest, source);
+        }
+        true
+    }
+
+    fn forget_source(&mut self, dest: &Destination, source: &str) {
+        if let Some(set) = self.sources.get_mut(dest) {
+            set.swap_remove(source);
+            if set.is_empty() {
+                self.sources.remove(dest);
+            }
+        }
+    }
+
+    /// Remove an exchange, its bindings, and every binding to it (then
+    /// auto-delete exchanges left unbound).
+    pub fn remove_exchange(&mut self, name: &str) -> Option<Exchange> {
+        let x = self.exchanges.remove(name)?;
+        let dests: IndexSet<Destination> = x.bindings().map(|b| b.dest.clone()).collect();
+        for d in &dests {
+            self.forget_source(d, name);
+        }
+        self.remove_destination(&Destination::Exchange(x.name.clone()));
+        Some(x)
+    }
+
+    /// Remove every binding to `dest`, then auto-delete exchanges left
+    /// unbound.
+    pub fn remove_destination(&mut self, dest: &Destination) {
+        let Some(sources) = self.sources.remove(dest) else {
+            return;
+        };
+        let mut emptied = Vec::new();
+        for source in sources {
+            if let Some(x) = self.exchanges.get_mut(&*source) {
+                if x.unbind_destination(dest) > 0 && x.auto_delete && !x.has_bindings() {
+                    emptied.push(source);
+                }
+            }
+        }
+        for name in emptied {
+            self.remove_exchange(&name);
+        }
+    }
+
+    /// Register a queue (an exclusive one under its owner too).
+    pub fn insert_queue(&mut self, queue: Arc<Queue>) {
+        if let Some(owner) = queue.exclusive_owner {
+            let names = self.exclusive.entry(owner).or_default();
+            names.insert(queue.name.to_string());
+        }
+        self.queues.insert(queue.name.to_string(), queue);
+    }
+
+    /// Drop a (deleted) queue from the map and every binding to it.
+    pub fn unregister_queue(&mut self, name: &str) -> Option<Arc<Queue>> {
+        let q = self.queues.remove(name)?;
+        if let Some(owner) = q.exclusive_owner {
+            if let Some(names) = self.exclusive.get_mut(&owner) {
+                names.swap_remove(name);
+                if names.is_empty() {
+                    self.exclusive.remove(&owner);
+                }
+            }
+        }
+        self.remove_destination(&Destination::Queue(q.name.clone()));
+        Some(q)
+    }
+
+    /// Mark a queue deleted and unregister it; its ready-message count.
+    pub fn remove_queue(&mut self, name: &str) -> u32 {
+        let Some(q) = self.queues.get(name) else {
+            return 0;
+        };
+        let n = q.mark_deleted();
+        self.unregister_queue(name);
+        n
+    }
+
+    /// The names of the exclusive queues `conn_id` owns.
+    pub fn exclusive_queues(&self, conn_id: u64) -> Vec<String> {
+        self.exclusive
+            .get(&conn_id)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}

@@ -313,13 +313,15 @@ impl ReadyMessages {
     /// Drop every message and delete the logs' files (queue.delete).
     pub fn remove(&mut self) -> usize {
         let n = self.len();
+        // The queue directory first: a durable queue's level logs are in it
+        // and go with it.
+        if let Some(log) = self.shared_log.take() {
+            log.remove();
+        }
         for lane in &mut self.lanes {
             lane.remove();
         }
         self.body_bytes = 0;
-        if let Some(log) = self.shared_log.take() {
-            log.remove();
-        }
         n
     }
 

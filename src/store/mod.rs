@@ -9,6 +9,8 @@
 //! DATA/queues/q7/            one directory per durable queue
 //!     00000001.seg           message records        (segment.rs, record.rs)
 //!     00000001.ack           what became of them    (acks.rs)
+//! DATA/queues/q7/p3/         a priority queue's level 3 (its own segments)
+//! DATA/queues/q5.deleted/    a deleted queue's files, being unlinked (reaper.rs)
 //! DATA/transient/t3/         spill files of non-durable queues (wiped at start)
 //! ```
 //!
@@ -50,6 +52,7 @@
 pub mod acks;
 pub mod definitions;
 pub mod queue_log;
+pub mod reaper;
 pub mod record;
 pub mod segment;
 pub mod syncer;
@@ -121,7 +124,7 @@ impl Store {
         let fsync = config.fsync == Fsync::Always;
         let definitions = definitions::DefinitionsFile::load(dir, fsync)?;
         set_aside_unloaded(dir, &definitions.snapshot().unloaded_queue_dirs)?;
-        let known: Vec<String> = definitions
+        let known: std::collections::HashSet<String> = definitions
             .snapshot()
             .vhosts
             .values()

@@ -591,10 +591,9 @@ impl QueueLog {
         Ok(n)
     }
 
-    /// Delete the log and its directory.
+    /// Delete the log and its directory (renamed aside at once, unlinked
+    /// in the background: see [`super::reaper`]).
     pub fn remove(self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove queue directory");
-        }
+        super::reaper::remove_dir(&self.dir);
     }
 }

@@ -1,5 +1,6 @@
 //! The listener: binds, accepts connections (bounded by a semaphore, with a
-//! back-off on accept errors), spawns one task per connection, and shuts
+//! back-off on accept errors; a client met when descriptors run out is
+//! refused at once), spawns one task per connection, and shuts
 //! down on a cancellation token, telling every client with
 //! Connection.Close 320 before the process exits.
 
@@ -59,6 +60,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(self.broker.config.max_connections));
         let mut backoff = Duration::from_millis(5);
+        let mut reserve = FdReserve::new();
         loop {
             let permit = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -81,6 +83,9 @@ impl Server {
                         drop(permit);
                     });
                 }
+                Err(e) if out_of_descriptors(&e) && reserve.refuse_one(&self.listener).await => {
+                    tracing::warn!(error = %e, "out of file descriptors: a new client was refused");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
@@ -92,6 +97,40 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         // Last sync round (delivery marks, buffered writes), then unlock.
         self.broker.close();
+    }
+}
+
+/// Whether an accept failed for lack of file descriptors (EMFILE, ENFILE).
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// A descriptor held in reserve for running out of them: accept() then
+/// fails and would leave the client waiting, unanswered, for as long as
+/// the shortage lasts. Giving the reserve up for a moment lets the server
+/// accept that client and close it at once: it sees the connection end
+/// (a clear refusal) and the listener keeps going.
+struct FdReserve(Option<std::fs::File>);
+
+impl FdReserve {
+    fn new() -> Self {
+        FdReserve(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Accept one waiting client with the reserve's descriptor and close
+    /// it; false if there was no reserve or no client to refuse.
+    async fn refuse_one(&mut self, listener: &TcpListener) -> bool {
+        if self.0.take().is_none() {
+            *self = Self::new();
+            return false;
+        }
+        let wait = Duration::from_millis(50);
+        let refused = matches!(
+            tokio::time::timeout(wait, listener.accept()).await,
+            Ok(Ok(_))
+        );
+        *self = Self::new();
+        refused
     }
 }
 

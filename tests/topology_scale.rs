@@ -8,8 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::child::ChildBroker;
 use common::raw::{self, Raw};
 use common::{bounded, uniq, Broker};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// queue.bind of `queue` to `exchange` with `key` (no arguments).
 fn queue_bind(channel: u16, queue: &str, exchange: &str, key: &str) -> Vec<u8> {
@@ -121,6 +124,54 @@ async fn closing_a_connection_with_many_exclusive_queues_does_not_stall_others()
             "the exclusive queues' cleanup stalled the vhost for {stalled:?}"
         );
         broker.stop().await;
+    })
+    .await
+}
+
+/// With its descriptors used up, the broker refuses new clients at once
+/// (they see the connection end instead of waiting unanswered) and keeps
+/// accepting: once descriptors are free again, clients are served.
+#[tokio::test]
+async fn running_out_of_descriptors_refuses_clients_and_recovers() {
+    bounded(Duration::from_secs(60), async {
+        let data = std::env::temp_dir().join(uniq("warren-fds"));
+        let config = data.with_extension("toml");
+        std::fs::write(&config, "").expect("write config");
+        let broker = ChildBroker::start(&data, &config);
+        let limited = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", broker.pid()))
+            .arg("--nofile=64:64")
+            .status();
+        if !limited.is_ok_and(|s| s.success()) {
+            println!("skipped: prlimit could not lower the child's descriptor limit");
+            return;
+        }
+        let addr = format!("127.0.0.1:{}", broker.port);
+        // Hold connections (each past the AMQP header) until refusals start.
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for _ in 0..120 {
+            let mut s = TcpStream::connect(&addr).await.expect("connect");
+            s.writable().await.expect("writable");
+            let _ = s.try_write(b"AMQP\x00\x00\x09\x01");
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => held.push(s),
+                Ok(_) => refused += 1,
+                Err(_) => panic!("a client waited 2 s unanswered: accept stalled"),
+            }
+        }
+        assert!(refused > 0, "the descriptor limit was never reached");
+        assert!(!held.is_empty());
+        println!("{} clients served, {refused} refused at once", held.len());
+        held.clear();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let conn = common::child::connect(broker.port).await;
+        let _ = conn.close(200, "bye".into()).await;
+        assert!(broker.output().contains("out of file descriptors"));
+        drop(broker);
+        let _ = std::fs::remove_dir_all(&data);
+        let _ = std::fs::remove_file(&config);
     })
     .await
 }

@@ -246,6 +246,52 @@ fn removal_by_id_and_drop_unregister_everything() {
     assert!(chan.waiters.is_empty());
 }
 
+/// Review: a queue with consumers parked on two channels' global qos, and
+/// no ready messages (another consumer took the rest), never calls `pick`,
+/// so nothing reads its wake list; every release on either channel (acks
+/// of deliveries from *other* queues) appends to it, and alternating
+/// releases do not coalesce. The list grows without bound while the queue
+/// stays empty (memory growth proportional to the acks of the channels).
+#[test]
+fn wake_list_stays_bounded_while_the_queue_is_empty() {
+    let c = conn(1);
+    let chans: Vec<Arc<ChannelCredit>> =
+        (0..2).map(|_| Arc::new(ChannelCredit::default())).collect();
+    let mut set = ConsumerSet::new(false);
+    // Each channel's one unit is held by a consumer of another queue.
+    let others: Vec<ConsumerCredit> = chans
+        .iter()
+        .map(|ch| {
+            ch.set_prefetch(1);
+            let other = ConsumerCredit::new(0, ch.clone());
+            other.try_acquire().expect("unit");
+            other
+        })
+        .collect();
+    for (i, ch) in chans.iter().enumerate() {
+        set.insert(consumer(Spec {
+            prefetch: 0,
+            channel: i as u16 + 1,
+            chan: ch.clone(),
+            ..spec(&c, i as u64 + 1)
+        }));
+    }
+    assert_eq!(next(&mut set), None, "both parked on their channels");
+    // The queue is now empty (no more picks); the other queues' consumers
+    // take and ack, alternately on the two channels.
+    for _ in 0..10_000 {
+        for o in &others {
+            o.release();
+            o.try_acquire().expect("unit again");
+        }
+    }
+    let pending = set.parking.wake.take().len();
+    assert!(
+        pending <= 2,
+        "the wake list holds {pending} entries for 2 things waited on"
+    );
+}
+
 /// Review: random churn against a model. After each change the queue
 /// "dispatches" (picks until none); a consumer left idle that could take
 /// (its connection under half its limit, as `take_starved` wakes it then,

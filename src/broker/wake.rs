@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ahash::AHashMap;
+use indexmap::IndexMap;
 use parking_lot::Mutex;
 
 use super::consumer_set::Key;
@@ -36,7 +37,9 @@ pub enum Wake {
 #[derive(Debug)]
 pub struct WakeList {
     id: u64,
-    pending: Mutex<Vec<(Wake, u32)>>,
+    /// One entry per thing that freed up (units summed), so the list is
+    /// bounded by what the queue waits on, however long nobody reads it.
+    pending: Mutex<IndexMap<Wake, u32, ahash::RandomState>>,
 }
 
 static NEXT_LIST: AtomicU64 = AtomicU64::new(1);
@@ -46,16 +49,14 @@ impl WakeList {
     pub fn new() -> Arc<WakeList> {
         Arc::new(WakeList {
             id: NEXT_LIST.fetch_add(1, Ordering::Relaxed),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(IndexMap::default()),
         })
     }
 
     fn push(&self, wake: Wake, units: u32) {
         let mut pending = self.pending.lock();
-        match pending.last_mut() {
-            Some((w, n)) if *w == wake => *n = n.saturating_add(units),
-            _ => pending.push((wake, units)),
-        }
+        let n = pending.entry(wake).or_insert(0);
+        *n = n.saturating_add(units);
     }
 
     /// Take what has arrived.
@@ -64,7 +65,7 @@ impl WakeList {
         if pending.is_empty() {
             return Vec::new();
         }
-        std::mem::take(&mut *pending)
+        std::mem::take(&mut *pending).into_iter().collect()
     }
 }
 

@@ -129,7 +129,10 @@ impl ReadyMessages {
 
     /// The lane delivery takes from: the highest that holds anything.
     fn head_lane(&mut self) -> Option<&mut Lane> {
-        self.lanes.iter_mut().rev().find(|l| l.len() > 0)
+        match self.max_priority {
+            None => self.lanes.first_mut(),
+            Some(_) => self.lanes.iter_mut().rev().find(|l| l.len() > 0),
+        }
     }
 
     /// The log a reference points into.

@@ -13,7 +13,7 @@
 //! Lock order: a queue's state, then a `Waiters`, then a `WakeList`. The
 //! freeing side takes only the last two, in that order.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -40,6 +40,10 @@ pub struct WakeList {
     /// One entry per thing that freed up (units summed), so the list is
     /// bounded by what the queue waits on, however long nobody reads it.
     pending: Mutex<IndexMap<Wake, u32, ahash::RandomState>>,
+    /// Whether `pending` may hold anything: read without the lock on every
+    /// pick (the common case is an empty list). Set under the lock before
+    /// the notifier dispatches the queue, so that dispatch sees it.
+    any: AtomicBool,
 }
 
 static NEXT_LIST: AtomicU64 = AtomicU64::new(1);
@@ -50,6 +54,7 @@ impl WakeList {
         Arc::new(WakeList {
             id: NEXT_LIST.fetch_add(1, Ordering::Relaxed),
             pending: Mutex::new(IndexMap::default()),
+            any: AtomicBool::new(false),
         })
     }
 
@@ -57,11 +62,16 @@ impl WakeList {
         let mut pending = self.pending.lock();
         let n = pending.entry(wake).or_insert(0);
         *n = n.saturating_add(units);
+        self.any.store(true, Ordering::Release);
     }
 
     /// Take what has arrived.
     pub fn take(&self) -> Vec<(Wake, u32)> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let mut pending = self.pending.lock();
+        self.any.store(false, Ordering::Relaxed);
         if pending.is_empty() {
             return Vec::new();
         }

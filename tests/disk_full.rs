@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use common::{bounded, declare_durable, persistent, uniq};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::Channel;
+use lapin::{Channel, Connection};
 use tokio_stream::StreamExt;
 
 /// Size of the file system under the data directory.
@@ -40,14 +40,11 @@ const QUEUE: &str = "filling";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_nacks_publishers_until_space_is_freed_and_loses_nothing_confirmed() {
-    let Some(tmpfs) = Tmpfs::mount(TMPFS_SIZE) else {
-        return;
-    };
-    // The broker lives in the future: a failure or the time bound drops
-    // (kills) it before the tmpfs is unmounted.
-    let config = tmpfs.config_path();
-    std::fs::write(&config, CONFIG).expect("write the config file");
-    bounded(Duration::from_secs(30), fill_free_restart(&tmpfs, &config)).await;
+    if let Some(tmpfs) = Tmpfs::mount(TMPFS_SIZE) {
+        // The broker lives in the future: a failure or the time bound
+        // drops (kills) it before the tmpfs is unmounted.
+        bounded(Duration::from_secs(30), fill_free_restart(&tmpfs)).await;
+    }
 }
 
 /// Small segments, so that segments are rolled near the full disk too.
@@ -55,17 +52,27 @@ async fn a_full_disk_nacks_publishers_until_space_is_freed_and_loses_nothing_con
 /// long before the disk is full.
 const CONFIG: &str = "segment_bytes = 1048576\ndisk_free_limit = 0\n";
 
-async fn fill_free_restart(tmpfs: &Tmpfs, config: &Path) {
+/// A broker on the tmpfs beside a filler file, and a confirm channel with
+/// the durable queue declared.
+async fn start_beside_filler(tmpfs: &Tmpfs) -> (ChildBroker, Connection, Channel, PathBuf) {
     let filler = tmpfs.dir.join("filler");
     std::fs::write(&filler, vec![0x5a; FILLER_BYTES]).expect("write the filler file");
-    let data = tmpfs.dir.join("data");
-    let mut broker = ChildBroker::start(&data, config);
+    let config = tmpfs.config_path();
+    std::fs::write(&config, CONFIG).expect("write the config file");
+    let broker = ChildBroker::start(&tmpfs.dir.join("data"), &config);
     let conn = connect(broker.port).await;
     let ch = conn.create_channel().await.expect("channel");
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirm.select");
     declare_durable(&ch, QUEUE).await;
+    (broker, conn, ch, filler)
+}
+
+async fn fill_free_restart(tmpfs: &Tmpfs) {
+    let (mut broker, conn, ch, filler) = start_beside_filler(tmpfs).await;
+    let data = tmpfs.dir.join("data");
+    let config = tmpfs.config_path();
 
     let mut log = Outcomes::default();
     let mut next = fill_until_full(&ch, &mut log).await;
@@ -118,7 +125,7 @@ async fn fill_free_restart(tmpfs: &Tmpfs, config: &Path) {
     );
     drop(broker);
 
-    let broker = ChildBroker::start(&data, config);
+    let broker = ChildBroker::start(&data, &config);
     let found = drain(broker.port).await;
     check_after_restart(&log, &found);
     // The failed writes left no fragments for recovery to step over.
@@ -151,27 +158,16 @@ async fn fill_until_full(ch: &Channel, log: &mut Outcomes) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_held_up_by_a_full_disk_resumes_when_space_is_freed() {
-    let Some(tmpfs) = Tmpfs::mount(TMPFS_SIZE) else {
-        return;
-    };
-    let config = tmpfs.config_path();
-    std::fs::write(&config, CONFIG).expect("write the config file");
-    bounded(Duration::from_secs(30), fill_consume_free(&tmpfs, &config)).await;
+    if let Some(tmpfs) = Tmpfs::mount(TMPFS_SIZE) {
+        bounded(Duration::from_secs(30), fill_consume_free(&tmpfs)).await;
+    }
 }
 
 /// Messages whose records could not be written yet cannot be read back
 /// for a consumer while the disk is full; once space is back the consumer
 /// must get them without anyone publishing again.
-async fn fill_consume_free(tmpfs: &Tmpfs, config: &Path) {
-    let filler = tmpfs.dir.join("filler");
-    std::fs::write(&filler, vec![0x5a; FILLER_BYTES]).expect("write the filler file");
-    let broker = ChildBroker::start(&tmpfs.dir.join("data"), config);
-    let conn = connect(broker.port).await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm.select");
-    declare_durable(&ch, QUEUE).await;
+async fn fill_consume_free(tmpfs: &Tmpfs) {
+    let (broker, _conn, ch, filler) = start_beside_filler(tmpfs).await;
     let mut log = Outcomes::default();
     fill_until_full(&ch, &mut log).await;
     // Nacked messages may be queued too (their records wait in memory for

@@ -438,6 +438,10 @@ fn try_take(c: &Consumer) -> Result<(), Blocked> {
 /// else the group's first.
 fn next_in(set: &BTreeSet<Key>, cursor: Option<Key>) -> Option<Key> {
     let first = *set.first()?;
+    if set.len() == 1 {
+        // The common case: one consumer able to take; no range lookup.
+        return Some(first);
+    }
     let from_cursor = cursor
         .filter(|c| c.rank == first.rank)
         .and_then(|c| set.range(c..).next())

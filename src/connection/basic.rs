@@ -234,7 +234,8 @@ impl Session {
     }
 
     fn complete_publish(&mut self, id: u16, pending: PendingPublish) -> Result<(), AmqpError> {
-        let (publish, properties, body) = pending.body();
+        let last = &mut self.channel_mut(id)?.last_properties;
+        let (publish, properties, body) = pending.body(last);
         let complete = CompletePublish {
             publish,
             properties,

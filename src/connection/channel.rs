@@ -68,6 +68,9 @@ pub struct Channel {
     pub last_queue: Option<String>,
     pub tx: Option<TxBuffer>,
     pub reply_consumer: Option<ReplyConsumer>,
+    /// The properties of the last message published here, as copied out
+    /// of the read buffer (see `PendingPublish::body`).
+    pub last_properties: bytes::Bytes,
 }
 
 impl Channel {
@@ -87,6 +90,7 @@ impl Channel {
             last_queue: None,
             tx: None,
             reply_consumer: None,
+            last_properties: bytes::Bytes::new(),
         }
     }
 

@@ -25,8 +25,14 @@ impl PendingPublish {
     /// which queues may keep long after the buffer's other frames are
     /// gone, are copied out; a large single-frame body is passed on
     /// without a copy, since it is most of its buffer anyway.
-    pub fn body(mut self) -> (basic::Publish, Bytes, Bytes) {
-        let properties = Bytes::copy_from_slice(&self.properties);
+    /// `last_properties` is the copy made for the channel's previous
+    /// message: publishers mostly repeat their properties, so an equal
+    /// list shares it instead of being copied again.
+    pub fn body(mut self, last_properties: &mut Bytes) -> (basic::Publish, Bytes, Bytes) {
+        if *last_properties != self.properties {
+            *last_properties = Bytes::copy_from_slice(&self.properties);
+        }
+        let properties = last_properties.clone();
         let body = match self.parts.len() {
             0 => Bytes::new(),
             1 => match self.parts.pop().unwrap_or_default() {

@@ -151,6 +151,12 @@ impl ConsumerSet {
     }
 
     /// No consumers.
+    /// Whether some consumer is not parked (could take a message now).
+    pub fn any_active(&self) -> bool {
+        !self.active.is_empty()
+    }
+
+    /// Whether there are no consumers.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

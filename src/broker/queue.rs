@@ -47,6 +47,11 @@ pub struct Queue {
     pub policy: QueuePolicy,
     state: Mutex<QueueState>,
     saturated: AtomicBool,
+    /// A message published now would stay in memory (ready messages wait,
+    /// or no consumer can take one): a hint, set after each dispatch, that
+    /// publishers use to copy small messages out of their read buffer
+    /// only when they will be kept.
+    keeps: AtomicBool,
     ctx: QueueContext,
 }
 
@@ -183,6 +188,7 @@ impl Queue {
                 unused_check_scheduled: false,
             }),
             saturated: AtomicBool::new(false),
+            keeps: AtomicBool::new(true),
             ctx,
         }
     }
@@ -557,6 +563,12 @@ impl Queue {
             });
         }
         n
+    }
+
+    /// Whether a message published now would probably stay in memory
+    /// (see `keeps`).
+    pub fn would_keep(&self) -> bool {
+        self.keeps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether this queue has been deleted.

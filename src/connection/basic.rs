@@ -234,8 +234,7 @@ impl Session {
     }
 
     fn complete_publish(&mut self, id: u16, pending: PendingPublish) -> Result<(), AmqpError> {
-        let last = &mut self.channel_mut(id)?.last_properties;
-        let (publish, properties, body) = pending.body(last);
+        let (publish, properties, body) = pending.body();
         let complete = CompletePublish {
             publish,
             properties,
@@ -386,20 +385,23 @@ impl Session {
                 deferred: Some(Deferred::Reply),
             });
         }
-        let message = Arc::new(Message {
-            exchange: Arc::from(p.publish.exchange.as_str()),
-            routing_key: Arc::from(rk),
-            persistent: delivery_mode(&properties) == 2,
-            expiration_ms,
-            properties,
-            body: p.body,
-        });
+        let message = |properties: Bytes, body: Bytes| {
+            Arc::new(Message {
+                exchange: Arc::from(p.publish.exchange.as_str()),
+                routing_key: Arc::from(rk),
+                persistent: delivery_mode(&properties) == 2,
+                expiration_ms,
+                properties,
+                body,
+            })
+        };
         if let Some(ms) = delay_ms(headers.as_ref()) {
             if self.vhost.is_delayed_exchange(p.publish.exchange.as_str()) {
                 // Routed when due (the delayed-message plugin does not
                 // return unroutable delayed messages either).
+                let (properties, body) = self.compacted(channel, &properties, p.body);
                 return Ok(Routed {
-                    message,
+                    message: message(properties, body),
                     queues: Vec::new(),
                     mandatory: false,
                     deferred: Some(Deferred::Delay(ms)),
@@ -425,12 +427,27 @@ impl Session {
             )
         };
         routed.map_err(|e| e.at(60, 40))?;
+        let kept = queues.iter().any(|q| q.would_keep())
+            || self.channels.get(&channel).is_some_and(|c| c.tx.is_some());
+        let (properties, body) = match kept {
+            true => self.compacted(channel, &properties, p.body),
+            false => (properties, p.body),
+        };
         Ok(Routed {
-            message,
+            message: message(properties, body),
             queues,
             mandatory: p.publish.mandatory,
             deferred: None,
         })
+    }
+
+    /// A message that will be kept, copied out of the read buffer (see
+    /// `content::compact`).
+    fn compacted(&mut self, channel: u16, properties: &Bytes, body: Bytes) -> (Bytes, Bytes) {
+        match self.channels.get_mut(&channel) {
+            Some(ch) => super::content::compact(properties, body, &mut ch.last_properties),
+            None => (properties.clone(), body),
+        }
     }
 
     /// Put a routed message on its queues; mandatory and unroutable means

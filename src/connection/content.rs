@@ -19,26 +19,12 @@ pub struct PendingPublish {
 }
 
 impl PendingPublish {
-    /// The properties and the body as one `Bytes` each. Frames are
-    /// slices of the connection's read buffer, and a slice keeps the whole
-    /// buffer (64 KiB or more) alive: so the properties and small bodies,
-    /// which queues may keep long after the buffer's other frames are
-    /// gone, are copied out; a large single-frame body is passed on
-    /// without a copy, since it is most of its buffer anyway.
-    /// `last_properties` is the copy made for the channel's previous
-    /// message: publishers mostly repeat their properties, so an equal
-    /// list shares it instead of being copied again.
-    pub fn body(mut self, last_properties: &mut Bytes) -> (basic::Publish, Bytes, Bytes) {
-        if *last_properties != self.properties {
-            *last_properties = Bytes::copy_from_slice(&self.properties);
-        }
-        let properties = last_properties.clone();
+    /// The body as one `Bytes`: a single frame is passed on without a copy
+    /// (see [`compact`] for messages that will be kept).
+    pub fn body(mut self) -> (basic::Publish, Bytes, Bytes) {
         let body = match self.parts.len() {
             0 => Bytes::new(),
-            1 => match self.parts.pop().unwrap_or_default() {
-                small if small.len() < COPY_BELOW_BYTES => Bytes::copy_from_slice(&small),
-                large => large,
-            },
+            1 => self.parts.pop().unwrap_or_default(),
             _ => {
                 let mut b = BytesMut::with_capacity(self.received as usize);
                 for p in &self.parts {
@@ -47,8 +33,28 @@ impl PendingPublish {
                 b.freeze()
             }
         };
-        (self.publish, properties, body)
+        (self.publish, self.properties, body)
     }
+}
+
+/// A message that will be kept (queued behind others, delayed, held by a
+/// transaction) with its properties and a small body copied out of the
+/// read buffer: as received they are slices of the connection's 64 KiB
+/// buffer, which one small kept message would keep alive whole. A large
+/// single-frame body is most of its buffer anyway and is left as it is.
+/// `last_properties` is the copy made for the channel's previous kept
+/// message: publishers mostly repeat their properties, so an equal list
+/// shares it instead of being copied again. A message delivered at once is
+/// not copied: its buffer is freed as soon as it is written out.
+pub fn compact(properties: &Bytes, body: Bytes, last_properties: &mut Bytes) -> (Bytes, Bytes) {
+    if *last_properties != *properties {
+        *last_properties = Bytes::copy_from_slice(properties);
+    }
+    let body = match body.len() < COPY_BELOW_BYTES && !body.is_empty() {
+        true => Bytes::copy_from_slice(&body),
+        false => body,
+    };
+    (last_properties.clone(), body)
 }
 
 /// Where a channel is in receiving content.

@@ -32,6 +32,13 @@ impl Queue {
         self.dispatch_loop(st, now.saturating_sub(1));
         self.after_change(st);
         self.update_saturation(st);
+        self.update_keeps(st);
+    }
+
+    /// Refresh the `keeps` hint.
+    pub(super) fn update_keeps(&self, st: &QueueState) {
+        let keeps = !st.ready.is_empty() || !st.consumers.any_active();
+        self.keeps.store(keeps, Ordering::Relaxed);
     }
 
     /// Flow control: the queue is saturated when its ready messages pile up
@@ -203,6 +210,7 @@ impl Queue {
             self.schedule_unused_check(st, now);
         }
         self.update_saturation(st);
+        self.update_keeps(st);
         ConsumerRemoval {
             removed,
             should_auto_delete: removed

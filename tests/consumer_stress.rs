@@ -723,15 +723,7 @@ async fn stress(seed: u64) {
         ));
         for q in &queues {
             let ready = ready_count(&admin, q).await.unwrap_or(u32::MAX);
-            let consumers = admin
-                .queue_declare(
-                    q.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
+            let consumers = passive_declare(&admin, q)
                 .await
                 .map(|d| d.consumer_count())
                 .unwrap_or(u32::MAX);

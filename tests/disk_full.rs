@@ -17,10 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::child::{connect, ChildBroker};
-use common::{bounded, declare_durable, persistent, uniq};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use common::{bounded, declare_durable, passive_declare, persistent, uniq};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 use tokio_stream::StreamExt;
 
@@ -172,15 +170,7 @@ async fn fill_consume_free(tmpfs: &Tmpfs) {
     fill_until_full(&ch, &mut log).await;
     // Nacked messages may be queued too (their records wait in memory for
     // room): the consumer must get every one the queue holds.
-    let queued = ch
-        .queue_declare(
-            QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
+    let queued = passive_declare(&ch, QUEUE)
         .await
         .expect("passive declare")
         .message_count() as usize;

@@ -544,13 +544,7 @@ async fn closing_thousands_of_consumers_does_not_stall_others() {
         let mut crowd = Wire::login(h.port()).await;
         crowd.send(&basic_qos(1, 1)).await;
         crowd.expect_method(1, 60, 11).await;
-        let consumes: Vec<u8> = (0..CONSUMERS)
-            .flat_map(|i| basic_consume(1, "crowded", &format!("c{i}"), false))
-            .collect();
-        crowd.send(&consumes).await;
-        for _ in 0..CONSUMERS {
-            crowd.expect_method(1, 60, 21).await;
-        }
+        crowd.consume_many("crowded", CONSUMERS).await;
         let (drained, crowd) = crowd.split();
         // Fill every consumer's one credit, and one more: once a message
         // stays ready, all of them are full (and so will be the probes).

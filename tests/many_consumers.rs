@@ -17,7 +17,7 @@ mod hostile;
 use std::time::Duration;
 
 use common::bounded;
-use common::raw::{basic_cancel, basic_consume, basic_qos};
+use common::raw::{basic_cancel, basic_qos};
 use hostile::*;
 use lapin::types::FieldTable;
 use tokio::io::AsyncWriteExt;
@@ -82,13 +82,7 @@ async fn consumers_without_credit_cost_nothing_per_publish_or_cancel() {
         crowd.send(&basic_qos(1, 1)).await;
         crowd.expect_method(1, 60, 11).await;
         let consume_cpu = cpu_ms(h.pid);
-        let consumes: Vec<u8> = (0..CONSUMERS)
-            .flat_map(|i| basic_consume(1, "crowded", &format!("c{i}"), false))
-            .collect();
-        crowd.send(&consumes).await;
-        for _ in 0..CONSUMERS {
-            crowd.expect_method(1, 60, 21).await;
-        }
+        crowd.consume_many("crowded", CONSUMERS).await;
         let consume_cpu = cpu_ms(h.pid) - consume_cpu;
         let (drained, mut crowd) = crowd.split();
         // Use up every consumer's credit; one message stays ready.

@@ -470,6 +470,18 @@ pub struct Wire {
 }
 
 impl Wire {
+    /// Pipeline `n` manual-ack consumers `c0`, `c1`, ... on `queue`
+    /// (channel 1) and wait for every consume-ok.
+    pub async fn consume_many(&mut self, queue: &str, n: usize) {
+        let consumes: Vec<u8> = (0..n)
+            .flat_map(|i| crate::common::raw::basic_consume(1, queue, &format!("c{i}"), false))
+            .collect();
+        self.send(&consumes).await;
+        for _ in 0..n {
+            self.expect_method(1, 60, 21).await;
+        }
+    }
+
     pub async fn connect(port: u16) -> Wire {
         let s = TcpStream::connect(("127.0.0.1", port))
             .await

@@ -266,20 +266,24 @@ pub async fn declare_durable(ch: &Channel, name: &str) {
         .expect("declare durable queue");
 }
 
+/// A passive queue.declare: the queue's counts (and a round trip on the
+/// channel).
+pub async fn passive_declare(ch: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+}
+
 /// The ready-message count of a queue: a passive declare (and so also a
 /// round trip on the channel).
 pub async fn ready_count(ch: &Channel, queue: &str) -> lapin::Result<u32> {
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(q.message_count())
+    Ok(passive_declare(ch, queue).await?.message_count())
 }
 
 /// Declare a fresh server-named exclusive queue and return its name.

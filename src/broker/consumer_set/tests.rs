@@ -44,6 +44,27 @@ fn spec(conn: &Conn, id: u64) -> Spec<'_> {
     }
 }
 
+/// Consumers `ids` of connection `c`, each with per-consumer `prefetch`
+/// (0: none), all on one channel whose channel-wide limit is `limit`.
+fn sharing_channel(
+    c: &Conn,
+    limit: u32,
+    prefetch: u32,
+    ids: std::ops::RangeInclusive<u64>,
+) -> (ConsumerSet, Arc<ChannelCredit>) {
+    let chan = Arc::new(ChannelCredit::default());
+    chan.set_prefetch(limit);
+    let mut set = ConsumerSet::new(false);
+    for id in ids {
+        set.insert(consumer(Spec {
+            prefetch,
+            chan: chan.clone(),
+            ..spec(c, id)
+        }));
+    }
+    (set, chan)
+}
+
 fn consumer(s: Spec<'_>) -> Consumer {
     Consumer {
         id: s.id,
@@ -121,16 +142,7 @@ fn higher_priority_first_lower_only_when_it_cannot() {
 #[test]
 fn channel_wide_prefetch_wakes_other_consumers_of_the_channel() {
     let c = conn(1);
-    let chan = Arc::new(ChannelCredit::default());
-    chan.set_prefetch(2);
-    let mut set = ConsumerSet::new(false);
-    for id in 1..=4 {
-        set.insert(consumer(Spec {
-            prefetch: 0,
-            chan: chan.clone(),
-            ..spec(&c, id)
-        }));
-    }
+    let (mut set, chan) = sharing_channel(&c, 2, 0, 1..=4);
     assert_eq!(next(&mut set), Some(1));
     assert_eq!(next(&mut set), Some(2));
     assert_eq!(next(&mut set), None);
@@ -155,16 +167,7 @@ fn channel_wide_prefetch_wakes_other_consumers_of_the_channel() {
 #[test]
 fn cancelled_consumer_woken_for_a_channel_unit_is_replaced() {
     let c = conn(1);
-    let chan = Arc::new(ChannelCredit::default());
-    chan.set_prefetch(1);
-    let mut set = ConsumerSet::new(false);
-    for id in 1..=3 {
-        set.insert(consumer(Spec {
-            prefetch: 0,
-            chan: chan.clone(),
-            ..spec(&c, id)
-        }));
-    }
+    let (mut set, _chan) = sharing_channel(&c, 1, 0, 1..=3);
     assert_eq!(next(&mut set), Some(1));
     assert_eq!(next(&mut set), None);
     ack(&set, 1, 1);
@@ -225,15 +228,7 @@ fn single_active_consumer_only_the_first() {
 #[test]
 fn removal_by_id_and_drop_unregister_everything() {
     let c = conn(1);
-    let chan = Arc::new(ChannelCredit::default());
-    chan.set_prefetch(1);
-    let mut set = ConsumerSet::new(false);
-    for id in 1..=3 {
-        set.insert(consumer(Spec {
-            chan: chan.clone(),
-            ..spec(&c, id)
-        }));
-    }
+    let (mut set, chan) = sharing_channel(&c, 1, 1, 1..=3);
     assert_eq!(next(&mut set), Some(1));
     assert_eq!(next(&mut set), None);
     let one = set.find(1, 1).expect("1");

@@ -20,6 +20,8 @@ use warren::protocol::frame::{decode_frame, Frame, FRAME_OVERHEAD};
 use warren::protocol::output::FrameWriter;
 use warren::protocol::{nesting, DecodeError};
 use warren::store::definitions::QueueDef;
+use warren::store::metadata::record as meta_record;
+use warren::store::metadata::state::State;
 use warren::store::{acks, definitions, record, segment, Definitions, VhostDefinitions};
 
 /// The frame_max Warren offers; frames are also decoded at the smallest
@@ -157,9 +159,9 @@ pub fn ack_file(data: &[u8]) {
     check_ack_file(&repaired);
 }
 
-/// A `definitions.json`, read as at startup. Whatever loads must save and
-/// load back unchanged, and its arguments go through the same checks as a
-/// declare.
+/// A legacy `definitions.json`, read as at startup. Whatever loads must
+/// go through the metadata log's records and load back unchanged, and its
+/// arguments go through the same checks as a declare.
 pub fn definitions(data: &[u8]) {
     let Ok(mut defs) = definitions::parse(data) else {
         return;
@@ -183,7 +185,11 @@ pub fn definitions(data: &[u8]) {
         // NaN is not equal to itself: loading back is what counts.
         assert!(loaded.is_ok(), "saved definitions do not load: {loaded:?}");
     } else {
-        assert_eq!(loaded, Ok(defs), "definitions changed on a save");
+        assert_eq!(
+            loaded,
+            Ok(normalized(&defs)),
+            "definitions changed on a save"
+        );
     }
 }
 
@@ -320,10 +326,43 @@ fn check_table_storable(t: &FieldTable) {
     assert!(loaded.is_ok(), "saved definitions do not load: {loaded:?}");
 }
 
-/// Serialize as `DefinitionsFile` saves, then parse as it loads.
+/// Write every object as a metadata log record, then read the records
+/// back as recovery does.
 pub fn save_and_load(defs: &Definitions) -> Result<Definitions, String> {
-    let json = serde_json::to_vec_pretty(defs).map_err(|e| e.to_string())?;
-    definitions::parse(&json).map_err(|e| e.to_string())
+    let mut state = State::default();
+    state.load_definitions(defs.clone());
+    let mut file = segment::file_header(meta_record::LOG_MAGIC, 1).to_vec();
+    for op in state.ops() {
+        meta_record::encode(&mut file, &op).map_err(|e| e.to_string())?;
+    }
+    let mut loaded = State::default();
+    for item in meta_record::scan(&file) {
+        match item {
+            meta_record::Item::Record(payload) => loaded.apply_payload(payload),
+            other => return Err(format!("a record written does not read back: {other:?}")),
+        }
+    }
+    Ok(sorted(loaded.into_definitions()))
+}
+
+/// `defs` as the metadata state holds them (one object per name, empty
+/// vhosts left out), in a fixed order.
+pub fn normalized(defs: &Definitions) -> Definitions {
+    let mut state = State::default();
+    state.load_definitions(defs.clone());
+    sorted(state.into_definitions())
+}
+
+fn sorted(mut defs: Definitions) -> Definitions {
+    fn by_json<T: serde::Serialize>(v: &mut [T]) {
+        v.sort_by_cached_key(|x| serde_json::to_string(x).unwrap_or_default());
+    }
+    for v in defs.vhosts.values_mut() {
+        by_json(&mut v.exchanges);
+        by_json(&mut v.queues);
+        by_json(&mut v.bindings);
+    }
+    defs
 }
 
 /// Whether any argument value in `defs`, at any depth, satisfies `pred`.

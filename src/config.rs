@@ -74,6 +74,9 @@ pub struct Config {
     pub segment_bytes: u64,
     /// Message bytes a queue keeps in memory; the rest wait on disk.
     pub queue_memory_bytes: u64,
+    /// Size of the metadata log at which it is compacted into a snapshot
+    /// (or the last snapshot's size, if larger).
+    pub metadata_log_bytes: u64,
     /// Virtual hosts.
     pub vhosts: Vec<String>,
     /// Memory use above which publishers are blocked: a fraction of the
@@ -171,6 +174,9 @@ impl Config {
         }
         if !(4096..=1 << 30).contains(&self.segment_bytes) {
             return err("segment_bytes", "must be between 4096 and 1073741824");
+        }
+        if !(4096..=1 << 30).contains(&self.metadata_log_bytes) {
+            return err("metadata_log_bytes", "must be between 4096 and 1073741824");
         }
         if self.queue_memory_bytes < 4096 {
             return err("queue_memory_bytes", "must be at least 4096");

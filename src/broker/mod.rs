@@ -54,7 +54,7 @@ impl Broker {
     pub fn open(config: Config) -> Result<Self, String> {
         let started = std::time::Instant::now();
         let store = Arc::new(Store::open(&config)?);
-        let stored = store.definitions.snapshot();
+        let stored = store.take_recovered();
         for name in stored.vhosts.keys() {
             if !config.vhosts.contains(name) {
                 tracing::warn!(vhost = %name, "the data directory holds a vhost that is not configured; its queues are kept on disk but not served");

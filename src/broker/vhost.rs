@@ -11,9 +11,11 @@
 //!   cycle exists.
 //! - Queues send to connections only through unbounded mailboxes, so a
 //!   queue lock never waits on a connection.
-//! - Changes to durable entities are written to the store's definitions
-//!   file while `topology` is held (so snapshots land in order); that is
-//!   file I/O under the lock, paid only when durable topology changes.
+//! - Changes to durable entities are appended to the metadata log's
+//!   buffer while `topology` is held (so they land in order): a memory
+//!   copy, no file I/O. The sync thread writes and fsyncs them; the reply
+//!   to the client waits for that round (the ticket these methods return),
+//!   not the lock.
 
 use std::sync::Arc;
 
@@ -60,6 +62,9 @@ pub struct QueueInfo {
     pub message_count: u32,
     /// Consumers.
     pub consumer_count: u32,
+    /// The sync round after which the declare is durable (0: nothing to
+    /// wait for).
+    pub ticket: u64,
 }
 
 /// One virtual host.
@@ -114,6 +119,7 @@ impl VHost {
         stored: Option<&VhostDefinitions>,
     ) -> Result<Self, String> {
         let mut topo = Topology::default();
+        topo.vhost = name.to_string();
         for &(xname, kind) in PREDECLARED {
             topo.exchanges.insert(
                 xname.to_string(),
@@ -176,8 +182,8 @@ impl VHost {
         AmqpError::access_refused("operation not permitted on the default exchange")
     }
 
-    /// exchange.declare.
-    pub fn declare_exchange(&self, d: &exchange::Declare) -> Result<(), AmqpError> {
+    /// exchange.declare; the sync round that makes it durable (0: none).
+    pub fn declare_exchange(&self, d: &exchange::Declare) -> Result<u64, AmqpError> {
         let name = d.exchange.as_str();
         if name.is_empty() {
             return Err(Self::default_exchange_refused());
@@ -185,7 +191,7 @@ impl VHost {
         let mut topo = self.topology.write();
         if d.passive {
             return match topo.exchanges.get(name) {
-                Some(_) => Ok(()),
+                Some(_) => Ok(0),
                 None => Err(self.no_exchange(name)),
             };
         }
@@ -256,7 +262,7 @@ impl VHost {
                     describe_arg(ae(&x.arguments).as_ref()),
                 ));
             }
-            return Ok(());
+            return Ok(0);
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -272,19 +278,15 @@ impl VHost {
             d.arguments.clone(),
         );
         exchange.delayed = delayed;
-        topo.exchanges.insert(name.to_string(), exchange);
-        if d.durable {
-            // Not stored means not declared.
-            if let Err(e) = self.persist(&topo) {
-                topo.exchanges.remove(name);
-                return Err(e);
-            }
-        }
-        Ok(())
+        topo.insert_exchange(exchange);
+        // Not stored means not declared.
+        self.commit(&mut topo).inspect_err(|_| {
+            topo.exchanges.remove(name);
+        })
     }
 
-    /// exchange.delete.
-    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+    /// exchange.delete; the sync round that makes it durable (0: none).
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<u64, AmqpError> {
         if name.is_empty() {
             return Err(Self::default_exchange_refused());
         }
@@ -296,7 +298,7 @@ impl VHost {
         }
         let mut topo = self.topology.write();
         let Some(x) = topo.exchanges.get(name) else {
-            return Ok(());
+            return Ok(0);
         };
         if if_unused && x.has_bindings() {
             return Err(AmqpError::precondition_failed(format!(
@@ -305,11 +307,11 @@ impl VHost {
             )));
         }
         topo.remove_exchange(name);
-        self.persist_or_log(&topo);
-        Ok(())
+        Ok(self.commit_or_log(&mut topo))
     }
 
-    /// exchange.bind / queue.bind to `dest`.
+    /// exchange.bind / queue.bind to `dest`; the sync round that makes it
+    /// durable (0: none).
     pub fn bind(
         &self,
         source: &str,
@@ -317,7 +319,7 @@ impl VHost {
         routing_key: &str,
         arguments: &FieldTable,
         conn_id: u64,
-    ) -> Result<(), AmqpError> {
+    ) -> Result<u64, AmqpError> {
         let mut topo = self.topology.write();
         self.check_binding_ends(&topo, source, &dest, conn_id)?;
         let binding = Binding {
@@ -328,22 +330,19 @@ impl VHost {
         let Some(added) = topo.bind(source, binding.clone()) else {
             return Err(self.no_exchange(source));
         };
-        let added = added?;
-        // Only a binding with both ends durable is stored (RabbitMQ's rule).
-        if added && topo.is_durable_binding(source, &binding.dest) {
-            if let Err(e) = self.persist(&topo) {
-                if added {
-                    topo.unbind(source, &binding);
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
+        added?;
+        // Only a binding with both ends durable is journaled (RabbitMQ's
+        // rule); not stored means not bound.
+        self.commit(&mut topo).inspect_err(|_| {
+            topo.unbind(source, &binding);
+            topo.journal.clear();
+        })
     }
 
     /// exchange.unbind / queue.unbind. A missing binding, queue or exchange
     /// is not an error (as in RabbitMQ); an existing binding to another
-    /// connection's exclusive queue is 405.
+    /// connection's exclusive queue is 405. The sync round that makes it
+    /// durable (0: none).
     pub fn unbind(
         &self,
         source: &str,
@@ -351,7 +350,7 @@ impl VHost {
         routing_key: &str,
         arguments: &FieldTable,
         conn_id: u64,
-    ) -> Result<(), AmqpError> {
+    ) -> Result<u64, AmqpError> {
         if source.is_empty() || matches!(&dest, Destination::Exchange(d) if d.is_empty()) {
             return Err(Self::default_exchange_refused());
         }
@@ -362,29 +361,25 @@ impl VHost {
             arguments: arguments.clone(),
         };
         let Some(x) = topo.exchanges.get(source) else {
-            return Ok(());
+            return Ok(0);
         };
         if !x.has_binding(&binding) {
-            return Ok(());
+            return Ok(0);
         }
         if let Destination::Queue(q) = &binding.dest {
             if let Some(queue) = topo.queues.get(&**q) {
                 self.check_owner(queue, conn_id)?;
             }
         }
-        let mut stored = topo.is_durable_binding(source, &binding.dest);
         topo.unbind(source, &binding);
-        let Some(x) = topo.exchanges.get(source) else {
-            return Ok(());
-        };
-        if x.auto_delete && !x.has_bindings() {
-            stored |= x.durable;
+        let auto_deleted = topo
+            .exchanges
+            .get(source)
+            .is_some_and(|x| x.auto_delete && !x.has_bindings());
+        if auto_deleted {
             topo.remove_exchange(source);
         }
-        if stored {
-            self.persist_or_log(&topo);
-        }
-        Ok(())
+        Ok(self.commit_or_log(&mut topo))
     }
 
     fn check_binding_ends(
@@ -430,6 +425,7 @@ impl VHost {
                 name: requested.to_string(),
                 message_count: 0,
                 consumer_count: 1,
+                ticket: 0,
             });
         }
         if d.passive {
@@ -440,6 +436,7 @@ impl VHost {
                 name: requested.to_string(),
                 message_count: queue.message_count(),
                 consumer_count: queue.consumer_count(),
+                ticket: 0,
             });
         }
         if requested.starts_with("amq.") {
@@ -479,6 +476,7 @@ impl VHost {
                 name,
                 message_count: q.message_count(),
                 consumer_count: q.consumer_count(),
+                ticket: 0,
             });
         }
         let (disk_dir, log) = match durable {
@@ -516,20 +514,19 @@ impl VHost {
         let queue = Arc::new(queue);
         queue.touch();
         topo.insert_queue(queue);
-        if durable {
-            // Not stored means not declared: a queue missing from the
-            // definitions would lose its messages at the next start.
-            if let Err(e) = self.persist(&topo) {
-                if let Some(q) = topo.unregister_queue(&name) {
-                    q.mark_deleted();
-                }
-                return Err(e);
+        // Not stored means not declared: a queue missing from the
+        // definitions would lose its messages at the next start.
+        let ticket = self.commit(&mut topo).inspect_err(|_| {
+            if let Some(q) = topo.unregister_queue(&name) {
+                q.mark_deleted();
             }
-        }
+            topo.journal.clear();
+        })?;
         Ok(QueueInfo {
             name,
             message_count: 0,
             consumer_count: 0,
+            ticket,
         })
     }
 
@@ -625,23 +622,24 @@ impl VHost {
     }
 
     /// queue.delete; a missing queue deletes nothing and is not an error.
+    /// The ready-message count and the sync round that makes the delete
+    /// durable (0: none).
     pub fn delete_queue(
         &self,
         name: &str,
         if_unused: bool,
         if_empty: bool,
         conn_id: u64,
-    ) -> Result<u32, AmqpError> {
+    ) -> Result<(u32, u64), AmqpError> {
         let mut topo = self.topology.write();
         let Some(q) = topo.queues.get(name) else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         self.check_owner(q, conn_id)?;
         match q.mark_deleted_if(if_unused, if_empty) {
             Ok(n) => {
                 topo.unregister_queue(name);
-                self.persist_or_log(&topo);
-                Ok(n)
+                Ok((n, self.commit_or_log(&mut topo)))
             }
             Err(DeleteRefused::InUse) => Err(AmqpError::precondition_failed(format!(
                 "queue '{name}' in vhost '{}' in use",
@@ -679,7 +677,7 @@ impl VHost {
         if registered && delete() {
             tracing::debug!(queue = %queue.name, "unused queue deleted");
             topo.unregister_queue(&queue.name);
-            self.persist_or_log(&topo);
+            self.commit_or_log(&mut topo);
         }
     }
 
@@ -694,7 +692,7 @@ impl VHost {
             topo.remove_queue(&n);
         }
         // Durable auto-delete exchanges may have gone with their bindings.
-        self.persist_or_log(&topo);
+        self.commit_or_log(&mut topo);
     }
 
     /// Route a message published to `exchange` with `routing_keys` (the

@@ -171,7 +171,11 @@ impl Session {
 
     /// Whether input may be read now.
     pub(super) fn may_read(&self) -> bool {
-        self.throttled.is_empty() && self.commit_wait.is_none() && !self.alarm.blocked
+        self.throttled.is_empty()
+            && self.commit_wait.is_none()
+            && !self.alarm.blocked
+            && !self.done
+            && !self.holds_too_much()
     }
 
     /// Refuse a transactional publish of `bytes` that would take this

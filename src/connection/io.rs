@@ -63,6 +63,12 @@ impl FrameIo {
         }
     }
 
+    /// Write out the first `n` bytes encoded (the rest is held).
+    pub async fn flush_prefix(&mut self, n: usize) -> std::io::Result<()> {
+        let bytes = self.out.take_prefix(n);
+        self.stream.write_all(&bytes).await
+    }
+
     /// Write out everything encoded so far.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {

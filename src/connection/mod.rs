@@ -11,6 +11,7 @@ mod basic;
 mod channel;
 mod content;
 mod handshake;
+mod held;
 mod io;
 mod queue_exchange;
 mod session;

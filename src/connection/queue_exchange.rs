@@ -26,37 +26,44 @@ impl Session {
         id: u16,
         m: exchange::AMQPMethod,
     ) -> Result<(), AmqpError> {
-        let reply = match m {
+        // Each reply waits for its change to be durable (ticket 0: no
+        // durable change).
+        let (reply, ticket) = match m {
             exchange::AMQPMethod::Declare(d) => {
-                self.vhost.declare_exchange(&d)?;
-                (!d.nowait).then_some(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}))
+                let ticket = self.vhost.declare_exchange(&d)?;
+                let ok = exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {});
+                ((!d.nowait).then_some(ok), ticket)
             }
             exchange::AMQPMethod::Delete(d) => {
-                self.vhost
+                let ticket = self
+                    .vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
-                (!d.nowait).then_some(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))
+                let ok = exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {});
+                ((!d.nowait).then_some(ok), ticket)
             }
             exchange::AMQPMethod::Bind(b) => {
                 let dest = Destination::Exchange(Arc::from(b.destination.as_str()));
-                self.vhost.bind(
+                let ticket = self.vhost.bind(
                     b.source.as_str(),
                     dest,
                     b.routing_key.as_str(),
                     &b.arguments,
                     self.id,
                 )?;
-                (!b.nowait).then_some(exchange::AMQPMethod::BindOk(exchange::BindOk {}))
+                let ok = exchange::AMQPMethod::BindOk(exchange::BindOk {});
+                ((!b.nowait).then_some(ok), ticket)
             }
             exchange::AMQPMethod::Unbind(b) => {
                 let dest = Destination::Exchange(Arc::from(b.destination.as_str()));
-                self.vhost.unbind(
+                let ticket = self.vhost.unbind(
                     b.source.as_str(),
                     dest,
                     b.routing_key.as_str(),
                     &b.arguments,
                     self.id,
                 )?;
-                (!b.nowait).then_some(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))
+                let ok = exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {});
+                ((!b.nowait).then_some(ok), ticket)
             }
             _ => {
                 return Err(AmqpError::command_invalid(
@@ -65,60 +72,66 @@ impl Session {
             }
         };
         if let Some(r) = reply {
-            self.send(id, AMQPClass::Exchange(r));
+            self.send_when_synced(id, AMQPClass::Exchange(r), ticket);
         }
         Ok(())
     }
 
     pub(super) fn queue_method(&mut self, id: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
-        let reply = match m {
+        let (reply, ticket) = match m {
             queue::AMQPMethod::Declare(d) => {
                 let info = self.vhost.declare_queue(&d, self.id)?;
                 self.channel_mut(id)?.last_queue = Some(info.name.clone());
-                (!d.nowait).then(|| {
+                let ticket = info.ticket;
+                let ok = (!d.nowait).then(|| {
                     queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                         queue: ShortString::from(info.name),
                         message_count: info.message_count,
                         consumer_count: info.consumer_count,
                     })
-                })
+                });
+                (ok, ticket)
             }
             queue::AMQPMethod::Bind(b) => {
                 let dest = Destination::Queue(Arc::from(self.queue_name(id, b.queue.as_str())?));
-                self.vhost.bind(
+                let ticket = self.vhost.bind(
                     b.exchange.as_str(),
                     dest,
                     b.routing_key.as_str(),
                     &b.arguments,
                     self.id,
                 )?;
-                (!b.nowait).then_some(queue::AMQPMethod::BindOk(queue::BindOk {}))
+                let ok = queue::AMQPMethod::BindOk(queue::BindOk {});
+                ((!b.nowait).then_some(ok), ticket)
             }
             queue::AMQPMethod::Unbind(b) => {
                 let dest = Destination::Queue(Arc::from(self.queue_name(id, b.queue.as_str())?));
-                self.vhost.unbind(
+                let ticket = self.vhost.unbind(
                     b.exchange.as_str(),
                     dest,
                     b.routing_key.as_str(),
                     &b.arguments,
                     self.id,
                 )?;
-                Some(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))
+                (
+                    Some(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                    ticket,
+                )
             }
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(id, p.queue.as_str())?;
                 let q = self.vhost.queue(&name, self.id)?;
                 let message_count = q.purge();
-                (!p.nowait).then_some(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count }))
+                let ok = queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count });
+                ((!p.nowait).then_some(ok), 0)
             }
             queue::AMQPMethod::Delete(d) => {
                 let name = self.queue_name(id, d.queue.as_str())?;
-                let message_count =
+                let (message_count, ticket) =
                     self.vhost
                         .delete_queue(&name, d.if_unused, d.if_empty, self.id)?;
-                (!d.nowait).then_some(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
-                    message_count,
-                }))
+                let ok = queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count });
+                ((!d.nowait).then_some(ok), ticket)
             }
             _ => {
                 return Err(AmqpError::command_invalid(
@@ -127,7 +140,7 @@ impl Session {
             }
         };
         if let Some(r) = reply {
-            self.send(id, AMQPClass::Queue(r));
+            self.send_when_synced(id, AMQPClass::Queue(r), ticket);
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use super::backpressure::{AlarmBlock, Budgets, Throttle};
 use super::channel::{distinct_queues, Channel, ChannelState, Settle};
 use super::content::ContentState;
 use super::handshake::{close_method, Opened};
+use super::held::HeldOutput;
 use super::io::FrameIo;
 use crate::broker::consumer::{ConnEvent, ConnHandle, Delivery};
 use crate::broker::queue::Queue;
@@ -54,7 +55,7 @@ pub struct Session {
     cancel_notify: bool,
     /// Set when we sent Connection.Close: only Close-Ok matters now.
     closing_since: Option<Instant>,
-    done: bool,
+    pub(super) done: bool,
     /// The client sent Connection.Close: like RabbitMQ, leave closing the
     /// socket to it.
     client_closed: bool,
@@ -74,6 +75,8 @@ pub struct Session {
     /// A tx.commit whose Commit-Ok waits for this sync round: input is not
     /// read meanwhile, so nothing overtakes it.
     pub(super) commit_wait: Option<(u16, u64)>,
+    /// Replies waiting for their durable change to be synced.
+    pub(super) held: HeldOutput,
     /// Bytes the channels' unacked deliveries hold in memory (see
     /// `unacked.rs`).
     pub(super) unacked_bytes: Arc<AtomicU64>,
@@ -114,6 +117,7 @@ impl Session {
             sync,
             sync_wanted: 0,
             commit_wait: None,
+            held: HeldOutput::default(),
             unacked_bytes: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -139,7 +143,13 @@ impl Session {
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let mut shutting_down = false;
-        while !self.done {
+        let mut done_at: Option<Instant> = None;
+        // Once done, held replies (a Close-Ok may be behind them) still go
+        // out when their round is synced, for a bounded time.
+        while !self.done || (self.holds_output() && self.sync_wanted > 0) {
+            if self.done && done_at.get_or_insert_with(Instant::now).elapsed() > CLOSE_OK_TIMEOUT {
+                return;
+            }
             // Not `biased`: a client that publishes without pause must not
             // starve the deliveries to its own consumers.
             tokio::select! {
@@ -210,13 +220,18 @@ impl Session {
                 }
             }
             self.end_of_pass();
-            if !self.io.out.is_empty() {
+            let status = *self.sync.borrow();
+            let sendable = self.releasable_output(status);
+            if sendable > 0 {
                 // A peer that stops reading must not hold this task (and
                 // the messages it has in flight) forever.
                 let limit =
                     Duration::from_secs(u64::from(self.heartbeat_s) * 2).max(FLUSH_TIMEOUT_MIN);
-                match tokio::time::timeout(limit, self.io.flush()).await {
-                    Ok(Ok(())) => last_write = Instant::now(),
+                match tokio::time::timeout(limit, self.io.flush_prefix(sendable)).await {
+                    Ok(Ok(())) => {
+                        self.held.advance(sendable);
+                        last_write = Instant::now();
+                    }
                     Ok(Err(_)) => return,
                     Err(_) => {
                         tracing::info!(
@@ -228,6 +243,11 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Sync rounds done so far.
+    pub(super) fn sync_status(&self) -> SyncStatus {
+        *self.sync.borrow()
     }
 
     /// Whether some confirm waits for a sync round not yet done.

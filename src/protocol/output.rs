@@ -47,6 +47,17 @@ impl FrameWriter {
         self.buf.split().freeze()
     }
 
+    /// Take the first `n` bytes encoded (at most all).
+    pub fn take_prefix(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.buf.len());
+        self.buf.split_to(n).freeze()
+    }
+
+    /// Drop everything encoded after the first `n` bytes.
+    pub fn truncate(&mut self, n: usize) {
+        self.buf.truncate(n);
+    }
+
     /// Raw bytes (the protocol header reply).
     pub fn raw(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);

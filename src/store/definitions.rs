@@ -1,27 +1,21 @@
-//! Durable topology: the durable exchanges, queues and bindings of every
-//! vhost, kept in `definitions.json` and replaced atomically on each change
-//! (write a temporary file, fsync it, rename it over, fsync the directory),
-//! so a crash leaves either the old or the new file, never a mix.
-//!
-//! A whole-file snapshot is simple and robust; its cost grows with the
-//! number of durable entities, which is fine for the hundreds to a few
-//! thousands applications declare (topology changes are rare next to
-//! messages).
+//! The durable objects of a vhost (exchanges, queues, bindings) as they are
+//! stored, and the `definitions.json` file in which versions before the
+//! metadata log kept them whole (rewritten on each change). That file is
+//! read once, when such a data directory is first opened, and converted
+//! (see [`super::metadata`]).
 
 mod stored_table;
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
 
 use amq_protocol::types::FieldTable;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// File name in the data directory.
 pub const FILE_NAME: &str = "definitions.json";
-const VERSION: u32 = 1;
+/// The legacy file's format version.
+pub const VERSION: u32 = 1;
 
 /// Everything durable, per vhost.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -93,62 +87,6 @@ pub struct BindingDef {
     pub arguments: FieldTable,
 }
 
-/// The definitions file and the last state written to it.
-#[derive(Debug)]
-pub struct DefinitionsFile {
-    path: PathBuf,
-    fsync: bool,
-    current: Mutex<Definitions>,
-}
-
-impl DefinitionsFile {
-    /// Read the file in `data_dir` (an empty set if there is none).
-    pub fn load(data_dir: &Path, fsync: bool) -> Result<Self, String> {
-        let path = data_dir.join(FILE_NAME);
-        let current = match std::fs::read(&path) {
-            Ok(bytes) => {
-                parse(&bytes).map_err(|e| format!("{} is not valid: {e}", path.display()))?
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Definitions {
-                version: VERSION,
-                ..Default::default()
-            },
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
-        if current.version != VERSION {
-            return Err(format!(
-                "{} has format version {}, this Warren reads version {VERSION}",
-                path.display(),
-                current.version
-            ));
-        }
-        Ok(DefinitionsFile {
-            path,
-            fsync,
-            current: Mutex::new(current),
-        })
-    }
-
-    /// The definitions as loaded or last saved.
-    pub fn snapshot(&self) -> Definitions {
-        self.current.lock().clone()
-    }
-
-    /// Replace one vhost's definitions and write the file, if they changed.
-    pub fn save_vhost(&self, vhost: &str, defs: VhostDefinitions) -> io::Result<()> {
-        let mut current = self.current.lock();
-        if current.vhosts.get(vhost) == Some(&defs) {
-            return Ok(());
-        }
-        let mut next = current.clone();
-        next.vhosts.insert(vhost.to_string(), defs);
-        let bytes = serde_json::to_vec_pretty(&next).map_err(io::Error::other)?;
-        write_atomically(&self.path, &bytes, self.fsync)?;
-        *current = next;
-        Ok(())
-    }
-}
-
 /// The file as written, each entry left unparsed until it is read on its
 /// own: one entry that cannot be loaded is skipped, not the whole file.
 #[derive(Deserialize)]
@@ -217,67 +155,9 @@ fn entries<T: for<'de> Deserialize<'de>>(vhost: &str, what: &str, raw: &[&RawVal
         .collect()
 }
 
-/// Replace `path` with `bytes`: temporary file, fsync, rename, fsync dir.
-pub fn write_atomically(path: &Path, bytes: &[u8], fsync: bool) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    if fsync {
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if fsync {
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amq_protocol::types::{AMQPValue, LongString};
-
-    #[test]
-    fn saved_definitions_load_back() {
-        let dir = std::env::temp_dir().join(format!("warren-defs-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = DefinitionsFile::load(&dir, true).unwrap();
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from("dlx")),
-        );
-        let defs = VhostDefinitions {
-            exchanges: vec![ExchangeDef {
-                name: "x".into(),
-                kind: "topic".into(),
-                auto_delete: false,
-                internal: false,
-                arguments: FieldTable::default(),
-            }],
-            queues: vec![QueueDef {
-                name: "q".into(),
-                dir: "q1".into(),
-                auto_delete: false,
-                arguments: args,
-            }],
-            bindings: vec![BindingDef {
-                source: "x".into(),
-                destination: "q".into(),
-                to_exchange: false,
-                routing_key: "a.#".into(),
-                arguments: FieldTable::default(),
-            }],
-        };
-        file.save_vhost("/", defs.clone()).unwrap();
-        let again = DefinitionsFile::load(&dir, true).unwrap();
-        assert_eq!(again.snapshot().vhosts.get("/"), Some(&defs));
-        std::fs::write(dir.join(FILE_NAME), b"{not json").unwrap();
-        assert!(DefinitionsFile::load(&dir, true).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn an_entry_that_cannot_load_is_skipped_not_fatal() {

@@ -5,7 +5,8 @@
 //! # Data directory
 //! ```text
 //! DATA/.lock                 held (flock) while a broker uses DATA
-//! DATA/definitions.json      durable exchanges, queues, bindings
+//! DATA/meta/00000003.snap    durable exchanges, queues, bindings (metadata.rs)
+//! DATA/meta/00000004.log     changes since that snapshot
 //! DATA/queues/q7/            one directory per durable queue
 //!     00000001.seg           message records        (segment.rs, record.rs)
 //!     00000001.ack           what became of them    (acks.rs)
@@ -51,6 +52,7 @@
 
 pub mod acks;
 pub mod definitions;
+pub mod metadata;
 pub mod queue_log;
 pub mod reaper;
 pub mod record;
@@ -60,6 +62,7 @@ pub mod syncer;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -87,8 +90,10 @@ pub struct Store {
     pub window_bytes: u64,
     /// The group-commit thread.
     pub syncer: Syncer,
-    /// The durable topology.
-    pub definitions: definitions::DefinitionsFile,
+    /// The durable topology's log.
+    pub metadata: Arc<metadata::MetaStore>,
+    /// What the metadata held at start, until the broker takes it.
+    recovered: Mutex<Option<Definitions>>,
     lock: Mutex<Option<File>>,
     next_queue_dir: AtomicU64,
     next_transient_dir: AtomicU64,
@@ -122,10 +127,10 @@ impl Store {
                 .map_err(|e| io_err("cannot clear", &transient, e))?;
         }
         let fsync = config.fsync == Fsync::Always;
-        let definitions = definitions::DefinitionsFile::load(dir, fsync)?;
-        set_aside_unloaded(dir, &definitions.snapshot().unloaded_queue_dirs)?;
-        let known: std::collections::HashSet<String> = definitions
-            .snapshot()
+        let (metadata, recovered) =
+            metadata::MetaStore::open(dir, fsync, config.metadata_log_bytes)?;
+        set_aside_unloaded(dir, &recovered.unloaded_queue_dirs)?;
+        let known: std::collections::HashSet<String> = recovered
             .vhosts
             .values()
             .flat_map(|v| v.queues.iter().map(|q| q.dir.clone()))
@@ -156,11 +161,23 @@ impl Store {
             segment_bytes: config.segment_bytes,
             window_bytes: config.queue_memory_bytes,
             syncer,
-            definitions,
+            metadata,
+            recovered: Mutex::new(Some(recovered)),
             lock: Mutex::new(Some(lock)),
             next_queue_dir: AtomicU64::new(highest + 1),
             next_transient_dir: AtomicU64::new(1),
         })
+    }
+
+    /// The durable topology found at start (once; empty afterwards).
+    pub fn take_recovered(&self) -> Definitions {
+        self.recovered.lock().take().unwrap_or_default()
+    }
+
+    /// Make `ops` durable: the sync round to wait for (see
+    /// [`metadata::MetaStore::append`]).
+    pub fn append_metadata(&self, ops: &[metadata::MetaOp]) -> std::io::Result<u64> {
+        self.metadata.append(&self.syncer, ops)
     }
 
     /// The data directory.

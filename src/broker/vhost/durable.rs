@@ -1,38 +1,39 @@
-//! A vhost's durable topology: the snapshot written to the store on each
-//! change, and the rebuild from it (with each durable queue's messages) at
-//! start.
+//! A vhost's durable topology: handing its changes to the metadata log,
+//! and the rebuild (with each durable queue's messages) at start.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Topology, VHost, PREDECLARED};
+use super::{Topology, VHost};
 use crate::broker::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::broker::queue::{Queue, QueueDef};
 use crate::broker::queue_policy::QueuePolicy;
 use crate::broker::ready::ReadyMessages;
 use crate::protocol::{AmqpError, ErrorKind};
-use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef as StoredQueue};
 use crate::store::{QueueLog, VhostDefinitions};
 
 impl VHost {
-    /// Write the durable part of `topo` to the store if it changed. Called
-    /// with the topology lock held, so snapshots are written in order.
-    pub(super) fn persist(&self, topo: &Topology) -> Result<(), AmqpError> {
-        self.store
-            .definitions
-            .save_vhost(&self.name, snapshot(topo))
-            .map_err(|e| {
-                tracing::error!(vhost = %self.name, error = %e, "cannot write durable definitions");
-                AmqpError::new(
-                    ErrorKind::InternalError,
-                    format!("cannot store durable definitions: {e}"),
-                )
-            })
+    /// Hand the changes `topo` journaled to the metadata log. Called with
+    /// the topology lock held, so they are logged in order. Returns the
+    /// sync round after which they are durable (0: nothing to wait for),
+    /// which the reply to the client waits for.
+    pub(super) fn commit(&self, topo: &mut Topology) -> Result<u64, AmqpError> {
+        if topo.journal.is_empty() {
+            return Ok(0);
+        }
+        let ops = std::mem::take(&mut topo.journal);
+        self.store.append_metadata(&ops).map_err(|e| {
+            tracing::error!(vhost = %self.name, error = %e, "cannot store durable definitions");
+            AmqpError::new(
+                ErrorKind::InternalError,
+                format!("cannot store durable definitions: {e}"),
+            )
+        })
     }
 
     /// Same, for paths that cannot fail (deletes): the error is logged.
-    pub(super) fn persist_or_log(&self, topo: &Topology) {
-        let _ = self.persist(topo);
+    pub(super) fn commit_or_log(&self, topo: &mut Topology) -> u64 {
+        self.commit(topo).unwrap_or(0)
     }
 
     /// Rebuild exchanges, queues (with their messages) and bindings.
@@ -55,7 +56,7 @@ impl VHost {
                 x.arguments.clone(),
             );
             exchange.delayed = delayed;
-            topo.exchanges.insert(x.name.clone(), exchange);
+            topo.insert_exchange(exchange);
         }
         for q in &defs.queues {
             let started = Instant::now();
@@ -96,6 +97,13 @@ impl VHost {
             topo.insert_queue(Arc::new(queue));
         }
         for b in &defs.bindings {
+            let dest_exists = match b.to_exchange {
+                true => topo.exchanges.contains_key(&b.destination),
+                false => topo.queues.contains_key(&b.destination),
+            };
+            if !dest_exists {
+                continue;
+            }
             let dest = match b.to_exchange {
                 true => Destination::Exchange(Arc::from(b.destination.as_str())),
                 false => Destination::Queue(Arc::from(b.destination.as_str())),
@@ -107,68 +115,8 @@ impl VHost {
             };
             let _ = topo.bind(&b.source, binding);
         }
+        // Restored, not changed: nothing to log.
+        topo.journal.clear();
         Ok(())
     }
-}
-
-/// The durable entities of a topology.
-fn snapshot(topo: &Topology) -> VhostDefinitions {
-    let durable_queue = |name: &str| topo.queues.get(name).is_some_and(|q| q.disk_dir.is_some());
-    let durable_exchange = |name: &str| topo.exchanges.get(name).is_some_and(|x| x.durable);
-    let mut defs = VhostDefinitions::default();
-    for (name, x) in &topo.exchanges {
-        if !x.durable {
-            continue;
-        }
-        if !PREDECLARED.iter().any(|(n, _)| n == name) {
-            defs.exchanges.push(ExchangeDef {
-                name: name.clone(),
-                kind: x.type_name().to_string(),
-                auto_delete: x.auto_delete,
-                internal: x.internal,
-                arguments: x.arguments.clone(),
-            });
-        }
-        for b in x.bindings() {
-            let (destination, to_exchange) = match &b.dest {
-                Destination::Queue(q) => (q, false),
-                Destination::Exchange(e) => (e, true),
-            };
-            let durable = match to_exchange {
-                true => durable_exchange(destination),
-                false => durable_queue(destination),
-            };
-            if durable {
-                defs.bindings.push(BindingDef {
-                    source: name.clone(),
-                    destination: destination.to_string(),
-                    to_exchange,
-                    routing_key: b.routing_key.clone(),
-                    arguments: b.arguments.clone(),
-                });
-            }
-        }
-    }
-    for q in topo.queues.values() {
-        if let Some(dir) = &q.disk_dir {
-            defs.queues.push(StoredQueue {
-                name: q.name.to_string(),
-                dir: dir.clone(),
-                auto_delete: q.auto_delete,
-                arguments: q.arguments.clone(),
-            });
-        }
-    }
-    // Map iteration order is random: sort so equal topologies compare
-    // equal and no needless rewrite happens.
-    defs.exchanges.sort_by(|a, b| a.name.cmp(&b.name));
-    defs.queues.sort_by(|a, b| a.name.cmp(&b.name));
-    defs.bindings.sort_by(|a, b| {
-        (&a.source, &a.destination, &a.routing_key).cmp(&(
-            &b.source,
-            &b.destination,
-            &b.routing_key,
-        ))
-    });
-    defs
 }

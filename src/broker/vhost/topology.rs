@@ -6,7 +6,11 @@
 //!
 //! All changes to bindings go through [`Topology::bind`],
 //! [`Topology::unbind`], [`Topology::remove_exchange`] and
-//! [`Topology::remove_destination`], which keep the indexes true.
+//! [`Topology::remove_destination`], which keep the indexes true. Those
+//! and [`Topology::insert_exchange`], [`Topology::insert_queue`] and
+//! [`Topology::unregister_queue`] also note each change to a durable
+//! object in `journal`, which the vhost hands to the metadata log before
+//! it lets go of the lock (so the log has the changes in their order).
 
 use std::sync::Arc;
 
@@ -16,6 +20,8 @@ use crate::broker::exchange::{Binding, Destination, Exchange};
 use crate::broker::queue::Queue;
 use crate::broker::IndexSet;
 use crate::protocol::AmqpError;
+use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef};
+use crate::store::metadata::MetaOp;
 
 #[derive(Debug, Default)]
 pub(super) struct Topology {
@@ -25,20 +31,47 @@ pub(super) struct Topology {
     sources: HashMap<Destination, IndexSet<Arc<str>>>,
     /// For each connection, the exclusive queues it declared.
     exclusive: HashMap<u64, IndexSet<String>>,
+    /// The vhost's name (for the journal's entries).
+    pub vhost: String,
+    /// Changes to durable objects not yet handed to the metadata log.
+    pub journal: Vec<MetaOp>,
 }
 
 impl Topology {
     /// Add a binding from exchange `source`; Ok(false) if an identical one
     /// exists, Ok(true) if added; None if there is no such exchange.
     pub fn bind(&mut self, source: &str, binding: Binding) -> Option<Result<bool, AmqpError>> {
+        let durable = self.is_durable_binding(source, &binding.dest);
+        let def = durable.then(|| binding_def(source, &binding));
         let x = self.exchanges.get_mut(source)?;
         let dest = binding.dest.clone();
         let added = x.bind(binding);
         if let Ok(true) = added {
             let name = x.name.clone();
             self.sources.entry(dest).or_default().insert(name);
+            if let Some(def) = def {
+                let vhost = self.vhost.clone();
+                self.journal.push(MetaOp::PutBinding { vhost, def });
+            }
         }
         Some(added)
+    }
+
+    /// Register a declared exchange.
+    pub fn insert_exchange(&mut self, x: Exchange) {
+        if x.durable {
+            self.journal.push(MetaOp::PutExchange {
+                vhost: self.vhost.clone(),
+                def: ExchangeDef {
+                    name: x.name.to_string(),
+                    kind: x.type_name().to_string(),
+                    auto_delete: x.auto_delete,
+                    internal: x.internal,
+                    arguments: x.arguments.clone(),
+                },
+            });
+        }
+        self.exchanges.insert(x.name.to_string(), x);
     }
 
     /// Whether a binding from `source` to `dest` is stored: both ends are
@@ -56,6 +89,7 @@ impl Topology {
 
     /// Remove a binding from exchange `source`; false if there was none.
     pub fn unbind(&mut self, source: &str, binding: &Binding) -> bool {
+        let durable = self.is_durable_binding(source, &binding.dest);
         let Some(x) = self.exchanges.get_mut(source) else {
             return false;
         };
@@ -64,6 +98,11 @@ impl Topology {
         }
         if !x.binds_to(&binding.dest) {
             self.forget_source(&binding.dest, source);
+        }
+        if durable {
+            let def = binding_def(source, binding);
+            let vhost = self.vhost.clone();
+            self.journal.push(MetaOp::DeleteBinding { vhost, def });
         }
         true
     }
@@ -81,6 +120,12 @@ impl Topology {
     /// auto-delete exchanges left unbound).
     pub fn remove_exchange(&mut self, name: &str) -> Option<Exchange> {
         let x = self.exchanges.remove(name)?;
+        if x.durable {
+            self.journal.push(MetaOp::DeleteExchange {
+                vhost: self.vhost.clone(),
+                name: name.to_string(),
+            });
+        }
         let dests: IndexSet<Destination> = x.bindings().map(|b| b.dest.clone()).collect();
         for d in &dests {
             self.forget_source(d, name);
@@ -114,12 +159,29 @@ impl Topology {
             let names = self.exclusive.entry(owner).or_default();
             names.insert(queue.name.to_string());
         }
+        if let Some(dir) = &queue.disk_dir {
+            self.journal.push(MetaOp::PutQueue {
+                vhost: self.vhost.clone(),
+                def: QueueDef {
+                    name: queue.name.to_string(),
+                    dir: dir.clone(),
+                    auto_delete: queue.auto_delete,
+                    arguments: queue.arguments.clone(),
+                },
+            });
+        }
         self.queues.insert(queue.name.to_string(), queue);
     }
 
     /// Drop a (deleted) queue from the map and every binding to it.
     pub fn unregister_queue(&mut self, name: &str) -> Option<Arc<Queue>> {
         let q = self.queues.remove(name)?;
+        if q.disk_dir.is_some() {
+            self.journal.push(MetaOp::DeleteQueue {
+                vhost: self.vhost.clone(),
+                name: name.to_string(),
+            });
+        }
         if let Some(owner) = q.exclusive_owner {
             if let Some(names) = self.exclusive.get_mut(&owner) {
                 names.swap_remove(name);
@@ -148,5 +210,20 @@ impl Topology {
             .get(&conn_id)
             .map(|names| names.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// How a binding is stored.
+fn binding_def(source: &str, binding: &Binding) -> BindingDef {
+    let (destination, to_exchange) = match &binding.dest {
+        Destination::Queue(q) => (q, false),
+        Destination::Exchange(e) => (e, true),
+    };
+    BindingDef {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        to_exchange,
+        routing_key: binding.routing_key.clone(),
+        arguments: binding.arguments.clone(),
     }
 }

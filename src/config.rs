@@ -77,6 +77,9 @@ pub struct Config {
     /// Size of the metadata log at which it is compacted into a snapshot
     /// (or the last snapshot's size, if larger).
     pub metadata_log_bytes: u64,
+    /// Segment and ack files open at once at most (0: half the process's
+    /// descriptor limit); the least recently used are closed.
+    pub max_open_files: usize,
     /// Virtual hosts.
     pub vhosts: Vec<String>,
     /// Memory use above which publishers are blocked: a fraction of the

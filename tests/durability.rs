@@ -140,15 +140,30 @@ async fn a_failed_store_write_nacks_publishers() {
         let (_c, ch) = broker.channel().await;
         declare_durable(&ch, "doomed").await;
         declare_durable(&ch, "healthy").await;
+        // A queue's directory is created with its first message.
+        common::confirm(&ch).await;
+        let first = ch
+            .basic_publish(
+                "".into(),
+                "doomed".into(),
+                lapin::options::BasicPublishOptions::default(),
+                b"first",
+                persistent(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(first.is_ack());
         let queues = broker.data_dir.join("queues");
         let dir = std::fs::read_dir(&queues)
             .expect("queues dir")
             .map(|e| e.expect("entry").path())
             .min()
             .expect("the first queue's directory");
-        std::os::unix::fs::symlink("/nonexistent", dir.join("00000002.seg")).expect("symlink");
+        std::os::unix::fs::symlink("/nonexistent/segment", dir.join("00000002.seg"))
+            .expect("symlink");
 
-        common::confirm(&ch).await;
         let mut nacked = 0;
         for i in 0..20 {
             let confirm = ch

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use ahash::AHashSet as HashSet;
 
+use super::file_cache::{Access, CachedFile};
 use super::segment::{file_header, header_ok, AppendBuffer, FILE_HEADER_LEN};
 
 /// Magic bytes at the head of every ack file.
@@ -56,12 +57,24 @@ pub struct AckWriter {
 impl AckWriter {
     /// Open (creating with a header if missing) segment `id`'s ack file.
     pub fn open(dir: &Path, id: u32) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path(dir, id))?;
+        let path = path(dir, id);
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+        };
+        let file = match open() {
+            // The segment's file (and the queue's directory) may not be
+            // written yet: an ack can come first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()?
+            }
+            other => other?,
+        };
         let mut buf = Vec::new();
         let mut written = file.metadata()?.len();
         let mut header = [0u8; FILE_HEADER_LEN as usize];
@@ -81,7 +94,7 @@ impl AckWriter {
             file.set_len(written)?;
         }
         Ok(AckWriter {
-            out: AppendBuffer::new(file, written, buf),
+            out: AppendBuffer::new(CachedFile::adopt(path, Access::Write, file), written, buf),
         })
     }
 

@@ -35,6 +35,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use super::definitions::{self, Definitions};
+use super::file_cache::{Access, CachedFile};
 use super::segment::{file_header, AppendBuffer, FILE_HEADER_LEN};
 use super::syncer::{SyncSource, Syncer};
 pub use record::MetaOp;
@@ -226,7 +227,7 @@ impl SyncSource for MetaStore {
         let mut inner = self.inner.lock();
         inner.ticket = None;
         inner.log.flush()?;
-        out.push(inner.log.file());
+        out.push(inner.log.file()?);
         if inner.dir_dirty {
             out.push(Arc::new(File::open(&self.dir)?));
             inner.dir_dirty = false;
@@ -243,11 +244,13 @@ impl SyncSource for MetaStore {
 
 /// A new, empty log `id`, its header written.
 fn create_log(dir: &Path, id: u32) -> io::Result<AppendBuffer> {
+    let path = files::log_path(dir, id);
     let file = OpenOptions::new()
         .create_new(true)
         .read(true)
         .write(true)
-        .open(files::log_path(dir, id))?;
+        .open(&path)?;
+    let file = CachedFile::adopt(path, Access::Write, file);
     let mut log = AppendBuffer::new(file, 0, file_header(LOG_MAGIC, id).to_vec());
     log.flush()?;
     Ok(log)
@@ -259,13 +262,12 @@ fn open_active(dir: &Path, base: u32, last: Option<(u32, files::ReadReport)>) ->
     let (log, id, len) = match last {
         Some((id, r)) if !r.bad_header => {
             let end = r.torn_at.unwrap_or(r.len);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(files::log_path(dir, id))?;
+            let path = files::log_path(dir, id);
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
             if end < r.len {
                 file.set_len(end)?;
             }
+            let file = CachedFile::adopt(path, Access::Write, file);
             (AppendBuffer::new(file, end, Vec::new()), id, end)
         }
         Some((id, _)) => (create_log(dir, id + 1)?, id + 1, FILE_HEADER_LEN),

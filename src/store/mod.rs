@@ -52,6 +52,7 @@
 
 pub mod acks;
 pub mod definitions;
+pub mod file_cache;
 pub mod metadata;
 pub mod queue_log;
 pub mod reaper;
@@ -127,6 +128,7 @@ impl Store {
                 .map_err(|e| io_err("cannot clear", &transient, e))?;
         }
         let fsync = config.fsync == Fsync::Always;
+        file_cache::set_capacity(open_files_limit(config.max_open_files));
         let (metadata, recovered) =
             metadata::MetaStore::open(dir, fsync, config.metadata_log_bytes)?;
         set_aside_unloaded(dir, &recovered.unloaded_queue_dirs)?;
@@ -236,6 +238,16 @@ fn set_aside_unloaded(data_dir: &Path, dirs: &[String]) -> Result<(), String> {
         tracing::error!(from = %from.display(), to = %to.display(), "the definition of this queue could not be loaded; its messages were set aside");
     }
     Ok(())
+}
+
+/// `max_open_files`, or half the descriptor limit when it is 0 (the other
+/// half for sockets, the metadata log and directories being synced).
+fn open_files_limit(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    (soft / 2).clamp(64, 1 << 20) as usize
 }
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> String {

@@ -103,7 +103,6 @@ struct Recovered {
 #[derive(Debug)]
 pub struct QueueLog {
     dir: PathBuf,
-    dir_file: Arc<File>,
     /// Durable queue: ack files are written and files fsynced.
     durable: bool,
     segment_bytes: u64,
@@ -131,16 +130,10 @@ pub struct QueueLog {
 }
 
 impl QueueLog {
-    /// A new, empty log in `dir` (created).
+    /// A new, empty log in `dir`. Nothing is created on disk until the
+    /// first record is written (the directory with the first segment), so
+    /// declaring a queue costs no file I/O and an idle queue has no files.
     pub fn create(dir: &Path, durable: bool, segment_bytes: u64) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        if durable {
-            // The queue's directory entry must be durable before the
-            // definitions refer to it.
-            if let Some(parent) = dir.parent() {
-                File::open(parent)?.sync_all()?;
-            }
-        }
         Self::with_first_segment(dir, durable, segment_bytes, BTreeMap::new(), 1)
     }
 
@@ -153,14 +146,13 @@ impl QueueLog {
     ) -> io::Result<Self> {
         let writer = SegmentWriter::create(dir, id)?;
         segments.insert(id, Segment::default());
-        let dir_file = Arc::new(File::open(dir)?);
         Ok(QueueLog {
             dir: dir.to_path_buf(),
             to_sync: Vec::new(),
             writer_logged: false,
-            // A new segment's directory entry must be durable too.
+            // A new segment's directory entry must be durable too (and,
+            // for a new queue, the directory's own).
             dir_unsynced: durable,
-            dir_file,
             durable,
             segment_bytes,
             segments,
@@ -260,12 +252,15 @@ impl QueueLog {
     fn roll(&mut self) -> io::Result<()> {
         self.writer.flush()?;
         let old = self.writer.id;
+        let old_file = match self.writer_logged {
+            true => Some(self.writer.file()?),
+            false => None,
+        };
         let next = SegmentWriter::create(&self.dir, old + 1)?;
         let closed = std::mem::replace(&mut self.writer, next);
         self.segments.entry(old).or_default().end = closed.len();
-        if std::mem::take(&mut self.writer_logged) {
-            self.to_sync.push(closed.file());
-        }
+        self.writer_logged = false;
+        self.to_sync.extend(old_file);
         self.segments.insert(old + 1, Segment::default());
         self.dir_unsynced = self.durable;
         self.delete_if_settled(old);
@@ -376,11 +371,18 @@ impl QueueLog {
         self.dirty = None;
         self.writer.flush()?;
         self.flush_acks()?;
-        if std::mem::take(&mut self.writer_logged) {
-            out.push(self.writer.file());
+        if self.writer_logged {
+            out.push(self.writer.file()?);
+            self.writer_logged = false;
         }
-        if std::mem::take(&mut self.dir_unsynced) {
-            out.push(self.dir_file.clone());
+        if self.dir_unsynced && self.writer.len() > FILE_HEADER_LEN {
+            // The directory exists once a segment was written: sync its
+            // entries and its own entry in the parent.
+            out.push(Arc::new(File::open(&self.dir)?));
+            if let Some(parent) = self.dir.parent() {
+                out.push(Arc::new(File::open(parent)?));
+            }
+            self.dir_unsynced = false;
         }
         out.append(&mut self.to_sync);
         Ok(())

@@ -18,12 +18,13 @@
 //! shortened first by [`SegmentWriter::undo`] (an append that failed is
 //! taken back whole), and a recovery scan after a crash finds no garbage.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::file_cache::{Access, CachedFile};
 use super::record::{self, RecordMeta, HEADER_LEN, MAX_PAYLOAD, MIN_PAYLOAD};
 
 /// Magic bytes at the head of every segment file.
@@ -68,7 +69,7 @@ pub struct SegmentWriter {
 /// a retry writes the same bytes at the same offsets.
 #[derive(Debug)]
 pub struct AppendBuffer {
-    file: Arc<File>,
+    file: Arc<CachedFile>,
     /// Bytes waiting to be written.
     pub buf: Vec<u8>,
     /// Bytes known to be in the file (the buffer goes right after them).
@@ -81,9 +82,9 @@ pub struct AppendBuffer {
 
 impl AppendBuffer {
     /// Append to `file`, which holds `written` bytes, after `buf`.
-    pub fn new(file: File, written: u64, buf: Vec<u8>) -> Self {
+    pub fn new(file: Arc<CachedFile>, written: u64, buf: Vec<u8>) -> Self {
         AppendBuffer {
-            file: Arc::new(file),
+            file,
             buf,
             written,
             #[cfg(test)]
@@ -111,10 +112,12 @@ impl AppendBuffer {
         #[cfg(test)]
         if let Some((n, kind)) = self.fault.take() {
             let n = n.min(self.buf.len());
-            self.file.write_all_at(&self.buf[..n], self.written)?;
+            self.file
+                .get()?
+                .write_all_at(&self.buf[..n], self.written)?;
             return Err(io::Error::from(kind));
         }
-        self.file.write_all_at(&self.buf, self.written)
+        self.file.get()?.write_all_at(&self.buf, self.written)
     }
 
     /// After a failed write: drop whatever part of the buffer reached the
@@ -123,7 +126,7 @@ impl AppendBuffer {
     /// the buffer is shortened before it is written again. If even that
     /// fails, the error is one no retry may paper over.
     fn cut_back(&self, e: io::Error) -> io::Error {
-        match self.file.set_len(self.written) {
+        match self.file.get().and_then(|f| f.set_len(self.written)) {
             Ok(()) => e,
             Err(t) => io::Error::other(format!(
                 "{e}; truncating the file back to its last good length failed too: {t}"
@@ -131,9 +134,9 @@ impl AppendBuffer {
         }
     }
 
-    /// The file, for fsync.
-    pub fn file(&self) -> Arc<File> {
-        self.file.clone()
+    /// The open file, for fsync (reopened if the cache closed it).
+    pub fn file(&self) -> io::Result<Arc<File>> {
+        self.file.get()
     }
 
     /// Make the next write put `after` bytes in the file, then fail.
@@ -151,13 +154,11 @@ pub struct Mark {
 }
 
 impl SegmentWriter {
-    /// Create segment `id` (it must not exist yet).
+    /// Start segment `id` (it must not exist yet). The file (and the
+    /// queue's directory) is created when its first bytes are written, so
+    /// a queue that never writes has no files.
     pub fn create(dir: &Path, id: u32) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(path(dir, id))?;
+        let file = CachedFile::lazy(path(dir, id), Access::Write);
         Ok(SegmentWriter {
             id,
             out: AppendBuffer::new(file, 0, file_header(MAGIC, id).to_vec()),
@@ -214,8 +215,8 @@ impl SegmentWriter {
         self.len == FILE_HEADER_LEN
     }
 
-    /// The file, for fsync.
-    pub fn file(&self) -> Arc<File> {
+    /// The open file, for fsync.
+    pub fn file(&self) -> io::Result<Arc<File>> {
         self.out.file()
     }
 }
@@ -298,7 +299,7 @@ pub fn scan(buf: &[u8]) -> Vec<ScanItem> {
 pub struct SegmentReader {
     /// Segment id.
     pub id: u32,
-    file: File,
+    file: Arc<CachedFile>,
     buf: Vec<u8>,
     buf_start: u64,
 }
@@ -320,7 +321,7 @@ impl SegmentReader {
     pub fn open(dir: &Path, id: u32) -> io::Result<Self> {
         Ok(SegmentReader {
             id,
-            file: File::open(path(dir, id))?,
+            file: CachedFile::lazy(path(dir, id), Access::Read),
             buf: Vec::new(),
             buf_start: 0,
         })
@@ -337,7 +338,7 @@ impl SegmentReader {
         }
         let want = (end - offset).min(n.max(READ_CHUNK) as u64) as usize;
         self.buf.resize(want, 0);
-        self.file.read_exact_at(&mut self.buf, offset)?;
+        self.file.get()?.read_exact_at(&mut self.buf, offset)?;
         self.buf_start = offset;
         Ok(true)
     }

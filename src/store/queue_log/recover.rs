@@ -15,10 +15,15 @@ use crate::store::segment::{self, ScanItem, FILE_HEADER_LEN};
 impl QueueLog {
     /// Rebuild a durable queue's log from its directory.
     pub fn recover(dir: &Path, segment_bytes: u64) -> io::Result<(Self, Recovery)> {
-        std::fs::create_dir_all(dir)?;
         let mut ids: Vec<u32> = Vec::new();
         let mut ack_ids: Vec<u32> = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries.collect::<Vec<_>>(),
+            // Declared but never written to: nothing on disk.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
             if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {

@@ -178,13 +178,15 @@ def free_port():
     return port
 
 
-def run_declares(port, names, batch, label):
+def run_declares(port, names, batch, label, bindings=True):
     prober = Prober(port)
     prober.start()
     w = Wire(port)
-    rate = pipelined(w, lambda n: [declare(n), bind(n, "amq.topic", n)], names, batch)
+    per_queue = (lambda n: [declare(n), bind(n, "amq.topic", n)]) if bindings else (lambda n: [declare(n)])
+    rate = pipelined(w, per_queue, names, batch)
     p99, worst = prober.finish()
-    print(f"{label}: {len(names)} durable queues + bindings at {rate:,.0f}/s; other client's publish+get p99 {p99:.1f} ms, max {worst:.1f} ms")
+    what = "durable queues + bindings" if bindings else "durable queues"
+    print(f"{label}: {len(names)} {what} at {rate:,.0f}/s; other client's publish+get p99 {p99:.1f} ms, max {worst:.1f} ms")
     return w, rate, p99
 
 
@@ -194,6 +196,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--skip-rabbitmq", action="store_true")
+    ap.add_argument("--no-bindings", action="store_true", help="declare the queues without bindings")
     ap.add_argument("--fd-limit", type=int, default=0, help="ulimit -n for warren (0: inherit)")
     args = ap.parse_args()
     if not args.no_build:
@@ -210,7 +213,7 @@ def main():
     try:
         proc = start()
         wait_port(port, proc)
-        w, rate, p99 = run_declares(port, names, args.batch, "warren")
+        w, rate, p99 = run_declares(port, names, args.batch, "warren", not args.no_bindings)
         w.s.close()
         time.sleep(1)
         rss, fds = proc_stats(proc.pid)
@@ -232,7 +235,7 @@ def main():
     except OSError:
         print("RabbitMQ not listening on 5672: skipped")
         return
-    w, rate, p99 = run_declares(5672, names, args.batch, "rabbitmq")
+    w, rate, p99 = run_declares(5672, names, args.batch, "rabbitmq", not args.no_bindings)
     pipelined(w, lambda n: [delete(n)], names, args.batch)
 
 

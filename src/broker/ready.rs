@@ -37,7 +37,7 @@ pub struct ReadyMessages {
     lanes: Vec<Lane>,
     /// A priority queue's log 0: the queue directory's own log (empty but
     /// for messages written before priority levels had their own logs).
-    shared_log: Option<QueueLog>,
+    shared_log: Option<Box<QueueLog>>,
     /// Body bytes of all ready messages, in memory and on disk (for
     /// x-max-length-bytes).
     body_bytes: u64,
@@ -104,7 +104,7 @@ impl ReadyMessages {
                 let lane = ready.lane_of(&m.message);
                 ready.lanes[lane].insert(m);
             }
-            ready.shared_log = Some(shared);
+            ready.shared_log = Some(Box::new(shared));
         }
         Ok(ready)
     }
@@ -139,14 +139,14 @@ impl ReadyMessages {
     fn log_of(&mut self, r: DiskRef) -> Option<&mut QueueLog> {
         match (self.max_priority, r.log) {
             (None, _) => self.lanes.first_mut()?.log(),
-            (Some(_), 0) => self.shared_log.as_mut(),
+            (Some(_), 0) => self.shared_log.as_deref_mut(),
             (Some(_), id) => self.lanes.get_mut(usize::from(id) - 1)?.log(),
         }
     }
 
     fn logs(&mut self) -> impl Iterator<Item = &mut QueueLog> {
         let lanes = self.lanes.iter_mut().filter_map(Lane::log);
-        self.shared_log.as_mut().into_iter().chain(lanes)
+        self.shared_log.as_deref_mut().into_iter().chain(lanes)
     }
 
     /// The sync round that will flush this queue's buffered writes: the

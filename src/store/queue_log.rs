@@ -90,7 +90,8 @@ struct Segment {
     /// What recovery read for this segment: settled/delivered marks and
     /// corrupt stretches to step over.
     recovered: Option<Box<Recovered>>,
-    acks: Option<AckWriter>,
+    /// Boxed: most segments have none open, and map nodes hold eleven.
+    acks: Option<Box<AckWriter>>,
 }
 
 #[derive(Debug, Default)]
@@ -141,11 +142,12 @@ impl QueueLog {
         dir: &Path,
         durable: bool,
         segment_bytes: u64,
-        mut segments: BTreeMap<u32, Segment>,
+        segments: BTreeMap<u32, Segment>,
         id: u32,
     ) -> io::Result<Self> {
         let writer = SegmentWriter::create(dir, id)?;
-        segments.insert(id, Segment::default());
+        // The writer's segment gets its entry with its first record: an
+        // idle queue's map stays empty (a map node is ~400 bytes).
         Ok(QueueLog {
             dir: dir.to_path_buf(),
             to_sync: Vec::new(),
@@ -261,7 +263,6 @@ impl QueueLog {
         self.segments.entry(old).or_default().end = closed.len();
         self.writer_logged = false;
         self.to_sync.extend(old_file);
-        self.segments.insert(old + 1, Segment::default());
         self.dir_unsynced = self.durable;
         self.delete_if_settled(old);
         Ok(())
@@ -294,7 +295,9 @@ impl QueueLog {
         };
         let w = match &mut seg.acks {
             Some(w) => w,
-            None => seg.acks.insert(AckWriter::open(&self.dir, r.segment)?),
+            None => seg
+                .acks
+                .insert(Box::new(AckWriter::open(&self.dir, r.segment)?)),
         };
         w.push(u64::from(r.offset), kind, count);
         if !self.acks_buffered.contains(&r.segment) {

@@ -22,8 +22,9 @@ pub(super) struct Lane {
     items: VecDeque<QueuedMessage>,
     mem_bytes: u64,
     window_bytes: u64,
-    /// The log (made when first needed, unless given).
-    log: Option<QueueLog>,
+    /// The log (made when first needed, unless given). Boxed: an idle
+    /// queue's lane stays small.
+    log: Option<Box<QueueLog>>,
     /// The number its log stamps on disk references.
     log_id: u16,
     /// Where a durable lane makes its log; None: a transient spill log.
@@ -43,14 +44,14 @@ impl Lane {
             items: VecDeque::new(),
             mem_bytes: 0,
             window_bytes,
-            log,
+            log: log.map(Box::new),
             log_id,
             durable_dir,
         }
     }
 
     pub fn log(&mut self) -> Option<&mut QueueLog> {
-        self.log.as_mut()
+        self.log.as_deref_mut()
     }
 
     fn log_mut(&mut self, store: &Store) -> io::Result<&mut QueueLog> {
@@ -60,15 +61,15 @@ impl Lane {
                 None => QueueLog::create(&store.transient_path(), false, store.segment_bytes)?,
             };
             log.set_id(self.log_id);
-            self.log = Some(log);
+            self.log = Some(Box::new(log));
         }
         self.log
-            .as_mut()
+            .as_deref_mut()
             .ok_or_else(|| io::Error::other("queue log missing"))
     }
 
     pub fn tail_count(&self) -> u64 {
-        self.log.as_ref().map_or(0, QueueLog::tail_count)
+        self.log.as_deref().map_or(0, QueueLog::tail_count)
     }
 
     /// Append a newly routed message with sequence number `seq`: in memory
@@ -136,7 +137,7 @@ impl Lane {
     fn refill(&mut self) {
         if self.mem_bytes < self.window_bytes / 2 && self.tail_count() > 0 {
             let budget = self.window_bytes - self.mem_bytes;
-            if let Some(log) = self.log.as_mut() {
+            if let Some(log) = self.log.as_deref_mut() {
                 self.mem_bytes += log.read_tail(budget, &mut self.items);
             }
         }
@@ -160,7 +161,7 @@ impl Lane {
     pub fn purge(&mut self, dropped: &mut Vec<QueuedMessage>) -> u64 {
         dropped.extend(self.items.drain(..));
         self.mem_bytes = 0;
-        match self.log.as_mut().map(QueueLog::purge_tail) {
+        match self.log.as_deref_mut().map(QueueLog::purge_tail) {
             Some(Ok(n)) => n,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot purge queued messages on disk");

@@ -190,19 +190,36 @@ def run_declares(port, names, batch, label, bindings=True):
     return w, rate, p99
 
 
+def bind_many(w, names, total, batch, label):
+    """Add `total` topic bindings to amq.topic, spread over the queues,
+    pipelined; report the cost per bind of the first and last batches."""
+    items = [(names[i % len(names)], f"b.{i}.#") for i in range(total)]
+    costs = []
+    started = time.monotonic()
+    for at in range(0, total, batch):
+        t0 = time.monotonic()
+        pipelined(w, lambda it: [bind(it[0], "amq.topic", it[1])], items[at : at + batch], batch)
+        costs.append((time.monotonic() - t0) / len(items[at : at + batch]) * 1e6)
+    rate = total / (time.monotonic() - started)
+    first, last = costs[0], costs[-1]
+    print(f"{label}: {total} more topic bindings at {rate:,.0f}/s; per bind {first:.1f} us in the first batch, {last:.1f} us in the last (max {max(costs):.1f})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--queues", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--skip-rabbitmq", action="store_true")
+    ap.add_argument("--bindings", type=int, default=0, help="then this many more topic bindings, spread over the queues")
     ap.add_argument("--no-bindings", action="store_true", help="declare the queues without bindings")
+    ap.add_argument("--keep-data", help="use this data dir and keep it (for profiling a restart)")
     ap.add_argument("--fd-limit", type=int, default=0, help="ulimit -n for warren (0: inherit)")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "warren"], cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target", "release", "warren")
-    data = tempfile.mkdtemp(prefix="warren-topology-")
+    data = args.keep_data or tempfile.mkdtemp(prefix="warren-topology-")
     port = free_port()
     names = [f"tq-{i}" for i in range(args.queues)]
 
@@ -214,6 +231,8 @@ def main():
         proc = start()
         wait_port(port, proc)
         w, rate, p99 = run_declares(port, names, args.batch, "warren", not args.no_bindings)
+        if args.bindings:
+            bind_many(w, names, args.bindings, args.batch, "warren")
         w.s.close()
         time.sleep(1)
         rss, fds = proc_stats(proc.pid)
@@ -227,7 +246,8 @@ def main():
         proc.terminate()
         proc.wait(60)
     finally:
-        shutil.rmtree(data, ignore_errors=True)
+        if not args.keep_data:
+            shutil.rmtree(data, ignore_errors=True)
     if args.skip_rabbitmq:
         return
     try:
@@ -236,6 +256,8 @@ def main():
         print("RabbitMQ not listening on 5672: skipped")
         return
     w, rate, p99 = run_declares(5672, names, args.batch, "rabbitmq", not args.no_bindings)
+    if args.bindings:
+        bind_many(w, names, args.bindings, args.batch, "rabbitmq")
     pipelined(w, lambda n: [delete(n)], names, args.batch)
 
 

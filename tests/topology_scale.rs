@@ -1,10 +1,17 @@
 //! Topology at scale, in a reduced form that a debug build runs in
 //! seconds: a bind costs the same with 20,000 bindings on the exchange as
-//! with none, and closing a connection that owns thousands of exclusive
-//! queues visits only their own bindings, not every binding in the vhost.
-//! (Full-size figures come from benchmarks.)
+//! with none; closing a connection that owns thousands of exclusive
+//! queues visits only their own bindings, not every binding in the vhost;
+//! thousands of durable queues with messages keep the broker's open files
+//! under `max_open_files`, do not stall another client while declared,
+//! and all come back after a restart. (Full-size figures come from
+//! `benches/topology.py`.)
 
 mod common;
+// Shared with tests/hostile.rs, which uses the rest of it.
+#[allow(dead_code)]
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::time::{Duration, Instant};
 
@@ -174,4 +181,85 @@ async fn running_out_of_descriptors_refuses_clients_and_recovers() {
         let _ = std::fs::remove_file(&config);
     })
     .await
+}
+
+/// queue.declare of a durable queue (passive: only check it).
+fn durable_declare(channel: u16, queue: &str, passive: bool) -> Vec<u8> {
+    let mut a = 0u16.to_be_bytes().to_vec();
+    a.extend(raw::shortstr(queue));
+    a.push(0b0000_0010 | u8::from(passive));
+    a.extend_from_slice(&raw::EMPTY_TABLE);
+    raw::method(channel, 50, 10, &a)
+}
+
+/// Descriptors the process holds.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_durable_queues_keep_open_files_bounded_and_others_served() {
+    const QUEUES: usize = 3_000;
+    const BATCH: usize = 500;
+    const MAX_OPEN_FILES: usize = 64;
+    bounded(Duration::from_secs(120), async {
+        let dir = common::disk::DataDir::new();
+        let config = dir.write_config(&format!("max_open_files = {MAX_OPEN_FILES}\n"));
+        let mut broker = ChildBroker::start(dir.path(), &config);
+        let prober = hostile::Prober::start(broker.port).await;
+        let mut w = hostile::Wire::login(broker.port).await;
+        let prefix = uniq("durable");
+        let name = |i: usize| format!("{prefix}-{i}");
+        for start in (0..QUEUES).step_by(BATCH) {
+            let mut frames = Vec::new();
+            for i in start..start + BATCH {
+                frames.extend(durable_declare(1, &name(i), false));
+                frames.extend(queue_bind(1, &name(i), "amq.topic", &name(i)));
+                // One persistent message each, so each has files.
+                frames.extend(raw::basic_publish(1, "", &name(i)));
+                frames.extend(persistent_header(1));
+                frames.extend(raw::frame(3, 1, b"m"));
+            }
+            w.send(&frames).await;
+            for _ in 0..BATCH {
+                w.expect_method(1, 50, 11).await;
+                w.expect_method(1, 50, 21).await;
+            }
+        }
+        let (slowest, samples) = prober.finish().await;
+        let fds = open_descriptors(broker.pid());
+        println!("{QUEUES} durable queues with a message: {fds} descriptors open; other client's slowest publish+get {slowest:?} ({samples} samples)");
+        assert!(
+            fds <= MAX_OPEN_FILES + 32,
+            "{fds} descriptors open with max_open_files = {MAX_OPEN_FILES}"
+        );
+        assert!(
+            slowest < Duration::from_millis(1500),
+            "another client waited {slowest:?} while durable queues were declared"
+        );
+        broker.terminate().await;
+        let broker = ChildBroker::start(dir.path(), &config);
+        let mut w = hostile::Wire::login(broker.port).await;
+        let frames: Vec<u8> = (0..QUEUES)
+            .flat_map(|i| durable_declare(1, &name(i), true))
+            .collect();
+        w.send(&frames).await;
+        for i in 0..QUEUES {
+            let args = w.expect_method(1, 50, 11).await;
+            let at = 1 + args[0] as usize;
+            let count = u32::from_be_bytes(args[at..at + 4].try_into().unwrap());
+            assert_eq!(count, 1, "queue {} after the restart", name(i));
+        }
+    })
+    .await
+}
+
+/// A content header of a 1-byte persistent message (delivery-mode 2).
+fn persistent_header(channel: u16) -> Vec<u8> {
+    let mut p = 60u16.to_be_bytes().to_vec();
+    p.extend(0u16.to_be_bytes());
+    p.extend(1u64.to_be_bytes());
+    p.extend(0x1000u16.to_be_bytes());
+    p.push(2);
+    raw::frame(2, channel, &p)
 }

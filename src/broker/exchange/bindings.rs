@@ -10,7 +10,10 @@
 //! for a group while the group is not empty, and a fanout exchange needs a
 //! destination while it has any group.
 
-use indexmap::{IndexMap, IndexSet};
+use super::super::IndexSet;
+
+/// Maps keyed by destinations and keys: ahash, as the routing tables.
+type IndexMap<K, V> = indexmap::IndexMap<K, V, ahash::RandomState>;
 
 use super::{Binding, Destination};
 

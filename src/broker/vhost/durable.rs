@@ -42,6 +42,14 @@ impl VHost {
         topo: &mut Topology,
         defs: &VhostDefinitions,
     ) -> Result<(), String> {
+        // Restored, not changed: nothing is journaled.
+        topo.restoring = true;
+        let restored = self.restore_objects(topo, defs);
+        topo.restoring = false;
+        restored
+    }
+
+    fn restore_objects(&self, topo: &mut Topology, defs: &VhostDefinitions) -> Result<(), String> {
         for x in &defs.exchanges {
             let Some((kind, delayed)) = ExchangeKind::of_declared(&x.kind, &x.arguments) else {
                 tracing::warn!(vhost = %self.name, exchange = %x.name, kind = %x.kind, "stored exchange of unknown type skipped");
@@ -76,15 +84,19 @@ impl VHost {
                 max_priority,
             )
             .map_err(fail)?;
-            tracing::info!(
-                vhost = %self.name,
-                queue = %q.name,
-                messages = ready.len(),
-                corrupt_records = report.corrupt_records,
-                torn_tails = report.torn_tails,
-                ms = started.elapsed().as_millis() as u64,
-                "recovered queue"
-            );
+            // One line per queue with something to report; 100,000 empty
+            // queues are not 100,000 lines.
+            if !ready.is_empty() || report.corrupt_records > 0 || report.torn_tails > 0 {
+                tracing::info!(
+                    vhost = %self.name,
+                    queue = %q.name,
+                    messages = ready.len(),
+                    corrupt_records = report.corrupt_records,
+                    torn_tails = report.torn_tails,
+                    ms = started.elapsed().as_millis() as u64,
+                    "recovered queue"
+                );
+            }
             let def = QueueDef {
                 name: &q.name,
                 vhost: &self.name,
@@ -104,9 +116,13 @@ impl VHost {
             if !dest_exists {
                 continue;
             }
+            // The queue's own name, not a copy per binding.
             let dest = match b.to_exchange {
                 true => Destination::Exchange(Arc::from(b.destination.as_str())),
-                false => Destination::Queue(Arc::from(b.destination.as_str())),
+                false => match topo.queues.get(&b.destination) {
+                    Some(q) => Destination::Queue(q.name.clone()),
+                    None => continue,
+                },
             };
             let binding = Binding {
                 dest,
@@ -115,8 +131,6 @@ impl VHost {
             };
             let _ = topo.bind(&b.source, binding);
         }
-        // Restored, not changed: nothing to log.
-        topo.journal.clear();
         Ok(())
     }
 }

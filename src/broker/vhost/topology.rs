@@ -35,13 +35,15 @@ pub(super) struct Topology {
     pub vhost: String,
     /// Changes to durable objects not yet handed to the metadata log.
     pub journal: Vec<MetaOp>,
+    /// Rebuilding from the metadata at start: nothing is journaled.
+    pub restoring: bool,
 }
 
 impl Topology {
     /// Add a binding from exchange `source`; Ok(false) if an identical one
     /// exists, Ok(true) if added; None if there is no such exchange.
     pub fn bind(&mut self, source: &str, binding: Binding) -> Option<Result<bool, AmqpError>> {
-        let durable = self.is_durable_binding(source, &binding.dest);
+        let durable = !self.restoring && self.is_durable_binding(source, &binding.dest);
         let def = durable.then(|| binding_def(source, &binding));
         let x = self.exchanges.get_mut(source)?;
         let dest = binding.dest.clone();
@@ -59,7 +61,7 @@ impl Topology {
 
     /// Register a declared exchange.
     pub fn insert_exchange(&mut self, x: Exchange) {
-        if x.durable {
+        if x.durable && !self.restoring {
             self.journal.push(MetaOp::PutExchange {
                 vhost: self.vhost.clone(),
                 def: ExchangeDef {
@@ -159,7 +161,7 @@ impl Topology {
             let names = self.exclusive.entry(owner).or_default();
             names.insert(queue.name.to_string());
         }
-        if let Some(dir) = &queue.disk_dir {
+        if let Some(dir) = queue.disk_dir.as_ref().filter(|_| !self.restoring) {
             self.journal.push(MetaOp::PutQueue {
                 vhost: self.vhost.clone(),
                 def: QueueDef {

@@ -4,7 +4,9 @@
 //! (bindings are indexed by both ends, so deleting a queue or an exchange
 //! drops its bindings without a scan), so recovery is linear in the ops.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 
 use serde::Deserialize;
 
@@ -12,9 +14,27 @@ use super::record::MetaOp;
 use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef};
 use crate::store::{Definitions, VhostDefinitions};
 
-/// Identity of a binding: its encoded form (source, destination, kind,
-/// key and arguments, in a fixed field order).
+/// Identity of a binding: source, destination, kind, key and arguments
+/// (see [`binding_id`]).
 type BindingId = String;
+
+/// A binding's identity: its ends (each after its length, so that no two
+/// bindings share one), kind and key, and, when it has arguments, its whole
+/// stored encoding (rare; exact).
+fn binding_id(def: &BindingDef) -> BindingId {
+    use std::fmt::Write;
+    let len = def.source.len() + def.destination.len() + def.routing_key.len() + 12;
+    let mut id = String::with_capacity(len);
+    let _ = write!(id, "{}:{}", def.source.len(), def.source);
+    let _ = write!(id, "{}:{}", def.destination.len(), def.destination);
+    id.push(if def.to_exchange { 'x' } else { 'q' });
+    id.push_str(&def.routing_key);
+    if !def.arguments.inner().is_empty() {
+        id.push('\0');
+        id.push_str(&serde_json::to_string(def).unwrap_or_default());
+    }
+    id
+}
 
 /// One vhost's objects.
 #[derive(Debug, Default)]
@@ -38,9 +58,7 @@ impl VhostState {
     }
 
     fn put_binding(&mut self, def: BindingDef) {
-        let Ok(id) = serde_json::to_string(&def) else {
-            return;
-        };
+        let id = binding_id(&def);
         for end in Self::ends(&def) {
             self.by_end.entry(end).or_default().insert(id.clone());
         }
@@ -48,10 +66,7 @@ impl VhostState {
     }
 
     fn delete_binding(&mut self, def: &BindingDef) {
-        let Ok(id) = serde_json::to_string(def) else {
-            return;
-        };
-        self.forget_binding(&id);
+        self.forget_binding(&binding_id(def));
     }
 
     fn forget_binding(&mut self, id: &str) {

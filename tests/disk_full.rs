@@ -64,7 +64,29 @@ async fn start_beside_filler(tmpfs: &Tmpfs) -> (ChildBroker, Connection, Channel
         .await
         .expect("confirm.select");
     declare_durable(&ch, QUEUE).await;
+    // Declared but never written to: its directory and first segment are
+    // created by the first write, which meets the full disk.
+    declare_durable(&ch, FRESH).await;
     (broker, conn, ch, filler)
+}
+
+/// A queue that gets its first message while the disk is full.
+const FRESH: &str = "fresh";
+
+/// Publish one persistent message to `queue`: whether it was confirmed.
+async fn publish_one(ch: &Channel, queue: &str) -> bool {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        b"first",
+        persistent(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirm")
+    .is_ack()
 }
 
 async fn fill_free_restart(tmpfs: &Tmpfs) {
@@ -83,6 +105,9 @@ async fn fill_free_restart(tmpfs: &Tmpfs) {
         acked_while_full.is_empty(),
         "confirmed while full: {acked_while_full:?}"
     );
+    // Creating a queue's first files on a full disk is a full disk too,
+    // retried (it once failed the store until a restart).
+    assert!(!publish_one(&ch, FRESH).await, "confirmed while full");
 
     std::fs::remove_file(&filler).expect("delete the filler file");
     let freed = Instant::now();
@@ -100,6 +125,11 @@ async fn fill_free_restart(tmpfs: &Tmpfs) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    assert!(
+        publish_one(&ch, FRESH).await,
+        "the queue first written on the full disk still refuses; output:\n{}",
+        broker.output()
+    );
     let after = next..next + 20;
     log.publish_batch(&ch, after.clone()).await;
     assert_eq!(

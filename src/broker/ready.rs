@@ -112,6 +112,8 @@ impl ReadyMessages {
     fn recover_lane(&mut self, dir: &Path, log_id: u16) -> io::Result<QueueLog> {
         let (mut log, report) = QueueLog::recover(dir, self.store.segment_bytes)?;
         log.set_id(log_id);
+        // `qN/p<level>/`: the queue's directory entry is synced too.
+        log.set_parents_to_sync(2);
         self.next_seq = self.next_seq.max(report.next_seq);
         self.body_bytes += report.body_bytes;
         Ok(log)

@@ -191,7 +191,7 @@ impl VHost {
         let mut topo = self.topology.write();
         if d.passive {
             return match topo.exchanges.get(name) {
-                Some(_) => Ok(0),
+                Some(_) => Ok(self.store.metadata.last_ticket()),
                 None => Err(self.no_exchange(name)),
             };
         }
@@ -262,7 +262,7 @@ impl VHost {
                     describe_arg(ae(&x.arguments).as_ref()),
                 ));
             }
-            return Ok(0);
+            return Ok(self.store.metadata.last_ticket());
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -444,7 +444,7 @@ impl VHost {
                 name: requested.to_string(),
                 message_count: queue.message_count(),
                 consumer_count: queue.consumer_count(),
-                ticket: 0,
+                ticket: self.store.metadata.last_ticket(),
             });
         }
         if requested.starts_with("amq.") {
@@ -484,7 +484,7 @@ impl VHost {
                 name,
                 message_count: q.message_count(),
                 consumer_count: q.consumer_count(),
-                ticket: 0,
+                ticket: self.store.metadata.last_ticket(),
             });
         }
         let (disk_dir, log) = match durable {

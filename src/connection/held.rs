@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use amq_protocol::protocol::AMQPClass;
 
 use super::session::Session;
-use crate::store::SyncStatus;
+use crate::store::{StoreHealth, SyncStatus};
 
 /// Output bytes held back at which the connection stops reading until
 /// they go out: what a pipelining client can make it buffer.
@@ -73,13 +73,15 @@ impl Session {
         self.send(id, method);
     }
 
-    /// Bytes of output that may be written now. If the store failed, held
-    /// replies will never be due: they are dropped and the connection is
-    /// closed with the store's error.
+    /// Bytes of output that may be written now. If the store failed for
+    /// good, held replies will never be due: they are dropped and the
+    /// connection is closed with the store's error. (A full disk only
+    /// delays them: the sync thread retries until there is room.)
     pub(super) fn releasable_output(&mut self, status: SyncStatus) -> usize {
         let len = self.io.out.len();
         let n = self.held.sendable(status.synced, len);
-        if n < len && status.failed {
+        let failed = status.failed && self.broker.store.health() == StoreHealth::Failed;
+        if n < len && failed {
             if let Some(first) = self.held.first() {
                 self.io.out.truncate(first);
                 self.held.clear();

@@ -178,7 +178,8 @@ impl Session {
                         self.process_input();
                     }
                 },
-                Some(ev) = self.events.recv() => {
+                // Once done, nothing more is encoded behind the Close-Ok.
+                Some(ev) = self.events.recv(), if !self.done => {
                     self.handle_event(ev);
                     for _ in 0..EVENTS_PER_PASS {
                         if self.io.out.len() >= OUTPUT_BYTES_PER_PASS {
@@ -213,7 +214,8 @@ impl Session {
                             tracing::info!(heartbeat_s = self.heartbeat_s, "missed heartbeats from client, closing");
                             return;
                         }
-                        if last_write.elapsed() >= (hb / 2).max(Duration::from_secs(1)) {
+                        let due = last_write.elapsed() >= (hb / 2).max(Duration::from_secs(1));
+                        if due && !self.done {
                             self.io.out.heartbeat();
                         }
                     }
@@ -259,6 +261,10 @@ impl Session {
     /// Work done once per loop pass, before writing.
     fn end_of_pass(&mut self) {
         use amq_protocol::protocol::basic::{AMQPMethod, Ack, Nack};
+        if self.done {
+            // Only held replies (and the Close-Ok behind them) go out now.
+            return;
+        }
         let status = *self.sync.borrow_and_update();
         if let Some((id, ticket)) = self.commit_wait {
             if status.synced >= ticket {

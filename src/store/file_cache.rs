@@ -95,6 +95,7 @@ impl CachedFile {
     pub fn adopt(path: PathBuf, access: Access, file: File) -> Arc<CachedFile> {
         let cached = Self::lazy(path, access);
         *cached.slot.lock() = Some(Arc::new(file));
+        cached.referenced.store(true, Ordering::Relaxed);
         CACHE.opened(Arc::downgrade(&cached));
         cached
     }
@@ -119,6 +120,8 @@ impl CachedFile {
             }
             *slot = Some(file.clone());
         }
+        // Just opened: not the first to close.
+        self.referenced.store(true, Ordering::Relaxed);
         CACHE.opened(Arc::downgrade(self));
         Ok(file)
     }

@@ -61,6 +61,8 @@ pub struct MetaStore {
     snapshot_bytes: Arc<AtomicU64>,
     /// Compactions finished (for tests and logs).
     compactions: Arc<AtomicU64>,
+    /// The highest sync round handed out.
+    last_ticket: AtomicU64,
     me: Weak<MetaStore>,
 }
 
@@ -135,6 +137,7 @@ impl MetaStore {
             compacting: Arc::new(AtomicBool::new(false)),
             snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
             compactions: Arc::new(AtomicU64::new(0)),
+            last_ticket: AtomicU64::new(0),
             me: me.clone(),
         });
         let mut defs = state.into_definitions();
@@ -144,9 +147,12 @@ impl MetaStore {
 
     /// Buffer `ops` and return the sync round that makes them durable. The
     /// caller holds the lock that orders the changes (the vhost's topology
-    /// lock). Refused while the store refuses durable writes.
+    /// lock). Refused once the store has failed for good; while the disk
+    /// is full they stay buffered and are written by the sync thread's
+    /// retry (the memory they hold is the topology's own size), so what
+    /// the topology did (a delete included) is what the log says.
     pub fn append(&self, syncer: &Syncer, ops: &[MetaOp]) -> io::Result<u64> {
-        if syncer.failed() {
+        if syncer.health() == super::StoreHealth::Failed {
             return Err(io::Error::other(format!(
                 "the store refuses durable writes ({:?})",
                 syncer.health()
@@ -167,7 +173,16 @@ impl MetaStore {
         let source: Weak<dyn SyncSource> = self.me.clone();
         let ticket = syncer.register(source);
         inner.ticket = Some(ticket);
+        self.last_ticket.fetch_max(ticket, Ordering::SeqCst);
         Ok(ticket)
+    }
+
+    /// The sync round after which everything appended so far is durable:
+    /// what a reply that changed nothing waits for (a redeclare must not
+    /// be answered before another client's declare of the same queue is
+    /// durable).
+    pub fn last_ticket(&self) -> u64 {
+        self.last_ticket.load(Ordering::SeqCst)
     }
 
     /// Compactions finished since start.
@@ -252,7 +267,11 @@ fn create_log(dir: &Path, id: u32) -> io::Result<AppendBuffer> {
         .open(&path)?;
     let file = CachedFile::adopt(path, Access::Write, file);
     let mut log = AppendBuffer::new(file, 0, file_header(LOG_MAGIC, id).to_vec());
-    log.flush()?;
+    if let Err(e) = log.flush() {
+        // Not left behind empty: the next roll would find its name taken.
+        let _ = std::fs::remove_file(files::log_path(dir, id));
+        return Err(e);
+    }
     Ok(log)
 }
 

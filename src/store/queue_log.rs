@@ -128,6 +128,9 @@ pub struct QueueLog {
     pub dirty: Option<u64>,
     /// Stamped on the references it hands out.
     id: u16,
+    /// Directories above `dir` whose entries are synced with its own: up
+    /// to the store's `queues/`.
+    parents_to_sync: usize,
 }
 
 impl QueueLog {
@@ -166,7 +169,14 @@ impl QueueLog {
             live_total: 0,
             dirty: None,
             id: 0,
+            parents_to_sync: 1,
         })
+    }
+
+    /// Sync the entries of `n` directories above this log's (1 unless the
+    /// log's directory is nested in a queue's).
+    pub fn set_parents_to_sync(&mut self, n: usize) {
+        self.parents_to_sync = n;
     }
 
     /// Number this log's [`DiskRef`]s carry, for owners of several logs.
@@ -378,11 +388,13 @@ impl QueueLog {
             out.push(self.writer.file()?);
             self.writer_logged = false;
         }
-        if self.dir_unsynced && self.writer.len() > FILE_HEADER_LEN {
+        if self.dir_unsynced && self.dir.exists() {
             // The directory exists once a segment was written: sync its
-            // entries and its own entry in the parent.
+            // entries and its own entry in its parents (a priority level's
+            // directory is two levels below `queues/`).
             out.push(Arc::new(File::open(&self.dir)?));
-            if let Some(parent) = self.dir.parent() {
+            let parents = self.dir.ancestors().skip(1).take(self.parents_to_sync);
+            for parent in parents {
                 out.push(Arc::new(File::open(parent)?));
             }
             self.dir_unsynced = false;

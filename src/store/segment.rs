@@ -98,26 +98,28 @@ impl AppendBuffer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        match self.write_out() {
+        // Opening (or creating) the file may fail as a write does (no
+        // space for a new directory, no descriptor left): nothing reached
+        // the file then, and the error keeps its kind for the retry logic.
+        let file = self.file.get()?;
+        match self.write_out(&file) {
             Ok(()) => {
                 self.written += self.buf.len() as u64;
                 self.buf.clear();
                 Ok(())
             }
-            Err(e) => Err(self.cut_back(e)),
+            Err(e) => Err(self.cut_back(&file, e)),
         }
     }
 
-    fn write_out(&mut self) -> io::Result<()> {
+    fn write_out(&mut self, file: &File) -> io::Result<()> {
         #[cfg(test)]
         if let Some((n, kind)) = self.fault.take() {
             let n = n.min(self.buf.len());
-            self.file
-                .get()?
-                .write_all_at(&self.buf[..n], self.written)?;
+            file.write_all_at(&self.buf[..n], self.written)?;
             return Err(io::Error::from(kind));
         }
-        self.file.get()?.write_all_at(&self.buf, self.written)
+        file.write_all_at(&self.buf, self.written)
     }
 
     /// After a failed write: drop whatever part of the buffer reached the
@@ -125,8 +127,8 @@ impl AppendBuffer {
     /// left there, could end up as a fragment in the middle of the file if
     /// the buffer is shortened before it is written again. If even that
     /// fails, the error is one no retry may paper over.
-    fn cut_back(&self, e: io::Error) -> io::Error {
-        match self.file.get().and_then(|f| f.set_len(self.written)) {
+    fn cut_back(&self, file: &File, e: io::Error) -> io::Error {
+        match file.set_len(self.written) {
             Ok(()) => e,
             Err(t) => io::Error::other(format!(
                 "{e}; truncating the file back to its last good length failed too: {t}"
@@ -173,8 +175,13 @@ impl SegmentWriter {
         offset
     }
 
-    /// Write the buffered records to the OS (see [`AppendBuffer`]).
+    /// Write the buffered records to the OS (see [`AppendBuffer`]). A
+    /// segment without records is not written at all: a log that never
+    /// gets one leaves no file.
     pub fn flush(&mut self) -> io::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
         self.out.flush()
     }
 

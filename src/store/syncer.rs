@@ -103,10 +103,13 @@ impl StoreHealth {
 /// Whether an I/O error means the disk (or the quota) is full: the only
 /// write error the store recovers from.
 pub fn is_out_of_space(e: &io::Error) -> bool {
+    // Out of descriptors (EMFILE, ENFILE) when a file is opened or created
+    // is as passing as out of space: nothing was written, a retry may
+    // succeed.
     matches!(
         e.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
+    ) || matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 /// How a round ends with its files: `File::sync_data`, or a stand-in in

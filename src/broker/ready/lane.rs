@@ -57,7 +57,13 @@ impl Lane {
     fn log_mut(&mut self, store: &Store) -> io::Result<&mut QueueLog> {
         if self.log.is_none() {
             let mut log = match &self.durable_dir {
-                Some(dir) => QueueLog::create(dir, true, store.segment_bytes)?,
+                Some(dir) => {
+                    let mut log = QueueLog::create(dir, true, store.segment_bytes)?;
+                    // A level's directory (`qN/p<level>/`) may be what
+                    // creates the queue's: sync that entry too.
+                    log.set_parents_to_sync(2);
+                    log
+                }
                 None => QueueLog::create(&store.transient_path(), false, store.segment_bytes)?,
             };
             log.set_id(self.log_id);

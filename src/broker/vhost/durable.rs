@@ -19,7 +19,9 @@ impl VHost {
     /// which the reply to the client waits for.
     pub(super) fn commit(&self, topo: &mut Topology) -> Result<u64, AmqpError> {
         if topo.journal.is_empty() {
-            return Ok(0);
+            // Nothing changed, but what this answers may rest on a change
+            // not yet durable (another client's declare of the same queue).
+            return Ok(self.store.metadata.last_ticket());
         }
         let ops = std::mem::take(&mut topo.journal);
         self.store.append_metadata(&ops).map_err(|e| {

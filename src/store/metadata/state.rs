@@ -42,25 +42,35 @@ struct VhostState {
     exchanges: HashMap<String, ExchangeDef>,
     queues: HashMap<String, QueueDef>,
     bindings: HashMap<BindingId, BindingDef>,
-    /// Bindings by each end: (name, is an exchange).
-    by_end: HashMap<(String, bool), HashSet<BindingId>>,
+    /// Bindings by each end: (name, is an exchange). Built when a queue or
+    /// an exchange is first deleted: a snapshot (puts only) is read
+    /// without it.
+    by_end: Option<HashMap<(String, bool), HashSet<BindingId>>>,
     /// Queues whose entry could not be decoded: their directories and the
     /// entries as read (a snapshot keeps them as they are).
     unloaded: HashMap<String, (String, Vec<u8>)>,
 }
 
-impl VhostState {
-    fn ends(def: &BindingDef) -> [(String, bool); 2] {
-        [
-            (def.source.clone(), true),
-            (def.destination.clone(), def.to_exchange),
-        ]
-    }
+type EndIndex = HashMap<(String, bool), HashSet<BindingId>>;
 
+fn ends(def: &BindingDef) -> [(String, bool); 2] {
+    [
+        (def.source.clone(), true),
+        (def.destination.clone(), def.to_exchange),
+    ]
+}
+
+fn index(by_end: &mut EndIndex, id: &str, def: &BindingDef) {
+    for end in ends(def) {
+        by_end.entry(end).or_default().insert(id.to_string());
+    }
+}
+
+impl VhostState {
     fn put_binding(&mut self, def: BindingDef) {
         let id = binding_id(&def);
-        for end in Self::ends(&def) {
-            self.by_end.entry(end).or_default().insert(id.clone());
+        if let Some(by_end) = &mut self.by_end {
+            index(by_end, &id, &def);
         }
         self.bindings.insert(id, def);
     }
@@ -73,11 +83,14 @@ impl VhostState {
         let Some(def) = self.bindings.remove(id) else {
             return;
         };
-        for end in Self::ends(&def) {
-            if let Some(set) = self.by_end.get_mut(&end) {
+        let Some(by_end) = &mut self.by_end else {
+            return;
+        };
+        for end in ends(&def) {
+            if let Some(set) = by_end.get_mut(&end) {
                 set.remove(id);
                 if set.is_empty() {
-                    self.by_end.remove(&end);
+                    by_end.remove(&end);
                 }
             }
         }
@@ -85,7 +98,15 @@ impl VhostState {
 
     /// Drop every binding with `end` at either side.
     fn drop_bindings_of(&mut self, end: (String, bool)) {
-        if let Some(ids) = self.by_end.remove(&end) {
+        let bindings = &self.bindings;
+        let by_end = self.by_end.get_or_insert_with(|| {
+            let mut by_end = EndIndex::default();
+            for (id, def) in bindings {
+                index(&mut by_end, id, def);
+            }
+            by_end
+        });
+        if let Some(ids) = by_end.remove(&end) {
             for id in ids {
                 self.forget_binding(&id);
             }

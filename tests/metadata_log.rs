@@ -204,3 +204,32 @@ async fn a_damaged_metadata_entry_is_skipped_and_logged() {
     })
     .await
 }
+
+/// A client that pipelines durable declares and closes right behind them
+/// gets every declare-ok, then the Close-Ok: held replies go out before
+/// the connection ends, and nothing is encoded after the Close-Ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declares_pipelined_with_a_close_are_all_answered_before_close_ok() {
+    bounded(Duration::from_secs(60), async {
+        let dir = DataDir::new();
+        let config = dir.write_config("fsync = \"always\"\n");
+        let broker = ChildBroker::start(dir.path(), &config);
+        let mut w = Wire::login(broker.port).await;
+        let prefix = uniq("closing");
+        let mut frames: Vec<u8> = (0..500)
+            .flat_map(|i| durable_declare(1, &format!("{prefix}-{i}"), false))
+            .collect();
+        let mut close = 200u16.to_be_bytes().to_vec();
+        close.extend(shortstr("bye"));
+        close.extend([0, 0, 0, 0]);
+        frames.extend(method(0, 10, 50, &close));
+        w.send(&frames).await;
+        for i in 0..500 {
+            let f = w.next().await;
+            assert!(f.is(1, 50, 11), "answer {i}: {:?}", f.method());
+        }
+        w.expect_method(0, 10, 51).await;
+        assert!(w.next_opt().await.is_none(), "a frame after Close-Ok");
+    })
+    .await
+}

@@ -263,3 +263,42 @@ fn persistent_header(channel: u16) -> Vec<u8> {
     p.push(2);
     raw::frame(2, channel, &p)
 }
+
+/// Deleting a queue with a large backlog answers at once: its files are
+/// unlinked in the background, off the locks, while other clients go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_queue_with_a_large_backlog_returns_at_once() {
+    const BODY: usize = 64 * 1024;
+    const MESSAGES: usize = 1_600; // 100 MiB
+    bounded(Duration::from_secs(90), async {
+        let broker = Broker::start_with(|c| {
+            c.fsync = warren::config::Fsync::Never;
+            c.segment_bytes = 1 << 20;
+        })
+        .await;
+        let (_conn, ch) = broker.channel().await;
+        let q = uniq("big-backlog");
+        common::declare_durable(&ch, &q).await;
+        common::confirm(&ch).await;
+        common::publish_confirmed(&ch, &q, (0..MESSAGES).map(|i| vec![i as u8; BODY])).await;
+        let queues = broker.data_dir.join("queues");
+        let used = common::disk::disk_use(&queues);
+        assert!(used > 90 << 20, "only {used} bytes on disk");
+        let prober = hostile::Prober::start(broker.port).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let deleted = ch
+            .queue_delete(q.as_str().into(), Default::default())
+            .await
+            .expect("queue.delete");
+        let took = started.elapsed();
+        let (slowest, _) = prober.finish().await;
+        println!("deleting {MESSAGES} messages ({used} bytes): delete-ok after {took:?}; other client's slowest publish+get {slowest:?}");
+        assert_eq!(deleted, MESSAGES as u32);
+        assert!(took < Duration::from_millis(500), "queue.delete took {took:?}");
+        assert!(slowest < Duration::from_millis(500), "another client waited {slowest:?}");
+        common::disk::wait_for_disk_below(&queues, 1 << 20, Duration::from_secs(30)).await;
+        broker.stop().await;
+    })
+    .await
+}

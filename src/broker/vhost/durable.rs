@@ -111,20 +111,17 @@ impl VHost {
             topo.insert_queue(Arc::new(queue));
         }
         for b in &defs.bindings {
-            let dest_exists = match b.to_exchange {
-                true => topo.exchanges.contains_key(&b.destination),
-                false => topo.queues.contains_key(&b.destination),
-            };
-            if !dest_exists {
-                continue;
-            }
-            // The queue's own name, not a copy per binding.
+            // A binding whose destination is gone is dropped; a queue's
+            // bindings share its name rather than each a copy.
             let dest = match b.to_exchange {
-                true => Destination::Exchange(Arc::from(b.destination.as_str())),
+                true if topo.exchanges.contains_key(&b.destination) => {
+                    Destination::Exchange(Arc::from(b.destination.as_str()))
+                }
                 false => match topo.queues.get(&b.destination) {
                     Some(q) => Destination::Queue(q.name.clone()),
                     None => continue,
                 },
+                true => continue,
             };
             let binding = Binding {
                 dest,

@@ -11,7 +11,9 @@
 //! at most trie nodes × key words whatever the patterns. Consecutive `#`
 //! words mean the same as one and are stored as one.
 
-use ahash::{AHashMap as HashMap, AHashSet as HashSet};
+use std::collections::HashSet;
+
+use ahash::AHashMap as HashMap;
 use std::hash::Hash;
 
 use super::IndexSet;
@@ -102,7 +104,7 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
         let ws = words(key);
         let mut walk = Walk {
             words: &ws,
-            seen: HashSet::new(),
+            seen: HashSet::with_hasher(super::hasher()),
             out,
         };
         walk.at_node(&self.root, 0, false);
@@ -113,7 +115,7 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
 struct Walk<'a, 'k, D: Eq + Hash + Clone> {
     words: &'a [&'k str],
     /// (node, words consumed, inside the node's `#`).
-    seen: HashSet<(*const Node<D>, usize, bool)>,
+    seen: HashSet<(*const Node<D>, usize, bool), ahash::RandomState>,
     out: &'a mut IndexSet<D>,
 }
 
@@ -262,7 +264,7 @@ mod tests {
         let mut out = IndexSet::default();
         let mut walk = Walk {
             words: &ws,
-            seen: HashSet::new(),
+            seen: HashSet::with_hasher(crate::broker::hasher()),
             out: &mut out,
         };
         walk.at_node(&t.root, 0, false);

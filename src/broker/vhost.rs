@@ -732,10 +732,10 @@ impl VHost {
             }
             return Ok(());
         }
-        let mut visited: IndexSet<&str> = IndexSet::default();
+        let mut visited: IndexSet<&str> = super::scratch_set();
         let mut pending = vec![first];
-        let mut queues: IndexSet<Arc<str>> = IndexSet::default();
-        let mut dests = IndexSet::default();
+        let mut queues: IndexSet<Arc<str>> = super::scratch_set();
+        let mut dests = super::scratch_set();
         visited.insert(exchange);
         while let Some(x) = pending.pop() {
             dests.clear();

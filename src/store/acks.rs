@@ -15,14 +15,13 @@
 //! at the end is ignored; an entry failing its checksum is skipped and
 //! counted.
 
-use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ahash::AHashSet as HashSet;
 
-use super::file_cache::{Access, CachedFile};
+use super::file_cache::{open_for_writing, Access, CachedFile};
 use super::segment::{file_header, header_ok, AppendBuffer, FILE_HEADER_LEN};
 
 /// Magic bytes at the head of every ack file.
@@ -58,23 +57,9 @@ impl AckWriter {
     /// Open (creating with a header if missing) segment `id`'s ack file.
     pub fn open(dir: &Path, id: u32) -> io::Result<Self> {
         let path = path(dir, id);
-        let open = || {
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(&path)
-        };
-        let file = match open() {
-            // The segment's file (and the queue's directory) may not be
-            // written yet: an ack can come first.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                open()?
-            }
-            other => other?,
-        };
+        // The segment's file (and the queue's directory) may not be
+        // written yet: an ack can come first.
+        let file = open_for_writing(&path)?;
         let mut buf = Vec::new();
         let mut written = file.metadata()?.len();
         let mut header = [0u8; FILE_HEADER_LEN as usize];
@@ -225,7 +210,10 @@ mod tests {
         w.flush().unwrap();
         drop(w);
         // A crash in the middle of the next entry.
-        let mut f = OpenOptions::new().append(true).open(path(&dir, 1)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path(&dir, 1))
+            .unwrap();
         std::io::Write::write_all(&mut f, &[9, 9, 9, 9, 9]).unwrap();
         drop(f);
         let mut w = AckWriter::open(&dir, 1).unwrap();

@@ -61,6 +61,28 @@ pub fn open_files() -> usize {
     CACHE.open.load(Ordering::SeqCst)
 }
 
+/// Open `path` to read and write, creating it (and its directory) if
+/// missing, never truncating it: writers keep their own offsets.
+pub fn open_for_writing(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            open()
+        }
+        other => other,
+    }
+}
+
 /// How a file is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -129,25 +151,7 @@ impl CachedFile {
     fn open(&self) -> io::Result<File> {
         match self.access {
             Access::Read => File::open(&self.path),
-            Access::Write => {
-                let open = || {
-                    OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .read(true)
-                        .write(true)
-                        .open(&self.path)
-                };
-                match open() {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        if let Some(dir) = self.path.parent() {
-                            std::fs::create_dir_all(dir)?;
-                        }
-                        open()
-                    }
-                    other => other,
-                }
-            }
+            Access::Write => open_for_writing(&self.path),
         }
     }
 

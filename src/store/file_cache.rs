@@ -32,12 +32,9 @@ use parking_lot::Mutex;
 const DEFAULT_CAPACITY: usize = 4096;
 
 /// The process's cache.
-static CACHE: FileCache = FileCache {
-    ring: parking_lot::const_mutex(VecDeque::new()),
-    open: AtomicUsize::new(0),
-    capacity: AtomicUsize::new(DEFAULT_CAPACITY),
-};
+static CACHE: FileCache = FileCache::new(DEFAULT_CAPACITY);
 
+#[derive(Debug)]
 struct FileCache {
     /// Open files, in clock order.
     ring: Mutex<VecDeque<Weak<CachedFile>>>,
@@ -96,6 +93,8 @@ pub enum Access {
 /// A file whose descriptor comes and goes.
 #[derive(Debug)]
 pub struct CachedFile {
+    /// The process's cache (a test's own in unit tests).
+    cache: &'static FileCache,
     path: PathBuf,
     access: Access,
     slot: Mutex<Option<Arc<File>>>,
@@ -105,7 +104,12 @@ pub struct CachedFile {
 impl CachedFile {
     /// A file opened on first use.
     pub fn lazy(path: PathBuf, access: Access) -> Arc<CachedFile> {
+        Self::lazy_in(&CACHE, path, access)
+    }
+
+    fn lazy_in(cache: &'static FileCache, path: PathBuf, access: Access) -> Arc<CachedFile> {
         Arc::new(CachedFile {
+            cache,
             path,
             access,
             slot: Mutex::new(None),
@@ -118,7 +122,7 @@ impl CachedFile {
         let cached = Self::lazy(path, access);
         *cached.slot.lock() = Some(Arc::new(file));
         cached.referenced.store(true, Ordering::Relaxed);
-        CACHE.opened(Arc::downgrade(&cached));
+        cached.cache.opened(Arc::downgrade(&cached));
         cached
     }
 
@@ -144,7 +148,7 @@ impl CachedFile {
         }
         // Just opened: not the first to close.
         self.referenced.store(true, Ordering::Relaxed);
-        CACHE.opened(Arc::downgrade(self));
+        self.cache.opened(Arc::downgrade(self));
         Ok(file)
     }
 
@@ -158,7 +162,7 @@ impl CachedFile {
     /// Close the descriptor now (it is reopened on the next use).
     fn close(&self) {
         if self.slot.lock().take().is_some() {
-            CACHE.open.fetch_sub(1, Ordering::SeqCst);
+            self.cache.open.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -166,12 +170,20 @@ impl CachedFile {
 impl Drop for CachedFile {
     fn drop(&mut self) {
         if self.slot.get_mut().take().is_some() {
-            CACHE.open.fetch_sub(1, Ordering::SeqCst);
+            self.cache.open.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
 
 impl FileCache {
+    const fn new(capacity: usize) -> Self {
+        FileCache {
+            ring: parking_lot::const_mutex(VecDeque::new()),
+            open: AtomicUsize::new(0),
+            capacity: AtomicUsize::new(capacity),
+        }
+    }
+
     /// A file got a descriptor: count it, and close others while over
     /// capacity.
     fn opened(&self, file: Weak<CachedFile>) {
@@ -217,27 +229,28 @@ mod tests {
     #[test]
     fn descriptors_stay_under_the_capacity_and_files_reopen() {
         let dir = std::env::temp_dir().join(format!("warren-fc-{}", rand::random::<u64>()));
+        // A cache of its own: brokers started by other tests size the
+        // process's.
+        let cache: &'static FileCache = Box::leak(Box::new(FileCache::new(16)));
         let files: Vec<_> = (0..50)
-            .map(|i| CachedFile::lazy(dir.join(format!("sub/{i}")), Access::Write))
+            .map(|i| CachedFile::lazy_in(cache, dir.join(format!("sub/{i}")), Access::Write))
             .collect();
-        // Other tests share the process-wide cache: measure our own files.
         let ours =
             |files: &[Arc<CachedFile>]| files.iter().filter(|f| f.slot.lock().is_some()).count();
-        let before = capacity();
-        set_capacity(16);
         for (i, f) in files.iter().enumerate() {
             use std::os::unix::fs::FileExt;
             f.get().unwrap().write_all_at(&[i as u8], 0).unwrap();
         }
         assert!(ours(&files) <= 16, "{} open", ours(&files));
+        assert_eq!(cache.open.load(Ordering::SeqCst), ours(&files));
         for (i, f) in files.iter().enumerate() {
             use std::os::unix::fs::FileExt;
             let mut b = [0u8];
             f.get().unwrap().read_exact_at(&mut b, 0).unwrap();
             assert_eq!(b[0], i as u8);
         }
-        set_capacity(before);
         drop(files);
+        assert_eq!(cache.open.load(Ordering::SeqCst), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

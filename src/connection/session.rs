@@ -38,6 +38,9 @@ const FLOW_POLL: Duration = Duration::from_millis(2);
 const FLUSH_TIMEOUT_MIN: Duration = Duration::from_secs(30);
 /// How long the socket stays open for the client to close after Close-Ok.
 const CLIENT_CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// Time spent on one pass's input after which the connection lets other
+/// tasks run before reading more.
+const LONG_PASS: Duration = Duration::from_millis(1);
 /// How long to wait for Close-Ok after sending Connection.Close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -144,6 +147,7 @@ impl Session {
         let mut last_write = Instant::now();
         let mut shutting_down = false;
         let mut done_at: Option<Instant> = None;
+        let mut long_pass = false;
         // Once done, held replies (a Close-Ok may be behind them) still go
         // out when their round is synced, for a bounded time.
         while !self.done || (self.holds_output() && self.sync_wanted > 0) {
@@ -176,6 +180,7 @@ impl Session {
                     Ok(_) => {
                         last_read = Instant::now();
                         self.process_input();
+                        long_pass = last_read.elapsed() >= LONG_PASS;
                     }
                 },
                 // Once done, nothing more is encoded behind the Close-Ok.
@@ -243,6 +248,13 @@ impl Session {
                         return;
                     }
                 }
+            }
+            if std::mem::take(&mut long_pass) {
+                // A client whose socket always has more for us would keep
+                // this worker thread until tokio's budget (counted in
+                // reads, not time) runs out: seconds, when each method is
+                // costly. Let the other connections run.
+                tokio::task::yield_now().await;
             }
         }
     }

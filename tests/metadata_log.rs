@@ -25,26 +25,6 @@ const STORM: usize = 1_500;
 /// Kill-and-restart cycles.
 const CYCLES: usize = 3;
 
-/// queue.declare of a durable queue.
-fn durable_declare(channel: u16, name: &str, passive: bool) -> Vec<u8> {
-    let mut a = 0u16.to_be_bytes().to_vec();
-    a.extend(shortstr(name));
-    a.push(0b0000_0010 | u8::from(passive));
-    a.extend_from_slice(&raw::EMPTY_TABLE);
-    method(channel, 50, 10, &a)
-}
-
-/// queue.bind of `queue` to amq.topic with `key`.
-fn bind(channel: u16, queue: &str, key: &str) -> Vec<u8> {
-    let mut a = 0u16.to_be_bytes().to_vec();
-    a.extend(shortstr(queue));
-    a.extend(shortstr("amq.topic"));
-    a.extend(shortstr(key));
-    a.push(0);
-    a.extend_from_slice(&raw::EMPTY_TABLE);
-    method(channel, 50, 20, &a)
-}
-
 fn config(dir: &DataDir) -> std::path::PathBuf {
     // A tiny log limit: the storm compacts many times, so kills land in
     // compactions too.
@@ -63,8 +43,13 @@ async fn storm_until_killed(broker: &mut ChildBroker, prefix: &str) -> (usize, u
         let frames: Vec<u8> = (start..start + BATCH)
             .flat_map(|i| {
                 let q = format!("{prefix}-{i}");
-                let mut f = durable_declare(1, &q, false);
-                f.extend(bind(1, &q, &format!("{prefix}.{i}")));
+                let mut f = raw::durable_queue_declare(1, &q, false);
+                f.extend(raw::queue_bind(
+                    1,
+                    &q,
+                    "amq.topic",
+                    &format!("{prefix}.{i}"),
+                ));
                 f
             })
             .collect();
@@ -89,7 +74,7 @@ async fn storm_until_killed(broker: &mut ChildBroker, prefix: &str) -> (usize, u
 async fn check_answered(port: u16, prefix: &str, declared: usize, bound: usize) {
     let mut w = Wire::login(port).await;
     let frames: Vec<u8> = (0..declared)
-        .flat_map(|i| durable_declare(1, &format!("{prefix}-{i}"), true))
+        .flat_map(|i| raw::durable_queue_declare(1, &format!("{prefix}-{i}"), true))
         .collect();
     w.send(&frames).await;
     for i in 0..declared {
@@ -117,10 +102,9 @@ async fn check_answered(port: u16, prefix: &str, declared: usize, bound: usize) 
         .await;
         w.send(&raw::content_header(1, 1)).await;
         w.send(&raw::frame(3, 1, b"x")).await;
-        w.send(&durable_declare(1, &q, true)).await;
+        w.send(&raw::durable_queue_declare(1, &q, true)).await;
         let args = w.expect_method(1, 50, 11).await;
-        let count_at = 1 + args[0] as usize;
-        let count = u32::from_be_bytes(args[count_at..count_at + 4].try_into().unwrap());
+        let count = raw::declare_ok_message_count(&args);
         assert_eq!(
             count, 1,
             "binding of {q} (bind-ok sent) routed {count} copies after kill -9"
@@ -168,7 +152,7 @@ async fn a_damaged_metadata_entry_is_skipped_and_logged() {
         let mut broker = ChildBroker::start(dir.path(), &config);
         let mut w = Wire::login(broker.port).await;
         for q in ["keep-a", "damaged-b", "keep-c"] {
-            w.send(&durable_declare(1, q, false)).await;
+            w.send(&raw::durable_queue_declare(1, q, false)).await;
             w.expect_method(1, 50, 11).await;
         }
         broker.terminate().await;
@@ -189,10 +173,11 @@ async fn a_damaged_metadata_entry_is_skipped_and_logged() {
         let broker = ChildBroker::start(dir.path(), &config);
         let mut w = Wire::login(broker.port).await;
         for q in ["keep-a", "keep-c"] {
-            w.send(&durable_declare(1, q, true)).await;
+            w.send(&raw::durable_queue_declare(1, q, true)).await;
             w.expect_method(1, 50, 11).await;
         }
-        w.send(&durable_declare(1, "damaged-b", true)).await;
+        w.send(&raw::durable_queue_declare(1, "damaged-b", true))
+            .await;
         w.expect_method(1, 20, 40).await; // 404: skipped
         assert!(
             broker
@@ -217,7 +202,7 @@ async fn declares_pipelined_with_a_close_are_all_answered_before_close_ok() {
         let mut w = Wire::login(broker.port).await;
         let prefix = uniq("closing");
         let mut frames: Vec<u8> = (0..500)
-            .flat_map(|i| durable_declare(1, &format!("{prefix}-{i}"), false))
+            .flat_map(|i| raw::durable_queue_declare(1, &format!("{prefix}-{i}"), false))
             .collect();
         let mut close = 200u16.to_be_bytes().to_vec();
         close.extend(shortstr("bye"));

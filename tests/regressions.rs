@@ -45,17 +45,9 @@ async fn queue_with_messages(broker: &Broker, n: usize) -> String {
 
 /// The queue's ready count (passive declare).
 async fn message_count(ch: &lapin::Channel, queue: &str) -> u32 {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("passive declare")
-    .message_count()
+    common::ready_count(ch, queue)
+        .await
+        .expect("passive declare")
 }
 
 /// The ready count once it has stopped changing (requeues after a

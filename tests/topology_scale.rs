@@ -21,17 +21,6 @@ use common::{bounded, uniq, Broker};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// queue.bind of `queue` to `exchange` with `key` (no arguments).
-fn queue_bind(channel: u16, queue: &str, exchange: &str, key: &str) -> Vec<u8> {
-    let mut a = 0u16.to_be_bytes().to_vec();
-    a.extend(raw::shortstr(queue));
-    a.extend(raw::shortstr(exchange));
-    a.extend(raw::shortstr(key));
-    a.push(0);
-    a.extend_from_slice(&raw::EMPTY_TABLE);
-    raw::method(channel, 50, 20, &a)
-}
-
 /// queue.declare of an exclusive, non-durable queue.
 fn exclusive_declare(channel: u16, queue: &str) -> Vec<u8> {
     let mut a = 0u16.to_be_bytes().to_vec();
@@ -65,7 +54,7 @@ async fn bind_cost_does_not_grow_with_the_bindings() {
         let mut times = Vec::new();
         for b in 0..BATCHES {
             let frames: Vec<u8> = (0..BATCH)
-                .flat_map(|i| queue_bind(1, &q, "amq.topic", &format!("k.{b}.{i}.#")))
+                .flat_map(|i| raw::queue_bind(1, &q, "amq.topic", &format!("k.{b}.{i}.#")))
                 .collect();
             times.push(pipelined(&mut r, &frames, BATCH, 50, 21).await);
         }
@@ -92,7 +81,7 @@ async fn closing_a_connection_with_many_exclusive_queues_does_not_stall_others()
         other.send(&raw::queue_declare(1, &kept)).await;
         other.expect_method(1, 50, 11).await;
         let frames: Vec<u8> = (0..20_000)
-            .flat_map(|i| queue_bind(1, &kept, "amq.topic", &format!("other.{i}")))
+            .flat_map(|i| raw::queue_bind(1, &kept, "amq.topic", &format!("other.{i}")))
             .collect();
         pipelined(&mut other, &frames, 20_000, 50, 21).await;
         // A connection owning 2,000 exclusive queues, each bound once.
@@ -103,7 +92,7 @@ async fn closing_a_connection_with_many_exclusive_queues_does_not_stall_others()
         for i in 0..2_000 {
             let name = format!("{prefix}-{i}");
             frames.extend(exclusive_declare(1, &name));
-            frames.extend(queue_bind(1, &name, "amq.topic", &format!("own.{i}")));
+            frames.extend(raw::queue_bind(1, &name, "amq.topic", &format!("own.{i}")));
         }
         owner.send(&frames).await;
         for _ in 0..2_000 {
@@ -183,15 +172,6 @@ async fn running_out_of_descriptors_refuses_clients_and_recovers() {
     .await
 }
 
-/// queue.declare of a durable queue (passive: only check it).
-fn durable_declare(channel: u16, queue: &str, passive: bool) -> Vec<u8> {
-    let mut a = 0u16.to_be_bytes().to_vec();
-    a.extend(raw::shortstr(queue));
-    a.push(0b0000_0010 | u8::from(passive));
-    a.extend_from_slice(&raw::EMPTY_TABLE);
-    raw::method(channel, 50, 10, &a)
-}
-
 /// Descriptors the process holds.
 fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
@@ -213,8 +193,8 @@ async fn many_durable_queues_keep_open_files_bounded_and_others_served() {
         for start in (0..QUEUES).step_by(BATCH) {
             let mut frames = Vec::new();
             for i in start..start + BATCH {
-                frames.extend(durable_declare(1, &name(i), false));
-                frames.extend(queue_bind(1, &name(i), "amq.topic", &name(i)));
+                frames.extend(raw::durable_queue_declare(1, &name(i), false));
+                frames.extend(raw::queue_bind(1, &name(i), "amq.topic", &name(i)));
                 // One persistent message each, so each has files.
                 frames.extend(raw::basic_publish(1, "", &name(i)));
                 frames.extend(persistent_header(1));
@@ -241,13 +221,12 @@ async fn many_durable_queues_keep_open_files_bounded_and_others_served() {
         let broker = ChildBroker::start(dir.path(), &config);
         let mut w = hostile::Wire::login(broker.port).await;
         let frames: Vec<u8> = (0..QUEUES)
-            .flat_map(|i| durable_declare(1, &name(i), true))
+            .flat_map(|i| raw::durable_queue_declare(1, &name(i), true))
             .collect();
         w.send(&frames).await;
         for i in 0..QUEUES {
             let args = w.expect_method(1, 50, 11).await;
-            let at = 1 + args[0] as usize;
-            let count = u32::from_be_bytes(args[at..at + 4].try_into().unwrap());
+            let count = raw::declare_ok_message_count(&args);
             assert_eq!(count, 1, "queue {} after the restart", name(i));
         }
     })

@@ -322,12 +322,8 @@ impl VHost {
     ) -> Result<u64, AmqpError> {
         let mut topo = self.topology.write();
         self.check_binding_ends(&topo, source, &dest, conn_id)?;
-        // Bindings share their queue's name rather than each a copy.
         let dest = match dest {
-            Destination::Queue(q) => match topo.queues.get(&*q) {
-                Some(queue) => Destination::Queue(queue.name.clone()),
-                None => Destination::Queue(q),
-            },
+            Destination::Queue(q) => topo.queue_destination(&q).unwrap_or(Destination::Queue(q)),
             other => other,
         };
         let binding = Binding {

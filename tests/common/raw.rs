@@ -81,6 +81,32 @@ pub fn exchange_declare(channel: u16, name: &str, kind: &str) -> Vec<u8> {
     method(channel, 40, 10, &a)
 }
 
+/// queue.declare of a durable queue (passive: only check it).
+pub fn durable_queue_declare(channel: u16, name: &str, passive: bool) -> Vec<u8> {
+    let mut a = 0u16.to_be_bytes().to_vec();
+    a.extend(shortstr(name));
+    a.push(0b0000_0010 | u8::from(passive));
+    a.extend_from_slice(&EMPTY_TABLE);
+    method(channel, 50, 10, &a)
+}
+
+/// queue.bind of `queue` to `exchange` with `key` (no arguments).
+pub fn queue_bind(channel: u16, queue: &str, exchange: &str, key: &str) -> Vec<u8> {
+    let mut a = 0u16.to_be_bytes().to_vec();
+    a.extend(shortstr(queue));
+    a.extend(shortstr(exchange));
+    a.extend(shortstr(key));
+    a.push(0);
+    a.extend_from_slice(&EMPTY_TABLE);
+    method(channel, 50, 20, &a)
+}
+
+/// The message count in queue.declare-ok's arguments.
+pub fn declare_ok_message_count(args: &[u8]) -> u32 {
+    let at = 1 + args[0] as usize;
+    u32::from_be_bytes([args[at], args[at + 1], args[at + 2], args[at + 3]])
+}
+
 /// An auto-delete queue.
 pub fn queue_declare(channel: u16, name: &str) -> Vec<u8> {
     let mut a = 0u16.to_be_bytes().to_vec();

@@ -111,14 +111,13 @@ impl VHost {
             topo.insert_queue(Arc::new(queue));
         }
         for b in &defs.bindings {
-            // A binding whose destination is gone is dropped; a queue's
-            // bindings share its name rather than each a copy.
+            // A binding whose destination is gone is dropped.
             let dest = match b.to_exchange {
                 true if topo.exchanges.contains_key(&b.destination) => {
                     Destination::Exchange(Arc::from(b.destination.as_str()))
                 }
-                false => match topo.queues.get(&b.destination) {
-                    Some(q) => Destination::Queue(q.name.clone()),
+                false => match topo.queue_destination(&b.destination) {
+                    Some(dest) => dest,
                     None => continue,
                 },
                 true => continue,

@@ -59,6 +59,14 @@ impl Topology {
         Some(added)
     }
 
+    /// A binding destination for queue `name` that shares the queue's own
+    /// name (bindings are many, names few); None if there is no such queue.
+    pub fn queue_destination(&self, name: &str) -> Option<Destination> {
+        self.queues
+            .get(name)
+            .map(|q| Destination::Queue(q.name.clone()))
+    }
+
     /// Register a declared exchange.
     pub fn insert_exchange(&mut self, x: Exchange) {
         if x.durable && !self.restoring {

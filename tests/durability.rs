@@ -142,19 +142,7 @@ async fn a_failed_store_write_nacks_publishers() {
         declare_durable(&ch, "healthy").await;
         // A queue's directory is created with its first message.
         common::confirm(&ch).await;
-        let first = ch
-            .basic_publish(
-                "".into(),
-                "doomed".into(),
-                lapin::options::BasicPublishOptions::default(),
-                b"first",
-                persistent(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(first.is_ack());
+        common::publish_confirmed(&ch, "doomed", std::iter::once(b"first".to_vec())).await;
         let queues = broker.data_dir.join("queues");
         let dir = std::fs::read_dir(&queues)
             .expect("queues dir")

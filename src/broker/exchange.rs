@@ -2,18 +2,17 @@
 //! table each type keeps (direct: key → destinations; fanout: a set; topic: a
 //! trie; headers: parsed binding arguments).
 
-use ahash::AHashMap as HashMap;
 use std::sync::Arc;
 
-use super::IndexSet;
 use amq_protocol::types::FieldTable;
+use parking_lot::RwLock;
 
-use super::headers::HeadersBinding;
-use super::topic::TopicTrie;
+use super::IndexSet;
 use crate::protocol::AmqpError;
-use bindings::{Added, BindingSet, Removed};
+use routes::Routes;
 
 mod bindings;
+mod routes;
 
 /// Where a binding sends messages.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -87,14 +86,6 @@ impl ExchangeKind {
     }
 }
 
-#[derive(Debug)]
-enum RoutingTable {
-    Direct(HashMap<String, IndexSet<Destination>>),
-    Fanout(IndexSet<Destination>),
-    Topic(TopicTrie<Destination>),
-    Headers(Vec<(HeadersBinding, Destination)>),
-}
-
 /// A declared exchange.
 #[derive(Debug)]
 pub struct Exchange {
@@ -115,8 +106,11 @@ pub struct Exchange {
     /// Declared as `x-delayed-message` (routing by `kind`, the
     /// x-delayed-type, once a message's x-delay has passed).
     pub delayed: bool,
-    bindings: BindingSet,
-    table: RoutingTable,
+    /// Bindings and the routing table: publishers read them, binds and
+    /// unbinds write them (each for O(1) or O(log n) work, never across
+    /// I/O), so a writer holds up only publishers to this exchange and
+    /// only for that long.
+    routes: RwLock<Routes>,
 }
 
 impl Exchange {
@@ -129,12 +123,6 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Self {
-        let table = match kind {
-            ExchangeKind::Direct => RoutingTable::Direct(HashMap::new()),
-            ExchangeKind::Fanout => RoutingTable::Fanout(IndexSet::default()),
-            ExchangeKind::Topic => RoutingTable::Topic(TopicTrie::default()),
-            ExchangeKind::Headers => RoutingTable::Headers(Vec::new()),
-        };
         let alternate_exchange =
             arguments
                 .inner()
@@ -155,8 +143,7 @@ impl Exchange {
             arguments,
             alternate_exchange,
             delayed: false,
-            bindings: BindingSet::default(),
-            table,
+            routes: RwLock::new(Routes::new(kind)),
         }
     }
 
@@ -168,158 +155,52 @@ impl Exchange {
         }
     }
 
-    /// All bindings from this exchange.
-    pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
-        self.bindings.iter()
+    /// The destinations of all bindings from this exchange.
+    pub fn destinations(&self) -> Vec<Destination> {
+        self.routes.read().destinations()
     }
 
     /// Whether any binding leaves this exchange.
     pub fn has_bindings(&self) -> bool {
-        !self.bindings.is_empty()
-    }
-
-    /// The key the routing table stores a binding under: a topic pattern
-    /// with runs of `#` collapsed (`a.#.#` and `a.#` are one entry).
-    fn table_key(&self, binding: &Binding) -> String {
-        match self.table {
-            RoutingTable::Topic(_) => super::topic::normalized(&binding.routing_key),
-            _ => binding.routing_key.clone(),
-        }
+        self.routes.read().has_bindings()
     }
 
     /// Whether any binding goes to `dest`.
     pub fn binds_to(&self, dest: &Destination) -> bool {
-        self.bindings.has_dest(dest)
+        self.routes.read().binds_to(dest)
     }
 
     /// Whether an identical binding exists.
     pub fn has_binding(&self, binding: &Binding) -> bool {
-        self.bindings.contains(binding, &self.table_key(binding))
+        self.routes.read().has_binding(binding)
     }
 
     /// Add a binding; Ok(false) if an identical one exists.
-    pub fn bind(&mut self, binding: Binding) -> Result<bool, AmqpError> {
-        let key = self.table_key(&binding);
-        // Parsed first: a binding the table cannot take is not added.
-        let headers = match self.table {
-            RoutingTable::Headers(_) if !self.bindings.contains(&binding, &key) => {
-                Some(HeadersBinding::parse(&binding.arguments)?)
-            }
-            _ => None,
-        };
-        let dest = binding.dest.clone();
-        let added = self.bindings.add(binding, key.clone());
-        if added == Added::Duplicate {
-            return Ok(false);
-        }
-        match &mut self.table {
-            RoutingTable::Headers(list) => {
-                if let Some(h) = headers {
-                    list.push((h, dest));
-                }
-            }
-            _ if added == Added::Joined => {}
-            RoutingTable::Direct(map) => {
-                map.entry(key).or_default().insert(dest);
-            }
-            RoutingTable::Fanout(set) => {
-                set.insert(dest);
-            }
-            RoutingTable::Topic(trie) => {
-                trie.insert(&key, dest);
-            }
-        }
-        Ok(true)
+    pub fn bind(&self, binding: Binding) -> Result<bool, AmqpError> {
+        self.routes.write().bind(binding)
     }
 
     /// Remove a binding; false if there was none.
-    pub fn unbind(&mut self, binding: &Binding) -> bool {
-        let key = self.table_key(binding);
-        match self.bindings.remove(binding, &key) {
-            Removed::Missing => false,
-            Removed::Left => {
-                self.unindex_headers(binding);
-                true
-            }
-            Removed::LastOfGroup => {
-                self.unindex(&binding.dest, &key);
-                self.unindex_headers(binding);
-                true
-            }
-        }
+    pub fn unbind(&self, binding: &Binding) -> bool {
+        self.routes.write().unbind(binding)
     }
 
     /// Remove every binding to `dest`; returns how many went.
-    pub fn unbind_destination(&mut self, dest: &Destination) -> usize {
-        let (keys, gone) = self.bindings.remove_dest(dest);
-        if let RoutingTable::Headers(list) = &mut self.table {
-            list.retain(|(_, d)| d != dest);
-            return gone;
-        }
+    pub fn unbind_destination(&self, dest: &Destination) -> usize {
+        self.routes.write().unbind_destination(dest)
+    }
+
+    /// Add the destinations this exchange routes any of `keys` /
+    /// `headers` to (one read of the table for all keys).
+    pub fn route(
+        &self,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut IndexSet<Destination>,
+    ) {
+        let routes = self.routes.read();
         for key in keys {
-            self.unindex(dest, &key);
-        }
-        gone
-    }
-
-    /// Drop the routing table's entry for `dest` under `key` (its last
-    /// binding there went).
-    fn unindex(&mut self, dest: &Destination, key: &str) {
-        match &mut self.table {
-            RoutingTable::Direct(map) => {
-                if let Some(set) = map.get_mut(key) {
-                    set.swap_remove(dest);
-                    if set.is_empty() {
-                        map.remove(key);
-                    }
-                }
-            }
-            RoutingTable::Fanout(set) => {
-                if !self.bindings.has_dest(dest) {
-                    set.swap_remove(dest);
-                }
-            }
-            RoutingTable::Topic(trie) => {
-                trie.remove(key, dest);
-            }
-            RoutingTable::Headers(_) => {}
-        }
-    }
-
-    /// A headers exchange's table has one entry per binding: drop one of
-    /// `binding`'s (O(bindings): headers exchanges are matched by scanning
-    /// them anyway).
-    fn unindex_headers(&mut self, binding: &Binding) {
-        let RoutingTable::Headers(list) = &mut self.table else {
-            return;
-        };
-        if let Ok(parsed) = HeadersBinding::parse(&binding.arguments) {
-            if let Some(pos) = list
-                .iter()
-                .position(|(h, d)| h == &parsed && d == &binding.dest)
-            {
-                list.swap_remove(pos);
-            }
-        }
-    }
-
-    /// Add the destinations this exchange routes `key` / `headers` to.
-    pub fn route(&self, key: &str, headers: Option<&FieldTable>, out: &mut IndexSet<Destination>) {
-        match &self.table {
-            RoutingTable::Direct(map) => {
-                if let Some(set) = map.get(key) {
-                    out.extend(set.iter().cloned());
-                }
-            }
-            RoutingTable::Fanout(set) => out.extend(set.iter().cloned()),
-            RoutingTable::Topic(trie) => trie.matches(key, out),
-            RoutingTable::Headers(list) => {
-                for (h, d) in list {
-                    if h.matches(headers) {
-                        out.insert(d.clone());
-                    }
-                }
-            }
+            routes.route(key, headers, out);
         }
     }
 }
@@ -342,13 +223,13 @@ mod tests {
 
     fn routed(x: &Exchange, key: &str) -> Vec<Destination> {
         let mut out = IndexSet::default();
-        x.route(key, None, &mut out);
+        x.route(&[key], None, &mut out);
         out.into_iter().collect()
     }
 
     #[test]
     fn direct_routes_by_exact_key() {
-        let mut x = Exchange::new(
+        let x = Exchange::new(
             "d",
             ExchangeKind::Direct,
             false,
@@ -364,7 +245,7 @@ mod tests {
 
     #[test]
     fn duplicate_bind_is_idempotent_and_unbind_removes() {
-        let mut x = Exchange::new(
+        let x = Exchange::new(
             "d",
             ExchangeKind::Direct,
             false,
@@ -381,7 +262,7 @@ mod tests {
 
     #[test]
     fn fanout_ignores_key() {
-        let mut x = Exchange::new(
+        let x = Exchange::new(
             "f",
             ExchangeKind::Fanout,
             false,

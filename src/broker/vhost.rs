@@ -1,14 +1,19 @@
 //! A virtual host: its exchanges, queues and bindings, and routing.
 //!
-//! Lock rules (the only lock above the per-queue ones):
-//! - `topology` is a `parking_lot::RwLock`, never held across `.await`
-//!   (nothing in this module is async).
-//! - Publishing takes the read lock only to compute the target queues, then
-//!   releases it before touching any queue.
+//! Lock rules (the locks above the per-queue ones):
+//! - `topology` is a `parking_lot::Mutex` that serializes every change to
+//!   exchanges, queues and bindings; publishing never takes it. `names`
+//!   (the maps of exchanges and queues) and each exchange's routing table
+//!   are `parking_lot::RwLock`s that writers hold only for one map or
+//!   table change, so a publisher waits for no more than that. None is
+//!   held across `.await` (nothing in this module is async).
+//! - Publishing takes `names` (read), then one exchange's table at a time
+//!   (read), only to compute the target queues, and releases both before
+//!   touching any queue. Nothing takes `names` while holding a table.
 //! - Declare, delete and auto-delete take a queue's mutex while holding
 //!   `topology` (for counts, and to check-and-delete atomically). Queue code
-//!   never takes `topology`. So the order is always topology → queue, and no
-//!   cycle exists.
+//!   never takes `topology`, `names` or a table. So the order is always
+//!   topology → names → table, topology → queue, and no cycle exists.
 //! - Queues send to connections only through unbounded mailboxes, so a
 //!   queue lock never waits on a connection.
 //! - Changes to durable entities are appended to the metadata log's
@@ -22,7 +27,7 @@ use std::sync::Arc;
 use super::IndexSet;
 use amq_protocol::protocol::{exchange, queue};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 
 use super::arguments::{self, as_int, show, type_name, validate_queue_arguments};
@@ -39,9 +44,11 @@ use crate::store::{QueueLog, Store, VhostDefinitions};
 
 mod durable;
 mod housekeeping;
+#[cfg(test)]
+mod tests;
 mod topology;
 
-use topology::Topology;
+use topology::{Names, Topology};
 
 /// The exchanges every vhost has.
 const PREDECLARED: &[(&str, ExchangeKind)] = &[
@@ -72,7 +79,10 @@ pub struct QueueInfo {
 pub struct VHost {
     /// Name.
     pub name: Arc<str>,
-    topology: RwLock<Topology>,
+    /// Serializes topology changes (the indexes and the journal).
+    topology: Mutex<Topology>,
+    /// The exchanges and queues by name, as publishing reads them.
+    names: Arc<RwLock<Names>>,
     /// Flow-control watermarks given to every queue declared here.
     flow: FlowLimits,
     store: Arc<Store>,
@@ -118,14 +128,14 @@ impl VHost {
         store: Arc<Store>,
         stored: Option<&VhostDefinitions>,
     ) -> Result<Self, String> {
-        let mut topo = Topology::default();
-        topo.vhost = name.to_string();
+        let names = Arc::new(RwLock::new(Names::default()));
+        let mut topo = Topology::new(name, names.clone());
+        topo.restoring = true;
         for &(xname, kind) in PREDECLARED {
-            topo.exchanges.insert(
-                xname.to_string(),
-                Exchange::new(xname, kind, true, false, false, FieldTable::default()),
-            );
+            let x = Exchange::new(xname, kind, true, false, false, FieldTable::default());
+            topo.insert_exchange(x);
         }
+        topo.restoring = false;
         let (chores, chore_rx) = tokio::sync::mpsc::unbounded_channel();
         let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
         let delayed_dir = store.data_dir().join("delayed").join(format!("v{hex}"));
@@ -138,7 +148,8 @@ impl VHost {
             })?;
         let vhost = VHost {
             name: Arc::from(name),
-            topology: RwLock::new(Topology::default()),
+            topology: Mutex::new(Topology::new(name, names.clone())),
+            names,
             flow,
             store,
             chores,
@@ -150,7 +161,7 @@ impl VHost {
         if let Some(defs) = stored {
             vhost.restore(&mut topo, defs)?;
         }
-        *vhost.topology.write() = topo;
+        *vhost.topology.lock() = topo;
         Ok(vhost)
     }
 
@@ -188,11 +199,11 @@ impl VHost {
         if name.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        let mut topo = self.topology.write();
+        let mut topo = self.topology.lock();
         if d.passive {
-            return match topo.exchanges.get(name) {
-                Some(_) => Ok(self.store.metadata.last_ticket()),
-                None => Err(self.no_exchange(name)),
+            return match topo.has_exchange(name) {
+                true => Ok(self.store.metadata.last_ticket()),
+                false => Err(self.no_exchange(name)),
             };
         }
         if d.kind.as_str() == DELAYED_TYPE
@@ -223,7 +234,7 @@ impl VHost {
                 )));
             }
         }
-        if let Some(x) = topo.exchanges.get(name) {
+        if let Some(x) = topo.exchange(name) {
             let ae = |args: &FieldTable| args.inner().get("alternate-exchange").cloned();
             let diff = |arg: &str, received: String, current: String| {
                 AmqpError::precondition_failed(format!(
@@ -280,9 +291,8 @@ impl VHost {
         exchange.delayed = delayed;
         topo.insert_exchange(exchange);
         // Not stored means not declared.
-        self.commit(&mut topo).inspect_err(|_| {
-            topo.exchanges.remove(name);
-        })
+        self.commit(&mut topo)
+            .inspect_err(|_| topo.forget_exchange(name))
     }
 
     /// exchange.delete; the sync round that makes it durable (0: none).
@@ -296,8 +306,8 @@ impl VHost {
                 self.name
             )));
         }
-        let mut topo = self.topology.write();
-        let Some(x) = topo.exchanges.get(name) else {
+        let mut topo = self.topology.lock();
+        let Some(x) = topo.exchange(name) else {
             return Ok(0);
         };
         if if_unused && x.has_bindings() {
@@ -320,7 +330,7 @@ impl VHost {
         arguments: &FieldTable,
         conn_id: u64,
     ) -> Result<u64, AmqpError> {
-        let mut topo = self.topology.write();
+        let mut topo = self.topology.lock();
         self.check_binding_ends(&topo, source, &dest, conn_id)?;
         let dest = match dest {
             Destination::Queue(q) => topo.queue_destination(&q).unwrap_or(Destination::Queue(q)),
@@ -358,29 +368,25 @@ impl VHost {
         if source.is_empty() || matches!(&dest, Destination::Exchange(d) if d.is_empty()) {
             return Err(Self::default_exchange_refused());
         }
-        let mut topo = self.topology.write();
+        let mut topo = self.topology.lock();
         let binding = Binding {
             dest,
             routing_key: routing_key.to_string(),
             arguments: arguments.clone(),
         };
-        let Some(x) = topo.exchanges.get(source) else {
+        let Some(x) = topo.exchange(source) else {
             return Ok(0);
         };
         if !x.has_binding(&binding) {
             return Ok(0);
         }
         if let Destination::Queue(q) = &binding.dest {
-            if let Some(queue) = topo.queues.get(&**q) {
-                self.check_owner(queue, conn_id)?;
+            if let Some(queue) = topo.queue(q) {
+                self.check_owner(&queue, conn_id)?;
             }
         }
         topo.unbind(source, &binding);
-        let auto_deleted = topo
-            .exchanges
-            .get(source)
-            .is_some_and(|x| x.auto_delete && !x.has_bindings());
-        if auto_deleted {
+        if x.auto_delete && !x.has_bindings() {
             topo.remove_exchange(source);
         }
         Ok(self.commit_or_log(&mut topo))
@@ -397,17 +403,17 @@ impl VHost {
             return Err(Self::default_exchange_refused());
         }
         match dest {
-            Destination::Queue(q) => match topo.queues.get(&**q) {
+            Destination::Queue(q) => match topo.queue(q) {
                 None => return Err(self.no_queue(q)),
-                Some(queue) => self.check_owner(queue, conn_id)?,
+                Some(queue) => self.check_owner(&queue, conn_id)?,
             },
             Destination::Exchange(x) => {
-                if !topo.exchanges.contains_key(&**x) {
+                if !topo.has_exchange(x) {
                     return Err(self.no_exchange(x));
                 }
             }
         }
-        if !topo.exchanges.contains_key(source) {
+        if !topo.has_exchange(source) {
             return Err(self.no_exchange(source));
         }
         Ok(())
@@ -448,12 +454,12 @@ impl VHost {
                 "queue name '{requested}' contains reserved prefix 'amq.*'"
             )));
         }
-        let mut topo = self.topology.write();
+        let mut topo = self.topology.lock();
         let durable = d.durable && !d.exclusive;
         let name = if requested.is_empty() {
             loop {
                 let candidate = generated_name("amq.gen-");
-                if !topo.queues.contains_key(&candidate) {
+                if !topo.has_queue(&candidate) {
                     break candidate;
                 }
             }
@@ -469,12 +475,12 @@ impl VHost {
             &name,
             &self.name,
         )?;
-        if let Some(q) = topo.queues.get(&name) {
-            self.check_owner(q, conn_id)?;
+        if let Some(q) = topo.queue(&name) {
+            self.check_owner(&q, conn_id)?;
             if q.exclusive_owner.is_some() != d.exclusive {
                 return Err(self.locked(&name));
             }
-            self.check_queue_equivalent(q, d)?;
+            self.check_queue_equivalent(&q, d)?;
             q.touch();
             return Ok(QueueInfo {
                 name,
@@ -571,17 +577,16 @@ impl VHost {
 
     /// Look a queue up for an operation from `conn_id` (404 / 405).
     pub fn queue(&self, name: &str, conn_id: u64) -> Result<Arc<Queue>, AmqpError> {
-        let topo = self.topology.read();
-        let q = topo.queues.get(name).ok_or_else(|| self.no_queue(name))?;
-        self.check_owner(q, conn_id)?;
-        Ok(q.clone())
+        let q = self.find_queue(name).ok_or_else(|| self.no_queue(name))?;
+        self.check_owner(&q, conn_id)?;
+        Ok(q)
     }
 
     /// Whether clients may publish delayed messages to `exchange`: an
     /// x-delayed-message exchange, not internal (publishing to an internal
     /// one fails at routing, 403).
     pub fn is_delayed_exchange(&self, exchange: &str) -> bool {
-        self.topology
+        self.names
             .read()
             .exchanges
             .get(exchange)
@@ -597,8 +602,8 @@ impl VHost {
         delay_ms: u64,
     ) -> Option<super::queue::Stored> {
         let durable = {
-            let topo = self.topology.read();
-            let x = topo.exchanges.get(exchange).filter(|x| x.delayed)?;
+            let names = self.names.read();
+            let x = names.exchanges.get(exchange).filter(|x| x.delayed)?;
             x.durable
         };
         let due = super::message::now_ms().saturating_add(delay_ms);
@@ -609,7 +614,7 @@ impl VHost {
     /// a full disk). The queues are collected first so that the topology
     /// lock is not held while each dispatches.
     pub fn dispatch_all(&self) {
-        let queues: Vec<Arc<Queue>> = self.topology.read().queues.values().cloned().collect();
+        let queues: Vec<Arc<Queue>> = self.names.read().queues.values().cloned().collect();
         for q in queues {
             q.dispatch();
         }
@@ -617,12 +622,12 @@ impl VHost {
 
     /// Number of queues.
     pub fn queue_count(&self) -> usize {
-        self.topology.read().queues.len()
+        self.names.read().queues.len()
     }
 
     /// The queue registered under `name`, if any (no ownership check).
     pub fn find_queue(&self, name: &str) -> Option<Arc<Queue>> {
-        self.topology.read().queues.get(name).cloned()
+        self.names.read().queues.get(name).cloned()
     }
 
     /// queue.delete; a missing queue deletes nothing and is not an error.
@@ -635,11 +640,11 @@ impl VHost {
         if_empty: bool,
         conn_id: u64,
     ) -> Result<(u32, u64), AmqpError> {
-        let mut topo = self.topology.write();
-        let Some(q) = topo.queues.get(name) else {
+        let mut topo = self.topology.lock();
+        let Some(q) = topo.queue(name) else {
             return Ok((0, 0));
         };
-        self.check_owner(q, conn_id)?;
+        self.check_owner(&q, conn_id)?;
         match q.mark_deleted_if(if_unused, if_empty) {
             Ok(n) => {
                 topo.unregister_queue(name);
@@ -673,11 +678,10 @@ impl VHost {
     /// under its name and `delete` (which checks and marks it deleted under
     /// the queue's lock) did delete it, unregister it.
     fn delete_registered_if(&self, queue: &Arc<Queue>, delete: impl FnOnce() -> bool) {
-        let mut topo = self.topology.write();
+        let mut topo = self.topology.lock();
         let registered = topo
-            .queues
-            .get(&*queue.name)
-            .is_some_and(|q| Arc::ptr_eq(q, queue));
+            .queue(&queue.name)
+            .is_some_and(|q| Arc::ptr_eq(&q, queue));
         if registered && delete() {
             tracing::debug!(queue = %queue.name, "unused queue deleted");
             topo.unregister_queue(&queue.name);
@@ -687,7 +691,7 @@ impl VHost {
 
     /// Delete every exclusive queue owned by a closing connection.
     pub fn delete_exclusive_queues(&self, conn_id: u64) {
-        let mut topo = self.topology.write();
+        let mut topo = self.topology.lock();
         let names = topo.exclusive_queues(conn_id);
         if names.is_empty() {
             return;
@@ -708,8 +712,8 @@ impl VHost {
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<Queue>>,
     ) -> Result<(), AmqpError> {
-        let topo = self.topology.read();
-        let Some(first) = topo.exchanges.get(exchange) else {
+        let names = self.names.read();
+        let Some(first) = names.exchanges.get(exchange) else {
             return Err(self.no_exchange(exchange));
         };
         if first.internal {
@@ -720,7 +724,7 @@ impl VHost {
         }
         if exchange.is_empty() {
             for key in routing_keys {
-                if let Some(q) = topo.queues.get(*key) {
+                if let Some(q) = names.queues.get(*key) {
                     if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
                         out.push(q.clone());
                     }
@@ -735,12 +739,10 @@ impl VHost {
         visited.insert(exchange);
         while let Some(x) = pending.pop() {
             dests.clear();
-            for key in routing_keys {
-                x.route(key, headers, &mut dests);
-            }
+            x.route(routing_keys, headers, &mut dests);
             if dests.is_empty() {
                 if let Some(ae) = x.alternate_exchange.as_deref() {
-                    if let Some(alt) = topo.exchanges.get(ae) {
+                    if let Some(alt) = names.exchanges.get(ae) {
                         if visited.insert(&*alt.name) {
                             pending.push(alt);
                         }
@@ -753,7 +755,7 @@ impl VHost {
                         queues.insert(q);
                     }
                     Destination::Exchange(name) => {
-                        if let Some(next) = topo.exchanges.get(&*name) {
+                        if let Some(next) = names.exchanges.get(&*name) {
                             if visited.insert(&*next.name) {
                                 pending.push(next);
                             }
@@ -762,7 +764,11 @@ impl VHost {
                 }
             }
         }
-        out.extend(queues.iter().filter_map(|n| topo.queues.get(&**n).cloned()));
+        out.extend(
+            queues
+                .iter()
+                .filter_map(|n| names.queues.get(&**n).cloned()),
+        );
         Ok(())
     }
 }

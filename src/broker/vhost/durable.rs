@@ -113,7 +113,7 @@ impl VHost {
         for b in &defs.bindings {
             // A binding whose destination is gone is dropped.
             let dest = match b.to_exchange {
-                true if topo.exchanges.contains_key(&b.destination) => {
+                true if topo.has_exchange(&b.destination) => {
                     Destination::Exchange(Arc::from(b.destination.as_str()))
                 }
                 false => match topo.queue_destination(&b.destination) {

@@ -127,7 +127,7 @@ impl VHost {
         }
         // Recovered queues may hold messages that expired while the broker
         // was down, or that expire later: have each look at its head.
-        let queues: Vec<Arc<Queue>> = self.topology.read().queues.values().cloned().collect();
+        let queues: Vec<Arc<Queue>> = self.names.read().queues.values().cloned().collect();
         for q in queues {
             q.expire_due(None);
             q.touch();

@@ -27,6 +27,9 @@ use std::sync::Arc;
 use super::file_cache::{Access, CachedFile};
 use super::record::{self, RecordMeta, HEADER_LEN, MAX_PAYLOAD, MIN_PAYLOAD};
 
+mod reader;
+pub use reader::{ReadOutcome, SegmentReader};
+
 /// Magic bytes at the head of every segment file.
 pub const MAGIC: &[u8; 8] = b"WARRENSG";
 /// Format version written and understood.
@@ -301,78 +304,6 @@ pub fn scan(buf: &[u8]) -> Vec<ScanItem> {
     items
 }
 
-/// Reads records of one segment in order, through a buffer of whole chunks.
-#[derive(Debug)]
-pub struct SegmentReader {
-    /// Segment id.
-    pub id: u32,
-    file: Arc<CachedFile>,
-    buf: Vec<u8>,
-    buf_start: u64,
-}
-
-/// Bytes read from a segment at a time.
-const READ_CHUNK: usize = 256 * 1024;
-
-/// What a read at an offset found.
-#[derive(Debug)]
-pub enum ReadOutcome<'a> {
-    /// A record whose checksum matches: its payload and total length.
-    Record(&'a [u8], u64),
-    /// A record that fails its checksum or runs past `end`.
-    Corrupt,
-}
-
-impl SegmentReader {
-    /// Open segment `id` for reading.
-    pub fn open(dir: &Path, id: u32) -> io::Result<Self> {
-        Ok(SegmentReader {
-            id,
-            file: CachedFile::lazy(path(dir, id), Access::Read),
-            buf: Vec::new(),
-            buf_start: 0,
-        })
-    }
-
-    /// Make `buf` cover `[offset, offset + n)`, reading no further than `end`.
-    fn fill(&mut self, offset: u64, n: usize, end: u64) -> io::Result<bool> {
-        let have_end = self.buf_start + self.buf.len() as u64;
-        if offset >= self.buf_start && offset + n as u64 <= have_end {
-            return Ok(true);
-        }
-        if offset + n as u64 > end {
-            return Ok(false);
-        }
-        let want = (end - offset).min(n.max(READ_CHUNK) as u64) as usize;
-        self.buf.resize(want, 0);
-        self.file.get()?.read_exact_at(&mut self.buf, offset)?;
-        self.buf_start = offset;
-        Ok(true)
-    }
-
-    /// The record at `offset`; `end` is where valid data in the file ends.
-    pub fn read(&mut self, offset: u64, end: u64) -> io::Result<ReadOutcome<'_>> {
-        if !self.fill(offset, HEADER_LEN, end)? {
-            return Ok(ReadOutcome::Corrupt);
-        }
-        let at = (offset - self.buf_start) as usize;
-        let Some((len, crc)) = record::header(&self.buf[at..]) else {
-            return Ok(ReadOutcome::Corrupt);
-        };
-        if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len)
-            || !self.fill(offset, HEADER_LEN + len, end)?
-        {
-            return Ok(ReadOutcome::Corrupt);
-        }
-        let at = (offset - self.buf_start) as usize;
-        let payload = &self.buf[at + HEADER_LEN..at + HEADER_LEN + len];
-        if crc32fast::hash(payload) != crc {
-            return Ok(ReadOutcome::Corrupt);
-        }
-        Ok(ReadOutcome::Record(payload, (HEADER_LEN + len) as u64))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,30 +416,6 @@ mod tests {
         let bytes = std::fs::read(path(&dir, 1)).unwrap();
         assert_eq!(bytes.len() as u64, w.len());
         assert_eq!(seqs(&scan(&bytes)), vec![0, 1, 2]);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn reader_reads_back_what_the_writer_wrote() {
-        let dir = std::env::temp_dir().join(format!("warren-seg-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut w = SegmentWriter::create(&dir, 3).unwrap();
-        let big = vec![7u8; 300_000];
-        let offs: Vec<u64> = [&b"x"[..], &big[..], b"z"]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| w.append(&meta(i as u64), &msg(b)))
-            .collect();
-        w.flush().unwrap();
-        let mut r = SegmentReader::open(&dir, 3).unwrap();
-        let mut bodies = Vec::new();
-        for &o in &offs {
-            match r.read(o, w.len()).unwrap() {
-                ReadOutcome::Record(p, _) => bodies.push(record::decode(p).unwrap().1.body.len()),
-                ReadOutcome::Corrupt => panic!("corrupt at {o}"),
-            }
-        }
-        assert_eq!(bodies, vec![1, 300_000, 1]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

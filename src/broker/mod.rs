@@ -72,7 +72,7 @@ impl Broker {
     pub fn open(config: Config) -> Result<Self, String> {
         let started = std::time::Instant::now();
         let store = Arc::new(Store::open(&config)?);
-        let stored = store.take_recovered();
+        let mut stored = store.take_recovered();
         for name in stored.vhosts.keys() {
             if !config.vhosts.contains(name) {
                 tracing::warn!(vhost = %name, "the data directory holds a vhost that is not configured; its queues are kept on disk but not served");
@@ -88,7 +88,7 @@ impl Broker {
                 name,
                 flow,
                 store.clone(),
-                stored.vhosts.get(name),
+                stored.vhosts.remove(name),
             )?);
             vhost.start_housekeeping();
             vhosts.insert(name.clone(), vhost);

@@ -13,7 +13,6 @@
 
 use std::collections::HashSet;
 
-use ahash::AHashMap as HashMap;
 use std::hash::Hash;
 
 use super::IndexSet;
@@ -24,16 +23,20 @@ pub struct TopicTrie<D: Eq + Hash + Clone> {
     root: Node<D>,
 }
 
+/// Children are boxed: a growing map of a million words moves pointers,
+/// not nodes.
+type Children<D> = hashbrown::HashMap<String, Box<Node<D>>, ahash::RandomState>;
+
 #[derive(Debug)]
 struct Node<D: Eq + Hash + Clone> {
-    children: HashMap<String, Node<D>>,
+    children: Children<D>,
     dests: IndexSet<D>,
 }
 
 impl<D: Eq + Hash + Clone> Default for Node<D> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: Children::with_hasher(super::hasher()),
             dests: IndexSet::default(),
         }
     }
@@ -74,7 +77,8 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
     pub fn insert(&mut self, pattern: &str, dest: D) -> bool {
         let mut node = &mut self.root;
         for w in pattern_words(pattern) {
-            node = node.children.entry(w.to_string()).or_default();
+            // One lookup; the word is allocated only for a new node.
+            node = node.children.entry_ref(w).or_default();
         }
         node.dests.insert(dest)
     }

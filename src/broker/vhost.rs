@@ -126,7 +126,7 @@ impl VHost {
         name: &str,
         flow: FlowLimits,
         store: Arc<Store>,
-        stored: Option<&VhostDefinitions>,
+        stored: Option<VhostDefinitions>,
     ) -> Result<Self, String> {
         let names = Arc::new(RwLock::new(Names::default()));
         let mut topo = Topology::new(name, names.clone());

@@ -86,6 +86,7 @@ impl MetaStore {
         fsync: bool,
         min_log_bytes: u64,
     ) -> Result<(Arc<MetaStore>, Definitions), String> {
+        let started = std::time::Instant::now();
         let dir = data_dir.join(DIR);
         let fail = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
         std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create", &dir, e))?;
@@ -127,6 +128,7 @@ impl MetaStore {
             skipped = state.skipped,
             snapshot = base,
             logs = after.len(),
+            ms = started.elapsed().as_millis() as u64,
             "metadata recovered"
         );
         let store = Arc::new_cyclic(|me| MetaStore {

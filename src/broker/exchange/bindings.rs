@@ -10,6 +10,10 @@
 //! for a group while the group is not empty, and a fanout exchange needs a
 //! destination while it has any group.
 
+use std::sync::Arc;
+
+use indexmap::Equivalent;
+
 use super::super::IndexSet;
 
 /// Maps keyed by destinations and keys: ahash, as the routing tables.
@@ -39,38 +43,58 @@ pub enum Removed {
     Left,
 }
 
-type GroupKey = (Destination, String);
+/// A group's destination and table key; the key is shared with
+/// `by_dest` (one allocation per group, not two).
+type GroupKey = (Destination, Arc<str>);
+
+/// A [`GroupKey`] made of borrowed parts, to look groups up without
+/// allocating: it hashes as the tuple does (field by field).
+#[derive(Hash)]
+struct GroupRef<'a>(&'a Destination, &'a str);
+
+impl Equivalent<GroupKey> for GroupRef<'_> {
+    fn equivalent(&self, key: &GroupKey) -> bool {
+        *self.0 == key.0 && self.1 == &*key.1
+    }
+}
 
 /// An exchange's bindings.
 #[derive(Debug, Default)]
 pub struct BindingSet {
     groups: IndexMap<GroupKey, Vec<Binding>>,
     /// The table keys of each destination's groups.
-    by_dest: IndexMap<Destination, IndexSet<String>>,
+    by_dest: IndexMap<Destination, IndexSet<Arc<str>>>,
     len: usize,
 }
 
 impl BindingSet {
-    /// Add `binding`, stored under `table_key`.
-    pub fn add(&mut self, binding: Binding, table_key: String) -> Added {
-        let key = (binding.dest.clone(), table_key);
-        let group = self.groups.entry(key.clone()).or_default();
-        if group.contains(&binding) {
-            return Added::Duplicate;
+    /// Add `binding`, stored under `table_key`; also the table key as the
+    /// set keeps it.
+    pub fn add(&mut self, binding: Binding, table_key: &str) -> (Added, Arc<str>) {
+        if let Some((_, key, group)) = self
+            .groups
+            .get_full_mut(&GroupRef(&binding.dest, table_key))
+        {
+            let key = key.1.clone();
+            if group.contains(&binding) {
+                return (Added::Duplicate, key);
+            }
+            group.push(binding);
+            self.len += 1;
+            return (Added::Joined, key);
         }
-        group.push(binding);
+        let key: Arc<str> = Arc::from(table_key);
+        let dest = binding.dest.clone();
+        self.groups
+            .insert((dest.clone(), key.clone()), vec![binding]);
         self.len += 1;
-        if group.len() > 1 {
-            return Added::Joined;
-        }
-        let (dest, table_key) = key;
-        self.by_dest.entry(dest).or_default().insert(table_key);
-        Added::FirstOfGroup
+        self.by_dest.entry(dest).or_default().insert(key.clone());
+        (Added::FirstOfGroup, key)
     }
 
     /// Remove `binding`, stored under `table_key`.
     pub fn remove(&mut self, binding: &Binding, table_key: &str) -> Removed {
-        let key = (binding.dest.clone(), table_key.to_string());
+        let key = GroupRef(&binding.dest, table_key);
         let Some(group) = self.groups.get_mut(&key) else {
             return Removed::Missing;
         };
@@ -94,13 +118,13 @@ impl BindingSet {
 
     /// Remove every binding to `dest`: the table keys its groups had, and
     /// how many bindings went.
-    pub fn remove_dest(&mut self, dest: &Destination) -> (Vec<String>, usize) {
+    pub fn remove_dest(&mut self, dest: &Destination) -> (Vec<Arc<str>>, usize) {
         let Some(keys) = self.by_dest.swap_remove(dest) else {
             return (Vec::new(), 0);
         };
         let mut gone = 0;
         for k in &keys {
-            if let Some(group) = self.groups.swap_remove(&(dest.clone(), k.clone())) {
+            if let Some(group) = self.groups.swap_remove(&GroupRef(dest, k)) {
                 gone += group.len();
             }
         }
@@ -111,7 +135,7 @@ impl BindingSet {
     /// Whether an identical binding exists.
     pub fn contains(&self, binding: &Binding, table_key: &str) -> bool {
         self.groups
-            .get(&(binding.dest.clone(), table_key.to_string()))
+            .get(&GroupRef(&binding.dest, table_key))
             .is_some_and(|g| g.contains(binding))
     }
 
@@ -133,8 +157,6 @@ impl BindingSet {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use amq_protocol::types::{AMQPValue, FieldTable};
 
     use super::*;
@@ -154,10 +176,10 @@ mod tests {
     #[test]
     fn groups_share_one_table_entry_until_the_last_goes() {
         let mut set = BindingSet::default();
-        let k = || "k".to_string();
-        assert_eq!(set.add(b("q", "k", None), k()), Added::FirstOfGroup);
-        assert_eq!(set.add(b("q", "k", None), k()), Added::Duplicate);
-        assert_eq!(set.add(b("q", "k", Some(1)), k()), Added::Joined);
+        let k = || "k";
+        assert_eq!(set.add(b("q", "k", None), k()).0, Added::FirstOfGroup);
+        assert_eq!(set.add(b("q", "k", None), k()).0, Added::Duplicate);
+        assert_eq!(set.add(b("q", "k", Some(1)), k()).0, Added::Joined);
         assert_eq!(set.iter().count(), 2);
         assert_eq!(set.remove(&b("q", "k", Some(2)), "k"), Removed::Missing);
         assert_eq!(set.remove(&b("q", "k", None), "k"), Removed::Left);
@@ -171,8 +193,8 @@ mod tests {
     fn removing_a_destination_takes_all_its_groups() {
         let mut set = BindingSet::default();
         for i in 0..1000 {
-            set.add(b("q", &format!("k{i}"), None), format!("k{i}"));
-            set.add(b("other", &format!("k{i}"), None), format!("k{i}"));
+            set.add(b("q", &format!("k{i}"), None), &format!("k{i}"));
+            set.add(b("other", &format!("k{i}"), None), &format!("k{i}"));
         }
         let (keys, n) = set.remove_dest(&b("q", "", None).dest);
         assert_eq!((keys.len(), n), (1000, 1000));

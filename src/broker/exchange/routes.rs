@@ -3,6 +3,8 @@
 //! binding arguments). The exchange keeps this behind its own lock, so
 //! changing one exchange's bindings never touches another's.
 
+use std::sync::Arc;
+
 use ahash::AHashMap as HashMap;
 
 use amq_protocol::types::FieldTable;
@@ -16,7 +18,7 @@ use crate::protocol::AmqpError;
 
 #[derive(Debug)]
 enum RoutingTable {
-    Direct(HashMap<String, IndexSet<Destination>>),
+    Direct(HashMap<Arc<str>, IndexSet<Destination>>),
     Fanout(IndexSet<Destination>),
     Topic(TopicTrie<Destination>),
     Headers(Vec<(HeadersBinding, Destination)>),
@@ -83,7 +85,7 @@ impl Routes {
             _ => None,
         };
         let dest = binding.dest.clone();
-        let added = self.bindings.add(binding, key.clone());
+        let (added, key) = self.bindings.add(binding, &key);
         if added == Added::Duplicate {
             return Ok(false);
         }

@@ -19,7 +19,7 @@
 //! object in `journal`, which the vhost hands to the metadata log before
 //! it lets go of the lock (so the log has the changes in their order).
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use ahash::AHashMap as HashMap;
 
@@ -38,6 +38,9 @@ pub(super) struct Names {
     pub exchanges: HashMap<String, Arc<Exchange>>,
     pub queues: HashMap<String, Arc<Queue>>,
 }
+
+/// Stored bindings handed to the table-filling thread at a time.
+const RESTORE_BATCH: usize = 4096;
 
 #[derive(Debug)]
 pub(super) struct Topology {
@@ -103,6 +106,60 @@ impl Topology {
             }
         }
         Some(added)
+    }
+
+    /// Add stored bindings at start (nothing is journaled); one whose
+    /// source or destination is gone is dropped. Each exchange's table is
+    /// filled on a helper thread while this one resolves the ends and
+    /// indexes destinations: the two halves of the work.
+    pub fn restore_bindings(&mut self, defs: Vec<BindingDef>) {
+        type Batch = Vec<(Arc<Exchange>, Vec<Binding>)>;
+        let (tx, rx) = mpsc::sync_channel::<Batch>(8);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for (x, bindings) in rx.into_iter().flatten() {
+                    for b in bindings {
+                        // Stored bindings were checked when made.
+                        let _ = x.bind(b);
+                    }
+                }
+            });
+            let mut batch: Batch = Vec::new();
+            let mut count = 0;
+            for def in defs {
+                let Some((x, binding)) = self.stored_binding(def) else {
+                    continue;
+                };
+                let dests = self.sources.entry(binding.dest.clone()).or_default();
+                dests.insert(x.name.clone());
+                match batch.last_mut() {
+                    Some((last, list)) if Arc::ptr_eq(last, &x) => list.push(binding),
+                    _ => batch.push((x, vec![binding])),
+                }
+                count += 1;
+                if count % RESTORE_BATCH == 0 && tx.send(std::mem::take(&mut batch)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(batch);
+            drop(tx);
+        });
+    }
+
+    /// A stored binding's source exchange and the binding, if both ends
+    /// exist.
+    fn stored_binding(&self, def: BindingDef) -> Option<(Arc<Exchange>, Binding)> {
+        let source = self.exchange(&def.source)?;
+        let dest = match def.to_exchange {
+            true => Destination::Exchange(self.exchange(&def.destination)?.name.clone()),
+            false => self.queue_destination(&def.destination)?,
+        };
+        let binding = Binding {
+            dest,
+            routing_key: def.routing_key,
+            arguments: def.arguments,
+        };
+        Some((source, binding))
     }
 
     /// A binding destination for queue `name` that shares the queue's own

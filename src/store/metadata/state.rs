@@ -144,7 +144,12 @@ impl State {
     /// skipped (a queue's directory is still noted, so that its messages
     /// are set aside rather than deleted).
     pub fn apply_payload(&mut self, payload: &[u8]) {
-        match serde_json::from_slice::<MetaOp>(payload) {
+        self.apply_decoded(payload, serde_json::from_slice::<MetaOp>(payload));
+    }
+
+    /// Apply one record's payload, already decoded (`decoded`).
+    pub fn apply_decoded(&mut self, payload: &[u8], decoded: serde_json::Result<MetaOp>) {
+        match decoded {
             Ok(op) => self.apply(op),
             Err(error) => {
                 self.skipped += 1;

@@ -11,6 +11,7 @@
 //! at most trie nodes × key words whatever the patterns. Consecutive `#`
 //! words mean the same as one and are stored as one.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 
 use std::hash::Hash;
@@ -106,20 +107,44 @@ impl<D: Eq + Hash + Clone> TopicTrie<D> {
     /// Every destination whose pattern matches `key`, each once.
     pub fn matches(&self, key: &str, out: &mut IndexSet<D>) {
         let ws = words(key);
-        let mut walk = Walk {
-            words: &ws,
-            seen: HashSet::with_hasher(super::hasher()),
-            out,
-        };
-        walk.at_node(&self.root, 0, false);
+        SEEN.with(|cell| {
+            let mut fresh = Seen::with_hasher(super::hasher());
+            let mut kept = cell.try_borrow_mut();
+            let seen = match kept.as_deref_mut() {
+                Ok(seen) => seen,
+                Err(_) => &mut fresh,
+            };
+            seen.clear();
+            let mut walk = Walk {
+                words: &ws,
+                seen,
+                out,
+            };
+            walk.at_node(&self.root, 0, false);
+            if seen.capacity() > SEEN_KEPT {
+                *seen = Seen::with_hasher(super::hasher());
+            }
+        });
     }
+}
+
+/// States of a walk: (node address, words consumed, inside the node's `#`).
+type Seen = HashSet<(usize, usize, bool), ahash::RandomState>;
+
+/// States a thread's set keeps room for between publishes (a pathological
+/// pattern and key may need many more once).
+const SEEN_KEPT: usize = 1024;
+
+thread_local! {
+    /// Each thread's set of visited states, cleared and reused by every
+    /// match instead of allocated per publish.
+    static SEEN: RefCell<Seen> = RefCell::new(Seen::with_hasher(super::hasher()));
 }
 
 /// One match of a key against the trie: the states already visited.
 struct Walk<'a, 'k, D: Eq + Hash + Clone> {
     words: &'a [&'k str],
-    /// (node, words consumed, inside the node's `#`).
-    seen: HashSet<(*const Node<D>, usize, bool), ahash::RandomState>,
+    seen: &'a mut Seen,
     out: &'a mut IndexSet<D>,
 }
 
@@ -128,7 +153,11 @@ impl<D: Eq + Hash + Clone> Walk<'_, '_, D> {
     /// reached twice (by different splits of the key), so only those are
     /// remembered: a walk through patterns without `#` touches no set.
     fn at_node(&mut self, node: &Node<D>, at: usize, under_hash: bool) {
-        if under_hash && !self.seen.insert((node as *const Node<D>, at, false)) {
+        if under_hash
+            && !self
+                .seen
+                .insert((node as *const Node<D> as usize, at, false))
+        {
             return;
         }
         if let Some(hash) = node.children.get("#") {
@@ -154,7 +183,10 @@ impl<D: Eq + Hash + Clone> Walk<'_, '_, D> {
     fn in_hash(&mut self, hash: &Node<D>, at: usize) {
         let mut at = at;
         loop {
-            if !self.seen.insert((hash as *const Node<D>, at, true)) {
+            if !self
+                .seen
+                .insert((hash as *const Node<D> as usize, at, true))
+            {
                 return;
             }
             self.at_node(hash, at, true);
@@ -266,9 +298,10 @@ mod tests {
         let key = vec!["a"; 128].join(".");
         let ws = words(&key);
         let mut out = IndexSet::default();
+        let mut seen = Seen::with_hasher(crate::broker::hasher());
         let mut walk = Walk {
             words: &ws,
-            seen: HashSet::with_hasher(crate::broker::hasher()),
+            seen: &mut seen,
             out: &mut out,
         };
         walk.at_node(&t.root, 0, false);

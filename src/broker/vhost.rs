@@ -24,30 +24,26 @@
 
 use std::sync::Arc;
 
-use super::IndexSet;
-use amq_protocol::protocol::{exchange, queue};
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::FieldTable;
 use parking_lot::{Mutex, RwLock};
-use rand::Rng;
 
-use super::arguments::{self, as_int, show, type_name, validate_queue_arguments};
 use super::chores::{Chore, ChoreSender};
 use super::delayed::Delayed;
-use super::exchange::{Binding, Destination, Exchange, ExchangeKind, DELAYED_TYPE};
-use super::queue::{DeleteRefused, FlowLimits, Queue};
-use super::queue::{QueueContext, QueueDef};
-use super::queue_policy::QueuePolicy;
-use super::ready::ReadyMessages;
-use super::reply_to::{ReplyTargets, REPLY_QUEUE};
+use super::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use super::queue::{DeleteRefused, FlowLimits, Queue, QueueContext};
+use super::reply_to::ReplyTargets;
 use crate::protocol::AmqpError;
-use crate::store::{QueueLog, Store, VhostDefinitions};
+use crate::store::{Store, VhostDefinitions};
 
+mod declare;
 mod durable;
 mod housekeeping;
+mod routing;
 #[cfg(test)]
 mod tests;
 mod topology;
 
+pub use declare::generated_name;
 use topology::{Names, Topology};
 
 /// The exchanges every vhost has.
@@ -98,26 +94,6 @@ pub struct VHost {
     /// Its end, until the task starts.
     chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
 }
-
-/// The queue arguments RabbitMQ compares on redeclare.
-const COMPARED_QUEUE_ARGS: &[&str] = &[
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-expires",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-in-memory-length",
-    "x-max-in-memory-bytes",
-    "x-max-priority",
-    "x-message-ttl",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-type",
-    "x-queue-master-locator",
-    "x-single-active-consumer",
-    "x-delivery-limit",
-    "x-quorum-initial-group-size",
-];
 
 impl VHost {
     /// A vhost with the default and `amq.*` exchanges, plus what `stored`
@@ -191,108 +167,6 @@ impl VHost {
 
     fn default_exchange_refused() -> AmqpError {
         AmqpError::access_refused("operation not permitted on the default exchange")
-    }
-
-    /// exchange.declare; the sync round that makes it durable (0: none).
-    pub fn declare_exchange(&self, d: &exchange::Declare) -> Result<u64, AmqpError> {
-        let name = d.exchange.as_str();
-        if name.is_empty() {
-            return Err(Self::default_exchange_refused());
-        }
-        let mut topo = self.topology.lock();
-        if d.passive {
-            return match topo.has_exchange(name) {
-                true => Ok(self.store.metadata.last_ticket()),
-                false => Err(self.no_exchange(name)),
-            };
-        }
-        if d.kind.as_str() == DELAYED_TYPE
-            && ExchangeKind::of_declared(DELAYED_TYPE, &d.arguments).is_none()
-        {
-            // The delayed-message plugin's text.
-            return Err(AmqpError::precondition_failed(
-                "Invalid argument, 'x-delayed-type' must be an existing exchange type",
-            ));
-        }
-        let Some((kind, delayed)) = ExchangeKind::of_declared(d.kind.as_str(), &d.arguments) else {
-            let what = if d.kind.as_str().is_empty() {
-                "invalid"
-            } else {
-                "unknown"
-            };
-            return Err(AmqpError::command_invalid(format!(
-                "{what} exchange type '{}'",
-                d.kind
-            )));
-        };
-        if let Some(ae) = d.arguments.inner().get("alternate-exchange") {
-            if arguments::as_text(ae).is_none() {
-                return Err(AmqpError::precondition_failed(format!(
-                    "invalid type '{}' for arg 'alternate-exchange' in exchange '{name}' in vhost '{}'",
-                    type_name(ae),
-                    self.name
-                )));
-            }
-        }
-        if let Some(x) = topo.exchange(name) {
-            let ae = |args: &FieldTable| args.inner().get("alternate-exchange").cloned();
-            let diff = |arg: &str, received: String, current: String| {
-                AmqpError::precondition_failed(format!(
-                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{received}' but current is '{current}'",
-                    self.name
-                ))
-            };
-            if x.kind != kind || x.delayed != delayed {
-                return Err(diff("type", d.kind.to_string(), x.type_name().into()));
-            }
-            if x.durable != d.durable {
-                return Err(diff(
-                    "durable",
-                    d.durable.to_string(),
-                    x.durable.to_string(),
-                ));
-            }
-            if x.auto_delete != d.auto_delete {
-                return Err(diff(
-                    "auto_delete",
-                    d.auto_delete.to_string(),
-                    x.auto_delete.to_string(),
-                ));
-            }
-            if x.internal != d.internal {
-                return Err(diff(
-                    "internal",
-                    d.internal.to_string(),
-                    x.internal.to_string(),
-                ));
-            }
-            if ae(&x.arguments) != ae(&d.arguments) {
-                return Err(diff(
-                    "alternate-exchange",
-                    describe_arg(ae(&d.arguments).as_ref()),
-                    describe_arg(ae(&x.arguments).as_ref()),
-                ));
-            }
-            return Ok(self.store.metadata.last_ticket());
-        }
-        if name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "exchange name '{name}' contains reserved prefix 'amq.*'"
-            )));
-        }
-        let mut exchange = Exchange::new(
-            name,
-            kind,
-            d.durable,
-            d.auto_delete,
-            d.internal,
-            d.arguments.clone(),
-        );
-        exchange.delayed = delayed;
-        topo.insert_exchange(exchange);
-        // Not stored means not declared.
-        self.commit(&mut topo)
-            .inspect_err(|_| topo.forget_exchange(name))
     }
 
     /// exchange.delete; the sync round that makes it durable (0: none).
@@ -426,155 +300,6 @@ impl VHost {
         }
     }
 
-    /// queue.declare.
-    pub fn declare_queue(&self, d: &queue::Declare, conn_id: u64) -> Result<QueueInfo, AmqpError> {
-        let requested = d.queue.as_str();
-        if d.passive && requested == REPLY_QUEUE {
-            // As RabbitMQ: the pseudo-queue exists, with one consumer.
-            return Ok(QueueInfo {
-                name: requested.to_string(),
-                message_count: 0,
-                consumer_count: 1,
-                ticket: 0,
-            });
-        }
-        if d.passive {
-            let queue = self.queue(requested, conn_id)?;
-            // A declare, passive too, counts as a use for x-expires.
-            queue.touch();
-            return Ok(QueueInfo {
-                name: requested.to_string(),
-                message_count: queue.message_count(),
-                consumer_count: queue.consumer_count(),
-                ticket: self.store.metadata.last_ticket(),
-            });
-        }
-        if requested.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "queue name '{requested}' contains reserved prefix 'amq.*'"
-            )));
-        }
-        let mut topo = self.topology.lock();
-        let durable = d.durable && !d.exclusive;
-        let name = if requested.is_empty() {
-            loop {
-                let candidate = generated_name("amq.gen-");
-                if !topo.has_queue(&candidate) {
-                    break candidate;
-                }
-            }
-        } else {
-            requested.to_string()
-        };
-        validate_queue_arguments(&d.arguments, &name, &self.name)?;
-        arguments::check_queue_type(
-            &d.arguments,
-            d.durable,
-            d.exclusive,
-            d.auto_delete,
-            &name,
-            &self.name,
-        )?;
-        if let Some(q) = topo.queue(&name) {
-            self.check_owner(&q, conn_id)?;
-            if q.exclusive_owner.is_some() != d.exclusive {
-                return Err(self.locked(&name));
-            }
-            self.check_queue_equivalent(&q, d)?;
-            q.touch();
-            return Ok(QueueInfo {
-                name,
-                message_count: q.message_count(),
-                consumer_count: q.consumer_count(),
-                ticket: self.store.metadata.last_ticket(),
-            });
-        }
-        let (disk_dir, log) = match durable {
-            true => {
-                let dir = self.store.new_queue_dir();
-                let path = self.store.queue_path(&dir);
-                let log = QueueLog::create(&path, true, self.store.segment_bytes).map_err(|e| {
-                    tracing::error!(queue = %name, path = %path.display(), error = %e, "cannot create queue directory");
-                    AmqpError::new(
-                        crate::protocol::ErrorKind::InternalError,
-                        format!("cannot create the store of queue '{name}': {e}"),
-                    )
-                })?;
-                (Some(dir), Some((log, Default::default())))
-            }
-            false => (None, None),
-        };
-        let def = QueueDef {
-            name: &name,
-            vhost: &self.name,
-            disk_dir,
-            exclusive_owner: d.exclusive.then_some(conn_id),
-            auto_delete: d.auto_delete,
-            arguments: d.arguments.clone(),
-        };
-        let max_priority = QueuePolicy::from_arguments(&d.arguments).max_priority;
-        let ready = ReadyMessages::new(self.store.clone(), log, max_priority).map_err(|e| {
-            tracing::error!(queue = %name, error = %e, "cannot open the store of a queue");
-            AmqpError::new(
-                crate::protocol::ErrorKind::InternalError,
-                format!("cannot create the store of queue '{name}': {e}"),
-            )
-        })?;
-        let queue = Queue::new(def, ready, self.queue_context());
-        let queue = Arc::new(queue);
-        queue.touch();
-        topo.insert_queue(queue);
-        // Not stored means not declared: a queue missing from the
-        // definitions would lose its messages at the next start.
-        let ticket = self.commit(&mut topo).inspect_err(|_| {
-            if let Some(q) = topo.unregister_queue(&name) {
-                q.mark_deleted();
-            }
-            topo.journal.clear();
-        })?;
-        Ok(QueueInfo {
-            name,
-            message_count: 0,
-            consumer_count: 0,
-            ticket,
-        })
-    }
-
-    fn check_queue_equivalent(&self, q: &Queue, d: &queue::Declare) -> Result<(), AmqpError> {
-        let diff = |arg: &str, received: String, current: String| {
-            AmqpError::precondition_failed(format!(
-                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
-                q.name, self.name
-            ))
-        };
-        if q.exclusive_owner.is_none() && q.durable != d.durable {
-            return Err(diff(
-                "durable",
-                format!("'{}'", d.durable),
-                format!("'{}'", q.durable),
-            ));
-        }
-        if q.auto_delete != d.auto_delete {
-            return Err(diff(
-                "auto_delete",
-                format!("'{}'", d.auto_delete),
-                format!("'{}'", q.auto_delete),
-            ));
-        }
-        for key in COMPARED_QUEUE_ARGS {
-            let have = q.arguments.inner().get(*key);
-            let want = d.arguments.inner().get(*key);
-            if !args_equal(have, want) {
-                let (received, current) = match (want, have) {
-                    (Some(w), Some(h)) => (format!("'{}'", show(w)), format!("'{}'", show(h))),
-                    _ => (describe_typed(want), describe_typed(have)),
-                };
-                return Err(diff(key, received, current));
-            }
-        }
-        Ok(())
-    }
-
     /// Look a queue up for an operation from `conn_id` (404 / 405).
     pub fn queue(&self, name: &str, conn_id: u64) -> Result<Arc<Queue>, AmqpError> {
         let q = self.find_queue(name).ok_or_else(|| self.no_queue(name))?;
@@ -701,107 +426,5 @@ impl VHost {
         }
         // Durable auto-delete exchanges may have gone with their bindings.
         self.commit_or_log(&mut topo);
-    }
-
-    /// Route a message published to `exchange` with `routing_keys` (the
-    /// routing key plus any CC/BCC keys); appends each target queue once.
-    pub fn route(
-        &self,
-        exchange: &str,
-        routing_keys: &[&str],
-        headers: Option<&FieldTable>,
-        out: &mut Vec<Arc<Queue>>,
-    ) -> Result<(), AmqpError> {
-        let names = self.names.read();
-        let Some(first) = names.exchanges.get(exchange) else {
-            return Err(self.no_exchange(exchange));
-        };
-        if first.internal {
-            return Err(AmqpError::access_refused(format!(
-                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                self.name
-            )));
-        }
-        if exchange.is_empty() {
-            for key in routing_keys {
-                if let Some(q) = names.queues.get(*key) {
-                    if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
-                        out.push(q.clone());
-                    }
-                }
-            }
-            return Ok(());
-        }
-        let mut visited: IndexSet<&str> = super::scratch_set();
-        let mut pending = vec![first];
-        let mut queues: IndexSet<Arc<str>> = super::scratch_set();
-        let mut dests = super::scratch_set();
-        visited.insert(exchange);
-        while let Some(x) = pending.pop() {
-            dests.clear();
-            x.route(routing_keys, headers, &mut dests);
-            if dests.is_empty() {
-                if let Some(ae) = x.alternate_exchange.as_deref() {
-                    if let Some(alt) = names.exchanges.get(ae) {
-                        if visited.insert(&*alt.name) {
-                            pending.push(alt);
-                        }
-                    }
-                }
-            }
-            for d in dests.drain(..) {
-                match d {
-                    Destination::Queue(q) => {
-                        queues.insert(q);
-                    }
-                    Destination::Exchange(name) => {
-                        if let Some(next) = names.exchanges.get(&*name) {
-                            if visited.insert(&*next.name) {
-                                pending.push(next);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out.extend(
-            queues
-                .iter()
-                .filter_map(|n| names.queues.get(&**n).cloned()),
-        );
-        Ok(())
-    }
-}
-
-/// A server-generated name: the prefix and 22 random URL-safe base64
-/// characters, as RabbitMQ makes them.
-pub fn generated_name(prefix: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut rng = rand::thread_rng();
-    let suffix: String = (0..22)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("{prefix}{suffix}")
-}
-
-fn args_equal(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => match (as_int(x), as_int(y)) {
-            (Some(i), Some(j)) => i == j,
-            _ => type_name(x) == type_name(y) && show(x) == show(y),
-        },
-        _ => false,
-    }
-}
-
-fn describe_arg(v: Option<&AMQPValue>) -> String {
-    v.map_or_else(|| "none".to_string(), show)
-}
-
-fn describe_typed(v: Option<&AMQPValue>) -> String {
-    match v {
-        None => "none".into(),
-        Some(v) => format!("the value '{}' of type '{}'", show(v), type_name(v)),
     }
 }

@@ -26,6 +26,9 @@ Options:
   --routing-key KEY       publish routing key (default perf.key)
   --binding-key KEY       binding key (default: the routing key; topic: perf.*)
   --extra-bindings N      N more bindings with * and # that match nothing
+  --unrelated-bindings N  N more bindings under another first word
+                          (unrelated.<i>.#): a large exchange whose size
+                          routing should not feel
   --persistent            delivery_mode 2 and durable queues
   -c, --confirm WINDOW    publisher confirms with WINDOW unconfirmed at most
   -a, --autoack           consumers use no-ack mode
@@ -57,6 +60,8 @@ pub struct Options {
     pub routing_key: String,
     pub binding_key: Option<String>,
     pub extra_bindings: usize,
+    /// Bindings under a first word no published key has.
+    pub unrelated_bindings: usize,
     pub persistent: bool,
     pub confirm: Option<u32>,
     pub auto_ack: bool,
@@ -152,6 +157,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
         routing_key: "perf.key".into(),
         binding_key: None,
         extra_bindings: 0,
+        unrelated_bindings: 0,
         persistent: false,
         confirm: None,
         auto_ack: false,
@@ -191,6 +197,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
             "--queues" => o.queues = num("--queues", value("--queues")?)?,
             "--routing-key" => o.routing_key = value("--routing-key")?,
             "--binding-key" => o.binding_key = Some(value("--binding-key")?),
+            "--unrelated-bindings" => {
+                o.unrelated_bindings = num("--unrelated-bindings", value("--unrelated-bindings")?)?
+            }
             "--extra-bindings" => {
                 o.extra_bindings = num("--extra-bindings", value("--extra-bindings")?)?
             }

@@ -49,6 +49,10 @@ pub async fn declare(target: &Target, o: &Options) -> Result<Vec<String>> {
         };
         bind(&mut c, o, &names[0], &key, FieldTable::default()).await?;
     }
+    for i in 0..o.unrelated_bindings {
+        let key = format!("unrelated.{i}.#");
+        bind(&mut c, o, &names[0], &key, FieldTable::default()).await?;
+    }
     c.close().await;
     Ok(names)
 }

@@ -52,6 +52,9 @@ pub struct SegmentReader {
     buf: Vec<u8>,
     buf_start: u64,
     ahead: Arc<Mutex<Ahead>>,
+    /// The buffer last replaced, reused by the next read-ahead (so it
+    /// needs no zeroing).
+    spare: Vec<u8>,
     /// Reads made by the caller itself (not taken from read-ahead).
     own_reads: u64,
 }
@@ -65,6 +68,7 @@ impl SegmentReader {
             buf: Vec::new(),
             buf_start: 0,
             ahead: Arc::default(),
+            spare: Vec::new(),
             own_reads: 0,
         })
     }
@@ -118,8 +122,9 @@ impl SegmentReader {
             self.buf.drain(..keep);
             self.buf.extend_from_slice(&bytes);
             self.buf_start = offset;
+            self.spare = bytes;
         } else {
-            self.buf = bytes;
+            self.spare = std::mem::replace(&mut self.buf, bytes);
             self.buf_start = start;
         }
         true
@@ -144,8 +149,9 @@ impl SegmentReader {
         }
         let len = (end - from).min(READ_CHUNK as u64) as usize;
         let (file, slot) = (self.file.clone(), self.ahead.clone());
+        let mut bytes = std::mem::take(&mut self.spare);
         runtime.spawn_blocking(move || {
-            let mut bytes = vec![0; len];
+            bytes.resize(len, 0);
             let read = file.get().and_then(|f| f.read_exact_at(&mut bytes, from));
             *slot.lock() = match read {
                 Ok(()) => Ahead::Ready { start: from, bytes },

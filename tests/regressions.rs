@@ -421,6 +421,17 @@ async fn tx_commit_routes_to_a_queue_redeclared_since_the_publish() {
         let (_c2, ch) = broker.channel().await;
         ch.tx_select().await.unwrap();
         publish(&ch, "", &q, b"kept").await;
+        // A round trip on the publishing channel: the publish has been
+        // routed (to the queue's name, as RabbitMQ does) before the other
+        // connection deletes the queue. Without it the delete could come
+        // first, and RabbitMQ would drop the message too.
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(q.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap();
         admin
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await

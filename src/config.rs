@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::password::{Algorithm, PasswordHash};
+
 use crate::alarms::size::{SizeSetting, WatermarkSetting};
 
 /// The example config shipped in the repository, which is also the default.
@@ -23,17 +25,82 @@ pub enum Fsync {
     Never,
 }
 
-/// A user that may log in.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// A user that may log in: with `password` in plain text, or with
+/// `password_hash` as RabbitMQ exports it (base64 of a 4-byte salt and
+/// the digest) and its `hashing_algorithm` (default
+/// `rabbit_password_hashing_sha256`).
+#[derive(Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Login name.
     pub name: String,
-    /// Password (plain text in the config for now).
-    pub password: String,
+    /// Password in plain text.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// RabbitMQ's password hash, base64.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// RabbitMQ's name of the hash's algorithm.
+    #[serde(default)]
+    pub hashing_algorithm: Option<String>,
     /// Like RabbitMQ's guest: may only log in over a loopback address.
     #[serde(default)]
     pub loopback_only: bool,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No password or hash in logs.
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("loopback_only", &self.loopback_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    /// The user's hash, parsed; an error text naming what is wrong.
+    fn hash(&self) -> Result<Option<PasswordHash>, String> {
+        let algorithm = match &self.hashing_algorithm {
+            None => Algorithm::default(),
+            Some(name) => Algorithm::parse(name)
+                .ok_or_else(|| format!("unknown hashing_algorithm '{name}'"))?,
+        };
+        match &self.password_hash {
+            Some(h) => PasswordHash::parse(h, algorithm).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Check the user's password settings.
+    fn validate(&self) -> Result<(), String> {
+        match (&self.password, &self.password_hash) {
+            (Some(_), Some(_)) => return Err("has both password and password_hash".into()),
+            (None, None) => return Err("needs password or password_hash".into()),
+            (Some(_), None) if self.hashing_algorithm.is_some() => {
+                return Err("hashing_algorithm applies to password_hash only".into())
+            }
+            _ => {}
+        }
+        self.hash().map(|_| ())
+    }
+
+    /// Whether `given` is this user's password (an empty one never is, as
+    /// in RabbitMQ).
+    pub fn check_password(&self, given: &str) -> bool {
+        if given.is_empty() {
+            return false;
+        }
+        match (&self.password, self.hash()) {
+            (_, Ok(Some(hash))) => hash.verify(given),
+            (Some(plain), _) => {
+                // Compared in constant time, as a hash would be.
+                let (a, b) = (plain.as_bytes(), given.as_bytes());
+                a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Everything Warren can be configured with.
@@ -196,6 +263,11 @@ impl Config {
         if self.alarm_check_interval_ms == 0 {
             return err("alarm_check_interval_ms", "must be positive");
         }
+        for user in &self.users {
+            if let Err(why) = user.validate() {
+                return err("users", &format!("user '{}' {why}", user.name));
+            }
+        }
         if self.vhosts.is_empty() {
             return err("vhosts", "at least one vhost is needed");
         }
@@ -209,6 +281,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_need_exactly_one_valid_password_setting() {
+        let with = |user: &str| Config::with_overrides(&format!("[[users]]\n{user}"));
+        assert!(with("name = \"a\"\npassword = \"p\"").is_ok());
+        let hash = "password_hash = \"kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR\"";
+        let c = with(&format!("name = \"a\"\n{hash}")).unwrap();
+        assert!(c.users[0].check_password("test12"));
+        assert!(!c.users[0].check_password("test1"));
+        let bad_algorithm = format!("name = \"a\"\n{hash}\nhashing_algorithm = \"sha256\"");
+        for (user, why) in [
+            ("name = \"a\"", "needs password or password_hash"),
+            (
+                "name = \"a\"\npassword = \"p\"\npassword_hash = \"x\"",
+                "both",
+            ),
+            ("name = \"a\"\npassword_hash = \"***\"", "base64"),
+            (bad_algorithm.as_str(), "unknown hashing_algorithm"),
+        ] {
+            let e = with(user).unwrap_err().0;
+            assert!(e.contains("`users`") && e.contains(why), "{user}: {e}");
+        }
+        assert!(!format!("{:?}", c.users[0]).contains("kI3G"));
+    }
 
     #[test]
     fn embedded_default_is_valid() {

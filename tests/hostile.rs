@@ -582,13 +582,50 @@ async fn closing_thousands_of_consumers_does_not_stall_others() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_configured_with_rabbitmq_password_hashes_log_in() {
+    bounded(Duration::from_secs(10), async {
+        let broker = Broker::start_with(|cfg| {
+            // "test12" with salt 908DC60A (SHA-256), "simon" with CAD5089B
+            // (MD5), as RabbitMQ exports them.
+            cfg.users.push(warren::config::User {
+                name: "hashed".into(),
+                password_hash: Some("kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR".into()),
+                ..Default::default()
+            });
+            cfg.users.push(warren::config::User {
+                name: "legacy".into(),
+                password_hash: Some("ytUIm8s3AnKsXQjptplKFytfVxI=".into()),
+                hashing_algorithm: Some("rabbit_password_hashing_md5".into()),
+                ..Default::default()
+            });
+        })
+        .await;
+        assert!(try_login(broker.port, "PLAIN", b"\0hashed\0test12")
+            .await
+            .is_ok());
+        assert!(try_login(broker.port, "PLAIN", b"\0legacy\0simon")
+            .await
+            .is_ok());
+        for wrong in [&b"\0hashed\0test13"[..], b"\0legacy\0test12", b"\0hashed\0"] {
+            assert!(
+                try_login(broker.port, "PLAIN", wrong).await.is_err(),
+                "{}",
+                String::from_utf8_lossy(wrong)
+            );
+        }
+        broker.stop().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_login_is_strict() {
     bounded(Duration::from_secs(10), async {
         let broker = Broker::start_with(|cfg| {
             cfg.users.push(warren::config::User {
                 name: "nopass".into(),
-                password: "".into(),
-                loopback_only: false,
+                password: Some(String::new()),
+                ..Default::default()
             });
         })
         .await;

@@ -1,5 +1,6 @@
-//! Authentication: SASL responses decoded into credentials. (Users,
-//! password hashes and permissions join this module with the management
-//! API.)
+//! Authentication: SASL responses decoded into credentials, and password
+//! hashes in RabbitMQ's format. (Users and permissions at run time join
+//! this module with the management API.)
 
+pub mod password;
 pub mod sasl;

@@ -214,7 +214,7 @@ fn check_login(
 ) -> Result<String, String> {
     let user = cfg.users.iter().find(|u| u.name == creds.user);
     match user {
-        Some(u) if !creds.password.is_empty() && u.password == creds.password => {
+        Some(u) if u.check_password(&creds.password) => {
             if u.loopback_only && !peer.ip().is_loopback() {
                 tracing::info!(user = %creds.user, "login refused: loopback-only user");
                 return Err(format!(

@@ -67,6 +67,9 @@ impl User {
                 .ok_or_else(|| format!("unknown hashing_algorithm '{name}'"))?,
         };
         match &self.password_hash {
+            // RabbitMQ exports a user without a password so: it cannot
+            // log in with one.
+            Some(h) if h.is_empty() => Ok(None),
             Some(h) => PasswordHash::parse(h, algorithm).map(Some),
             None => Ok(None),
         }
@@ -268,6 +271,11 @@ impl Config {
                 return err("users", &format!("user '{}' {why}", user.name));
             }
         }
+        for (i, vhost) in self.vhosts.iter().enumerate() {
+            if self.vhosts[..i].contains(vhost) {
+                return err("vhosts", &format!("'{vhost}' is listed twice"));
+            }
+        }
         if self.vhosts.is_empty() {
             return err("vhosts", "at least one vhost is needed");
         }
@@ -304,6 +312,20 @@ mod tests {
             assert!(e.contains("`users`") && e.contains(why), "{user}: {e}");
         }
         assert!(!format!("{:?}", c.users[0]).contains("kI3G"));
+        // As RabbitMQ exports a user without a password.
+        let c = with("name = \"a\"\npassword_hash = \"\"").unwrap();
+        assert!(!c.users[0].check_password("anything"));
+    }
+
+    #[test]
+    fn a_vhost_listed_twice_is_refused() {
+        let e = Config::with_overrides("vhosts = [\"/\", \"a\", \"/\"]")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("`vhosts`") && e.contains("'/' is listed twice"),
+            "{e}"
+        );
     }
 
     #[test]

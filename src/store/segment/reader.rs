@@ -86,7 +86,15 @@ impl SegmentReader {
         if !self.take_ahead(offset, n) {
             let want = (end - offset).min(n.max(READ_CHUNK) as u64) as usize;
             self.buf.resize(want, 0);
-            self.file.get()?.read_exact_at(&mut self.buf, offset)?;
+            let read = self
+                .file
+                .get()
+                .and_then(|f| f.read_exact_at(&mut self.buf, offset));
+            if let Err(e) = read {
+                // Nothing in the buffer may pass for the old offset's bytes.
+                self.buf.clear();
+                return Err(e);
+            }
             self.buf_start = offset;
             self.own_reads += 1;
         }
@@ -240,6 +248,27 @@ mod tests {
         let mut r = SegmentReader::open(&dir, 3).unwrap();
         let lens: Vec<usize> = offs.iter().map(|&o| body_len(&mut r, o, end)).collect();
         assert_eq!(lens, vec![1, 300_000, 1]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_read_leaves_nothing_that_passes_for_other_bytes() {
+        let bodies = [vec![1], vec![7u8; 300_000], vec![2]];
+        let (dir, offs, end) = written(5, &bodies);
+        let mut r = SegmentReader::open(&dir, 5).unwrap();
+        let seq = |r: &mut SegmentReader, o: u64| match r.read(o, end).unwrap() {
+            ReadOutcome::Record(p, _) => record::decode(p).unwrap().0.seq,
+            ReadOutcome::Corrupt => panic!("corrupt at {o}"),
+        };
+        assert_eq!(seq(&mut r, offs[0]), 0);
+        // A read told of more data than the file has fails part way, after
+        // the last record's bytes landed at the head of the buffer.
+        assert!(r.read(offs[2], end + 500_000).is_err());
+        assert_eq!(
+            seq(&mut r, offs[0]),
+            0,
+            "the first record's bytes, not the last's"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

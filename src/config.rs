@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::auth::password::{Algorithm, PasswordHash};
+use crate::auth::password::{constant_time_eq, Algorithm, PasswordHash};
 
 use crate::alarms::size::{SizeSetting, WatermarkSetting};
 
@@ -96,11 +96,7 @@ impl User {
         }
         match (&self.password, self.hash()) {
             (_, Ok(Some(hash))) => hash.verify(given),
-            (Some(plain), _) => {
-                // Compared in constant time, as a hash would be.
-                let (a, b) = (plain.as_bytes(), given.as_bytes());
-                a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-            }
+            (Some(plain), _) => constant_time_eq(plain.as_bytes(), given.as_bytes()),
             _ => false,
         }
     }

@@ -128,13 +128,15 @@ impl PasswordHash {
     pub fn verify(&self, password: &str) -> bool {
         let (salt, digest) = self.bytes.split_at(SALT_LEN.min(self.bytes.len()));
         let computed = self.algorithm.digest(salt, password.as_bytes());
-        computed.len() == digest.len()
-            && computed
-                .iter()
-                .zip(digest)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        constant_time_eq(&computed, digest)
     }
+}
+
+/// Whether `a` and `b` are equal, in a time that depends on their lengths
+/// only (so that a comparison with a secret tells nothing of where they
+/// differ).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

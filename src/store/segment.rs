@@ -310,7 +310,8 @@ mod tests {
     use crate::broker::message::Message;
     use bytes::Bytes;
 
-    fn msg(body: &[u8]) -> Message {
+    /// A persistent message with `body` (segment and reader tests).
+    pub(super) fn msg(body: &[u8]) -> Message {
         Message {
             exchange: Arc::from(""),
             routing_key: Arc::from("q"),
@@ -321,7 +322,8 @@ mod tests {
         }
     }
 
-    fn meta(seq: u64) -> RecordMeta {
+    /// A persistent record's metadata with sequence number `seq`.
+    pub(super) fn meta(seq: u64) -> RecordMeta {
         RecordMeta {
             seq,
             flags: 1,

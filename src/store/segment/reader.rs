@@ -195,29 +195,8 @@ impl SegmentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::message::Message;
-    use crate::store::record::RecordMeta;
+    use crate::store::segment::tests::{meta, msg};
     use crate::store::segment::SegmentWriter;
-    use bytes::Bytes;
-
-    fn msg(body: &[u8]) -> Message {
-        Message {
-            exchange: Arc::from(""),
-            routing_key: Arc::from("q"),
-            properties: Bytes::from_static(&[0, 0]),
-            body: Bytes::copy_from_slice(body),
-            persistent: true,
-            expiration_ms: None,
-        }
-    }
-
-    fn meta(seq: u64) -> RecordMeta {
-        RecordMeta {
-            seq,
-            flags: 1,
-            ..Default::default()
-        }
-    }
 
     /// A segment of `bodies` in a fresh directory; the record offsets and
     /// the end of the data.

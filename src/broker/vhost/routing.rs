@@ -56,28 +56,28 @@ impl VHost {
             }
             return Ok(());
         }
-        follow_exchanges(&names, first, routing_keys, headers, out);
+        follow_exchanges(&names, first, dests, routing_keys, headers, out);
         Ok(())
     }
 }
 
-/// Route from `first` through exchange-to-exchange bindings and alternate
-/// exchanges, each exchange once; append each target queue once.
-fn follow_exchanges(
-    names: &Names,
-    first: &Exchange,
+/// Route on from `first`, whose table gave `dests`, through
+/// exchange-to-exchange bindings and alternate exchanges, each exchange
+/// once; append each target queue once.
+fn follow_exchanges<'a>(
+    names: &'a Names,
+    first: &'a Exchange,
+    mut dests: IndexSet<Destination>,
     routing_keys: &[&str],
     headers: Option<&FieldTable>,
     out: &mut Vec<Arc<Queue>>,
 ) {
-    let mut dests = crate::broker::scratch_set();
     let mut visited: IndexSet<&str> = crate::broker::scratch_set();
-    let mut pending = vec![first];
+    let mut pending: Vec<&Exchange> = Vec::new();
     let mut queues: IndexSet<Arc<str>> = crate::broker::scratch_set();
     visited.insert(&first.name);
-    while let Some(x) = pending.pop() {
-        dests.clear();
-        x.route(routing_keys, headers, &mut dests);
+    let mut x = first;
+    loop {
         if dests.is_empty() {
             if let Some(ae) = x.alternate_exchange.as_deref() {
                 if let Some(alt) = names.exchanges.get(ae) {
@@ -101,6 +101,11 @@ fn follow_exchanges(
                 }
             }
         }
+        let Some(next) = pending.pop() else {
+            break;
+        };
+        x = next;
+        x.route(routing_keys, headers, &mut dests);
     }
     out.extend(
         queues

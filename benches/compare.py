@@ -95,10 +95,20 @@ class Sampler(threading.Thread):
             time.sleep(0.1)
 
 
+def http_off_flags(binary):
+    """Flags turning the HTTP listeners off, for builds that have them (a
+    baseline build may predate them; RabbitMQ may hold their ports)."""
+    usage = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    if "--management-port" in usage:
+        return ["--management-port", "0", "--prometheus-port", "0"]
+    return []
+
+
 def start_warren(tmp, config="", binary=WARREN):
     log_path = os.path.join(tmp, "warren.log")
     log = open(log_path, "w")
     extra = ["--config", config] if config else []
+    extra += http_off_flags(binary)
     proc = subprocess.Popen([binary, *extra, "--port", "0", "--data-dir", os.path.join(tmp, "data"),
                              "--log-level", "warn,warren=info"], stdout=log, stderr=log)
     for _ in range(100):

@@ -225,7 +225,8 @@ def main():
 
     def start():
         pre = (lambda: __import__("resource").setrlimit(__import__("resource").RLIMIT_NOFILE, (args.fd_limit, args.fd_limit))) if args.fd_limit else None
-        return subprocess.Popen([binary, "--port", str(port), "--data-dir", data, "--log-level", "warn"], preexec_fn=pre)
+        return subprocess.Popen([binary, "--port", str(port), "--data-dir", data, "--log-level", "warn",
+                                 "--management-port", "0", "--prometheus-port", "0"], preexec_fn=pre)
 
     try:
         proc = start()

@@ -25,6 +25,8 @@ Options:
   --bind ADDR        address to listen on (default 127.0.0.1)
   --port PORT        AMQP port (default 5672; 0 picks a free port)
   --data-dir DIR     data directory (default ./data)
+  --management-port PORT  management HTTP API port (default 15672; 0: off)
+  --prometheus-port PORT  Prometheus metrics port (default 15692; 0: off)
   --log-level LEVEL  tracing filter, e.g. info, debug, warren=trace
   -h, --help         print this help
   -V, --version      print the version
@@ -53,6 +55,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ConfigEr
             "--bind" => overrides.push(("bind".into(), value("--bind")?)),
             "--port" => overrides.push(("port".into(), value("--port")?)),
             "--data-dir" => overrides.push(("data_dir".into(), value("--data-dir")?)),
+            "--management-port" => {
+                overrides.push(("management_port".into(), value("--management-port")?))
+            }
+            "--prometheus-port" => {
+                overrides.push(("prometheus_port".into(), value("--prometheus-port")?))
+            }
             "--log-level" => overrides.push(("log_level".into(), value("--log-level")?)),
             other => {
                 return Err(ConfigError(format!(
@@ -74,19 +82,23 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ConfigEr
                     ))
                 })?
             }
-            "port" => {
-                config.port = v.parse().map_err(|_| {
-                    ConfigError(format!(
-                        "invalid value for `--port`: {v:?} is not a port number"
-                    ))
-                })?
-            }
+            "port" => config.port = port_flag("--port", &v)?,
+            "management_port" => config.management_port = port_flag("--management-port", &v)?,
+            "prometheus_port" => config.prometheus_port = port_flag("--prometheus-port", &v)?,
             "data_dir" => config.data_dir = PathBuf::from(v),
             _ => config.log_level = v,
         }
     }
     config.validate()?;
     Ok(Command::Run(Box::new(config)))
+}
+
+fn port_flag(flag: &str, v: &str) -> Result<u16, ConfigError> {
+    v.parse().map_err(|_| {
+        ConfigError(format!(
+            "invalid value for `{flag}`: {v:?} is not a port number"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -104,6 +116,14 @@ mod tests {
         };
         assert_eq!(c.port, 6000);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        let Command::Run(c) =
+            parse(args(&["--management-port", "0", "--prometheus-port=9999"])).unwrap()
+        else {
+            panic!("expected run");
+        };
+        assert_eq!((c.management_port, c.prometheus_port), (0, 9999));
+        let e = parse(args(&["--management-port", "x"])).unwrap_err();
+        assert!(e.0.contains("--management-port"), "{e}");
     }
 
     #[test]

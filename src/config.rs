@@ -46,6 +46,11 @@ pub struct User {
     /// Like RabbitMQ's guest: may only log in over a loopback address.
     #[serde(default)]
     pub loopback_only: bool,
+    /// RabbitMQ's user tags: `administrator`, `monitoring`,
+    /// `policymaker`, `management` (any of them lets the user into the
+    /// management API).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl std::fmt::Debug for User {
@@ -54,6 +59,7 @@ impl std::fmt::Debug for User {
         f.debug_struct("User")
             .field("name", &self.name)
             .field("loopback_only", &self.loopback_only)
+            .field("tags", &self.tags)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +167,17 @@ pub struct Config {
     pub alarm_check_interval_ms: u64,
     /// Users.
     pub users: Vec<User>,
+    /// Address the management HTTP API and Prometheus listen on.
+    pub management_bind: IpAddr,
+    /// Management HTTP API port (0: no API).
+    pub management_port: u16,
+    /// Prometheus metrics port (0: no metrics listener).
+    pub prometheus_port: u16,
+    /// Largest request body the management API reads, bytes.
+    pub management_max_body_bytes: usize,
+    /// This node's name in the API and metrics (RabbitMQ's `rabbit@host`
+    /// form; empty: `warren@` and the host name).
+    pub node_name: String,
 }
 
 /// A configuration problem, naming the key.
@@ -262,6 +279,12 @@ impl Config {
         if self.alarm_check_interval_ms == 0 {
             return err("alarm_check_interval_ms", "must be positive");
         }
+        if !(1024..=1 << 30).contains(&self.management_max_body_bytes) {
+            return err(
+                "management_max_body_bytes",
+                "must be between 1024 and 1073741824",
+            );
+        }
         for user in &self.users {
             if let Err(why) = user.validate() {
                 return err("users", &format!("user '{}' {why}", user.name));
@@ -332,6 +355,8 @@ mod tests {
         assert_eq!(c.max_message_size, 128 * 1024 * 1024);
         assert_eq!(c.users[0].name, "guest");
         assert!(c.users[0].loopback_only);
+        assert_eq!(c.users[0].tags, ["administrator"]);
+        assert_eq!((c.management_port, c.prometheus_port), (15672, 15692));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   consumers and prefetch credit, flow control, messages.
 //! - [`store`]: the data directory: durable definitions, per-queue segment
 //!   files, acks, recovery, group-commit fsync.
+//! - [`management`]: the management HTTP API and the Prometheus endpoint,
+//!   reading the broker's live objects and per-queue counters.
 //! - `src/bin/warren-perf/`: the load generator, a lean client built on
 //!   [`protocol`].
 //!
@@ -29,6 +31,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 mod connection;
+pub mod management;
 pub mod protocol;
 pub mod server;
 pub mod store;

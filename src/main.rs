@@ -59,6 +59,13 @@ fn main() -> ExitCode {
             Ok(addr) => tracing::info!(%addr, "warren listening"),
             Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),
         }
+        // After the AMQP line: scripts take the first `addr=` as its port.
+        if let Some(addr) = server.management_addr() {
+            tracing::info!(%addr, "management API listening");
+        }
+        if let Some(addr) = server.prometheus_addr() {
+            tracing::info!(%addr, "prometheus metrics listening");
+        }
         let shutdown = server.shutdown_token();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -16,11 +16,16 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::connection;
+use crate::management::{self, AppState, Listener};
 
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// The management API's listener (None: turned off).
+    management: Option<TcpListener>,
+    /// The Prometheus listener (None: turned off).
+    prometheus: Option<TcpListener>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 }
@@ -30,19 +35,84 @@ impl Server {
     /// configured address. The error says which of the two failed.
     pub async fn bind(config: Config) -> Result<Self, String> {
         let addr = (config.bind, config.port);
+        let http = (
+            config.management_bind,
+            config.management_port,
+            config.prometheus_port,
+        );
         let broker = Arc::new(Broker::open(config)?);
-        let listener = match TcpListener::bind(addr).await {
+        let bound = async {
+            let listener = listen(addr).await?;
+            let (ip, management_port, prometheus_port) = http;
+            let management = match management_port {
+                0 => None,
+                port => Some(listen((ip, port)).await?),
+            };
+            let prometheus = match prometheus_port {
+                0 => None,
+                port => Some(listen((ip, port)).await?),
+            };
+            Ok::<_, String>((listener, management, prometheus))
+        };
+        let (listener, management, prometheus) = match bound.await {
             Ok(l) => l,
             Err(e) => {
                 broker.store.close();
-                return Err(format!("cannot listen on {}:{}: {e}", addr.0, addr.1));
+                return Err(e);
             }
         };
         Ok(Server {
             listener,
+            management,
+            prometheus,
             broker,
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// Where the management API listens, if it does.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the Prometheus endpoint listens, if it does.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prometheus.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The node's listeners as the management API lists them.
+    fn listeners(&self) -> Vec<Listener> {
+        let mut out = Vec::new();
+        let mut add = |protocol, addr: Option<SocketAddr>| {
+            if let Some(addr) = addr {
+                out.push(Listener { protocol, addr });
+            }
+        };
+        add("amqp", self.local_addr().ok());
+        add("http", self.management_addr());
+        add("prometheus", self.prometheus_addr());
+        out
+    }
+
+    /// Start the HTTP listeners (they stop with the server).
+    fn start_http(&mut self, tracker: &TaskTracker) {
+        let listeners = Arc::new(self.listeners());
+        if let Some(l) = self.management.take() {
+            let state = AppState {
+                broker: self.broker.clone(),
+                listeners,
+                sampler: Default::default(),
+            };
+            tracker.spawn(management::serve(l, state, self.shutdown.clone()));
+        }
+        if let Some(l) = self.prometheus.take() {
+            let broker = self.broker.clone();
+            tracker.spawn(management::prometheus::serve(
+                l,
+                broker,
+                self.shutdown.clone(),
+            ));
+        }
     }
 
     /// The address actually bound (useful with port 0).
@@ -56,8 +126,9 @@ impl Server {
     }
 
     /// Accept connections until shutdown, then wait for them to close.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let tracker = TaskTracker::new();
+        self.start_http(&tracker);
         let limit = Arc::new(Semaphore::new(self.broker.config.max_connections));
         let mut backoff = Duration::from_millis(5);
         let mut reserve = FdReserve::new();
@@ -98,6 +169,13 @@ impl Server {
         // Last sync round (delivery marks, buffered writes), then unlock.
         self.broker.close();
     }
+}
+
+/// Bind a listener; the error names the address.
+async fn listen(addr: (std::net::IpAddr, u16)) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))
 }
 
 /// Whether an accept failed for lack of file descriptors (EMFILE, ENFILE).
@@ -141,6 +219,10 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The broker it serves (to inspect or drive it, e.g. its alarms).
     pub broker: Arc<Broker>,
+    /// Where the management API listens, if it does.
+    pub management_addr: Option<SocketAddr>,
+    /// Where the Prometheus endpoint listens, if it does.
+    pub prometheus_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -150,12 +232,16 @@ impl RunningServer {
     pub async fn start(config: Config) -> std::io::Result<Self> {
         let server = Server::bind(config).await.map_err(std::io::Error::other)?;
         let addr = server.local_addr()?;
+        let management_addr = server.management_addr();
+        let prometheus_addr = server.prometheus_addr();
         let shutdown = server.shutdown_token();
         let broker = server.broker.clone();
         let task = tokio::spawn(server.run());
         Ok(RunningServer {
             addr,
             broker,
+            management_addr,
+            prometheus_addr,
             shutdown,
             task,
         })

@@ -498,6 +498,8 @@ async fn a_second_broker_on_the_same_data_dir_is_refused() {
             port: 0,
             log_level: "off".into(),
             data_dir: dir.path().to_path_buf(),
+            management_port: 0,
+            prometheus_port: 0,
             ..Default::default()
         };
         match warren::RunningServer::start(cfg).await {

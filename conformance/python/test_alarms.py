@@ -245,7 +245,8 @@ class WarrenTarget:
         log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [self.bin, "--port", "0", "--data-dir", self.data_dir, "--config", cfg_path,
-             "--log-level", "warn,warren=info"],
+             "--log-level", "warn,warren=info",
+             "--management-port", "0", "--prometheus-port", "0"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + 10

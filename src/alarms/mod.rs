@@ -47,6 +47,21 @@ pub struct Alarms {
     state: watch::Sender<AlarmState>,
     /// `state.any()`, readable with one load on every publish.
     raised: AtomicBool,
+    /// The monitor's last readings, for the management API and metrics.
+    readings: parking_lot::Mutex<Readings>,
+}
+
+/// What the monitor last measured, with the limits it compares against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readings {
+    /// Resident memory, bytes.
+    pub memory_used: u64,
+    /// The memory watermark, bytes.
+    pub memory_limit: u64,
+    /// Free space on the data directory's file system, bytes.
+    pub disk_free: u64,
+    /// The free-space limit, bytes.
+    pub disk_free_limit: u64,
 }
 
 impl Default for Alarms {
@@ -54,6 +69,7 @@ impl Default for Alarms {
         Alarms {
             state: watch::Sender::new(AlarmState::default()),
             raised: AtomicBool::new(false),
+            readings: parking_lot::Mutex::new(Readings::default()),
         }
     }
 }
@@ -62,6 +78,16 @@ impl Alarms {
     /// Whether any alarm is raised (cheap: for the publish path).
     pub fn raised(&self) -> bool {
         self.raised.load(Ordering::Relaxed)
+    }
+
+    /// The monitor's last readings.
+    pub fn readings(&self) -> Readings {
+        *self.readings.lock()
+    }
+
+    /// Record the monitor's readings.
+    pub fn record(&self, r: Readings) {
+        *self.readings.lock() = r;
     }
 
     /// The current state.

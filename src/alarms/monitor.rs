@@ -44,13 +44,15 @@ impl Monitor {
             disk_free_limit_bytes = limits.disk_free_bytes,
             "resource alarms set"
         );
-        alarms.set(sample(&limits, watermark));
+        alarms.set(sample(&alarms, &limits, watermark));
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("warren-alarms".into())
             .spawn(move || loop {
                 match stopped.recv_timeout(limits.interval) {
-                    Err(RecvTimeoutError::Timeout) => alarms.set(sample(&limits, watermark)),
+                    Err(RecvTimeoutError::Timeout) => {
+                        alarms.set(sample(&alarms, &limits, watermark))
+                    }
                     _ => return,
                 }
             })?;
@@ -70,10 +72,17 @@ impl Drop for Monitor {
     }
 }
 
-fn sample(limits: &Limits, watermark: u64) -> AlarmState {
-    let memory = resident_bytes().is_some_and(|rss| rss > watermark);
-    let disk = limits.disk_free_bytes > 0
-        && disk_free_bytes(&limits.data_dir).is_some_and(|free| free < limits.disk_free_bytes);
+fn sample(alarms: &Alarms, limits: &Limits, watermark: u64) -> AlarmState {
+    let rss = resident_bytes();
+    let free = disk_free_bytes(&limits.data_dir);
+    alarms.record(super::Readings {
+        memory_used: rss.unwrap_or(0),
+        memory_limit: watermark,
+        disk_free: free.unwrap_or(0),
+        disk_free_limit: limits.disk_free_bytes,
+    });
+    let memory = rss.is_some_and(|rss| rss > watermark);
+    let disk = limits.disk_free_bytes > 0 && free.is_some_and(|free| free < limits.disk_free_bytes);
     AlarmState { memory, disk }
 }
 

@@ -160,6 +160,11 @@ impl Exchange {
         self.routes.read().destinations()
     }
 
+    /// A copy of every binding from this exchange.
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.routes.read().bindings()
+    }
+
     /// Whether any binding leaves this exchange.
     pub fn has_bindings(&self) -> bool {
         self.routes.read().has_bindings()

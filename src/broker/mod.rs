@@ -4,6 +4,7 @@
 
 pub mod arguments;
 pub mod chores;
+pub mod connections;
 pub mod consumer;
 pub mod consumer_set;
 pub mod dead_letter;
@@ -64,6 +65,12 @@ pub struct Broker {
     pub alarms: Arc<Alarms>,
     /// Samples memory and disk for the alarms until the broker is dropped.
     _monitor: Monitor,
+    /// Open connections, for the management API and metrics.
+    pub connections: connections::Connections,
+    /// When the broker started.
+    pub started: std::time::Instant,
+    /// This node's name (config `node_name`, or `warren@` + host name).
+    pub node_name: String,
 }
 
 impl Broker {
@@ -108,7 +115,14 @@ impl Broker {
         };
         let monitor = Monitor::start(alarms.clone(), limits)
             .map_err(|e| format!("cannot start the resource monitor: {e}"))?;
+        let node_name = match config.node_name.is_empty() {
+            true => format!("warren@{}", host_name()),
+            false => config.node_name.clone(),
+        };
         Ok(Broker {
+            connections: connections::Connections::default(),
+            started,
+            node_name,
             config,
             vhosts,
             next_connection_id: AtomicU64::new(1),
@@ -116,6 +130,13 @@ impl Broker {
             alarms,
             _monitor: monitor,
         })
+    }
+
+    /// Every vhost, by name.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        let mut all: Vec<Arc<VHost>> = self.vhosts.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// Look a vhost up by name.
@@ -141,4 +162,15 @@ impl Broker {
     pub fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The machine's host name (for the node name), or "localhost".
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_str()
+        .ok()
+        .filter(|n| !n.is_empty())
+        .map(|n| n.split('.').next().unwrap_or(n).to_string())
+        .unwrap_or_else(|| "localhost".to_string())
 }

@@ -25,6 +25,7 @@ use super::ready::ReadyMessages;
 use crate::store::{DiskRef, Store, SyncSource};
 
 mod delivery;
+pub mod stats;
 
 /// A declared queue.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub struct Queue {
     pub disk_dir: Option<String>,
     /// What its arguments make it do (TTL, dead-lettering, limits).
     pub policy: QueuePolicy,
+    /// Counters for the management API and metrics.
+    pub stats: stats::QueueStats,
     state: Mutex<QueueState>,
     saturated: AtomicBool,
     /// A message published now would stay in memory (ready messages wait,
@@ -176,6 +179,7 @@ impl Queue {
             policy,
             arguments: def.arguments,
             disk_dir: def.disk_dir,
+            stats: stats::QueueStats::default(),
             state: Mutex::new(QueueState {
                 ready,
                 consumers,
@@ -222,6 +226,7 @@ impl Queue {
                 return Stored::Rejected(0);
             }
         }
+        self.stats.published();
         let stored = match st.ready.push(message, expires_at_ms) {
             Ok(Some(r)) if r.logged => Stored::AfterSync(self.register_dirty(&mut st)),
             Ok(_) => Stored::Done,
@@ -522,6 +527,16 @@ impl Queue {
         self.state.lock().ready.len() as u32
     }
 
+    /// Ready messages, their body bytes and the consumers, read at once.
+    pub fn gauges(&self) -> Gauges {
+        let st = self.state.lock();
+        Gauges {
+            ready: st.ready.len() as u64,
+            ready_bytes: st.ready.body_bytes(),
+            consumers: st.consumers.len() as u64,
+        }
+    }
+
     /// Registered consumers.
     pub fn consumer_count(&self) -> u32 {
         self.state.lock().consumers.len() as u32
@@ -581,6 +596,17 @@ impl SyncSource for Queue {
     fn flush_for_sync(&self, out: &mut Vec<Arc<File>>) -> std::io::Result<()> {
         self.state.lock().ready.flush_for_sync(out)
     }
+}
+
+/// What a queue holds now (see [`Queue::gauges`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Ready messages.
+    pub ready: u64,
+    /// Their body bytes.
+    pub ready_bytes: u64,
+    /// Consumers.
+    pub consumers: u64,
 }
 
 /// The declared properties of a queue.

@@ -38,6 +38,7 @@ use crate::store::{Store, VhostDefinitions};
 mod declare;
 mod durable;
 mod housekeeping;
+mod listing;
 mod routing;
 #[cfg(test)]
 mod tests;
@@ -91,6 +92,8 @@ pub struct VHost {
     /// Dead letters' and delayed messages' old records, settled once their
     /// new copies are synced.
     pending: parking_lot::Mutex<housekeeping::Waiting>,
+    /// queue.declare calls that succeeded (for the metrics).
+    queues_declared: std::sync::atomic::AtomicU64,
     /// Its end, until the task starts.
     chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
 }
@@ -133,6 +136,7 @@ impl VHost {
             delayed: Arc::new(delayed),
             pending: parking_lot::Mutex::new(Vec::new()),
             chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
+            queues_declared: Default::default(),
         };
         if let Some(defs) = stored {
             vhost.restore(&mut topo, defs)?;

@@ -243,6 +243,8 @@ impl Session {
         // Validate and route now (errors surface at the publish, as in
         // RabbitMQ); in a transaction, enqueue only at commit.
         let routed = self.route_publish(id, complete)?;
+        self.totals.published += 1;
+        self.totals.observe_size(routed.message.body.len() as u64);
         if self.channel_mut(id)?.tx.is_some() {
             let bytes = crate::store::message_bytes(&routed.message);
             self.check_transaction_budget(bytes)?;
@@ -254,6 +256,7 @@ impl Session {
         }
         let stored = self.enqueue(id, routed);
         let ch = self.channel_mut(id)?;
+        let confirming = ch.confirms.is_some();
         match &mut ch.confirms {
             Some(confirms) => {
                 let ticket = confirms.push(stored);
@@ -264,6 +267,7 @@ impl Session {
             }
             None => {}
         }
+        self.totals.published_confirm += u64::from(confirming);
         Ok(())
     }
 
@@ -475,6 +479,10 @@ impl Session {
             None => {}
         }
         if r.queues.is_empty() {
+            match r.mandatory {
+                true => self.totals.unroutable_returned += 1,
+                false => self.totals.unroutable_dropped += 1,
+            }
             if r.mandatory {
                 let m = &r.message;
                 self.send(
@@ -490,6 +498,7 @@ impl Session {
             }
             return Stored::Done;
         }
+        self.totals.routed += 1;
         let mut stored = Stored::Done;
         for q in &r.queues {
             stored = stored.and(q.publish(r.message.clone()));
@@ -541,6 +550,10 @@ impl Session {
             ChannelConsumer {
                 queue: queue.clone(),
                 id: consumer_id,
+                no_ack: c.no_ack,
+                exclusive: c.exclusive,
+                prefetch: ch.consumer_prefetch,
+                arguments: c.arguments.clone(),
             },
         );
         let added = queue.add_consumer(Consumer {
@@ -622,17 +635,24 @@ impl Session {
         let name = self.queue_name(id, g.queue.as_str())?;
         let queue = self.vhost.queue(&name, self.id)?;
         let Some((message, remaining)) = queue.get(g.no_ack) else {
+            self.totals.get_empty += 1;
             self.send(
                 id,
                 AMQPClass::Basic(AMQPMethod::GetEmpty(basic::GetEmpty {})),
             );
             return Ok(());
         };
+        let redelivered = message.redelivered;
+        queue.stats.got(!g.no_ack, redelivered);
+        match g.no_ack {
+            true => self.totals.get_no_ack += 1,
+            false => self.totals.get_ack += 1,
+        }
+        self.totals.redelivered += u64::from(redelivered);
         let ch = self.channel_mut(id)?;
         let tag = ch.next_tag();
         let m = message.message.clone();
         let properties = queue.delivery_properties(&message, true);
-        let redelivered = message.redelivered;
         if !g.no_ack {
             ch.unacked.push(Unacked {
                 tag,
@@ -659,6 +679,10 @@ impl Session {
     fn settle(&mut self, id: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
         let items = ch.unacked.take(tag, multiple)?;
+        if how == Settle::Ack {
+            self.totals.acked += items.len() as u64;
+        }
+        let ch = self.channel_mut(id)?;
         match &mut ch.tx {
             // Held (out of `unacked`) until commit; rollback puts them back.
             Some(tx) => tx.settlements.push((items, how)),
@@ -725,6 +749,14 @@ impl Session {
             None => m.properties.clone(),
         };
         let redelivered = message.redelivered;
+        if let Some(q) = &queue {
+            q.stats.delivered(credit.is_some(), redelivered);
+            match credit.is_some() {
+                true => self.totals.delivered_ack += 1,
+                false => self.totals.delivered_no_ack += 1,
+            }
+            self.totals.redelivered += u64::from(redelivered);
+        }
         match (queue, credit) {
             (Some(queue), Some(credit)) => ch.unacked.push(Unacked {
                 tag,

@@ -21,6 +21,11 @@ pub struct ChannelConsumer {
     pub queue: Arc<Queue>,
     /// Registration id (see `Consumer::id`).
     pub id: u64,
+    /// What basic.consume asked for, as the management API shows it.
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub prefetch: u32,
+    pub arguments: amq_protocol::types::FieldTable,
 }
 
 /// A channel's consumer of direct replies (`amq.rabbitmq.reply-to`).
@@ -111,6 +116,7 @@ impl Channel {
             if let Some(c) = &u.credit {
                 c.release();
             }
+            u.queue.stats.settled(1, how == Settle::Ack);
             if !touched.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
                 touched.push(u.queue.clone());
             }

@@ -34,6 +34,8 @@ pub struct Opened {
     pub cancel_notify: bool,
     /// The client understands connection.blocked / unblocked.
     pub blocked_notify: bool,
+    /// What the client said of itself in start-ok.
+    pub client_properties: FieldTable,
 }
 
 /// Run the handshake. `Ok(None)` means the connection was refused and is
@@ -152,6 +154,7 @@ pub async fn handshake(
         heartbeat_s: tune_ok.heartbeat,
         cancel_notify: cap("consumer_cancel_notify"),
         blocked_notify: cap("connection.blocked"),
+        client_properties: start_ok.client_properties,
     }))
 }
 

@@ -25,6 +25,9 @@ pub struct FrameIo {
     pub rbuf: BytesMut,
     pub out: FrameWriter,
     pub frame_max: u32,
+    /// Bytes read and written (the connection's statistics).
+    pub recv_oct: u64,
+    pub send_oct: u64,
 }
 
 impl FrameIo {
@@ -34,6 +37,8 @@ impl FrameIo {
             rbuf: BytesMut::with_capacity(64 * 1024),
             out: FrameWriter::new(frame_max),
             frame_max,
+            recv_oct: 0,
+            send_oct: 0,
         }
     }
 
@@ -59,13 +64,17 @@ impl FrameIo {
         }
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) | Err(_) => Err(ReadError::Closed),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.recv_oct += n as u64;
+                Ok(n)
+            }
         }
     }
 
     /// Write out the first `n` bytes encoded (the rest is held).
     pub async fn flush_prefix(&mut self, n: usize) -> std::io::Result<()> {
         let bytes = self.out.take_prefix(n);
+        self.send_oct += bytes.len() as u64;
         self.stream.write_all(&bytes).await
     }
 
@@ -75,6 +84,7 @@ impl FrameIo {
             return Ok(());
         }
         let bytes = self.out.take();
+        self.send_oct += bytes.len() as u64;
         self.stream.write_all(&bytes).await
     }
 }

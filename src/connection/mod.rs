@@ -15,6 +15,7 @@ mod held;
 mod io;
 mod queue_exchange;
 mod session;
+mod stats;
 mod tx_confirm;
 mod unacked;
 
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::connections::NewConnection;
 use crate::broker::Broker;
 
 /// Serve one accepted TCP connection until it closes.
@@ -62,9 +64,24 @@ pub async fn serve(
         tracing::Span::current().record("user", opened.user.as_str());
         tracing::Span::current().record("vhost", &*opened.vhost.name);
         tracing::info!("connection opened");
-        session::Session::new(id, io, broker, opened)
-            .run(shutdown)
+        let close = shutdown.child_token();
+        let entry = broker.connections.register(NewConnection {
+            id,
+            peer,
+            local: io.stream.local_addr().unwrap_or(peer),
+            user: opened.user.clone(),
+            vhost: opened.vhost.name.clone(),
+            client_properties: opened.client_properties.clone(),
+            channel_max: opened.channel_max,
+            frame_max: io.frame_max,
+            heartbeat_s: opened.heartbeat_s,
+            close: close.clone(),
+        });
+        let registry = broker.clone();
+        let totals = session::Session::new(id, io, broker, opened, entry)
+            .run(close)
             .await;
+        registry.connections.deregister(id, &totals);
         tracing::info!("connection closed");
     }
     .instrument(span)

@@ -19,6 +19,7 @@ use super::content::ContentState;
 use super::handshake::{close_method, Opened};
 use super::held::HeldOutput;
 use super::io::FrameIo;
+use crate::broker::connections::{ConnectionEntry, Totals};
 use crate::broker::consumer::{ConnEvent, ConnHandle, Delivery};
 use crate::broker::queue::Queue;
 use crate::broker::{Broker, VHost};
@@ -83,10 +84,20 @@ pub struct Session {
     /// Bytes the channels' unacked deliveries hold in memory (see
     /// `unacked.rs`).
     pub(super) unacked_bytes: Arc<AtomicU64>,
+    /// This connection in the node's registry (see `stats.rs`).
+    pub(super) entry: Arc<ConnectionEntry>,
+    /// Counters, copied to `entry` once a second.
+    pub(super) totals: Totals,
 }
 
 impl Session {
-    pub fn new(id: u64, io: FrameIo, broker: Arc<Broker>, opened: Opened) -> Self {
+    pub fn new(
+        id: u64,
+        io: FrameIo,
+        broker: Arc<Broker>,
+        opened: Opened,
+        entry: Arc<ConnectionEntry>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let sync = broker.store.syncer.subscribe();
         let alarm = AlarmBlock {
@@ -122,12 +133,16 @@ impl Session {
             commit_wait: None,
             held: HeldOutput::default(),
             unacked_bytes: Arc::new(AtomicU64::new(0)),
+            entry,
+            totals: Totals::default(),
         }
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Serve until the connection ends; returns its final counters.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Totals {
         self.main_loop(shutdown).await;
         self.cleanup();
+        let totals = self.final_totals();
         if self.client_closed {
             // Discard anything that still arrives until the client closes
             // the socket, for a bounded time.
@@ -138,6 +153,7 @@ impl Session {
             };
             let _ = tokio::time::timeout(CLIENT_CLOSE_LINGER, linger).await;
         }
+        totals
     }
 
     async fn main_loop(&mut self, shutdown: CancellationToken) {
@@ -159,9 +175,13 @@ impl Session {
             tokio::select! {
                 _ = shutdown.cancelled(), if !shutting_down => {
                     shutting_down = true;
+                    let text = match self.entry.close_reason() {
+                        Some(reason) => reason,
+                        None => "broker forced connection closure with reason 'shutdown'".into(),
+                    };
                     self.connection_error(AmqpError::new(
                         crate::protocol::ErrorKind::ConnectionForced,
-                        "broker forced connection closure with reason 'shutdown'",
+                        text,
                     ));
                 }
                 _ = tokio::time::sleep(FLOW_POLL), if !self.throttled.is_empty() => {
@@ -203,6 +223,7 @@ impl Session {
                     }
                 }
                 _ = tick.tick() => {
+                    self.publish_snapshot();
                     if self.alarm.blocked {
                         // As RabbitMQ: a blocked client is not expected to
                         // be heard from.
@@ -293,6 +314,7 @@ impl Session {
             let Some(confirms) = ch.confirms.as_mut() else {
                 continue;
             };
+            self.totals.confirmed += std::mem::take(&mut confirms.acks_sent);
             let out = &mut self.io.out;
             confirms.release(status, |delivery_tag, multiple, ack| {
                 let m = match ack {
@@ -583,6 +605,8 @@ impl Session {
         }
         self.channels
             .insert(id, Channel::new(id, self.unacked_bytes.clone()));
+        let opened = &self.broker.connections.channels_opened_total;
+        opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.send(
             id,
             AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -638,6 +662,8 @@ impl Session {
 
     /// Cancel a channel's consumers and requeue its unacked deliveries.
     pub(super) fn release_channel(&mut self, ch: &mut Channel) {
+        let closed = &self.broker.connections.channels_closed_total;
+        closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Settlements of an uncommitted transaction never happened.
         if let Some(tx) = ch.tx.take() {
             tx.roll_back(ch);

@@ -24,6 +24,9 @@ pub struct Confirms {
     /// Consecutive publishes with the same outcome: the last one's number,
     /// the sync round they wait for (0: none), and whether they fail.
     waiting: VecDeque<(u64, u64, bool)>,
+    /// Publishes acked since the connection last took this count (for
+    /// its statistics).
+    pub acks_sent: u64,
 }
 
 impl Default for Confirms {
@@ -32,6 +35,7 @@ impl Default for Confirms {
             next: 1,
             sent_up_to: 0,
             waiting: VecDeque::new(),
+            acks_sent: 0,
         }
     }
 }
@@ -76,17 +80,29 @@ impl Confirms {
                 Some((end, kind)) if *kind == ack => *end = last,
                 _ => {
                     if let Some((end, kind)) = run.take() {
-                        emit(end, end > self.sent_up_to + 1, kind);
-                        self.sent_up_to = end;
+                        self.emit_run(end, kind, &mut emit);
                     }
                     run = Some((last, ack));
                 }
             }
         }
         if let Some((end, kind)) = run {
-            emit(end, end > self.sent_up_to + 1, kind);
-            self.sent_up_to = end;
+            self.emit_run(end, kind, &mut emit);
         }
+    }
+
+    /// Publishes not yet confirmed or nacked.
+    pub fn pending(&self) -> u64 {
+        (self.next - 1).saturating_sub(self.sent_up_to)
+    }
+
+    /// Confirm (or nack) everything up to `end` in one method.
+    fn emit_run(&mut self, end: u64, ack: bool, emit: &mut impl FnMut(u64, bool, bool)) {
+        emit(end, end > self.sent_up_to + 1, ack);
+        if ack {
+            self.acks_sent += end - self.sent_up_to;
+        }
+        self.sent_up_to = end;
     }
 }
 

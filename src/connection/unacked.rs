@@ -76,6 +76,11 @@ impl UnackedList {
         self.connection.fetch_sub(n, Ordering::Relaxed);
     }
 
+    /// Deliveries held.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// Add a delivery (its tag is the highest so far).
     pub fn push(&mut self, u: Unacked) {
         self.add_held(u.held());

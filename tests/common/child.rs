@@ -57,7 +57,8 @@ impl ChildBroker {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--log-level")
-            .arg("info");
+            .arg("info")
+            .args(["--management-port", "0", "--prometheus-port", "0"]);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }

@@ -98,10 +98,14 @@ impl Broker {
         data_dir: std::path::PathBuf,
         adjust: impl FnOnce(&mut warren::Config),
     ) -> Broker {
+        // The HTTP listeners are off unless a test asks for them (see
+        // `free_port`): their default ports would clash between tests.
         let mut cfg = warren::Config {
             port: 0,
             log_level: "off".into(),
             data_dir: data_dir.clone(),
+            management_port: 0,
+            prometheus_port: 0,
             ..Default::default()
         };
         adjust(&mut cfg);
@@ -117,6 +121,21 @@ impl Broker {
             data_dir,
             fresh: None,
         }
+    }
+
+    /// The management API's base URL (`http://127.0.0.1:PORT/api`), if it
+    /// was turned on.
+    #[allow(dead_code)]
+    pub fn api_url(&self) -> Option<String> {
+        self.server
+            .management_addr
+            .map(|a| format!("http://{a}/api"))
+    }
+
+    /// The Prometheus endpoint's address, if it was turned on.
+    #[allow(dead_code)]
+    pub fn prometheus_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.prometheus_addr
     }
 
     /// The broker's resource alarms, to raise and clear them by hand.
@@ -480,4 +499,13 @@ pub async fn next_channel_error(
             Err(_) => panic!("no channel error within {deadline:?}"),
         }
     }
+}
+
+/// A port free on 127.0.0.1 right now (for a listener that cannot be
+/// given port 0, where 0 means "off").
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

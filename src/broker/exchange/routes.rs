@@ -53,6 +53,11 @@ impl Routes {
         dests.into_iter().collect()
     }
 
+    /// Every binding, in the order they were made.
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.bindings.iter().cloned().collect()
+    }
+
     pub fn has_bindings(&self) -> bool {
         !self.bindings.is_empty()
     }

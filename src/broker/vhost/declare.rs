@@ -170,6 +170,8 @@ impl VHost {
             )));
         }
         let mut topo = self.topology.lock();
+        self.queues_declared
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let durable = d.durable && !d.exclusive;
         let name = if requested.is_empty() {
             loop {

@@ -37,6 +37,10 @@ use crate::store::metadata::MetaOp;
 pub(super) struct Names {
     pub exchanges: HashMap<String, Arc<Exchange>>,
     pub queues: HashMap<String, Arc<Queue>>,
+    /// Queues added and removed since start (restored ones not counted),
+    /// for the metrics.
+    pub queues_created: u64,
+    pub queues_deleted: u64,
 }
 
 /// Stored bindings handed to the table-filling thread at a time.
@@ -290,15 +294,19 @@ impl Topology {
                 },
             });
         }
-        self.names
-            .write()
-            .queues
-            .insert(queue.name.to_string(), queue);
+        let mut names = self.names.write();
+        names.queues_created += u64::from(!self.restoring);
+        names.queues.insert(queue.name.to_string(), queue);
     }
 
     /// Drop a (deleted) queue from the map and every binding to it.
     pub fn unregister_queue(&mut self, name: &str) -> Option<Arc<Queue>> {
-        let q = self.names.write().queues.remove(name)?;
+        let q = {
+            let mut names = self.names.write();
+            let q = names.queues.remove(name)?;
+            names.queues_deleted += 1;
+            q
+        };
         if q.disk_dir.is_some() {
             self.journal.push(MetaOp::DeleteQueue {
                 vhost: self.vhost.clone(),

@@ -1,0 +1,308 @@
+//! `/api/connections`, `/api/channels` and `/api/consumers`: what the
+//! node's registry holds (each connection's last one-second snapshot), and
+//! closing a connection (`DELETE`, with an optional `X-Reason` header).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::format::vhost;
+use super::json::table_to_json;
+use super::listing::{respond, respond_one, unsorted, Params};
+use super::AppState;
+use crate::broker::connections::{ChannelSnapshot, ConnectionEntry};
+
+/// RabbitMQ's reason when none is given.
+const DEFAULT_REASON: &str = "Closed via management plugin";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/connections", get(list))
+        .route("/connections/{name}", get(show).delete(close))
+        .route("/connections/{name}/channels", get(channels_of))
+        .route(
+            "/connections/username/{user}",
+            get(of_user).delete(close_user),
+        )
+        .route("/vhosts/{vhost}/connections", get(list_vhost))
+        .route("/channels", get(channels))
+        .route("/channels/{name}", get(channel))
+        .route("/vhosts/{vhost}/channels", get(channels_vhost))
+        .route("/consumers", get(consumers))
+        .route("/consumers/{vhost}", get(consumers_vhost))
+}
+
+fn connection_json(c: &ConnectionEntry, node: &str) -> Value {
+    let snap = c.snapshot();
+    json!({
+        "name": c.name,
+        "node": node,
+        "vhost": &*c.vhost,
+        "user": c.user,
+        "user_who_performed_action": c.user,
+        "protocol": "AMQP 0-9-1",
+        "type": "network",
+        "state": if snap.blocked { "blocked" } else { "running" },
+        "host": c.local.ip().to_string(),
+        "port": c.local.port(),
+        "peer_host": c.peer.ip().to_string(),
+        "peer_port": c.peer.port(),
+        "ssl": false,
+        "auth_mechanism": "PLAIN",
+        "connected_at": c.connected_at_ms,
+        "client_properties": table_to_json(&c.client_properties),
+        "channels": snap.channels.len(),
+        "channel_max": c.channel_max,
+        "frame_max": c.frame_max,
+        "timeout": c.heartbeat_s,
+        "recv_oct": snap.totals.recv_oct,
+        "send_oct": snap.totals.send_oct,
+    })
+}
+
+fn channel_json(c: &ConnectionEntry, ch: &ChannelSnapshot, node: &str) -> Value {
+    json!({
+        "name": format!("{} ({})", c.name, ch.number),
+        "number": ch.number,
+        "node": node,
+        "vhost": &*c.vhost,
+        "user": c.user,
+        "user_who_performed_action": c.user,
+        "state": "running",
+        "connection_details": {"name": c.name, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()},
+        "consumer_count": ch.consumers.len(),
+        "confirm": ch.confirm,
+        "transactional": ch.transactional,
+        "prefetch_count": ch.prefetch_count,
+        "global_prefetch_count": ch.global_prefetch_count,
+        "messages_unacknowledged": ch.unacked,
+        "messages_unconfirmed": ch.unconfirmed,
+        "messages_uncommitted": 0,
+        "acks_uncommitted": 0,
+    })
+}
+
+/// Connections the caller may see, optionally of one vhost.
+fn visible(s: &AppState, c: &Caller, vhost: Option<&str>) -> Vec<std::sync::Arc<ConnectionEntry>> {
+    s.broker
+        .connections
+        .list()
+        .into_iter()
+        .filter(|e| c.may_see_user(&e.user) && vhost.is_none_or(|v| *e.vhost == *v))
+        .collect()
+}
+
+fn find(s: &AppState, c: &Caller, name: &str) -> ApiResult<std::sync::Arc<ConnectionEntry>> {
+    s.broker
+        .connections
+        .by_name(name)
+        .filter(|e| c.may_see_user(&e.user))
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn list(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let node = &s.broker.node_name;
+    let items = visible(&s, &c, None)
+        .iter()
+        .map(|e| connection_json(e, node))
+        .collect();
+    Ok(Json(respond(items, &p)?))
+}
+
+async fn list_vhost(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(vh): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    vhost(&s, &vh)?;
+    let node = &s.broker.node_name;
+    let items = visible(&s, &c, Some(&vh))
+        .iter()
+        .map(|e| connection_json(e, node))
+        .collect();
+    Ok(Json(respond(items, &p)?))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let e = find(&s, &c, &name)?;
+    Ok(Json(respond_one(
+        connection_json(&e, &s.broker.node_name),
+        &p,
+    )))
+}
+
+async fn close(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let e = find(&s, &c, &name)?;
+    if !(c.name == e.user || c.tags.iter().any(|t| t == "administrator")) {
+        return Err(ApiError::unauthorized("Not administrator user"));
+    }
+    let reason = headers
+        .get("x-reason")
+        .and_then(|r| r.to_str().ok())
+        .unwrap_or(DEFAULT_REASON);
+    tracing::info!(connection = %e.name, by = %c.name, reason, "closing a connection through the management API");
+    e.close(reason);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn of_user(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(user): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let node = &s.broker.node_name;
+    let items = visible(&s, &c, None)
+        .iter()
+        .filter(|e| e.user == user)
+        .map(|e| connection_json(e, node))
+        .collect();
+    Ok(Json(respond(items, &p)?))
+}
+
+async fn close_user(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(user): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    for e in s
+        .broker
+        .connections
+        .list()
+        .iter()
+        .filter(|e| e.user == user)
+    {
+        e.close(DEFAULT_REASON);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn channel_items(s: &AppState, conns: &[std::sync::Arc<ConnectionEntry>]) -> Vec<Value> {
+    let node = &s.broker.node_name;
+    conns
+        .iter()
+        .flat_map(|e| {
+            let snap = e.snapshot();
+            snap.channels
+                .iter()
+                .map(|ch| channel_json(e, ch, node))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+async fn channels_of(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let e = find(&s, &c, &name)?;
+    Ok(Json(respond(channel_items(&s, &[e]), &p)?))
+}
+
+async fn channels(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let items = channel_items(&s, &visible(&s, &c, None));
+    Ok(Json(respond(items, &p)?))
+}
+
+async fn channels_vhost(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(vh): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    vhost(&s, &vh)?;
+    let items = channel_items(&s, &visible(&s, &c, Some(&vh)));
+    Ok(Json(respond(items, &p)?))
+}
+
+async fn channel(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let found = channel_items(&s, &visible(&s, &c, None))
+        .into_iter()
+        .find(|ch| ch["name"] == *name)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(respond_one(found, &p)))
+}
+
+fn consumer_items(s: &AppState, conns: &[std::sync::Arc<ConnectionEntry>]) -> Vec<Value> {
+    let node = &s.broker.node_name;
+    let mut out = Vec::new();
+    for e in conns {
+        for ch in e.snapshot().channels {
+            let details = json!({
+                "name": format!("{} ({})", e.name, ch.number),
+                "number": ch.number,
+                "connection_name": e.name,
+                "peer_host": e.peer.ip().to_string(),
+                "peer_port": e.peer.port(),
+                "user": e.user,
+                "node": node,
+            });
+            for c in &ch.consumers {
+                out.push(json!({
+                    "consumer_tag": &*c.tag,
+                    "queue": {"name": &*c.queue, "vhost": &*e.vhost},
+                    "channel_details": details,
+                    "ack_required": c.ack_required,
+                    "exclusive": c.exclusive,
+                    "prefetch_count": c.prefetch,
+                    "arguments": table_to_json(&c.arguments),
+                    "active": true,
+                    "activity_status": "up",
+                    "consumer_timeout": 0,
+                }));
+            }
+        }
+    }
+    out
+}
+
+async fn consumers(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let items = consumer_items(&s, &visible(&s, &c, None));
+    Ok(Json(respond(items, &unsorted(&p))?))
+}
+
+async fn consumers_vhost(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(vh): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    vhost(&s, &vh)?;
+    let items = consumer_items(&s, &visible(&s, &c, Some(&vh)));
+    Ok(Json(respond(items, &unsorted(&p))?))
+}

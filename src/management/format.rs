@@ -1,0 +1,196 @@
+//! The JSON objects of the API: queues, exchanges and bindings as RabbitMQ
+//! shows them (field names and shapes from RabbitMQ 3.10's answers), plus
+//! the helpers every handler uses to find a vhost and format times.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::json::table_to_json;
+use super::AppState;
+use crate::broker::exchange::{Binding, Destination, Exchange};
+use crate::broker::queue::Queue;
+use crate::broker::VHost;
+
+/// The vhost named in a path, or 404.
+pub fn vhost(state: &AppState, name: &str) -> ApiResult<Arc<VHost>> {
+    state.broker.vhost(name).ok_or_else(ApiError::not_found)
+}
+
+/// `{"rate": r}`, RabbitMQ's `*_details`.
+pub fn rate(r: f64) -> Value {
+    json!({ "rate": (r * 10.0).round() / 10.0 })
+}
+
+/// A queue with its counters, gauges and rates.
+pub fn queue(q: &Queue, node: &str) -> Value {
+    let g = q.gauges();
+    let unacked = q.stats.unacked();
+    let c = q.stats.counts();
+    let r = q.stats.rates();
+    let (ready_rate, unacked_rate) = q.stats.depth_rates();
+    let messages = g.ready + unacked;
+    let mut v = json!({
+        "name": &*q.name,
+        "vhost": &*q.vhost,
+        "type": "classic",
+        "node": node,
+        "state": "running",
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive_owner.is_some(),
+        "arguments": table_to_json(&q.arguments),
+        "policy": null,
+        "operator_policy": null,
+        "effective_policy_definition": {},
+        "consumers": g.consumers,
+        "messages": messages,
+        "messages_details": rate(ready_rate + unacked_rate),
+        "messages_ready": g.ready,
+        "messages_ready_details": rate(ready_rate),
+        "messages_unacknowledged": unacked,
+        "messages_unacknowledged_details": rate(unacked_rate),
+        "message_bytes": g.ready_bytes,
+        "message_bytes_ready": g.ready_bytes,
+        "exclusive_consumer_tag": null,
+        "message_stats": {
+            "publish": c.published,
+            "publish_details": rate(r.published),
+            "deliver": c.delivered_ack,
+            "deliver_details": rate(r.delivered_ack),
+            "deliver_no_ack": c.delivered_no_ack,
+            "deliver_no_ack_details": rate(r.delivered_no_ack),
+            "get": c.get_ack,
+            "get_details": rate(r.get_ack),
+            "get_no_ack": c.get_no_ack,
+            "get_no_ack_details": rate(r.get_no_ack),
+            "deliver_get": c.deliver_get(),
+            "deliver_get_details": rate(r.deliver_get()),
+            "ack": c.acked,
+            "ack_details": rate(r.acked),
+            "redeliver": c.redelivered,
+            "redeliver_details": rate(r.redelivered),
+        },
+    });
+    let active = q.stats.active_ms();
+    if active > 0 && r.published == 0.0 && r.deliver_get() == 0.0 && r.acked == 0.0 {
+        v["idle_since"] = Value::from(timestamp(active));
+    }
+    v
+}
+
+/// An exchange.
+pub fn exchange(x: &Exchange, vhost: &str) -> Value {
+    json!({
+        "name": &*x.name,
+        "vhost": vhost,
+        "type": x.type_name(),
+        "durable": x.durable,
+        "auto_delete": x.auto_delete,
+        "internal": x.internal,
+        "arguments": table_to_json(&x.arguments),
+        "policy": null,
+        "user_who_performed_action": "",
+    })
+}
+
+/// A binding from `source`.
+pub fn binding(vhost: &str, source: &str, b: &Binding) -> Value {
+    let (dest, kind) = match &b.dest {
+        Destination::Queue(q) => (q, "queue"),
+        Destination::Exchange(x) => (x, "exchange"),
+    };
+    json!({
+        "source": source,
+        "vhost": vhost,
+        "destination": &**dest,
+        "destination_type": kind,
+        "routing_key": &b.routing_key,
+        "arguments": table_to_json(&b.arguments),
+        "properties_key": properties_key(&b.routing_key, &table_to_json(&b.arguments)),
+    })
+}
+
+/// The default exchange's implicit binding to a queue, as RabbitMQ lists it.
+pub fn default_binding(vhost: &str, queue: &str) -> Value {
+    json!({
+        "source": "",
+        "vhost": vhost,
+        "destination": queue,
+        "destination_type": "queue",
+        "routing_key": queue,
+        "arguments": {},
+        "properties_key": properties_key(queue, &json!({})),
+    })
+}
+
+/// The opaque key that names a binding in delete URLs: the routing key
+/// (percent-encoded when shown in a URL by the client), `~` when it is
+/// empty and there are no arguments, `key~hash` with arguments.
+pub fn properties_key(routing_key: &str, arguments: &Value) -> String {
+    let no_args = arguments.as_object().is_none_or(|m| m.is_empty());
+    match (routing_key.is_empty(), no_args) {
+        (true, true) => "~".to_string(),
+        (false, true) => routing_key.to_string(),
+        (_, false) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(arguments.to_string().as_bytes());
+            use base64::Engine;
+            let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..9]);
+            format!("{routing_key}~{hash}")
+        }
+    }
+}
+
+/// Unix ms as RabbitMQ's API writes times: `2026-12-03T16:13:30.186+00:00`.
+pub fn timestamp(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_rabbitmq_form() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000+00:00");
+        assert_eq!(
+            timestamp(1_796_314_410_186),
+            "2026-12-03T16:13:30.186+00:00"
+        );
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00.000+00:00");
+    }
+
+    #[test]
+    fn properties_keys() {
+        assert_eq!(properties_key("", &json!({})), "~");
+        assert_eq!(properties_key("a.b", &json!({})), "a.b");
+        let k = properties_key("a", &json!({"x": 1}));
+        assert!(k.starts_with("a~") && k.len() > 3, "{k}");
+        assert_ne!(k, properties_key("a", &json!({"x": 2})));
+    }
+}

@@ -1,0 +1,174 @@
+//! `/api/queues`: list (all vhosts or one), show, declare (PUT), delete,
+//! purge (`DELETE .../contents`), the queue's bindings, and get
+//! (`POST .../get`, in [`super::messages`]).
+
+use amq_protocol::protocol::queue;
+use amq_protocol::types::ShortString;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::format::{self, vhost};
+use super::json::{json_to_table, loose_bool};
+use super::listing::{respond, respond_one, unsorted, Params};
+use super::{messages, wait_synced, AppState, Body};
+
+/// Connection id of requests made through the API (no AMQP connection
+/// has it, so exclusive queues stay their owner's).
+pub const API_CONNECTION: u64 = 0;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/queues", get(list_all))
+        .route("/queues/detailed", get(list_all))
+        .route("/queues/{vhost}", get(list_vhost))
+        .route(
+            "/queues/{vhost}/{name}",
+            get(show).put(declare).delete(delete),
+        )
+        .route("/queues/{vhost}/{name}/bindings", get(bindings))
+        .route(
+            "/queues/{vhost}/{name}/contents",
+            axum::routing::delete(purge),
+        )
+        .route("/queues/{vhost}/{name}/get", post(messages::get))
+}
+
+async fn list_all(
+    State(s): State<AppState>,
+    _c: Caller,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let node = &s.broker.node_name;
+    let items = s
+        .broker
+        .vhosts()
+        .iter()
+        .flat_map(|v| v.queues())
+        .map(|q| format::queue(&q, node))
+        .collect();
+    Ok(Json(respond(items, &p)?))
+}
+
+async fn list_vhost(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path(vh): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&s, &vh)?;
+    let node = &s.broker.node_name;
+    let items = v.queues().iter().map(|q| format::queue(q, node)).collect();
+    Ok(Json(respond(items, &p)?))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path((vh, name)): Path<(String, String)>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let q = vhost(&s, &vh)?
+        .find_queue(&name)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(respond_one(
+        format::queue(&q, &s.broker.node_name),
+        &p,
+    )))
+}
+
+/// The body of a queue declare.
+#[derive(Debug, Deserialize)]
+struct DeclareBody {
+    #[serde(default, deserialize_with = "loose_bool")]
+    durable: bool,
+    #[serde(default, deserialize_with = "loose_bool")]
+    auto_delete: bool,
+    #[serde(default)]
+    arguments: Value,
+}
+
+async fn declare(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path((vh, name)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let v = vhost(&s, &vh)?;
+    let body: DeclareBody = parse_body(body)?;
+    if name.is_empty() || name.len() > 255 {
+        return Err(ApiError::bad_request("queue names are 1 to 255 bytes"));
+    }
+    let arguments = json_to_table(&body.arguments).map_err(ApiError::bad_request)?;
+    let existed = v.find_queue(&name).is_some();
+    let d = queue::Declare {
+        queue: ShortString::from(name.as_str()),
+        passive: false,
+        durable: body.durable,
+        exclusive: false,
+        auto_delete: body.auto_delete,
+        nowait: false,
+        arguments,
+    };
+    let info = v.declare_queue(&d, API_CONNECTION)?;
+    wait_synced(&s, info.ticket).await?;
+    Ok(match existed {
+        true => StatusCode::NO_CONTENT,
+        false => StatusCode::CREATED,
+    })
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path((vh, name)): Path<(String, String)>,
+    Query(p): Query<Params>,
+) -> ApiResult<StatusCode> {
+    let v = vhost(&s, &vh)?;
+    if v.find_queue(&name).is_none() {
+        return Err(ApiError::not_found());
+    }
+    let flag = |k: &str| p.get(k).is_some_and(|x| x == "true");
+    let (_, ticket) = v.delete_queue(&name, flag("if-unused"), flag("if-empty"), API_CONNECTION)?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn purge(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path((vh, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let q = vhost(&s, &vh)?.queue(&name, API_CONNECTION)?;
+    q.purge();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn bindings(
+    State(s): State<AppState>,
+    _c: Caller,
+    Path((vh, name)): Path<(String, String)>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&s, &vh)?;
+    if v.find_queue(&name).is_none() {
+        return Err(ApiError::not_found());
+    }
+    let mut items = vec![format::default_binding(&vh, &name)];
+    for (source, b) in v.bindings() {
+        if matches!(&b.dest, crate::broker::exchange::Destination::Queue(q) if **q == *name) {
+            items.push(format::binding(&vh, &source, &b));
+        }
+    }
+    Ok(Json(respond(items, &unsorted(&p))?))
+}
+
+/// A JSON body as `T`, or 400 naming what is wrong.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: Value) -> ApiResult<T> {
+    serde_json::from_value(body).map_err(|e| ApiError::bad_request(e.to_string()))
+}

@@ -6,7 +6,9 @@
 #
 # Usage: conformance/run.sh [path-to-warren-binary]
 # With AMQP_URL set, runs against that broker instead (e.g. RabbitMQ:
-#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F conformance/run.sh).
+#   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F conformance/run.sh); its
+# management API and metrics are then MANAGEMENT_URL and PROMETHEUS_URL
+# (default RabbitMQ's ports 15672 and 15692).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -28,7 +30,13 @@ trap cleanup EXIT
 if [ -z "${AMQP_URL:-}" ]; then
   datadir=$(mktemp -d)
   log="$datadir/warren.log"
-  "$bin" --port 0 --data-dir "$datadir/data" --log-level warn,warren=info >"$log" 2>&1 &
+  # The HTTP listeners need real ports (0 turns them off): two free ones.
+  read -r mport pport < <(python3 -c 'import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+  "$bin" --port 0 --data-dir "$datadir/data" --log-level warn,warren=info \
+    --management-port "$mport" --prometheus-port "$pport" >"$log" 2>&1 &
   pid=$!
   port=""
   for _ in $(seq 1 100); do
@@ -40,6 +48,7 @@ if [ -z "${AMQP_URL:-}" ]; then
     echo "warren did not start:"; cat "$log"; exit 1
   fi
   export AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F"
+  export MANAGEMENT_URL="http://127.0.0.1:$mport" PROMETHEUS_URL="http://127.0.0.1:$pport"
   echo "conformance: Warren on port $port"
 fi
 

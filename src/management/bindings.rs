@@ -143,13 +143,18 @@ async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let v = vhost(&s, &vh)?;
     let body: CreateBody = parse_body(body)?;
+    let dest_name = dest.clone();
     let dest = destination(&dtype, &dest)?;
     let source = path_name(&source);
     let arguments = json_to_table(&body.arguments).map_err(ApiError::bad_request)?;
     let ticket = v.bind(source, dest, &body.routing_key, &arguments, API_CONNECTION)?;
     wait_synced(&s, ticket).await?;
+    // As RabbitMQ: relative to the request, `{destination}/{properties_key}`.
     let key = format::properties_key(&body.routing_key, &body.arguments);
-    Ok((StatusCode::CREATED, [(LOCATION, key)]))
+    Ok((
+        StatusCode::CREATED,
+        [(LOCATION, format!("{dest_name}/{key}"))],
+    ))
 }
 
 async fn delete(

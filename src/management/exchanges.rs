@@ -127,10 +127,7 @@ async fn declare(
     };
     let ticket = v.declare_exchange(&d)?;
     wait_synced(&s, ticket).await?;
-    Ok(match existed {
-        true => StatusCode::NO_CONTENT,
-        false => StatusCode::CREATED,
-    })
+    Ok(super::declared(existed))
 }
 
 async fn delete(

@@ -110,6 +110,15 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
+/// A declare's answer, as RabbitMQ's: 201 when it created the object, 204
+/// when it already existed.
+pub fn declared(existed: bool) -> StatusCode {
+    match existed {
+        true => StatusCode::NO_CONTENT,
+        false => StatusCode::CREATED,
+    }
+}
+
 /// Wait until the store has synced `ticket` (0: nothing to wait for), as
 /// an AMQP reply to a durable change waits.
 pub async fn wait_synced(state: &AppState, ticket: u64) -> Result<(), ApiError> {

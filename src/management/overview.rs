@@ -73,14 +73,20 @@ async fn overview(State(s): State<AppState>, c: Caller, Query(p): Query<Params>)
     let totals = b.connections.totals();
     let r = s.sampler.node_rates();
     let (mut queues, mut exchanges, mut ready, mut unacked, mut consumers) = (0, 0, 0, 0, 0);
+    let (mut ready_rate, mut unacked_rate) = (0.0, 0.0);
+    let mut churn = (0, 0, 0);
     for v in b.vhosts() {
         exchanges += v.exchanges().len();
+        let (d, c, x) = v.queue_churn();
+        churn = (churn.0 + d, churn.1 + c, churn.2 + x);
         for q in v.queues() {
             let g = q.gauges();
             queues += 1;
             ready += g.ready;
             consumers += g.consumers;
             unacked += q.stats.unacked();
+            let (r, u) = q.stats.depth_rates();
+            (ready_rate, unacked_rate) = (ready_rate + r, unacked_rate + u);
         }
     }
     let channels: usize = b
@@ -98,8 +104,8 @@ async fn overview(State(s): State<AppState>, c: Caller, Query(p): Query<Params>)
         "product_name": "Warren",
         "rabbitmq_version": RABBITMQ_VERSION,
         "cluster_name": b.node_name,
-        "cluster_tags": [],
-        "node_tags": [],
+        "cluster_tags": {},
+        "node_tags": {},
         "erlang_version": "none (Rust)",
         "erlang_full_version": "none (Rust)",
         "crypto_lib_version": "",
@@ -125,9 +131,14 @@ async fn overview(State(s): State<AppState>, c: Caller, Query(p): Query<Params>)
             "connection_closed": b.connections.closed_total.load(Relaxed),
             "channel_created": b.connections.channels_opened_total.load(Relaxed),
             "channel_closed": b.connections.channels_closed_total.load(Relaxed),
+            "queue_declared": churn.0,
+            "queue_created": churn.1,
+            "queue_deleted": churn.2,
         },
         "queue_totals": {
-            "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
+            "messages": ready + unacked, "messages_details": rate(ready_rate + unacked_rate),
+            "messages_ready": ready, "messages_ready_details": rate(ready_rate),
+            "messages_unacknowledged": unacked, "messages_unacknowledged_details": rate(unacked_rate),
         },
         "object_totals": {
             "connections": b.connections.count(), "channels": channels,

@@ -2,10 +2,13 @@
 //! purge (`DELETE .../contents`), the queue's bindings, and get
 //! (`POST .../get`, in [`super::messages`]).
 
+use std::sync::Arc;
+
 use amq_protocol::protocol::queue;
 use amq_protocol::types::ShortString;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -15,8 +18,9 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::format::{self, vhost};
 use super::json::{json_to_table, loose_bool};
-use super::listing::{respond, respond_one, unsorted, Params};
+use super::listing::{respond, respond_one, respond_typed, unsorted, Params};
 use super::{messages, wait_synced, AppState, Body};
+use crate::broker::queue::Queue;
 
 /// Connection id of requests made through the API (no AMQP connection
 /// has it, so exclusive queues stay their owner's).
@@ -43,16 +47,15 @@ async fn list_all(
     State(s): State<AppState>,
     _c: Caller,
     Query(p): Query<Params>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
+    let queues: Vec<Arc<Queue>> = s.broker.vhosts().iter().flat_map(|v| v.queues()).collect();
+    list(&s, queues, &p)
+}
+
+/// Queues (in vhost, name order) as the list parameters ask.
+fn list(s: &AppState, queues: Vec<Arc<Queue>>, p: &Params) -> ApiResult<Response> {
     let node = &s.broker.node_name;
-    let items = s
-        .broker
-        .vhosts()
-        .iter()
-        .flat_map(|v| v.queues())
-        .map(|q| format::queue(&q, node))
-        .collect();
-    Ok(Json(respond(items, &p)?))
+    respond_typed(queues, p, |q| &q.name, |q| format::queue(q, node))
 }
 
 async fn list_vhost(
@@ -60,11 +63,8 @@ async fn list_vhost(
     _c: Caller,
     Path(vh): Path<String>,
     Query(p): Query<Params>,
-) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
-    let node = &s.broker.node_name;
-    let items = v.queues().iter().map(|q| format::queue(q, node)).collect();
-    Ok(Json(respond(items, &p)?))
+) -> ApiResult<Response> {
+    list(&s, vhost(&s, &vh)?.queues(), &p)
 }
 
 async fn show(
@@ -76,10 +76,9 @@ async fn show(
     let q = vhost(&s, &vh)?
         .find_queue(&name)
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(respond_one(
-        format::queue(&q, &s.broker.node_name),
-        &p,
-    )))
+    let v = serde_json::to_value(format::queue(&q, &s.broker.node_name))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(respond_one(v, &p)))
 }
 
 /// The body of a queue declare.
@@ -117,10 +116,7 @@ async fn declare(
     };
     let info = v.declare_queue(&d, API_CONNECTION)?;
     wait_synced(&s, info.ticket).await?;
-    Ok(match existed {
-        true => StatusCode::NO_CONTENT,
-        false => StatusCode::CREATED,
-    })
+    Ok(super::declared(existed))
 }
 
 async fn delete(

@@ -2,5 +2,6 @@
 //! hashes in RabbitMQ's format. (Users and permissions at run time join
 //! this module with the management API.)
 
+pub mod access;
 pub mod password;
 pub mod sasl;

@@ -18,6 +18,7 @@ pub mod ready;
 pub mod reply_to;
 pub mod topic;
 pub mod vhost;
+mod vhosts;
 pub mod wake;
 
 use std::collections::HashMap;
@@ -57,7 +58,9 @@ pub fn scratch_set<T>() -> IndexSet<T> {
 pub struct Broker {
     /// The configuration it runs with.
     pub config: Config,
-    vhosts: HashMap<String, Arc<VHost>>,
+    vhosts: parking_lot::RwLock<HashMap<String, Arc<VHost>>>,
+    /// Users, vhosts, permissions and policies at run time.
+    pub access: crate::auth::access::Access,
     next_connection_id: AtomicU64,
     /// The data directory.
     pub store: Arc<Store>,
@@ -80,8 +83,10 @@ impl Broker {
         let started = std::time::Instant::now();
         let store = Arc::new(Store::open(&config)?);
         let mut stored = store.take_recovered();
+        let access = recover_access(&config, &store, std::mem::take(&mut stored.access))?;
+        let vhost_names: Vec<String> = access.defs().vhosts.into_keys().collect();
         for name in stored.vhosts.keys() {
-            if !config.vhosts.contains(name) {
+            if !vhost_names.contains(name) {
                 tracing::warn!(vhost = %name, "the data directory holds a vhost that is not configured; its queues are kept on disk but not served");
             }
         }
@@ -90,7 +95,7 @@ impl Broker {
             low: config.flow_low_watermark,
         };
         let mut vhosts = HashMap::new();
-        for name in &config.vhosts {
+        for name in &vhost_names {
             let vhost = Arc::new(VHost::new(
                 name,
                 flow,
@@ -120,11 +125,12 @@ impl Broker {
             false => config.node_name.clone(),
         };
         Ok(Broker {
+            vhosts: parking_lot::RwLock::new(vhosts),
+            access,
             connections: connections::Connections::default(),
             started,
             node_name,
             config,
-            vhosts,
             next_connection_id: AtomicU64::new(1),
             store,
             alarms,
@@ -134,14 +140,14 @@ impl Broker {
 
     /// Every vhost, by name.
     pub fn vhosts(&self) -> Vec<Arc<VHost>> {
-        let mut all: Vec<Arc<VHost>> = self.vhosts.values().cloned().collect();
+        let mut all: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
     /// Look a vhost up by name.
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
-        self.vhosts.get(name).cloned()
+        self.vhosts.read().get(name).cloned()
     }
 
     /// Shut the store down: a last sync round, then the records waiting
@@ -150,7 +156,7 @@ impl Broker {
     pub fn close(&self) {
         self.store.syncer.stop();
         if !self.store.syncer.failed() {
-            for v in self.vhosts.values() {
+            for v in self.vhosts() {
                 v.settle_pending(u64::MAX);
             }
         }
@@ -162,6 +168,41 @@ impl Broker {
     pub fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The access model from the metadata log; a fresh data directory (no
+/// access records yet) is seeded from the config's users and vhosts, as
+/// RabbitMQ creates its default user on a new node.
+fn recover_access(
+    config: &Config,
+    store: &Arc<Store>,
+    mut defs: crate::store::access::AccessDefs,
+) -> Result<crate::auth::access::Access, String> {
+    if !defs.seeded {
+        let ops = crate::auth::access::seed(config);
+        store
+            .append_metadata(&ops)
+            .map_err(|e| format!("cannot store the configured users and vhosts: {e}"))?;
+        for op in ops {
+            let _ = crate::store::metadata::apply_access(&mut defs, op);
+        }
+        tracing::info!(
+            users = defs.users.len(),
+            vhosts = defs.vhosts.len(),
+            "seeded users and vhosts from the config"
+        );
+    }
+    let loopback = config
+        .users
+        .iter()
+        .filter(|u| u.loopback_only)
+        .map(|u| u.name.clone())
+        .collect();
+    Ok(crate::auth::access::Access::new(
+        defs,
+        loopback,
+        store.clone(),
+    ))
 }
 
 /// The machine's host name (for the node name), or "localhost".

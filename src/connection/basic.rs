@@ -14,6 +14,7 @@ use super::channel::{distinct_queues, ChannelConsumer, ReplyConsumer, Settle, Un
 use super::content::{ContentState, PendingPublish};
 use super::session::Session;
 use super::tx_confirm::store_failed;
+use crate::auth::access::{Perm, Resource};
 use crate::broker::consumer::{Consumer, ConsumerCredit, Delivery};
 use crate::broker::delayed::delay_ms;
 use crate::broker::message::{
@@ -277,6 +278,9 @@ impl Session {
         channel: u16,
         p: CompletePublish,
     ) -> Result<Routed, AmqpError> {
+        let (exchange, routing_key) = (p.publish.exchange.as_str(), p.publish.routing_key.as_str());
+        self.allow_publish(exchange, routing_key)
+            .map_err(|e| e.at(60, 40))?;
         let mut properties = p.properties;
         // Decoding allocates (header tables), so only messages carrying a
         // property the broker acts on are decoded.
@@ -514,6 +518,7 @@ impl Session {
             return self.consume_replies(id, c);
         }
         let name = self.queue_name(id, c.queue.as_str())?;
+        self.allow(Perm::Read, Resource::Queue, &name)?;
         let queue = self.vhost.queue(&name, self.id)?;
         let priority = match c.arguments.inner().get("x-priority") {
             None => 0,
@@ -633,6 +638,7 @@ impl Session {
 
     fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
         let name = self.queue_name(id, g.queue.as_str())?;
+        self.allow(Perm::Read, Resource::Queue, &name)?;
         let queue = self.vhost.queue(&name, self.id)?;
         let Some((message, remaining)) = queue.get(g.no_ack) else {
             self.totals.get_empty += 1;

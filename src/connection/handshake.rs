@@ -17,7 +17,6 @@ use tokio::io::AsyncWriteExt;
 use super::io::{FrameIo, ReadError};
 use crate::auth::sasl::{self, Credentials, SaslError};
 use crate::broker::{Broker, VHost};
-use crate::config::Config;
 use crate::protocol::{AmqpError, DecodeError, Frame};
 
 /// The header every AMQP 0-9-1 client must send first.
@@ -91,7 +90,7 @@ pub async fn handshake(
                 SaslError::Malformed(_) | SaslError::TooDeep => login_refused(mechanism),
             }
         })
-        .and_then(|creds| check_login(creds, mechanism, peer, cfg));
+        .and_then(|creds| check_login(creds, mechanism, peer, broker));
     let user = match login {
         Ok(user) => user,
         Err(reason) => {
@@ -142,6 +141,11 @@ pub async fn handshake(
         .await;
         return Ok(None);
     };
+    if let Err(e) = broker.access.check_open(&user, &vhost.name) {
+        tracing::info!(%user, vhost = %vhost.name, "connection refused: no permissions in the vhost");
+        close(io, e.at(10, 40)).await;
+        return Ok(None);
+    }
     send(
         io,
         AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
@@ -213,22 +217,22 @@ fn check_login(
     creds: Credentials,
     mechanism: &str,
     peer: SocketAddr,
-    cfg: &Config,
+    broker: &Broker,
 ) -> Result<String, String> {
-    let user = cfg.users.iter().find(|u| u.name == creds.user);
-    match user {
-        Some(u) if u.check_password(&creds.password) => {
-            if u.loopback_only && !peer.ip().is_loopback() {
-                tracing::info!(user = %creds.user, "login refused: loopback-only user");
-                return Err(format!(
-                    "user '{}' can only connect via localhost",
-                    creds.user
-                ));
-            }
-            Ok(creds.user)
+    match broker
+        .access
+        .login(&creds.user, &creds.password, peer.ip().is_loopback())
+    {
+        Ok(()) => Ok(creds.user),
+        Err("loopback-only user") => {
+            tracing::info!(user = %creds.user, %peer, "login refused: loopback-only user");
+            Err(format!(
+                "user '{}' can only connect via localhost",
+                creds.user
+            ))
         }
-        _ => {
-            tracing::info!(user = %creds.user, "login refused: wrong user or password");
+        Err(why) => {
+            tracing::info!(user = %creds.user, %peer, why, "login refused");
             Err(login_refused(mechanism))
         }
     }

@@ -13,6 +13,7 @@ mod content;
 mod handshake;
 mod held;
 mod io;
+mod permissions;
 mod queue_exchange;
 mod session;
 mod stats;

@@ -6,6 +6,7 @@ use amq_protocol::protocol::{exchange, queue, AMQPClass};
 use amq_protocol::types::ShortString;
 
 use super::session::Session;
+use crate::auth::access::{Perm, Resource};
 use crate::broker::exchange::Destination;
 use crate::protocol::AmqpError;
 
@@ -30,11 +31,15 @@ impl Session {
         // durable change).
         let (reply, ticket) = match m {
             exchange::AMQPMethod::Declare(d) => {
+                if !d.passive {
+                    self.allow(Perm::Configure, Resource::Exchange, d.exchange.as_str())?;
+                }
                 let ticket = self.vhost.declare_exchange(&d)?;
                 let ok = exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {});
                 ((!d.nowait).then_some(ok), ticket)
             }
             exchange::AMQPMethod::Delete(d) => {
+                self.allow(Perm::Configure, Resource::Exchange, d.exchange.as_str())?;
                 let ticket = self
                     .vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
@@ -42,6 +47,11 @@ impl Session {
                 ((!d.nowait).then_some(ok), ticket)
             }
             exchange::AMQPMethod::Bind(b) => {
+                self.allow_bind(
+                    Resource::Exchange,
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                )?;
                 let dest = Destination::Exchange(Arc::from(b.destination.as_str()));
                 let ticket = self.vhost.bind(
                     b.source.as_str(),
@@ -54,6 +64,11 @@ impl Session {
                 ((!b.nowait).then_some(ok), ticket)
             }
             exchange::AMQPMethod::Unbind(b) => {
+                self.allow_bind(
+                    Resource::Exchange,
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                )?;
                 let dest = Destination::Exchange(Arc::from(b.destination.as_str()));
                 let ticket = self.vhost.unbind(
                     b.source.as_str(),
@@ -80,6 +95,15 @@ impl Session {
     pub(super) fn queue_method(&mut self, id: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
         let (reply, ticket) = match m {
             queue::AMQPMethod::Declare(d) => {
+                if !d.passive {
+                    // A server-named queue is checked as RabbitMQ does, by
+                    // a name of the form it will get.
+                    let name = match d.queue.as_str() {
+                        "" => crate::broker::vhost::generated_name("amq.gen-"),
+                        n => n.to_string(),
+                    };
+                    self.allow(Perm::Configure, Resource::Queue, &name)?;
+                }
                 let info = self.vhost.declare_queue(&d, self.id)?;
                 self.channel_mut(id)?.last_queue = Some(info.name.clone());
                 let ticket = info.ticket;
@@ -93,7 +117,9 @@ impl Session {
                 (ok, ticket)
             }
             queue::AMQPMethod::Bind(b) => {
-                let dest = Destination::Queue(Arc::from(self.queue_name(id, b.queue.as_str())?));
+                let queue = self.queue_name(id, b.queue.as_str())?;
+                self.allow_bind(Resource::Queue, &queue, b.exchange.as_str())?;
+                let dest = Destination::Queue(Arc::from(queue));
                 let ticket = self.vhost.bind(
                     b.exchange.as_str(),
                     dest,
@@ -105,7 +131,9 @@ impl Session {
                 ((!b.nowait).then_some(ok), ticket)
             }
             queue::AMQPMethod::Unbind(b) => {
-                let dest = Destination::Queue(Arc::from(self.queue_name(id, b.queue.as_str())?));
+                let queue = self.queue_name(id, b.queue.as_str())?;
+                self.allow_bind(Resource::Queue, &queue, b.exchange.as_str())?;
+                let dest = Destination::Queue(Arc::from(queue));
                 let ticket = self.vhost.unbind(
                     b.exchange.as_str(),
                     dest,
@@ -120,6 +148,7 @@ impl Session {
             }
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(id, p.queue.as_str())?;
+                self.allow(Perm::Read, Resource::Queue, &name)?;
                 let q = self.vhost.queue(&name, self.id)?;
                 let message_count = q.purge();
                 let ok = queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count });
@@ -127,6 +156,7 @@ impl Session {
             }
             queue::AMQPMethod::Delete(d) => {
                 let name = self.queue_name(id, d.queue.as_str())?;
+                self.allow(Perm::Configure, Resource::Queue, &name)?;
                 let (message_count, ticket) =
                     self.vhost
                         .delete_queue(&name, d.if_unused, d.if_empty, self.id)?;

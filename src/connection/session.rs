@@ -88,6 +88,8 @@ pub struct Session {
     pub(super) entry: Arc<ConnectionEntry>,
     /// Counters, copied to `entry` once a second.
     pub(super) totals: Totals,
+    /// The last exchange a publish was allowed to (see `permissions.rs`).
+    pub(super) publish_grant: super::permissions::PublishGrant,
 }
 
 impl Session {
@@ -135,6 +137,7 @@ impl Session {
             unacked_bytes: Arc::new(AtomicU64::new(0)),
             entry,
             totals: Totals::default(),
+            publish_grant: Default::default(),
         }
     }
 

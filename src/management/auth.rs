@@ -63,28 +63,24 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (user, password) = basic_credentials(parts).ok_or_else(login_failed)?;
-        let config = &state.broker.config;
-        let Some(u) = config.users.iter().find(|u| u.name == user) else {
-            tracing::info!(user = %user, "management login refused: unknown user");
-            return Err(login_failed());
-        };
-        if !u.check_password(&password) {
-            tracing::info!(user = %user, "management login refused: wrong password");
-            return Err(login_failed());
-        }
-        if u.loopback_only {
-            let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-            if !peer.is_some_and(|p| p.0.ip().is_loopback()) {
-                return Err(ApiError::unauthorized("User can only log in via localhost"));
+        let access = &state.broker.access;
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        let loopback = peer.is_some_and(|p| p.0.ip().is_loopback());
+        match access.login(&user, &password, loopback) {
+            Ok(()) => {}
+            Err("loopback-only user") => {
+                return Err(ApiError::unauthorized("User can only log in via localhost"))
+            }
+            Err(why) => {
+                tracing::info!(user = %user, why, "management login refused");
+                return Err(login_failed());
             }
         }
-        if !u.tags.iter().any(|t| MANAGEMENT_TAGS.contains(&t.as_str())) {
+        let tags = access.tags(&user).unwrap_or_default();
+        if !tags.iter().any(|t| MANAGEMENT_TAGS.contains(&t.as_str())) {
             return Err(ApiError::unauthorized("Not management user"));
         }
-        Ok(Caller {
-            name: user,
-            tags: u.tags.clone(),
-        })
+        Ok(Caller { name: user, tags })
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod auth;
 mod bindings;
 mod connections;
+mod definitions;
 pub mod error;
 mod exchanges;
 mod format;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(bindings::routes())
         .merge(connections::routes())
         .merge(users::routes())
+        .merge(definitions::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     Router::new()

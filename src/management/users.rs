@@ -1,81 +1,100 @@
-//! Who may do what: `/api/whoami`, `/api/users`, `/api/vhosts`,
-//! `/api/permissions`, topic permissions, and the definitions export.
-//!
-//! Users and vhosts come from the config file in this version, and every
-//! user may use every vhost (as on AMQP), so permissions are shown as
-//! `.*` for each pair. Run-time changes come with the durable user model.
+//! Who may do what, at run time: `/api/whoami`, `/api/users`,
+//! `/api/vhosts`, `/api/permissions` and `/api/topic-permissions`, read and
+//! written through the broker's access model (every change durable in the
+//! metadata log before it is answered). Administrators only, but for
+//! whoami and the vhost list, which every management user sees (limited
+//! to the vhosts it may use).
 
 use axum::extract::{Path, Query, State};
-use axum::http::header::CONTENT_DISPOSITION;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::format::{self, vhost};
-use super::json::table_to_json;
+use super::json::tags_of;
 use super::listing::{respond, respond_one, Params};
-use super::AppState;
+use super::queues::parse_body;
+use super::{declared, wait_synced, AppState, Body};
+use crate::auth::access::AccessError;
 use crate::auth::password::{Algorithm, PasswordHash};
-use crate::config::User;
+use crate::store::access::{PermissionDef, TopicPermissionDef, UserDef, VhostDef};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/whoami", get(whoami))
         .route("/users", get(users))
         .route("/users/without-permissions", get(without_permissions))
-        .route("/users/{name}", get(user))
+        .route("/users/bulk-delete", post(bulk_delete))
+        .route("/users/{name}", get(user).put(put_user).delete(delete_user))
         .route("/users/{name}/permissions", get(user_permissions))
-        .route("/users/{name}/topic-permissions", get(empty_list))
+        .route(
+            "/users/{name}/topic-permissions",
+            get(user_topic_permissions),
+        )
         .route("/vhosts", get(vhosts))
-        .route("/vhosts/{vhost}", get(vhost_show))
+        .route(
+            "/vhosts/{vhost}",
+            get(vhost_show).put(put_vhost).delete(delete_vhost),
+        )
         .route("/vhosts/{vhost}/permissions", get(vhost_permissions))
-        .route("/vhosts/{vhost}/topic-permissions", get(empty_list))
+        .route(
+            "/vhosts/{vhost}/topic-permissions",
+            get(vhost_topic_permissions),
+        )
         .route("/permissions", get(permissions))
-        .route("/permissions/{vhost}/{user}", get(permission))
-        .route("/topic-permissions", get(empty_list))
-        .route("/definitions", get(definitions))
-        .route("/definitions/{vhost}", get(vhost_definitions))
+        .route(
+            "/permissions/{vhost}/{user}",
+            get(permission)
+                .put(put_permission)
+                .delete(delete_permission),
+        )
+        .route("/topic-permissions", get(topic_permissions))
+        .route(
+            "/topic-permissions/{vhost}/{user}",
+            get(topic_permission)
+                .put(put_topic_permission)
+                .delete(delete_topic_permissions),
+        )
+        .route(
+            "/topic-permissions/{vhost}/{user}/{exchange}",
+            axum::routing::delete(delete_topic_permission),
+        )
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NotFound => ApiError::not_found(),
+            AccessError::Invalid(why) => ApiError::bad_request(why),
+            AccessError::Store(why) => ApiError::internal(why),
+        }
+    }
 }
 
 async fn whoami(c: Caller) -> Json<Value> {
     Json(json!({"name": c.name, "tags": c.tags, "is_internal_user": true}))
 }
 
-/// A user as RabbitMQ lists and exports it: never a plain password.
-fn user_json(u: &User) -> Value {
-    let (hash, algorithm) = match (&u.password_hash, &u.password) {
-        (Some(h), _) => (
-            h.clone(),
-            u.hashing_algorithm
-                .clone()
-                .unwrap_or_else(|| Algorithm::default().name().to_string()),
-        ),
-        // A config password is shown only hashed (with a fresh salt).
-        (None, Some(p)) => (
-            PasswordHash::new(p, Algorithm::default()).encoded(),
-            Algorithm::default().name().to_string(),
-        ),
-        (None, None) => (String::new(), Algorithm::default().name().to_string()),
-    };
+/// A user as RabbitMQ lists and exports it (the hash, never a password).
+pub fn user_json(u: &UserDef) -> Value {
     json!({
         "name": u.name,
-        "password_hash": hash,
-        "hashing_algorithm": algorithm,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": u.hashing_algorithm,
         "tags": u.tags,
         "limits": {},
     })
 }
 
-fn find_user<'a>(s: &'a AppState, name: &str) -> ApiResult<&'a User> {
-    s.broker
-        .config
-        .users
-        .iter()
-        .find(|u| u.name == name)
-        .ok_or_else(ApiError::not_found)
+pub fn permission_json(p: &PermissionDef) -> Value {
+    json!({"user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read})
+}
+
+pub fn topic_permission_json(p: &TopicPermissionDef) -> Value {
+    json!({"user": p.user, "vhost": p.vhost, "exchange": p.exchange, "write": p.write, "read": p.read})
 }
 
 async fn users(
@@ -84,13 +103,27 @@ async fn users(
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
     c.require_admin()?;
-    let items = s.broker.config.users.iter().map(user_json).collect();
+    let items = s
+        .broker
+        .access
+        .defs()
+        .users
+        .values()
+        .map(user_json)
+        .collect();
     Ok(Json(respond(items, &p)?))
 }
 
-async fn without_permissions(c: Caller) -> ApiResult<Json<Value>> {
+async fn without_permissions(State(s): State<AppState>, c: Caller) -> ApiResult<Json<Value>> {
     c.require_admin()?;
-    Ok(Json(json!([])))
+    let defs = s.broker.access.defs();
+    let items: Vec<Value> = defs
+        .users
+        .values()
+        .filter(|u| !defs.permissions.keys().any(|(user, _)| *user == u.name))
+        .map(user_json)
+        .collect();
+    Ok(Json(Value::Array(items)))
 }
 
 async fn user(
@@ -100,21 +133,197 @@ async fn user(
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
     c.require_admin()?;
-    Ok(Json(respond_one(user_json(find_user(&s, &name)?), &p)))
+    let defs = s.broker.access.defs();
+    let u = defs.users.get(&name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(respond_one(user_json(u), &p)))
 }
 
-fn permission_json(user: &str, vhost: &str) -> Value {
-    json!({"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"})
+/// A user from a PUT body: `password` (hashed here with a fresh salt) or
+/// `password_hash` (with `hashing_algorithm`, default SHA-256), and tags
+/// as a list or a comma-separated string.
+pub fn user_from_body(name: &str, body: &Value) -> ApiResult<UserDef> {
+    let text = |k: &str| body.get(k).and_then(Value::as_str);
+    let algorithm_name = text("hashing_algorithm")
+        .unwrap_or(Algorithm::default().name())
+        .to_string();
+    let algorithm = Algorithm::parse(&algorithm_name).ok_or_else(|| {
+        ApiError::bad_request(format!("unknown hashing_algorithm '{algorithm_name}'"))
+    })?;
+    let password_hash = match (text("password"), body.get("password_hash")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "password and password_hash are mutually exclusive",
+            ))
+        }
+        (Some(p), None) => PasswordHash::new(p, algorithm).encoded(),
+        (None, Some(Value::String(h))) => h.clone(),
+        (None, Some(Value::Null) | None) => String::new(),
+        (None, Some(_)) => return Err(ApiError::bad_request("password_hash must be a string")),
+    };
+    let mut tags =
+        tags_of(body.get("tags").unwrap_or(&Value::Null)).map_err(ApiError::bad_request)?;
+    // RabbitMQ's legacy boolean.
+    if body.get("administrator").and_then(Value::as_bool) == Some(true)
+        && !tags.iter().any(|t| t == "administrator")
+    {
+        tags.push("administrator".into());
+    }
+    Ok(UserDef {
+        name: name.to_string(),
+        password_hash,
+        hashing_algorithm: algorithm.name().to_string(),
+        tags,
+    })
 }
 
-fn all_permissions(s: &AppState) -> Vec<Value> {
-    let mut out = Vec::new();
-    for u in &s.broker.config.users {
-        for v in s.broker.vhosts() {
-            out.push(permission_json(&u.name, &v.name));
+async fn put_user(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let def = user_from_body(&name, &body)?;
+    let existed = s.broker.access.tags(&name).is_some();
+    let ticket = s.broker.access.put_user(def)?;
+    wait_synced(&s, ticket).await?;
+    Ok(declared(existed))
+}
+
+async fn delete_user(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let ticket = s.broker.access.delete_user(&name)?;
+    s.broker
+        .close_user_connections(&name, &format!("user '{name}' is deleted"));
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct BulkDelete {
+    users: Vec<String>,
+}
+
+async fn bulk_delete(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let body: BulkDelete = parse_body(body)?;
+    let mut ticket = 0;
+    for name in body.users {
+        if let Ok(t) = s.broker.access.delete_user(&name) {
+            s.broker
+                .close_user_connections(&name, &format!("user '{name}' is deleted"));
+            ticket = ticket.max(t);
         }
     }
-    out
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn vhost_json(s: &AppState, def: &VhostDef) -> Value {
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    if let Some(v) = s.broker.vhost(&def.name) {
+        for q in v.queues() {
+            ready += q.gauges().ready;
+            unacked += q.stats.unacked();
+        }
+    }
+    json!({
+        "name": def.name,
+        "description": def.description,
+        "tags": def.tags,
+        "metadata": {"description": def.description, "tags": def.tags},
+        "default_queue_type": "classic",
+        "tracing": false,
+        "messages": ready + unacked,
+        "messages_ready": ready,
+        "messages_unacknowledged": unacked,
+    })
+}
+
+/// Whether `c` may see vhost `name` (administrators and monitors see all).
+fn sees(s: &AppState, c: &Caller, name: &str) -> bool {
+    c.is_monitor() || s.broker.access.may_open(&c.name, name)
+}
+
+async fn vhosts(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let defs = s.broker.access.defs();
+    let items = defs
+        .vhosts
+        .values()
+        .filter(|v| sees(&s, &c, &v.name))
+        .map(|v| vhost_json(&s, v))
+        .collect();
+    Ok(Json(respond(items, &p)?))
+}
+
+async fn vhost_show(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(vh): Path<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    let defs = s.broker.access.defs();
+    let v = defs
+        .vhosts
+        .get(&vh)
+        .filter(|v| sees(&s, &c, &v.name))
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(respond_one(vhost_json(&s, v), &p)))
+}
+
+async fn put_vhost(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(vh): Path<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let description = body
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let tags = tags_of(body.get("tags").unwrap_or(&Value::Null)).map_err(ApiError::bad_request)?;
+    let def = VhostDef {
+        name: vh,
+        description,
+        tags,
+    };
+    let (ticket, created) = s.broker.put_vhost(def)?;
+    wait_synced(&s, ticket).await?;
+    Ok(declared(!created))
+}
+
+async fn delete_vhost(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(vh): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let ticket = s.broker.delete_vhost(&vh)?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn permission_list(s: &AppState, keep: impl Fn(&PermissionDef) -> bool) -> Vec<Value> {
+    let defs = s.broker.access.defs();
+    defs.permissions
+        .values()
+        .filter(|p| keep(p))
+        .map(permission_json)
+        .collect()
 }
 
 async fn permissions(
@@ -123,18 +332,7 @@ async fn permissions(
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
     c.require_admin()?;
-    Ok(Json(respond(all_permissions(&s), &p)?))
-}
-
-async fn permission(
-    State(s): State<AppState>,
-    c: Caller,
-    Path((vh, user)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    c.require_admin()?;
-    vhost(&s, &vh)?;
-    find_user(&s, &user)?;
-    Ok(Json(permission_json(&user, &vh)))
+    Ok(Json(respond(permission_list(&s, |_| true), &p)?))
 }
 
 async fn user_permissions(
@@ -144,14 +342,11 @@ async fn user_permissions(
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
     c.require_admin()?;
-    find_user(&s, &user)?;
-    let items = s
-        .broker
-        .vhosts()
-        .iter()
-        .map(|v| permission_json(&user, &v.name))
-        .collect();
-    Ok(Json(respond(items, &p)?))
+    s.broker
+        .access
+        .tags(&user)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(respond(permission_list(&s, |x| x.user == user), &p)?))
 }
 
 async fn vhost_permissions(
@@ -161,194 +356,152 @@ async fn vhost_permissions(
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
     c.require_admin()?;
-    vhost(&s, &vh)?;
-    let items = s
-        .broker
-        .config
-        .users
-        .iter()
-        .map(|u| permission_json(&u.name, &vh))
-        .collect();
-    Ok(Json(respond(items, &p)?))
-}
-
-async fn empty_list(_c: Caller) -> Json<Value> {
-    Json(json!([]))
-}
-
-fn vhost_json(s: &AppState, v: &crate::broker::VHost) -> Value {
-    let (mut ready, mut unacked) = (0u64, 0u64);
-    for q in v.queues() {
-        ready += q.gauges().ready;
-        unacked += q.stats.unacked();
+    if !s.broker.access.has_vhost(&vh) {
+        return Err(ApiError::not_found());
     }
-    let _ = s;
-    json!({
-        "name": &*v.name,
-        "description": "",
-        "tags": [],
-        "metadata": {"description": "", "tags": []},
-        "default_queue_type": "classic",
-        "tracing": false,
-        "cluster_state": {},
-        "messages": ready + unacked,
-        "messages_ready": ready,
-        "messages_unacknowledged": unacked,
-    })
+    Ok(Json(respond(permission_list(&s, |x| x.vhost == vh), &p)?))
 }
 
-async fn vhosts(
+async fn permission(
     State(s): State<AppState>,
-    _c: Caller,
-    Query(p): Query<Params>,
+    c: Caller,
+    Path((vh, user)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let items = s
-        .broker
-        .vhosts()
-        .iter()
-        .map(|v| vhost_json(&s, v))
-        .collect();
-    Ok(Json(respond(items, &p)?))
+    c.require_admin()?;
+    let defs = s.broker.access.defs();
+    let p = defs
+        .permissions
+        .get(&(user, vh))
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(permission_json(p)))
 }
 
-async fn vhost_show(
+/// A permission regex from a body (missing: RabbitMQ refuses).
+fn regex_field(body: &Value, key: &str) -> ApiResult<String> {
+    match body.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ApiError::bad_request(format!("{key} must be a string"))),
+        None => Err(ApiError::bad_request(format!("{key} is required"))),
+    }
+}
+
+async fn put_permission(
     State(s): State<AppState>,
-    _c: Caller,
-    Path(vh): Path<String>,
-    Query(p): Query<Params>,
-) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
-    Ok(Json(respond_one(vhost_json(&s, &v), &p)))
-}
-
-/// The durable topology of a vhost in definitions form.
-fn topology(v: &crate::broker::VHost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
-    let tag = |mut item: Value| {
-        if !with_vhost {
-            if let Some(m) = item.as_object_mut() {
-                m.remove("vhost");
-            }
-        }
-        item
+    c: Caller,
+    Path((vh, user)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let def = PermissionDef {
+        user: user.clone(),
+        vhost: vh.clone(),
+        configure: regex_field(&body, "configure")?,
+        write: regex_field(&body, "write")?,
+        read: regex_field(&body, "read")?,
     };
-    let queues = v
-        .queues()
-        .iter()
-        .filter(|q| q.durable && q.exclusive_owner.is_none())
-        .map(|q| {
-            tag(json!({"name": &*q.name, "vhost": &*v.name, "durable": true,
-                "auto_delete": q.auto_delete, "arguments": table_to_json(&q.arguments)}))
-        })
-        .collect();
-    let exchanges = v
-        .exchanges()
-        .iter()
-        .filter(|x| x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
-        .map(|x| {
-            tag(
-                json!({"name": &*x.name, "vhost": &*v.name, "type": x.type_name(),
-                "durable": true, "auto_delete": x.auto_delete, "internal": x.internal,
-                "arguments": table_to_json(&x.arguments)}),
-            )
-        })
-        .collect();
-    let bindings = v
-        .bindings()
-        .iter()
-        .map(|(src, b)| {
-            let mut item = format::binding(&v.name, src, b);
-            if let Some(m) = item.as_object_mut() {
-                m.remove("properties_key");
-            }
-            tag(item)
-        })
-        .collect();
-    (queues, exchanges, bindings)
+    let existed = s.broker.access.defs().permissions.contains_key(&(user, vh));
+    let ticket = s.broker.access.put_permission(def)?;
+    wait_synced(&s, ticket).await?;
+    Ok(declared(existed))
 }
 
-async fn definitions(
+async fn delete_permission(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((vh, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let ticket = s.broker.access.delete_permission(&user, &vh)?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn topic_list(s: &AppState, keep: impl Fn(&TopicPermissionDef) -> bool) -> Vec<Value> {
+    let defs = s.broker.access.defs();
+    let items = defs.topic_permissions.values().filter(|p| keep(p));
+    items.map(topic_permission_json).collect()
+}
+
+async fn topic_permissions(
     State(s): State<AppState>,
     c: Caller,
     Query(p): Query<Params>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<Value>> {
     c.require_admin()?;
-    let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
-    for v in s.broker.vhosts() {
-        let (q, x, b) = topology(&v, true);
-        queues.extend(q);
-        exchanges.extend(x);
-        bindings.extend(b);
-    }
-    let vhosts: Vec<Value> = s
-        .broker
-        .vhosts()
-        .iter()
-        .map(|v| json!({"name": &*v.name, "limits": [], "metadata": {"description": "", "tags": []}}))
-        .collect();
-    let body = json!({
-        "rabbit_version": super::overview::RABBITMQ_VERSION,
-        "rabbitmq_version": super::overview::RABBITMQ_VERSION,
-        "product_name": "Warren",
-        "product_version": env!("CARGO_PKG_VERSION"),
-        "rabbitmq_definition_format": "cluster",
-        "original_cluster_name": s.broker.node_name,
-        "explanation": format!("Definitions of cluster '{}'", s.broker.node_name),
-        "users": s.broker.config.users.iter().map(user_json).collect::<Vec<_>>(),
-        "vhosts": vhosts,
-        "permissions": all_permissions(&s),
-        "topic_permissions": [],
-        "parameters": [],
-        "global_parameters": [],
-        "policies": [],
-        "queues": queues,
-        "exchanges": exchanges,
-        "bindings": bindings,
-    });
-    Ok(download(body, &p))
+    Ok(Json(respond(topic_list(&s, |_| true), &p)?))
 }
 
-async fn vhost_definitions(
+async fn user_topic_permissions(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Value>> {
+    c.require_admin()?;
+    Ok(Json(Value::Array(topic_list(&s, |x| x.user == user))))
+}
+
+async fn vhost_topic_permissions(
     State(s): State<AppState>,
     c: Caller,
     Path(vh): Path<String>,
-    Query(p): Query<Params>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<Value>> {
     c.require_admin()?;
-    let v = vhost(&s, &vh)?;
-    let (queues, exchanges, bindings) = topology(&v, false);
-    let body = json!({
-        "rabbit_version": super::overview::RABBITMQ_VERSION,
-        "rabbitmq_version": super::overview::RABBITMQ_VERSION,
-        "product_name": "Warren",
-        "product_version": env!("CARGO_PKG_VERSION"),
-        "rabbitmq_definition_format": "single_virtual_host",
-        "original_vhost_name": &*v.name,
-        "explanation": format!("Definitions of virtual host '{}'", v.name),
-        "metadata": {"description": "", "tags": []},
-        "description": "",
-        "limits": {},
-        "parameters": [],
-        "policies": [],
-        "queues": queues,
-        "exchanges": exchanges,
-        "bindings": bindings,
-    });
-    Ok(download(body, &p))
+    Ok(Json(Value::Array(topic_list(&s, |x| x.vhost == vh))))
 }
 
-/// `?download=file` asks for an attachment, as the UI's export does.
-fn download(body: Value, p: &Params) -> impl IntoResponse {
-    let disposition = p
-        .get("download")
-        .filter(|f| {
-            !f.is_empty()
-                && f.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        })
-        .map(|f| format!("attachment; filename=\"{f}\""));
-    let mut resp = Json(body).into_response();
-    if let Some(d) = disposition.and_then(|d| d.parse().ok()) {
-        resp.headers_mut().insert(CONTENT_DISPOSITION, d);
+async fn topic_permission(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((vh, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    c.require_admin()?;
+    let items = topic_list(&s, |x| x.vhost == vh && x.user == user);
+    if items.is_empty() {
+        return Err(ApiError::not_found());
     }
-    resp
+    Ok(Json(Value::Array(items)))
+}
+
+async fn put_topic_permission(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((vh, user)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let def = TopicPermissionDef {
+        user,
+        vhost: vh,
+        exchange: regex_field(&body, "exchange")?,
+        write: regex_field(&body, "write")?,
+        read: regex_field(&body, "read")?,
+    };
+    let ticket = s.broker.access.put_topic_permission(def)?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn delete_topic_permissions(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((vh, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let ticket = s.broker.access.delete_topic_permissions(&user, &vh, None)?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_topic_permission(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((vh, user, exchange)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let ticket = s
+        .broker
+        .access
+        .delete_topic_permissions(&user, &vh, Some(&exchange))?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -28,6 +28,9 @@ pub struct Definitions {
     /// messages are set aside at start, never deleted (not saved).
     #[serde(skip)]
     pub unloaded_queue_dirs: Vec<String>,
+    /// Users, vhosts, permissions and policies (metadata log only).
+    #[serde(skip)]
+    pub access: crate::store::access::AccessDefs,
 }
 
 /// One vhost's durable entities.

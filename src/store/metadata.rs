@@ -22,6 +22,7 @@
 //!
 //! Formats: [`record`]; files and compaction: [`files`].
 
+mod access_state;
 pub mod files;
 pub mod record;
 pub mod state;
@@ -38,6 +39,7 @@ use super::definitions::{self, Definitions};
 use super::file_cache::{Access, CachedFile};
 use super::segment::{file_header, AppendBuffer, FILE_HEADER_LEN};
 use super::syncer::{SyncSource, Syncer};
+pub use access_state::apply as apply_access;
 pub use record::MetaOp;
 use record::LOG_MAGIC;
 use state::State;

@@ -50,6 +50,7 @@
 //! restart. [`Store::health`] tells which; [`syncer`] has the reasoning,
 //! [`segment`] and [`queue_log`] how a failed write leaves the files.
 
+pub mod access;
 pub mod acks;
 pub mod definitions;
 pub mod file_cache;

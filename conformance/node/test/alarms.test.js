@@ -219,8 +219,10 @@ class WarrenTarget {
     const cfgPath = path.join(this.tmp, 'warren.toml');
     fs.writeFileSync(cfgPath, Object.entries(cfg)
       .map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}\n`).join(''));
+    // No HTTP listeners: their fixed default ports would clash.
     const child = spawn(this.bin, ['--port', '0', '--data-dir', this.dataDir, '--config', cfgPath,
-      '--log-level', 'warn,warren=info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--log-level', 'warn,warren=info', '--management-port', '0', '--prometheus-port', '0'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     let log = '';
     child.exited = new Promise((resolve) => child.once('exit', resolve));

@@ -33,6 +33,15 @@ impl VHost {
         all
     }
 
+    /// Whether `name` is a topic exchange (topic permissions apply).
+    pub fn is_topic_exchange(&self, name: &str) -> bool {
+        let names = self.names.read();
+        names
+            .exchanges
+            .get(name)
+            .is_some_and(|x| x.kind == crate::broker::exchange::ExchangeKind::Topic)
+    }
+
     /// The exchange named `name`.
     pub fn find_exchange(&self, name: &str) -> Option<Arc<Exchange>> {
         self.names.read().exchanges.get(name).cloned()

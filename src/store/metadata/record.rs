@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::access::{PermissionDef, PolicyDef, TopicPermissionDef, UserDef, VhostDef};
 use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef};
 use crate::store::segment::FILE_HEADER_LEN;
 
@@ -72,6 +73,70 @@ pub enum MetaOp {
         vhost: String,
         /// The binding.
         def: BindingDef,
+    },
+    /// Users and vhosts were seeded from the config (a fresh data
+    /// directory): from now on they live here.
+    Seeded,
+    /// A vhost was created or changed.
+    PutVhost {
+        /// The vhost.
+        def: VhostDef,
+    },
+    /// A vhost was deleted (with its permissions and policies; its
+    /// objects' own records come before).
+    DeleteVhost {
+        /// Its name.
+        name: String,
+    },
+    /// A user was created or changed.
+    PutUser {
+        /// The user.
+        def: UserDef,
+    },
+    /// A user was deleted (with its permissions).
+    DeleteUser {
+        /// Its name.
+        name: String,
+    },
+    /// Permissions were set.
+    PutPermission {
+        /// The permissions.
+        def: PermissionDef,
+    },
+    /// Permissions were cleared.
+    DeletePermission {
+        /// The user.
+        user: String,
+        /// The vhost.
+        vhost: String,
+    },
+    /// Topic permissions were set.
+    PutTopicPermission {
+        /// The permissions.
+        def: TopicPermissionDef,
+    },
+    /// Topic permissions were cleared.
+    DeleteTopicPermission {
+        /// The user.
+        user: String,
+        /// The vhost.
+        vhost: String,
+        /// The exchange.
+        exchange: String,
+    },
+    /// A policy was set.
+    PutPolicy {
+        /// The policy.
+        def: PolicyDef,
+    },
+    /// A policy was cleared.
+    DeletePolicy {
+        /// Its vhost.
+        vhost: String,
+        /// Its name.
+        name: String,
+        /// An operator policy.
+        operator: bool,
     },
 }
 

@@ -11,6 +11,7 @@ use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use serde::Deserialize;
 
 use super::record::MetaOp;
+use crate::store::access::AccessDefs;
 use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef};
 use crate::store::{Definitions, VhostDefinitions};
 
@@ -118,6 +119,8 @@ impl VhostState {
 #[derive(Debug, Default)]
 pub struct State {
     vhosts: BTreeMap<String, VhostState>,
+    /// Users, vhosts, permissions, policies.
+    access: AccessDefs,
     /// Ops applied, for logs.
     pub ops: u64,
     /// Records skipped because they did not decode.
@@ -169,6 +172,9 @@ impl State {
     /// Apply one op.
     pub fn apply(&mut self, op: MetaOp) {
         self.ops += 1;
+        let Some(op) = super::access_state::apply(&mut self.access, op) else {
+            return;
+        };
         match op {
             MetaOp::PutExchange { vhost, def } => {
                 let v = self.vhosts.entry(vhost).or_default();
@@ -196,6 +202,8 @@ impl State {
             MetaOp::DeleteBinding { vhost, def } => {
                 self.vhosts.entry(vhost).or_default().delete_binding(&def);
             }
+            // Access records were taken above.
+            _ => {}
         }
     }
 
@@ -227,21 +235,24 @@ impl State {
     /// Every object as a `put_*` op, exchanges and queues before the
     /// bindings between them: a snapshot's content.
     pub fn ops(&self) -> impl Iterator<Item = MetaOp> + '_ {
-        self.vhosts.iter().flat_map(|(vhost, v)| {
-            let exchanges = v.exchanges.values().map(|def| MetaOp::PutExchange {
-                vhost: vhost.clone(),
-                def: def.clone(),
-            });
-            let queues = v.queues.values().map(|def| MetaOp::PutQueue {
-                vhost: vhost.clone(),
-                def: def.clone(),
-            });
-            let bindings = v.bindings.values().map(|def| MetaOp::PutBinding {
-                vhost: vhost.clone(),
-                def: def.clone(),
-            });
-            exchanges.chain(queues).chain(bindings)
-        })
+        let access = super::access_state::ops(&self.access);
+        access
+            .into_iter()
+            .chain(self.vhosts.iter().flat_map(|(vhost, v)| {
+                let exchanges = v.exchanges.values().map(|def| MetaOp::PutExchange {
+                    vhost: vhost.clone(),
+                    def: def.clone(),
+                });
+                let queues = v.queues.values().map(|def| MetaOp::PutQueue {
+                    vhost: vhost.clone(),
+                    def: def.clone(),
+                });
+                let bindings = v.bindings.values().map(|def| MetaOp::PutBinding {
+                    vhost: vhost.clone(),
+                    def: def.clone(),
+                });
+                exchanges.chain(queues).chain(bindings)
+            }))
     }
 
     /// Directories of queues whose entries did not load.
@@ -262,6 +273,7 @@ impl State {
         let mut defs = Definitions {
             version: crate::store::definitions::VERSION,
             unloaded_queue_dirs: self.unloaded_dirs(),
+            access: self.access,
             ..Default::default()
         };
         for (name, v) in self.vhosts {

@@ -1,0 +1,159 @@
+//! The access half of the metadata state: what the user, vhost,
+//! permission and policy records add up to, and the records a snapshot
+//! keeps of it.
+
+use super::record::MetaOp;
+use crate::store::access::AccessDefs;
+
+/// Apply an access record; `op` back if it is not one.
+pub fn apply(a: &mut AccessDefs, op: MetaOp) -> Option<MetaOp> {
+    match op {
+        MetaOp::Seeded => {}
+        MetaOp::PutVhost { def } => {
+            a.vhosts.insert(def.name.clone(), def);
+        }
+        MetaOp::DeleteVhost { name } => {
+            a.vhosts.remove(&name);
+            a.permissions.retain(|(_, v), _| *v != name);
+            a.topic_permissions.retain(|(_, v, _), _| *v != name);
+            a.policies.retain(|(v, _, _), _| *v != name);
+        }
+        MetaOp::PutUser { def } => {
+            a.users.insert(def.name.clone(), def);
+        }
+        MetaOp::DeleteUser { name } => {
+            a.users.remove(&name);
+            a.permissions.retain(|(u, _), _| *u != name);
+            a.topic_permissions.retain(|(u, _, _), _| *u != name);
+        }
+        MetaOp::PutPermission { def } => {
+            a.permissions
+                .insert((def.user.clone(), def.vhost.clone()), def);
+        }
+        MetaOp::DeletePermission { user, vhost } => {
+            a.permissions.remove(&(user, vhost));
+        }
+        MetaOp::PutTopicPermission { def } => {
+            let key = (def.user.clone(), def.vhost.clone(), def.exchange.clone());
+            a.topic_permissions.insert(key, def);
+        }
+        MetaOp::DeleteTopicPermission {
+            user,
+            vhost,
+            exchange,
+        } => {
+            a.topic_permissions.remove(&(user, vhost, exchange));
+        }
+        MetaOp::PutPolicy { def } => {
+            let key = (def.vhost.clone(), def.name.clone(), def.operator);
+            a.policies.insert(key, def);
+        }
+        MetaOp::DeletePolicy {
+            vhost,
+            name,
+            operator,
+        } => {
+            a.policies.remove(&(vhost, name, operator));
+        }
+        other => return Some(other),
+    }
+    a.seeded = true;
+    None
+}
+
+/// The access records a snapshot keeps: the seed mark, then every object.
+pub fn ops(a: &AccessDefs) -> Vec<MetaOp> {
+    if !a.seeded {
+        return Vec::new();
+    }
+    let mut out = vec![MetaOp::Seeded];
+    out.extend(
+        a.vhosts
+            .values()
+            .map(|d| MetaOp::PutVhost { def: d.clone() }),
+    );
+    out.extend(a.users.values().map(|d| MetaOp::PutUser { def: d.clone() }));
+    out.extend(
+        a.permissions
+            .values()
+            .map(|d| MetaOp::PutPermission { def: d.clone() }),
+    );
+    out.extend(
+        a.topic_permissions
+            .values()
+            .map(|d| MetaOp::PutTopicPermission { def: d.clone() }),
+    );
+    out.extend(
+        a.policies
+            .values()
+            .map(|d| MetaOp::PutPolicy { def: d.clone() }),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::access::{PermissionDef, UserDef, VhostDef};
+
+    #[test]
+    fn deleting_a_user_or_vhost_drops_its_permissions_and_snapshots_round_trip() {
+        let mut a = AccessDefs::default();
+        let user = |n: &str| MetaOp::PutUser {
+            def: UserDef {
+                name: n.into(),
+                password_hash: String::new(),
+                hashing_algorithm: "rabbit_password_hashing_sha256".into(),
+                tags: vec![],
+            },
+        };
+        let perm = |u: &str, v: &str| MetaOp::PutPermission {
+            def: PermissionDef {
+                user: u.into(),
+                vhost: v.into(),
+                configure: ".*".into(),
+                write: ".*".into(),
+                read: ".*".into(),
+            },
+        };
+        for op in [
+            MetaOp::PutVhost {
+                def: VhostDef {
+                    name: "a".into(),
+                    ..Default::default()
+                },
+            },
+            MetaOp::PutVhost {
+                def: VhostDef {
+                    name: "b".into(),
+                    ..Default::default()
+                },
+            },
+            user("u"),
+            user("w"),
+            perm("u", "a"),
+            perm("u", "b"),
+            perm("w", "a"),
+            MetaOp::DeleteVhost { name: "b".into() },
+            MetaOp::DeleteUser { name: "w".into() },
+        ] {
+            assert!(apply(&mut a, op).is_none());
+        }
+        assert!(a.seeded);
+        let keys: Vec<_> = a.permissions.keys().cloned().collect();
+        assert_eq!(keys, [("u".to_string(), "a".to_string())]);
+        let mut again = AccessDefs::default();
+        for op in ops(&a) {
+            assert!(apply(&mut again, op).is_none());
+        }
+        assert_eq!(again, a);
+        assert!(apply(
+            &mut a,
+            MetaOp::DeleteQueue {
+                vhost: "/".into(),
+                name: "q".into()
+            }
+        )
+        .is_some());
+    }
+}

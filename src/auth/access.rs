@@ -18,7 +18,9 @@ use regex::Regex;
 
 use super::password::{Algorithm, PasswordHash};
 use crate::protocol::AmqpError;
-use crate::store::access::{AccessDefs, PermissionDef, TopicPermissionDef, UserDef, VhostDef};
+use crate::store::access::{
+    AccessDefs, PermissionDef, PolicyDef, TopicPermissionDef, UserDef, VhostDef,
+};
 use crate::store::metadata::MetaOp;
 use crate::store::Store;
 
@@ -423,6 +425,42 @@ impl Access {
         let op = MetaOp::DeletePermission {
             user: key.0,
             vhost: key.1,
+        };
+        self.commit(&mut st, vec![op])
+    }
+
+    /// The policies (and operator policies) of a vhost.
+    pub fn policies_of(&self, vhost: &str) -> Vec<PolicyDef> {
+        let st = self.state.read();
+        let all = st.defs.policies.values();
+        all.filter(|p| p.vhost == vhost).cloned().collect()
+    }
+
+    /// Set a policy (checked by the caller against RabbitMQ's rules).
+    pub fn put_policy(&self, def: PolicyDef) -> Result<u64, AccessError> {
+        let mut st = self.state.write();
+        if !st.defs.vhosts.contains_key(&def.vhost) {
+            return Err(AccessError::NotFound);
+        }
+        self.commit(&mut st, vec![MetaOp::PutPolicy { def }])
+    }
+
+    /// Clear a policy.
+    pub fn delete_policy(
+        &self,
+        vhost: &str,
+        name: &str,
+        operator: bool,
+    ) -> Result<u64, AccessError> {
+        let mut st = self.state.write();
+        let key = (vhost.to_string(), name.to_string(), operator);
+        if !st.defs.policies.contains_key(&key) {
+            return Err(AccessError::NotFound);
+        }
+        let op = MetaOp::DeletePolicy {
+            vhost: key.0,
+            name: key.1,
+            operator,
         };
         self.commit(&mut st, vec![op])
     }

@@ -12,6 +12,7 @@ pub mod delayed;
 pub mod exchange;
 pub mod headers;
 pub mod message;
+pub mod policy;
 pub mod queue;
 pub mod queue_policy;
 pub mod ready;
@@ -102,6 +103,7 @@ impl Broker {
                 store.clone(),
                 stored.vhosts.remove(name),
             )?);
+            vhost.set_policies(&access.policies_of(name));
             vhost.start_housekeeping();
             vhosts.insert(name.clone(), vhost);
         }

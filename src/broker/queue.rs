@@ -24,6 +24,7 @@ use super::queue_policy::{Overflow, QueuePolicy};
 use super::ready::ReadyMessages;
 use crate::store::{DiskRef, Store, SyncSource};
 
+mod applied_policy;
 mod delivery;
 pub mod stats;
 
@@ -44,8 +45,12 @@ pub struct Queue {
     pub arguments: FieldTable,
     /// Its directory under the store's `queues/` (durable queues).
     pub disk_dir: Option<String>,
-    /// What its arguments make it do (TTL, dead-lettering, limits).
-    pub policy: QueuePolicy,
+    /// What its arguments make it do (TTL, dead-lettering, limits); with
+    /// the policies that match it, `QueueState::policy` (see
+    /// `applied_policy.rs`).
+    pub declared: QueuePolicy,
+    /// `QueueState::policy` has a delivery limit (read per delivery).
+    has_delivery_limit: AtomicBool,
     /// Counters for the management API and metrics.
     pub stats: stats::QueueStats,
     state: Mutex<QueueState>,
@@ -130,6 +135,10 @@ impl Default for FlowLimits {
 
 #[derive(Debug)]
 struct QueueState {
+    /// What the queue does: its arguments with the matching policies.
+    policy: QueuePolicy,
+    /// The policies applied, as the API shows them.
+    applied: super::policy::Matched,
     ready: ReadyMessages,
     consumers: ConsumerSet,
     had_consumer: bool,
@@ -176,11 +185,14 @@ impl Queue {
             durable: def.disk_dir.is_some(),
             exclusive_owner: def.exclusive_owner,
             auto_delete: def.auto_delete,
-            policy,
+            has_delivery_limit: AtomicBool::new(policy.delivery_limit.is_some()),
+            declared: policy.clone(),
             arguments: def.arguments,
             disk_dir: def.disk_dir,
             stats: stats::QueueStats::default(),
             state: Mutex::new(QueueState {
+                policy,
+                applied: Default::default(),
                 ready,
                 consumers,
                 had_consumer: false,
@@ -208,17 +220,17 @@ impl Queue {
             return Stored::Failed;
         }
         let now = now_ms();
-        let ttl = match (self.policy.message_ttl_ms, message.expiration_ms) {
+        let ttl = match (st.policy.message_ttl_ms, message.expiration_ms) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let expires_at_ms = ttl.map(|t| now.saturating_add(t));
-        let limited = self.policy.max_length.is_some() || self.policy.max_length_bytes.is_some();
-        if limited && self.policy.overflow != Overflow::DropHead {
+        let limited = st.policy.max_length.is_some() || st.policy.max_length_bytes.is_some();
+        if limited && st.policy.overflow != Overflow::DropHead {
             let count = st.ready.len() as u64 + 1;
             let bytes = st.ready.body_bytes() + message.body.len() as u64;
-            if self.policy.over_limit(count, bytes) {
-                if self.policy.overflow == Overflow::RejectPublishDlx {
+            if st.policy.over_limit(count, bytes) {
+                if st.policy.overflow == Overflow::RejectPublishDlx {
                     let m = QueuedMessage::unqueued(message);
                     self.drop_message(&mut st, m, Reason::Maxlen);
                     self.after_change(&mut st);
@@ -240,16 +252,8 @@ impl Queue {
                 return Stored::Failed;
             }
         };
-        if limited && self.policy.overflow == Overflow::DropHead {
-            while self
-                .policy
-                .over_limit(st.ready.len() as u64, st.ready.body_bytes())
-            {
-                let Some(head) = st.ready.pop() else {
-                    break;
-                };
-                self.drop_message(&mut st, head, Reason::Maxlen);
-            }
+        if limited && st.policy.overflow == Overflow::DropHead {
+            self.drop_over_limit(&mut st);
         }
         self.dispatch_at(&mut st, now);
         if ttl == Some(0) {
@@ -264,7 +268,7 @@ impl Queue {
     /// dead-letter exchange if there is one (its record is settled once the
     /// copy is stored), else dropped.
     fn drop_message(&self, st: &mut QueueState, m: QueuedMessage, reason: Reason) {
-        if self.policy.dead_letter_exchange.is_some() && self.ctx.chores.is_some() {
+        if st.policy.dead_letter_exchange.is_some() && self.ctx.chores.is_some() {
             st.dead_letters.push(DeadLetter { message: m, reason });
         } else if let Some(r) = m.disk {
             st.ready.settle(r);
@@ -328,7 +332,7 @@ impl Queue {
     }
 
     fn schedule_unused_check(self: &Arc<Self>, st: &mut QueueState, from_ms: u64) {
-        let (Some(expires), Some(chores)) = (self.policy.expires_ms, &self.ctx.chores) else {
+        let (Some(expires), Some(chores)) = (st.policy.expires_ms, &self.ctx.chores) else {
             return;
         };
         if !st.unused_check_scheduled && !st.deleted {
@@ -347,7 +351,7 @@ impl Queue {
     pub fn delete_if_expired(self: &Arc<Self>) -> bool {
         let mut st = self.state.lock();
         st.unused_check_scheduled = false;
-        let Some(expires) = self.policy.expires_ms else {
+        let Some(expires) = st.policy.expires_ms else {
             return false;
         };
         if st.deleted || !st.consumers.is_empty() {
@@ -368,7 +372,10 @@ impl Queue {
     /// `x-delivery-count` on a queue with x-delivery-limit once it came back
     /// (and, for basic.get, from 0: RabbitMQ's quorum queues do the same).
     pub fn delivery_properties(&self, m: &QueuedMessage, get: bool) -> bytes::Bytes {
-        match self.policy.delivery_limit.is_some() && (get || m.delivery_count > 0) {
+        let limited = self
+            .has_delivery_limit
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match limited && (get || m.delivery_count > 0) {
             true => super::message::with_delivery_count(&m.message.properties, m.delivery_count),
             false => m.message.properties.clone(),
         }
@@ -486,7 +493,7 @@ impl Queue {
             m.delivery_count = m.delivery_count.saturating_add(1);
             // x-delivery-limit: returned more often than the limit, the
             // message leaves (dead-lettered or dropped), as in RabbitMQ.
-            if self
+            if st
                 .policy
                 .delivery_limit
                 .is_some_and(|l| u64::from(m.delivery_count) > l)
@@ -495,7 +502,7 @@ impl Queue {
                 continue;
             }
             // Only a limit needs the count across restarts.
-            if let Some(r) = m.disk.filter(|_| self.policy.delivery_limit.is_some()) {
+            if let Some(r) = m.disk.filter(|_| st.policy.delivery_limit.is_some()) {
                 st.ready.mark_returned(r, m.delivery_count);
             }
             st.ready.requeue(m);

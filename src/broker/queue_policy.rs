@@ -33,6 +33,8 @@ pub struct QueuePolicy {
     pub max_length_bytes: Option<u64>,
     /// x-overflow.
     pub overflow: Overflow,
+    /// x-overflow was given (a policy's cannot override it then).
+    pub overflow_declared: bool,
     /// x-single-active-consumer.
     pub single_active_consumer: bool,
     /// x-expires: deleted after this long unused, milliseconds.
@@ -60,6 +62,7 @@ impl QueuePolicy {
                 Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
                 _ => Overflow::DropHead,
             },
+            overflow_declared: get("x-overflow").is_some(),
             single_active_consumer: matches!(
                 get("x-single-active-consumer"),
                 Some(amq_protocol::types::AMQPValue::Boolean(true))

@@ -39,6 +39,7 @@ mod declare;
 mod durable;
 mod housekeeping;
 mod listing;
+mod policies;
 mod routing;
 #[cfg(test)]
 mod tests;
@@ -92,6 +93,8 @@ pub struct VHost {
     /// Dead letters' and delayed messages' old records, settled once their
     /// new copies are synced.
     pending: parking_lot::Mutex<housekeeping::Waiting>,
+    /// The vhost's policies and operator policies (see `policies.rs`).
+    policies: RwLock<crate::broker::policy::PolicySet>,
     /// queue.declare calls that succeeded (for the metrics).
     queues_declared: std::sync::atomic::AtomicU64,
     /// Its end, until the task starts.
@@ -137,6 +140,7 @@ impl VHost {
             pending: parking_lot::Mutex::new(Vec::new()),
             chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
             queues_declared: Default::default(),
+            policies: Default::default(),
         };
         if let Some(defs) = stored {
             vhost.restore(&mut topo, defs)?;

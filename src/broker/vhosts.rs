@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{queue, Broker, VHost};
 use crate::auth::access::AccessError;
-use crate::store::access::VhostDef;
+use crate::store::access::{PolicyDef, VhostDef};
 
 impl Broker {
     /// Create a vhost (or update its description and tags); the sync
@@ -70,6 +70,30 @@ impl Broker {
         let t = self.access.delete_vhost(name)?;
         tracing::info!(vhost = %name, "vhost deleted");
         Ok(ticket.max(t))
+    }
+
+    /// Set a policy (or operator policy) and apply it to the vhost's
+    /// queues at once; the sync round that makes it durable.
+    pub fn put_policy(&self, def: PolicyDef) -> Result<u64, AccessError> {
+        crate::broker::policy::validate(&def)
+            .map_err(|why| AccessError::Invalid(format!("Validation failed\n\n{why}\n")))?;
+        let vhost = self.vhost(&def.vhost).ok_or(AccessError::NotFound)?;
+        let ticket = self.access.put_policy(def)?;
+        vhost.set_policies(&self.access.policies_of(&vhost.name));
+        Ok(ticket)
+    }
+
+    /// Clear a policy and apply what remains at once.
+    pub fn delete_policy(
+        &self,
+        vhost: &str,
+        name: &str,
+        operator: bool,
+    ) -> Result<u64, AccessError> {
+        let v = self.vhost(vhost).ok_or(AccessError::NotFound)?;
+        let ticket = self.access.delete_policy(vhost, name, operator)?;
+        v.set_policies(&self.access.policies_of(vhost));
+        Ok(ticket)
     }
 
     /// Close every connection of `user` (deleted, or its password changed).

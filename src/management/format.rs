@@ -99,6 +99,7 @@ pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
     let r = q.stats.rates();
     let (ready_rate, unacked_rate) = q.stats.depth_rates();
     let active = q.stats.active_ms();
+    let applied = q.applied_policy();
     let idle = active > 0 && r.published == 0.0 && r.deliver_get() == 0.0 && r.acked == 0.0;
     QueueJson {
         name: q.name.clone(),
@@ -110,9 +111,9 @@ pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
         auto_delete: q.auto_delete,
         exclusive: q.exclusive_owner.is_some(),
         arguments: table_to_json(&q.arguments),
-        policy: None,
-        operator_policy: None,
-        effective_policy_definition: Value::Object(Default::default()),
+        effective_policy_definition: Value::Object(applied.definition()),
+        policy: applied.policy.map(|p| p.name),
+        operator_policy: applied.operator.map(|p| p.name),
         consumers: g.consumers,
         messages: g.ready + unacked,
         messages_details: Rate::of(ready_rate + unacked_rate),

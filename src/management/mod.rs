@@ -23,6 +23,7 @@ pub mod json;
 pub mod listing;
 mod messages;
 mod overview;
+mod policies;
 pub mod prometheus;
 mod queues;
 pub mod sampler;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(connections::routes())
         .merge(users::routes())
         .merge(definitions::routes())
+        .merge(policies::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     Router::new()

@@ -174,7 +174,7 @@ impl Queue {
         // its successor starts once those are settled (acked or requeued,
         // which dispatches), so requeued ones keep their place, as in
         // RabbitMQ.
-        let still_holding = self.policy.single_active_consumer
+        let still_holding = self.declared.single_active_consumer
             && was_first
             && gone.is_some_and(|c| c.credit.outstanding.load(Ordering::Acquire) > 0);
         if removed && !still_holding {

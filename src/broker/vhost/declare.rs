@@ -239,6 +239,7 @@ impl VHost {
         })?;
         let queue = Queue::new(def, ready, self.queue_context());
         let queue = Arc::new(queue);
+        queue.apply_policy(self.policies_for_queue(&name));
         queue.touch();
         topo.insert_queue(queue);
         // Not stored means not declared: a queue missing from the

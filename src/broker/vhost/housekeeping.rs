@@ -158,7 +158,8 @@ impl VHost {
     /// first go to `pending`.
     fn route_dead_letters(&self, source: &Arc<Queue>) {
         let letters = source.take_dead_letters();
-        let Some(dlx) = source.policy.dead_letter_exchange.as_deref() else {
+        let (dlx, dlx_key) = source.dead_letter_target();
+        let Some(dlx) = dlx.as_deref() else {
             source.settle(letters.iter().filter_map(|d| d.message.disk));
             return;
         };
@@ -166,7 +167,7 @@ impl VHost {
         let mut settle_now = Vec::new();
         for letter in letters {
             let old = &letter.message.message;
-            let key = match &source.policy.dead_letter_routing_key {
+            let key = match &dlx_key {
                 Some(k) => k.clone(),
                 None => old.routing_key.to_string(),
             };

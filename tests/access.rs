@@ -304,3 +304,34 @@ async fn definitions_exported_from_one_broker_rebuild_another() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn management_users_see_only_their_vhosts() {
+    bounded(Duration::from_secs(20), async {
+        let broker = Broker::start_with(with_api).await;
+        let api = api(&broker);
+        add_user(&api, "mgr", "pw", "management").await;
+        add_user(&api, "plain", "pw", "").await;
+        api.create_vhost(&VirtualHostParams::named("secret"))
+            .await
+            .unwrap();
+        api.declare_queue("secret", &QueueParams::new_durable_classic_queue("q", None))
+            .await
+            .unwrap();
+        let mgr = Client::new(broker.api_url().unwrap(), "mgr", "pw");
+        // As RabbitMQ 3.10 answered: an empty list, and 401 for the vhost.
+        assert!(mgr.list_queues().await.unwrap().is_empty());
+        assert!(mgr.list_vhosts().await.unwrap().is_empty());
+        let e = mgr
+            .list_queues_in("secret")
+            .await
+            .expect_err("not its vhost");
+        assert!(format!("{e:?}").contains("401"), "{e:?}");
+        assert!(mgr.list_users().await.is_err(), "not an administrator");
+        grant(&api, "mgr", "secret", ".*", ".*", ".*").await;
+        assert_eq!(mgr.list_queues_in("secret").await.unwrap().len(), 1);
+        let plain = Client::new(broker.api_url().unwrap(), "plain", "pw");
+        assert!(plain.current_user().await.is_err(), "no management tag");
+    })
+    .await;
+}

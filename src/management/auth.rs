@@ -29,11 +29,16 @@ impl Caller {
         self.tags.iter().any(|t| t == tag)
     }
 
+    /// Whether the user is an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.has("administrator")
+    }
+
     /// Administrators manage users, vhosts, permissions and definitions.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.has("administrator") {
             true => Ok(()),
-            false => Err(ApiError::unauthorized("Not administrator user")),
+            false => Err(ApiError::not_authorised("Not administrator user")),
         }
     }
 
@@ -47,7 +52,7 @@ impl Caller {
     pub fn require_policymaker(&self) -> Result<(), ApiError> {
         match self.has("administrator") || self.has("policymaker") {
             true => Ok(()),
-            false => Err(ApiError::unauthorized("Not policymaker user")),
+            false => Err(ApiError::not_authorised("Not policymaker user")),
         }
     }
 
@@ -78,7 +83,7 @@ impl FromRequestParts<AppState> for Caller {
         }
         let tags = access.tags(&user).unwrap_or_default();
         if !tags.iter().any(|t| MANAGEMENT_TAGS.contains(&t.as_str())) {
-            return Err(ApiError::unauthorized("Not management user"));
+            return Err(ApiError::not_authorised("Not management user"));
         }
         Ok(Caller { name: user, tags })
     }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::exchanges::path_name;
-use super::format::{self, vhost};
+use super::format::{self, vhost, visible_vhosts};
 use super::json::json_to_table;
 use super::listing::{respond, respond_one, unsorted, Params};
 use super::queues::{parse_body, API_CONNECTION};
@@ -52,20 +52,23 @@ fn all_of(v: &VHost) -> Vec<Value> {
 
 async fn list_all(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let items = s.broker.vhosts().iter().flat_map(|v| all_of(v)).collect();
+    let items = visible_vhosts(&s, &c)
+        .iter()
+        .flat_map(|v| all_of(v))
+        .collect();
     Ok(Json(respond(items, &unsorted(&p))?))
 }
 
 async fn list_vhost(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path(vh): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     Ok(Json(respond(all_of(&v), &unsorted(&p))?))
 }
 
@@ -103,22 +106,22 @@ fn matching(v: &VHost, source: &str, dest: &Destination) -> ApiResult<Vec<Value>
 
 async fn between(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, source, dtype, dest)): Path<(String, String, String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let items = matching(&v, path_name(&source), &destination(&dtype, &dest)?)?;
     Ok(Json(respond(items, &unsorted(&p))?))
 }
 
 async fn show(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, source, dtype, dest, props)): Path<(String, String, String, String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let items = matching(&v, path_name(&source), &destination(&dtype, &dest)?)?;
     let found = items
         .into_iter()
@@ -137,11 +140,11 @@ struct CreateBody {
 
 async fn create(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, source, dtype, dest)): Path<(String, String, String, String)>,
     Body(body): Body,
 ) -> ApiResult<impl IntoResponse> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let body: CreateBody = parse_body(body)?;
     let dest_name = dest.clone();
     let dest = destination(&dtype, &dest)?;
@@ -159,10 +162,10 @@ async fn create(
 
 async fn delete(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, source, dtype, dest, props)): Path<(String, String, String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let dest = destination(&dtype, &dest)?;
     let source = path_name(&source);
     let x = v.find_exchange(source).ok_or_else(ApiError::not_found)?;

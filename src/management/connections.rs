@@ -123,7 +123,7 @@ async fn list_vhost(
     Path(vh): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    vhost(&s, &vh)?;
+    vhost(&s, &c, &vh)?;
     let node = &s.broker.node_name;
     let items = visible(&s, &c, Some(&vh))
         .iter()
@@ -153,7 +153,7 @@ async fn close(
 ) -> ApiResult<StatusCode> {
     let e = find(&s, &c, &name)?;
     if !(c.name == e.user || c.tags.iter().any(|t| t == "administrator")) {
-        return Err(ApiError::unauthorized("Not administrator user"));
+        return Err(ApiError::not_authorised("Not administrator user"));
     }
     let reason = headers
         .get("x-reason")
@@ -236,7 +236,7 @@ async fn channels_vhost(
     Path(vh): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    vhost(&s, &vh)?;
+    vhost(&s, &c, &vh)?;
     let items = channel_items(&s, &visible(&s, &c, Some(&vh)));
     Ok(Json(respond(items, &p)?))
 }
@@ -302,7 +302,7 @@ async fn consumers_vhost(
     Path(vh): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    vhost(&s, &vh)?;
+    vhost(&s, &c, &vh)?;
     let items = consumer_items(&s, &visible(&s, &c, Some(&vh)));
     Ok(Json(respond(items, &unsorted(&p))?))
 }

@@ -119,7 +119,7 @@ async fn export_vhost(
     Query(p): Query<Params>,
 ) -> ApiResult<impl IntoResponse> {
     c.require_admin()?;
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let (queues, exchanges, bindings) = topology(&v, false);
     let body = json!({
         "rabbit_version": super::overview::RABBITMQ_VERSION,
@@ -200,7 +200,7 @@ async fn import(State(s): State<AppState>, c: Caller, Body(body): Body) -> ApiRe
     let mut ticket = import_access(&s, &body)?;
     for (key, kind) in OBJECTS {
         for item in list(&body, key)? {
-            let v = vhost(&s, text(item, "vhost")?)?;
+            let v = vhost(&s, &c, text(item, "vhost")?)?;
             ticket = ticket.max(import_object(&v, kind, item)?);
         }
     }
@@ -215,7 +215,7 @@ async fn import_vhost(
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     c.require_admin()?;
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let mut ticket = 0;
     for (key, kind) in OBJECTS {
         for item in list(&body, key)? {

@@ -50,6 +50,16 @@ impl ApiError {
         }
     }
 
+    /// 401 for a user that lacks a tag or a vhost's permissions
+    /// (RabbitMQ spells this one `not_authorised`).
+    pub fn not_authorised(reason: &str) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            error: "not_authorised",
+            reason: reason.into(),
+        }
+    }
+
     /// 405 for a method a route does not take.
     pub fn method_not_allowed() -> Self {
         ApiError {

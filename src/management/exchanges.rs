@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::format::{self, vhost};
+use super::format::{self, vhost, visible_vhosts};
 use super::json::{json_to_table, loose_bool};
 use super::listing::{respond, respond_one, Params};
 use super::queues::parse_body;
@@ -46,11 +46,11 @@ pub fn path_name(name: &str) -> &str {
 
 async fn list_all(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
     let mut items = Vec::new();
-    for v in s.broker.vhosts() {
+    for v in visible_vhosts(&s, &c) {
         items.extend(v.exchanges().iter().map(|x| format::exchange(x, &v.name)));
     }
     Ok(Json(respond(items, &p)?))
@@ -58,11 +58,11 @@ async fn list_all(
 
 async fn list_vhost(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path(vh): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let items = v
         .exchanges()
         .iter()
@@ -73,11 +73,11 @@ async fn list_vhost(
 
 async fn show(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let x = vhost(&s, &vh)?
+    let x = vhost(&s, &c, &vh)?
         .find_exchange(path_name(&name))
         .ok_or_else(ApiError::not_found)?;
     Ok(Json(respond_one(format::exchange(&x, &vh), &p)))
@@ -99,11 +99,11 @@ struct DeclareBody {
 
 async fn declare(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let body: DeclareBody = parse_body(body)?;
     let name = path_name(&name);
     if name.len() > 255 {
@@ -132,11 +132,11 @@ async fn declare(
 
 async fn delete(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<StatusCode> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let name = path_name(&name);
     if v.find_exchange(name).is_none() {
         return Err(ApiError::not_found());
@@ -149,11 +149,11 @@ async fn delete(
 
 async fn as_source(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let x = v
         .find_exchange(path_name(&name))
         .ok_or_else(ApiError::not_found)?;
@@ -174,11 +174,11 @@ async fn as_source(
 
 async fn as_destination(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let name = path_name(&name);
     if v.find_exchange(name).is_none() {
         return Err(ApiError::not_found());

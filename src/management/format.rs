@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::json::table_to_json;
 use super::AppState;
@@ -14,9 +15,32 @@ use crate::broker::exchange::{Binding, Destination, Exchange};
 use crate::broker::queue::Queue;
 use crate::broker::VHost;
 
-/// The vhost named in a path, or 404.
-pub fn vhost(state: &AppState, name: &str) -> ApiResult<Arc<VHost>> {
-    state.broker.vhost(name).ok_or_else(ApiError::not_found)
+/// The vhost named in a path: 404 if there is none, 401 if the caller
+/// may not use it (administrators and monitors may use any; others need
+/// permissions in it, as in RabbitMQ).
+pub fn vhost(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Arc<VHost>> {
+    let v = state.broker.vhost(name).ok_or_else(ApiError::not_found)?;
+    match caller.is_admin()
+        || caller.is_monitor()
+        || state.broker.access.may_open(&caller.name, name)
+    {
+        true => Ok(v),
+        false => Err(ApiError::not_authorised(
+            "User not authorised to access virtual host",
+        )),
+    }
+}
+
+/// The vhosts the caller may use, by name.
+pub fn visible_vhosts(state: &AppState, caller: &Caller) -> Vec<Arc<VHost>> {
+    let all = state.broker.vhosts();
+    if caller.is_admin() || caller.is_monitor() {
+        return all;
+    }
+    let access = &state.broker.access;
+    all.into_iter()
+        .filter(|v| access.may_open(&caller.name, &v.name))
+        .collect()
 }
 
 /// `{"rate": r}`, RabbitMQ's `*_details`.

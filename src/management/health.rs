@@ -105,10 +105,10 @@ fn unknown_protocol(s: &AppState, wanted: &str) -> Response {
 
 async fn aliveness(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path(vh): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let name = "aliveness-test";
     let d = queue::Declare {
         queue: ShortString::from(name),

@@ -58,7 +58,7 @@ impl AckMode {
 
 pub async fn get(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
@@ -76,7 +76,7 @@ pub async fn get(
         Some(other) => return Err(ApiError::bad_request(format!("unknown encoding {other}"))),
     };
     let truncate = loose_u64(&body.truncate).map(|t| t as usize);
-    let q = vhost(&s, &vh)?.queue(&name, API_CONNECTION)?;
+    let q = vhost(&s, &c, &vh)?.queue(&name, API_CONNECTION)?;
     let mut taken: Vec<QueuedMessage> = Vec::new();
     let mut items = Vec::new();
     for _ in 0..count {
@@ -153,7 +153,7 @@ pub async fn publish(
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let body: PublishBody = parse_body(body)?;
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let exchange = match exchange.as_str() {
         "amq.default" => String::new(),
         _ => exchange,

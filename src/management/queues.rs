@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::format::{self, vhost};
+use super::format::{self, vhost, visible_vhosts};
 use super::json::{json_to_table, loose_bool};
 use super::listing::{respond, respond_one, respond_typed, unsorted, Params};
 use super::{messages, wait_synced, AppState, Body};
@@ -45,10 +45,11 @@ pub fn routes() -> Router<AppState> {
 
 async fn list_all(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Query(p): Query<Params>,
 ) -> ApiResult<Response> {
-    let queues: Vec<Arc<Queue>> = s.broker.vhosts().iter().flat_map(|v| v.queues()).collect();
+    let visible = visible_vhosts(&s, &c);
+    let queues: Vec<Arc<Queue>> = visible.iter().flat_map(|v| v.queues()).collect();
     list(&s, queues, &p)
 }
 
@@ -60,20 +61,20 @@ fn list(s: &AppState, queues: Vec<Arc<Queue>>, p: &Params) -> ApiResult<Response
 
 async fn list_vhost(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path(vh): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult<Response> {
-    list(&s, vhost(&s, &vh)?.queues(), &p)
+    list(&s, vhost(&s, &c, &vh)?.queues(), &p)
 }
 
 async fn show(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let q = vhost(&s, &vh)?
+    let q = vhost(&s, &c, &vh)?
         .find_queue(&name)
         .ok_or_else(ApiError::not_found)?;
     let v = serde_json::to_value(format::queue(&q, &s.broker.node_name))
@@ -94,11 +95,11 @@ struct DeclareBody {
 
 async fn declare(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     let body: DeclareBody = parse_body(body)?;
     if name.is_empty() || name.len() > 255 {
         return Err(ApiError::bad_request("queue names are 1 to 255 bytes"));
@@ -121,11 +122,11 @@ async fn declare(
 
 async fn delete(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<StatusCode> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     if v.find_queue(&name).is_none() {
         return Err(ApiError::not_found());
     }
@@ -137,21 +138,21 @@ async fn delete(
 
 async fn purge(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let q = vhost(&s, &vh)?.queue(&name, API_CONNECTION)?;
+    let q = vhost(&s, &c, &vh)?.queue(&name, API_CONNECTION)?;
     q.purge();
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn bindings(
     State(s): State<AppState>,
-    _c: Caller,
+    c: Caller,
     Path((vh, name)): Path<(String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&s, &vh)?;
+    let v = vhost(&s, &c, &vh)?;
     if v.find_queue(&name).is_none() {
         return Err(ApiError::not_found());
     }

@@ -19,6 +19,7 @@ pub enum Command {
 /// Usage text.
 pub const USAGE: &str = "\
 Usage: warren [OPTIONS]
+       warren ctl COMMAND ...   (the management API from the command line; warren ctl --help)
 
 Options:
   --config FILE      TOML config file (keys override the defaults; see config/warren.toml)

@@ -11,6 +11,7 @@
 //!   consumers and prefetch credit, flow control, messages.
 //! - [`store`]: the data directory: durable definitions, per-queue segment
 //!   files, acks, recovery, group-commit fsync.
+//! - [`ctl`]: `warren ctl`, the command line over the management API.
 //! - [`management`]: the management HTTP API and the Prometheus endpoint,
 //!   reading the broker's live objects and per-queue counters.
 //! - `src/bin/warren-perf/`: the load generator, a lean client built on
@@ -31,6 +32,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 mod connection;
+pub mod ctl;
 pub mod management;
 pub mod protocol;
 pub mod server;

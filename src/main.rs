@@ -8,7 +8,11 @@ use warren::cli::{self, Command};
 use warren::Server;
 
 fn main() -> ExitCode {
-    let config = match cli::parse(std::env::args().skip(1)) {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("ctl") {
+        return ExitCode::from(warren::ctl::main(args.skip(1).collect()));
+    }
+    let config = match cli::parse(args) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", cli::USAGE);

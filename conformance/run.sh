@@ -20,6 +20,14 @@ pipi() { python3 -m pip install --quiet --disable-pip-version-check "$@"; }
 pipi -r "$here/python/requirements.txt" 2>/dev/null \
   || pipi --break-system-packages -r "$here/python/requirements.txt" || exit 1
 
+# rabbitmqadmin v2 (the management API's Rust CLI), pinned, built once
+# into .tools/ (a few minutes on a clean machine).
+tools="$root/.tools"
+if [ ! -x "$tools/bin/rabbitmqadmin" ]; then
+  cargo install --quiet --locked --version 2.35.0 --root "$tools" rabbitmqadmin || exit 1
+fi
+export RABBITMQADMIN_V2="$tools/bin/rabbitmqadmin"
+
 pid=""
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi

@@ -175,6 +175,9 @@ pub struct Config {
     pub prometheus_port: u16,
     /// Largest request body the management API reads, bytes.
     pub management_max_body_bytes: usize,
+    /// A definitions file (RabbitMQ's JSON export) imported at every boot,
+    /// merging into what the data directory holds (empty: none).
+    pub load_definitions: String,
     /// This node's name in the API and metrics (RabbitMQ's `rabbit@host`
     /// form; empty: `warren@` and the host name).
     pub node_name: String,

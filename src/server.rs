@@ -41,6 +41,10 @@ impl Server {
             config.prometheus_port,
         );
         let broker = Arc::new(Broker::open(config)?);
+        if let Err(e) = management::load_definitions(&broker) {
+            broker.store.close();
+            return Err(e);
+        }
         let bound = async {
             let listener = listen(addr).await?;
             let (ip, management_port, prometheus_port) = http;

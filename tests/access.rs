@@ -335,3 +335,75 @@ async fn management_users_see_only_their_vhosts() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_definitions_file_is_loaded_at_boot() {
+    bounded(Duration::from_secs(20), async {
+        let dir = common::fresh_data_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("defs.json");
+        // A RabbitMQ 3.10 export's shape (hash: "test12", salt 908DC60A).
+        let defs = serde_json::json!({
+            "rabbit_version": "3.10.8",
+            "users": [{"name": "ops", "password_hash": "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR",
+                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"], "limits": {}}],
+            "vhosts": [{"name": "boot", "limits": [], "metadata": {"description": "", "tags": []}}],
+            "permissions": [{"user": "ops", "vhost": "boot", "configure": ".*", "write": ".*", "read": ".*"}],
+            "policies": [{"vhost": "boot", "name": "cap", "pattern": "^tasks$", "apply-to": "queues",
+                          "definition": {"max-length": 1}, "priority": 0}],
+            "queues": [{"name": "tasks", "vhost": "boot", "durable": true, "auto_delete": false, "arguments": {}}],
+            "exchanges": [], "bindings": []
+        });
+        std::fs::write(&file, defs.to_string()).unwrap();
+        let path = file.to_str().unwrap().to_string();
+        let broker = Broker::start_with(|c| c.load_definitions = path.clone()).await;
+        let conn = connect_as(&broker, "ops", "test12", "boot").await.expect("the imported user");
+        let ch = conn.create_channel().await.unwrap();
+        for i in 0..3u8 {
+            common::publish(&ch, "", "tasks", &[i]).await;
+        }
+        assert_eq!(common::ready_count(&ch, "tasks").await.unwrap(), 1, "its policy applies");
+        broker.stop().await;
+
+        std::fs::write(&file, "{not json").unwrap();
+        let cfg = warren::Config {
+            port: 0,
+            management_port: 0,
+            prometheus_port: 0,
+            log_level: "off".into(),
+            data_dir: dir.join("data"),
+            load_definitions: path,
+            ..Default::default()
+        };
+        let e = warren::RunningServer::start(cfg).await.expect_err("a broken file stops the boot");
+        assert!(e.to_string().contains("load_definitions"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn topic_permissions_limit_routing_keys_on_topic_exchanges() {
+    bounded(Duration::from_secs(20), async {
+        let broker = Broker::start_with(with_api).await;
+        let api = api(&broker);
+        add_user(&api, "eu", "pw", "").await;
+        grant(&api, "eu", "/", ".*", ".*", ".*").await;
+        let body = serde_json::json!({"exchange": "amq.topic", "write": "^eu\\.", "read": ".*"});
+        let url = format!("{}/topic-permissions/%2F/eu", broker.api_url().unwrap());
+        let resp = reqwest::Client::new().put(url).basic_auth("guest", Some("guest")).json(&body).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let conn = connect_as(&broker, "eu", "pw", "%2f").await.unwrap();
+        let mut events = conn.events_listener();
+        let ch = conn.create_channel().await.unwrap();
+        let props = BasicProperties::default();
+        ch.basic_publish("amq.topic".into(), "eu.orders".into(), BasicPublishOptions::default(), b"ok", props.clone()).await.unwrap();
+        ch.queue_declare("sync".into(), QueueDeclareOptions::default(), FieldTable::default()).await.expect("still open");
+        ch.basic_publish("amq.topic".into(), "us.orders".into(), BasicPublishOptions::default(), b"no", props).await.unwrap();
+        let e = common::next_channel_error(&mut events).await;
+        assert_eq!(reply_code(&e), Some(403), "{e:?}");
+        let text = "access to topic 'us.orders' in exchange 'amq.topic' in vhost '/' refused for user 'eu'";
+        assert!(reply_text(&e).contains(text), "{}", reply_text(&e));
+    })
+    .await;
+}

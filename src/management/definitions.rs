@@ -22,8 +22,8 @@ use super::queues::API_CONNECTION;
 use super::users::{permission_json, topic_permission_json, user_from_body, user_json};
 use super::{wait_synced, AppState, Body};
 use crate::broker::exchange::Destination;
-use crate::broker::VHost;
-use crate::store::access::{PermissionDef, TopicPermissionDef, VhostDef};
+use crate::broker::{Broker, VHost};
+use crate::store::access::{PermissionDef, PolicyDef, TopicPermissionDef, VhostDef};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -104,12 +104,17 @@ async fn export(
         "topic_permissions": defs.topic_permissions.values().map(topic_permission_json).collect::<Vec<_>>(),
         "parameters": [],
         "global_parameters": [],
-        "policies": [],
+        "policies": defs.policies.values().filter(|p| !p.operator).map(policy_json).collect::<Vec<_>>(),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
     });
     Ok(download(body, &p))
+}
+
+fn policy_json(p: &PolicyDef) -> Value {
+    json!({"vhost": p.vhost, "name": p.name, "pattern": p.pattern, "apply-to": p.apply_to,
+           "priority": p.priority, "definition": p.definition})
 }
 
 async fn export_vhost(
@@ -197,15 +202,46 @@ enum Kind {
 
 async fn import(State(s): State<AppState>, c: Caller, Body(body): Body) -> ApiResult<StatusCode> {
     c.require_admin()?;
-    let mut ticket = import_access(&s, &body)?;
+    let ticket = import_all(&s.broker, &body)?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Import a whole definitions document (the API's POST, and
+/// `load_definitions` at boot); the sync round that makes it durable.
+pub fn import_all(broker: &Broker, body: &Value) -> ApiResult<u64> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("definitions must be a JSON object"));
+    }
+    let mut ticket = import_access(broker, body)?;
     for (key, kind) in OBJECTS {
-        for item in list(&body, key)? {
-            let v = vhost(&s, &c, text(item, "vhost")?)?;
+        for item in list(body, key)? {
+            let name = text(item, "vhost")?;
+            let v = broker.vhost(name).ok_or_else(ApiError::not_found)?;
             ticket = ticket.max(import_object(&v, kind, item)?);
         }
     }
-    wait_synced(&s, ticket).await?;
-    Ok(StatusCode::NO_CONTENT)
+    for item in list(body, "policies")? {
+        ticket = ticket.max(broker.put_policy(policy_of(item, false)?)?);
+    }
+    Ok(ticket)
+}
+
+/// A policy from its definitions entry.
+fn policy_of(item: &Value, operator: bool) -> ApiResult<PolicyDef> {
+    Ok(PolicyDef {
+        vhost: text(item, "vhost")?.into(),
+        name: text(item, "name")?.into(),
+        pattern: text(item, "pattern")?.into(),
+        apply_to: item
+            .get("apply-to")
+            .and_then(Value::as_str)
+            .unwrap_or("all")
+            .into(),
+        priority: item.get("priority").and_then(Value::as_i64).unwrap_or(0),
+        definition: item.get("definition").cloned().unwrap_or(Value::Null),
+        operator,
+    })
 }
 
 async fn import_vhost(
@@ -227,7 +263,7 @@ async fn import_vhost(
 }
 
 /// Vhosts, users, permissions and topic permissions; the sync round.
-fn import_access(s: &AppState, body: &Value) -> ApiResult<u64> {
+fn import_access(broker: &Broker, body: &Value) -> ApiResult<u64> {
     let mut ticket = 0;
     for item in list(body, "vhosts")? {
         let def = VhostDef {
@@ -239,8 +275,8 @@ fn import_access(s: &AppState, body: &Value) -> ApiResult<u64> {
                 .to_string(),
             tags: Vec::new(),
         };
-        if !s.broker.access.has_vhost(&def.name) {
-            ticket = ticket.max(s.broker.put_vhost(def)?.0);
+        if !broker.access.has_vhost(&def.name) {
+            ticket = ticket.max(broker.put_vhost(def)?.0);
         }
     }
     let legacy_md5 = body
@@ -257,7 +293,7 @@ fn import_access(s: &AppState, body: &Value) -> ApiResult<u64> {
             item["hashing_algorithm"] = json!("rabbit_password_hashing_md5");
         }
         let def = user_from_body(text(&item, "name")?, &item)?;
-        ticket = ticket.max(s.broker.access.put_user(def)?);
+        ticket = ticket.max(broker.access.put_user(def)?);
     }
     for item in list(body, "permissions")? {
         let def = PermissionDef {
@@ -267,7 +303,7 @@ fn import_access(s: &AppState, body: &Value) -> ApiResult<u64> {
             write: text(item, "write")?.into(),
             read: text(item, "read")?.into(),
         };
-        ticket = ticket.max(s.broker.access.put_permission(def)?);
+        ticket = ticket.max(broker.access.put_permission(def)?);
     }
     for item in list(body, "topic_permissions")? {
         let def = TopicPermissionDef {
@@ -277,7 +313,7 @@ fn import_access(s: &AppState, body: &Value) -> ApiResult<u64> {
             write: text(item, "write")?.into(),
             read: text(item, "read")?.into(),
         };
-        ticket = ticket.max(s.broker.access.put_topic_permission(def)?);
+        ticket = ticket.max(broker.access.put_topic_permission(def)?);
     }
     Ok(ticket)
 }

@@ -114,6 +114,22 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
+/// Import the `load_definitions` file, if one is configured (at boot,
+/// before clients are served); the error names the file and what failed.
+pub fn load_definitions(broker: &Broker) -> Result<(), String> {
+    let path = &broker.config.load_definitions;
+    if path.is_empty() {
+        return Ok(());
+    }
+    let fail = |why: String| format!("invalid value for `load_definitions`: {path}: {why}");
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| fail(format!("not JSON: {e}")))?;
+    definitions::import_all(broker, &body).map_err(|e| fail(e.reason))?;
+    tracing::info!(file = %path, "definitions loaded");
+    Ok(())
+}
+
 /// A declare's answer, as RabbitMQ's: 201 when it created the object, 204
 /// when it already existed.
 pub fn declared(existed: bool) -> StatusCode {

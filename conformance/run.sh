@@ -24,7 +24,9 @@ pipi -r "$here/python/requirements.txt" 2>/dev/null \
 # into .tools/ (a few minutes on a clean machine).
 tools="$root/.tools"
 if [ ! -x "$tools/bin/rabbitmqadmin" ]; then
-  cargo install --quiet --locked --version 2.35.0 --root "$tools" rabbitmqadmin || exit 1
+  # A debug build: the crate's release profile (LTO, one codegen unit) takes
+  # several minutes longer and the tests need no speed from it.
+  cargo install --quiet --debug --locked --version 2.35.0 --root "$tools" rabbitmqadmin || exit 1
 fi
 export RABBITMQADMIN_V2="$tools/bin/rabbitmqadmin"
 

@@ -19,6 +19,8 @@ use rabbitmq_http_client::api::Client;
 use rabbitmq_http_client::password_hashing;
 use rabbitmq_http_client::requests::{Permissions, QueueParams, UserParams, VirtualHostParams};
 
+use serde_json::json;
+
 type Api = Client<String, &'static str, &'static str>;
 
 fn with_api(c: &mut warren::Config) {
@@ -404,6 +406,149 @@ async fn topic_permissions_limit_routing_keys_on_topic_exchanges() {
         assert_eq!(reply_code(&e), Some(403), "{e:?}");
         let text = "access to topic 'us.orders' in exchange 'amq.topic' in vhost '/' refused for user 'eu'";
         assert!(reply_text(&e).contains(text), "{}", reply_text(&e));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dead_letter_and_alternate_exchanges_and_topic_binds_need_permissions() {
+    bounded(Duration::from_secs(20), async {
+        let broker = Broker::start_with(with_api).await;
+        let api = api(&broker);
+        add_user(&api, "lim", "pw", "").await;
+        grant(&api, "lim", "/", "^lim", "^lim", "^lim").await;
+        let conn = connect_as(&broker, "lim", "pw", "%2f").await.unwrap();
+        // As RabbitMQ: a dead-letter exchange needs write on it (and read
+        // on the queue); an alternate exchange write on it (and read on
+        // the exchange declared).
+        let args = common::table(&[(
+            "x-dead-letter-exchange",
+            lapin::types::AMQPValue::LongString("amq.fanout".into()),
+        )]);
+        let ch = conn.create_channel().await.unwrap();
+        let e = ch
+            .queue_declare("lim.q".into(), QueueDeclareOptions::default(), args)
+            .await
+            .expect_err("no write on amq.fanout");
+        assert!(
+            reply_text(&e)
+                .contains("access to exchange 'amq.fanout' in vhost '/' refused for user 'lim'"),
+            "{}",
+            reply_text(&e)
+        );
+        let args = common::table(&[(
+            "alternate-exchange",
+            lapin::types::AMQPValue::LongString("amq.fanout".into()),
+        )]);
+        let ch = conn.create_channel().await.unwrap();
+        let e = ch
+            .exchange_declare(
+                "lim.x".into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                args,
+            )
+            .await
+            .expect_err("no write on amq.fanout");
+        assert!(
+            reply_text(&e).contains("access to exchange 'amq.fanout'"),
+            "{}",
+            reply_text(&e)
+        );
+        // Topic read permissions limit binding keys.
+        let body = serde_json::json!({"exchange": "lim.topic", "write": ".*", "read": "^eu\\."});
+        let url = format!("{}/topic-permissions/%2F/lim", broker.api_url().unwrap());
+        reqwest::Client::new()
+            .put(url)
+            .basic_auth("guest", Some("guest"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_declare(
+            "lim.topic".into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare(
+            "lim.q2".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            "lim.q2".into(),
+            "lim.topic".into(),
+            "eu.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("allowed key");
+        let e = ch
+            .queue_bind(
+                "lim.q2".into(),
+                "lim.topic".into(),
+                "us.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect_err("refused key");
+        assert!(
+            reply_text(&e).contains("access to topic 'us.#' in exchange 'lim.topic'"),
+            "{}",
+            reply_text(&e)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn api_writes_need_the_same_permissions_as_amqp() {
+    bounded(Duration::from_secs(20), async {
+        let broker = Broker::start_with(with_api).await;
+        let api = api(&broker);
+        add_user(&api, "mon", "pw", "monitoring").await;
+        add_user(&api, "pm", "pw", "policymaker").await;
+        api.declare_queue("/", &QueueParams::new_durable_classic_queue("victim", None)).await.unwrap();
+        api.publish_message("/", "amq.default", "victim", "secret", Default::default()).await.unwrap();
+        let base = broker.api_url().unwrap();
+        let as_user = |user: &'static str, method: &'static str, path: &'static str, body: serde_json::Value| {
+            let url = format!("{base}{path}");
+            async move {
+                let resp = reqwest::Client::new()
+                    .request(method.parse().unwrap(), url)
+                    .basic_auth(user, Some("pw"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                resp.status().as_u16()
+            }
+        };
+        // A monitoring user sees everything but changes nothing without
+        // permissions in the vhost.
+        assert_eq!(as_user("mon", "GET", "/queues/%2F/victim", json!({})).await, 200);
+        for (method, path, body) in [
+            ("POST", "/queues/%2F/victim/get", json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})),
+            ("POST", "/exchanges/%2F/amq.default/publish", json!({"routing_key": "victim", "payload": "x", "payload_encoding": "string", "properties": {}})),
+            ("DELETE", "/queues/%2F/victim/contents", json!({})),
+            ("DELETE", "/queues/%2F/victim", json!({})),
+            ("PUT", "/queues/%2F/new", json!({"durable": true})),
+            ("POST", "/bindings/%2F/e/amq.direct/q/victim", json!({"routing_key": "k"})),
+        ] {
+            assert_eq!(as_user("mon", method, path, body).await, 401, "{method} {path}");
+        }
+        // A policymaker without access to the vhost cannot police it.
+        let policy = json!({"pattern": ".*", "definition": {"max-length": 0}});
+        assert_eq!(as_user("pm", "PUT", "/policies/%2F/wipe", policy).await, 401);
+        assert_eq!(api.get_queue_info("/", "victim").await.unwrap().message_count, 1);
     })
     .await;
 }

@@ -562,3 +562,36 @@ async fn prometheus_exposes_rabbitmq_metric_names() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn long_routing_keys_never_break_a_connection() {
+    bounded(Duration::from_secs(20), async {
+        let (broker, api) = start().await;
+        // Over HTTP a routing key is refused past 255 bytes, as AMQP's
+        // short string limits it.
+        let long = "k".repeat(300);
+        let body = json!({"routing_key": long, "payload": "x", "payload_encoding": "string", "properties": {}});
+        let (status, _) = raw(&broker, "POST", "/exchanges/%2F/amq.fanout/publish", GUEST, Some(body.to_string().into_bytes())).await;
+        assert_eq!(status, 400);
+        // A dead-letter routing key given as a long string reaches
+        // deliveries cut to 255 bytes; the connection and message survive.
+        let conn = broker.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let args = common::table(&[
+            ("x-dead-letter-exchange", lapin::types::AMQPValue::LongString("amq.fanout".into())),
+            ("x-dead-letter-routing-key", lapin::types::AMQPValue::LongString(long.as_str().into())),
+            ("x-message-ttl", lapin::types::AMQPValue::LongInt(0)),
+        ]);
+        ch.queue_declare("ttl0".into(), QueueDeclareOptions::default(), args).await.unwrap();
+        ch.queue_declare("sink".into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+        let bind = lapin::options::QueueBindOptions::default();
+        ch.queue_bind("sink".into(), "amq.fanout".into(), "".into(), bind, FieldTable::default()).await.unwrap();
+        common::publish(&ch, "", "ttl0", b"m").await;
+        common::wait_for_count(&ch, "sink", 1).await;
+        let got = ch.basic_get("sink".into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap();
+        let got = got.expect("the dead letter");
+        assert_eq!(got.delivery.routing_key.as_str(), &long[..255]);
+        let _ = api;
+    })
+    .await;
+}

@@ -274,28 +274,71 @@ impl Access {
         }
     }
 
-    /// Topic permissions: a publish to topic exchange `exchange` with
-    /// `routing_key` needs the write regex of the user's topic permission
-    /// on that exchange, when there is one (none: allowed, as RabbitMQ).
+    /// Topic permissions: a publish to (`perm` Write) or a bind from
+    /// (`perm` Read) topic exchange `exchange` with `routing_key` needs the
+    /// matching regex of the user's topic permission on that exchange, when
+    /// there is one (none: allowed, as RabbitMQ).
     pub fn check_topic(
         &self,
         user: &str,
         vhost: &str,
         exchange: &str,
         routing_key: &str,
+        perm: Perm,
     ) -> Result<(), AmqpError> {
         let st = self.state.read();
         if st.topic.is_empty() {
             return Ok(());
         }
         let key = (user.to_string(), vhost.to_string(), exchange.to_string());
-        match st.topic.get(&key) {
-            None => Ok(()),
-            Some((write, _)) if write.as_ref().is_some_and(|w| w.is_match(routing_key)) => Ok(()),
-            Some(_) => Err(AmqpError::access_refused(format!(
+        let Some((write, read)) = st.topic.get(&key) else {
+            return Ok(());
+        };
+        let re = if perm == Perm::Read { read } else { write };
+        match re.as_ref().is_some_and(|r| r.is_match(routing_key)) {
+            true => Ok(()),
+            false => Err(AmqpError::access_refused(format!(
                 "access to topic '{routing_key}' in exchange '{exchange}' in vhost '{vhost}' refused for user '{user}'"
             ))),
         }
+    }
+
+    /// queue.declare's checks, as RabbitMQ's: configure on the queue;
+    /// with a dead-letter exchange, read on the queue and write on that
+    /// exchange (else dead-lettering would publish where the user may
+    /// not).
+    pub fn check_queue_declare(
+        &self,
+        user: &str,
+        vhost: &str,
+        queue: &str,
+        arguments: &amq_protocol::types::FieldTable,
+    ) -> Result<(), AmqpError> {
+        self.check(user, vhost, Perm::Configure, Resource::Queue, queue)?;
+        let dlx = arguments.inner().get("x-dead-letter-exchange");
+        if let Some(dlx) = dlx.and_then(crate::broker::arguments::as_text) {
+            self.check(user, vhost, Perm::Read, Resource::Queue, queue)?;
+            self.check(user, vhost, Perm::Write, Resource::Exchange, &dlx)?;
+        }
+        Ok(())
+    }
+
+    /// exchange.declare's checks: configure on the exchange; with an
+    /// alternate exchange, read on the exchange and write on the alternate.
+    pub fn check_exchange_declare(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+        arguments: &amq_protocol::types::FieldTable,
+    ) -> Result<(), AmqpError> {
+        self.check(user, vhost, Perm::Configure, Resource::Exchange, exchange)?;
+        let ae = arguments.inner().get("alternate-exchange");
+        if let Some(ae) = ae.and_then(crate::broker::arguments::as_text) {
+            self.check(user, vhost, Perm::Read, Resource::Exchange, exchange)?;
+            self.check(user, vhost, Perm::Write, Resource::Exchange, &ae)?;
+        }
+        Ok(())
     }
 
     /// Apply `ops` to the model and append them to the metadata log, in

@@ -62,6 +62,8 @@ pub struct Broker {
     vhosts: parking_lot::RwLock<HashMap<String, Arc<VHost>>>,
     /// Users, vhosts, permissions and policies at run time.
     pub access: crate::auth::access::Access,
+    /// Serializes vhost and policy changes (see `vhosts.rs`).
+    admin: parking_lot::Mutex<()>,
     next_connection_id: AtomicU64,
     /// The data directory.
     pub store: Arc<Store>,
@@ -129,6 +131,7 @@ impl Broker {
         Ok(Broker {
             vhosts: parking_lot::RwLock::new(vhosts),
             access,
+            admin: parking_lot::Mutex::new(()),
             connections: connections::Connections::default(),
             started,
             node_name,

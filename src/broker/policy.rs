@@ -82,6 +82,11 @@ pub fn validate(p: &PolicyDef) -> Result<(), String> {
     if def.is_empty() {
         return Err("definition must not be empty".into());
     }
+    if depth(&p.definition) > MAX_DEFINITION_DEPTH {
+        return Err(format!(
+            "definition nests deeper than {MAX_DEFINITION_DEPTH} levels"
+        ));
+    }
     let allowed = if p.operator {
         OPERATOR_POLICY_KEYS
     } else {
@@ -104,6 +109,19 @@ pub fn validate(p: &PolicyDef) -> Result<(), String> {
     Ok(())
 }
 
+/// Deepest nesting a policy definition may have (its values are flat in
+/// RabbitMQ; the bound keeps stored records well inside what the metadata
+/// log decodes).
+const MAX_DEFINITION_DEPTH: usize = 8;
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn validate_value(key: &str, v: &Value) -> Result<(), String> {
     let int = |min: i64| match v.as_i64() {
         Some(n) if n >= min => Ok(()),
@@ -122,10 +140,14 @@ fn validate_value(key: &str, v: &Value) -> Result<(), String> {
             Some("drop-head" | "reject-publish" | "reject-publish-dlx") => Ok(()),
             _ => Err(format!("{v} is not a valid overflow value")),
         },
-        "dead-letter-exchange" | "dead-letter-routing-key" | "alternate-exchange" => v
-            .as_str()
-            .map(|_| ())
-            .ok_or_else(|| format!("{key} must be a string, got {v}")),
+        "dead-letter-exchange" | "dead-letter-routing-key" | "alternate-exchange" => {
+            match v.as_str() {
+                Some(s) if s.len() <= 255 => Ok(()),
+                _ => Err(format!(
+                    "{key} must be a string of at most 255 bytes, got {v}"
+                )),
+            }
+        }
         _ => Ok(()),
     }
 }

@@ -93,6 +93,8 @@ pub struct VHost {
     /// Dead letters' and delayed messages' old records, settled once their
     /// new copies are synced.
     pending: parking_lot::Mutex<housekeeping::Waiting>,
+    /// Being deleted: nothing more is declared or bound here.
+    deleted: std::sync::atomic::AtomicBool,
     /// The vhost's policies and operator policies (see `policies.rs`).
     policies: RwLock<crate::broker::policy::PolicySet>,
     /// queue.declare calls that succeeded (for the metrics).
@@ -141,6 +143,7 @@ impl VHost {
             chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
             queues_declared: Default::default(),
             policies: Default::default(),
+            deleted: Default::default(),
         };
         if let Some(defs) = stored {
             vhost.restore(&mut topo, defs)?;
@@ -156,6 +159,26 @@ impl VHost {
             store: self.store.clone(),
             chores: Some(self.chores.clone()),
         }
+    }
+
+    /// Refuse a change to a vhost being deleted (checked under the
+    /// topology lock, which `mark_deleted` takes, so nothing slips in
+    /// after the delete has listed what to remove).
+    fn check_live(&self) -> Result<(), AmqpError> {
+        match self.deleted.load(std::sync::atomic::Ordering::Acquire) {
+            true => Err(AmqpError::not_found(format!(
+                "vhost '{}' is being deleted",
+                self.name
+            ))),
+            false => Ok(()),
+        }
+    }
+
+    /// Stop taking declares and binds (the vhost is being deleted).
+    pub fn mark_deleted(&self) {
+        let _topo = self.topology.lock();
+        self.deleted
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn no_exchange(&self, name: &str) -> AmqpError {
@@ -213,6 +236,7 @@ impl VHost {
         conn_id: u64,
     ) -> Result<u64, AmqpError> {
         let mut topo = self.topology.lock();
+        self.check_live()?;
         self.check_binding_ends(&topo, source, &dest, conn_id)?;
         let dest = match dest {
             Destination::Queue(q) => topo.queue_destination(&q).unwrap_or(Destination::Queue(q)),

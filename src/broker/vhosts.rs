@@ -1,4 +1,9 @@
-//! Vhosts created and deleted at run time. A new vhost is built empty and
+//! Vhosts created and deleted at run time, and policies set on them. These
+//! changes are serialized by the broker's `admin` mutex (taken first,
+//! before any vhost lock), so a vhost's map entry, its record and its
+//! policies never disagree.
+//!
+//! A new vhost is built empty and
 //! recorded in the access model; deleting one closes its connections,
 //! deletes its queues (with their messages) and exchanges through the
 //! same paths AMQP uses (so the metadata log records each), then forgets
@@ -12,15 +17,18 @@ use crate::store::access::{PolicyDef, VhostDef};
 
 impl Broker {
     /// Create a vhost (or update its description and tags); the sync
-    /// round that makes it durable. Ok(None) when only the record changed.
+    /// round that makes it durable, and whether it was created. Does file
+    /// I/O: call it off the async workers.
     pub fn put_vhost(&self, def: VhostDef) -> Result<(u64, bool), AccessError> {
         if def.name.is_empty() || def.name.len() > 255 {
             return Err(AccessError::Invalid(
                 "vhost names are 1 to 255 bytes".into(),
             ));
         }
-        let mut vhosts = self.vhosts.write();
-        let created = !vhosts.contains_key(&def.name);
+        let _admin = self.admin.lock();
+        // Built outside the map's lock (it opens its delayed-message
+        // directory); the admin mutex keeps a second creator out.
+        let created = self.vhost(&def.name).is_none();
         if created {
             let flow = queue::FlowLimits {
                 high: self.config.flow_high_watermark,
@@ -30,12 +38,12 @@ impl Broker {
                 .map_err(AccessError::Store)?;
             let vhost = Arc::new(vhost);
             vhost.start_housekeeping();
-            vhosts.insert(def.name.clone(), vhost);
+            self.vhosts.write().insert(def.name.clone(), vhost);
         }
         let name = def.name.clone();
         let ticket = self.access.put_vhost(def).inspect_err(|_| {
             if created {
-                vhosts.remove(&name);
+                self.vhosts.write().remove(&name);
             }
         })?;
         tracing::info!(vhost = %name, created, "vhost stored");
@@ -43,11 +51,13 @@ impl Broker {
     }
 
     /// Delete a vhost with everything in it; the sync round that makes it
-    /// durable.
+    /// durable. Call it off the async workers.
     pub fn delete_vhost(&self, name: &str) -> Result<u64, AccessError> {
+        let _admin = self.admin.lock();
         let Some(vhost) = self.vhosts.write().remove(name) else {
             return Err(AccessError::NotFound);
         };
+        vhost.mark_deleted();
         let reason = format!("vhost '{name}' is deleted");
         for c in self.connections.list().iter().filter(|c| &*c.vhost == name) {
             c.close(&reason);
@@ -77,6 +87,7 @@ impl Broker {
     pub fn put_policy(&self, def: PolicyDef) -> Result<u64, AccessError> {
         crate::broker::policy::validate(&def)
             .map_err(|why| AccessError::Invalid(format!("Validation failed\n\n{why}\n")))?;
+        let _admin = self.admin.lock();
         let vhost = self.vhost(&def.vhost).ok_or(AccessError::NotFound)?;
         let ticket = self.access.put_policy(def)?;
         vhost.set_policies(&self.access.policies_of(&vhost.name));
@@ -90,6 +101,7 @@ impl Broker {
         name: &str,
         operator: bool,
     ) -> Result<u64, AccessError> {
+        let _admin = self.admin.lock();
         let v = self.vhost(vhost).ok_or(AccessError::NotFound)?;
         let ticket = self.access.delete_policy(vhost, name, operator)?;
         v.set_policies(&self.access.policies_of(vhost));

@@ -22,7 +22,7 @@ use crate::broker::message::{
 };
 use crate::broker::queue::{Queue, Stored};
 use crate::broker::reply_to::{ReplyTarget, ReplyTargets, REPLY_QUEUE};
-use crate::protocol::AmqpError;
+use crate::protocol::{short_string, AmqpError};
 use amq_protocol::protocol::basic::AMQPProperties;
 
 /// A message and the queues it was routed to, not yet enqueued.
@@ -494,8 +494,8 @@ impl Session {
                     AMQPClass::Basic(AMQPMethod::Return(basic::Return {
                         reply_code: 312,
                         reply_text: ShortString::from("NO_ROUTE"),
-                        exchange: ShortString::from(&*m.exchange),
-                        routing_key: ShortString::from(&*m.routing_key),
+                        exchange: short_string(&m.exchange),
+                        routing_key: short_string(&m.routing_key),
                     })),
                 );
                 self.io.out.content(id, &m.properties, &m.body);
@@ -672,8 +672,8 @@ impl Session {
             AMQPClass::Basic(AMQPMethod::GetOk(basic::GetOk {
                 delivery_tag: tag,
                 redelivered,
-                exchange: ShortString::from(&*m.exchange),
-                routing_key: ShortString::from(&*m.routing_key),
+                exchange: short_string(&m.exchange),
+                routing_key: short_string(&m.routing_key),
                 message_count: remaining,
             })),
         );

@@ -48,20 +48,39 @@ impl Session {
             };
         }
         if access.has_topic_permissions() && self.vhost.is_topic_exchange(exchange) {
-            access.check_topic(&self.user, &self.vhost.name, exchange, routing_key)?;
+            access.check_topic(
+                &self.user,
+                &self.vhost.name,
+                exchange,
+                routing_key,
+                Perm::Write,
+            )?;
         }
         Ok(())
     }
 
     /// queue.bind / exchange.bind and their unbinds: write on the
-    /// destination, read on the source exchange.
+    /// destination, read on the source exchange, and the topic read
+    /// permission on the binding key when the source is a topic exchange.
     pub(super) fn allow_bind(
         &self,
         dest: Resource,
         dest_name: &str,
         source: &str,
+        routing_key: &str,
     ) -> Result<(), AmqpError> {
         self.allow(Perm::Write, dest, dest_name)?;
-        self.allow(Perm::Read, Resource::Exchange, source)
+        self.allow(Perm::Read, Resource::Exchange, source)?;
+        let access = &self.broker.access;
+        if access.has_topic_permissions() && self.vhost.is_topic_exchange(source) {
+            access.check_topic(
+                &self.user,
+                &self.vhost.name,
+                source,
+                routing_key,
+                Perm::Read,
+            )?;
+        }
+        Ok(())
     }
 }

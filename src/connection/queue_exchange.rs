@@ -32,7 +32,13 @@ impl Session {
         let (reply, ticket) = match m {
             exchange::AMQPMethod::Declare(d) => {
                 if !d.passive {
-                    self.allow(Perm::Configure, Resource::Exchange, d.exchange.as_str())?;
+                    let name = d.exchange.as_str();
+                    self.broker.access.check_exchange_declare(
+                        &self.user,
+                        &self.vhost.name,
+                        name,
+                        &d.arguments,
+                    )?;
                 }
                 let ticket = self.vhost.declare_exchange(&d)?;
                 let ok = exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {});
@@ -51,6 +57,7 @@ impl Session {
                     Resource::Exchange,
                     b.destination.as_str(),
                     b.source.as_str(),
+                    b.routing_key.as_str(),
                 )?;
                 let dest = Destination::Exchange(Arc::from(b.destination.as_str()));
                 let ticket = self.vhost.bind(
@@ -68,6 +75,7 @@ impl Session {
                     Resource::Exchange,
                     b.destination.as_str(),
                     b.source.as_str(),
+                    b.routing_key.as_str(),
                 )?;
                 let dest = Destination::Exchange(Arc::from(b.destination.as_str()));
                 let ticket = self.vhost.unbind(
@@ -102,7 +110,12 @@ impl Session {
                         "" => crate::broker::vhost::generated_name("amq.gen-"),
                         n => n.to_string(),
                     };
-                    self.allow(Perm::Configure, Resource::Queue, &name)?;
+                    self.broker.access.check_queue_declare(
+                        &self.user,
+                        &self.vhost.name,
+                        &name,
+                        &d.arguments,
+                    )?;
                 }
                 let info = self.vhost.declare_queue(&d, self.id)?;
                 self.channel_mut(id)?.last_queue = Some(info.name.clone());
@@ -118,7 +131,12 @@ impl Session {
             }
             queue::AMQPMethod::Bind(b) => {
                 let queue = self.queue_name(id, b.queue.as_str())?;
-                self.allow_bind(Resource::Queue, &queue, b.exchange.as_str())?;
+                self.allow_bind(
+                    Resource::Queue,
+                    &queue,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 let dest = Destination::Queue(Arc::from(queue));
                 let ticket = self.vhost.bind(
                     b.exchange.as_str(),
@@ -132,7 +150,12 @@ impl Session {
             }
             queue::AMQPMethod::Unbind(b) => {
                 let queue = self.queue_name(id, b.queue.as_str())?;
-                self.allow_bind(Resource::Queue, &queue, b.exchange.as_str())?;
+                self.allow_bind(
+                    Resource::Queue,
+                    &queue,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 let dest = Destination::Queue(Arc::from(queue));
                 let ticket = self.vhost.unbind(
                     b.exchange.as_str(),

@@ -132,7 +132,7 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
         if size == 0 {
             return Ok(out);
         }
-        if body.len() < size + 2 {
+        if size.checked_add(2).is_none_or(|n| body.len() < n) {
             return Err("truncated chunk".into());
         }
         out.extend_from_slice(&body[..size]);

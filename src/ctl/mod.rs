@@ -163,18 +163,9 @@ fn run(args: Vec<String>) -> Result<(), CtlError> {
     ctl.command(&words, &flag)
 }
 
-/// A path segment percent-encoded (everything but unreserved characters).
+/// A path segment percent-encoded.
 fn enc(segment: &str) -> String {
-    let mut out = String::new();
-    for b in segment.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    crate::management::json::percent_encode(segment)
 }
 
 impl Ctl {

@@ -14,10 +14,11 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::exchanges::path_name;
 use super::format::{self, vhost, visible_vhosts};
-use super::json::json_to_table;
+use super::json::{json_to_table, percent_encode};
 use super::listing::{respond, respond_one, unsorted, Params};
 use super::queues::{parse_body, API_CONNECTION};
-use super::{wait_synced, AppState, Body};
+use super::{authz, wait_synced, AppState, Body};
+use crate::auth::access::Resource;
 use crate::broker::exchange::{Binding, Destination};
 use crate::broker::VHost;
 
@@ -78,6 +79,14 @@ fn destination(dtype: &str, dest: &str) -> ApiResult<Destination> {
         "q" => Ok(Destination::Queue(dest.into())),
         "e" => Ok(Destination::Exchange(path_name(dest).into())),
         _ => Err(ApiError::not_found()),
+    }
+}
+
+/// A destination as a permission check names it.
+fn resource(dest: &Destination) -> (Resource, &str) {
+    match dest {
+        Destination::Queue(q) => (Resource::Queue, q),
+        Destination::Exchange(x) => (Resource::Exchange, x),
     }
 }
 
@@ -150,13 +159,17 @@ async fn create(
     let dest = destination(&dtype, &dest)?;
     let source = path_name(&source);
     let arguments = json_to_table(&body.arguments).map_err(ApiError::bad_request)?;
+    authz::allow_bind(&s, &c, &vh, resource(&dest), source, &body.routing_key)?;
     let ticket = v.bind(source, dest, &body.routing_key, &arguments, API_CONNECTION)?;
     wait_synced(&s, ticket).await?;
     // As RabbitMQ: relative to the request, `{destination}/{properties_key}`.
     let key = format::properties_key(&body.routing_key, &body.arguments);
     Ok((
         StatusCode::CREATED,
-        [(LOCATION, format!("{dest_name}/{key}"))],
+        [(
+            LOCATION,
+            format!("{}/{}", percent_encode(&dest_name), percent_encode(&key)),
+        )],
     ))
 }
 
@@ -175,6 +188,7 @@ async fn delete(
                 == props
     });
     let b = found.ok_or_else(ApiError::not_found)?;
+    authz::allow_bind(&s, &c, &vh, resource(&b.dest), source, &b.routing_key)?;
     let ticket = v.unbind(source, b.dest, &b.routing_key, &b.arguments, API_CONNECTION)?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -20,7 +20,7 @@ use super::json::{json_to_table, table_to_json};
 use super::listing::Params;
 use super::queues::API_CONNECTION;
 use super::users::{permission_json, topic_permission_json, user_from_body, user_json};
-use super::{wait_synced, AppState, Body};
+use super::{blocking, wait_synced, AppState, Body};
 use crate::broker::exchange::Destination;
 use crate::broker::{Broker, VHost};
 use crate::store::access::{PermissionDef, PolicyDef, TopicPermissionDef, VhostDef};
@@ -63,9 +63,21 @@ fn topology(v: &VHost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>)
             )
         })
         .collect();
+    // Only bindings whose two ends are exported too (a binding to a
+    // transient queue could not be imported).
+    let durable_exchange = |name: &str| v.find_exchange(name).is_some_and(|x| x.durable);
     let bindings = v
         .bindings()
         .iter()
+        .filter(|(src, b)| {
+            durable_exchange(src)
+                && match &b.dest {
+                    Destination::Queue(q) => v
+                        .find_queue(q)
+                        .is_some_and(|q| q.durable && q.exclusive_owner.is_none()),
+                    Destination::Exchange(x) => durable_exchange(x),
+                }
+        })
         .map(|(src, b)| tag(format::binding(&v.name, src, b)))
         .collect();
     (queues, exchanges, bindings)
@@ -202,7 +214,8 @@ enum Kind {
 
 async fn import(State(s): State<AppState>, c: Caller, Body(body): Body) -> ApiResult<StatusCode> {
     c.require_admin()?;
-    let ticket = import_all(&s.broker, &body)?;
+    let broker = s.broker.clone();
+    let ticket = blocking(move || import_all(&broker, &body)).await?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }

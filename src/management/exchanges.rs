@@ -17,7 +17,8 @@ use super::format::{self, vhost, visible_vhosts};
 use super::json::{json_to_table, loose_bool};
 use super::listing::{respond, respond_one, Params};
 use super::queues::parse_body;
-use super::{messages, wait_synced, AppState, Body};
+use super::{authz, messages, wait_synced, AppState, Body};
+use crate::auth::access::{Perm, Resource};
 use crate::broker::exchange::Destination;
 
 pub fn routes() -> Router<AppState> {
@@ -114,6 +115,14 @@ async fn declare(
     let kind = body
         .kind
         .ok_or_else(|| ApiError::bad_request("type is required"))?;
+    if kind.len() > 255 {
+        return Err(ApiError::bad_request("type is longer than 255 bytes"));
+    }
+    let arguments = json_to_table(&body.arguments).map_err(ApiError::bad_request)?;
+    s.broker
+        .access
+        .check_exchange_declare(&c.name, &vh, name, &arguments)
+        .map_err(authz::refused)?;
     let existed = v.find_exchange(name).is_some();
     let d = exchange::Declare {
         exchange: ShortString::from(name),
@@ -123,7 +132,7 @@ async fn declare(
         auto_delete: body.auto_delete,
         internal: body.internal,
         nowait: false,
-        arguments: json_to_table(&body.arguments).map_err(ApiError::bad_request)?,
+        arguments,
     };
     let ticket = v.declare_exchange(&d)?;
     wait_synced(&s, ticket).await?;
@@ -141,6 +150,7 @@ async fn delete(
     if v.find_exchange(name).is_none() {
         return Err(ApiError::not_found());
     }
+    authz::allow(&s, &c, &vh, Perm::Configure, Resource::Exchange, name)?;
     let if_unused = p.get("if-unused").is_some_and(|x| x == "true");
     let ticket = v.delete_exchange(name, if_unused)?;
     wait_synced(&s, ticket).await?;

@@ -190,6 +190,21 @@ pub fn loose_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
+/// A path segment percent-encoded (everything but unreserved characters),
+/// as clients encode names in the API's URLs.
+pub fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// Tags as a JSON array or a comma-separated string.
 pub fn tags_of(v: &Value) -> Result<Vec<String>, String> {
     let tags: Vec<String> = match v {

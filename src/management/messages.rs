@@ -17,7 +17,8 @@ use super::error::{ApiError, ApiResult};
 use super::format::vhost;
 use super::json::{json_to_properties, loose_u64, properties_to_json};
 use super::queues::{parse_body, API_CONNECTION};
-use super::{wait_synced, AppState, Body};
+use super::{authz, wait_synced, AppState, Body};
+use crate::auth::access::{Perm, Resource};
 use crate::broker::message::{decode_properties, encode_properties, Message, QueuedMessage};
 use crate::broker::queue::{Queue, Stored};
 
@@ -77,6 +78,7 @@ pub async fn get(
     };
     let truncate = loose_u64(&body.truncate).map(|t| t as usize);
     let q = vhost(&s, &c, &vh)?.queue(&name, API_CONNECTION)?;
+    authz::allow(&s, &c, &vh, Perm::Read, Resource::Queue, &name)?;
     let mut taken: Vec<QueuedMessage> = Vec::new();
     let mut items = Vec::new();
     for _ in 0..count {
@@ -158,6 +160,18 @@ pub async fn publish(
         "amq.default" => String::new(),
         _ => exchange,
     };
+    if body.routing_key.len() > 255 {
+        return Err(ApiError::bad_request(
+            "routing_key is longer than 255 bytes",
+        ));
+    }
+    authz::allow(&s, &c, &vh, Perm::Write, Resource::Exchange, &exchange)?;
+    if v.is_topic_exchange(&exchange) {
+        s.broker
+            .access
+            .check_topic(&c.name, &vh, &exchange, &body.routing_key, Perm::Write)
+            .map_err(authz::refused)?;
+    }
     let payload = match body.payload_encoding.as_deref() {
         None | Some("string") => Bytes::from(body.payload.into_bytes()),
         Some("base64") => Bytes::from(

@@ -12,6 +12,7 @@
 //! properties), then one module per resource.
 
 pub mod auth;
+mod authz;
 mod bindings;
 mod connections;
 mod definitions;
@@ -41,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Layer;
 
 use crate::broker::Broker;
-use error::ApiError;
+use error::{ApiError, ApiResult};
 
 /// What every handler gets.
 #[derive(Clone, Debug)]
@@ -128,6 +129,16 @@ pub fn load_definitions(broker: &Broker) -> Result<(), String> {
     definitions::import_all(broker, &body).map_err(|e| fail(e.reason))?;
     tracing::info!(file = %path, "definitions loaded");
     Ok(())
+}
+
+/// Run `f` on a blocking thread (it does file I/O or visits every queue
+/// of a vhost), keeping the async workers free.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the operation failed: {e}")))?
 }
 
 /// A declare's answer, as RabbitMQ's: 201 when it created the object, 204

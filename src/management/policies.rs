@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::json::loose_u64;
 use super::listing::{respond, Params};
-use super::{declared, wait_synced, AppState, Body};
+use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::store::access::PolicyDef;
 
 pub fn routes() -> Router<AppState> {
@@ -56,6 +56,21 @@ fn policy_json(p: &PolicyDef) -> Value {
     })
 }
 
+/// A policymaker manages policies only in vhosts it may use
+/// (administrators in all).
+fn may_manage(s: &AppState, c: &Caller, vhost: &str) -> bool {
+    c.is_admin() || s.broker.access.may_open(&c.name, vhost)
+}
+
+fn check_vhost(s: &AppState, c: &Caller, vhost: &str) -> ApiResult<()> {
+    match may_manage(s, c, vhost) {
+        true => Ok(()),
+        false => Err(ApiError::not_authorised(
+            "User not authorised to access virtual host",
+        )),
+    }
+}
+
 fn policies(s: &AppState, vhost: Option<&str>, operator: bool) -> Vec<PolicyDef> {
     let defs = s.broker.access.defs();
     let all = defs.policies.into_values();
@@ -78,6 +93,7 @@ async fn list(
     }
     let items = policies(&s, vhost.as_deref(), operator)
         .iter()
+        .filter(|p| may_manage(&s, &c, &p.vhost))
         .map(policy_json)
         .collect();
     Ok(Json(respond(items, &p)?))
@@ -90,6 +106,7 @@ async fn show(
     operator: bool,
 ) -> ApiResult<Json<Value>> {
     c.require_policymaker()?;
+    check_vhost(&s, &c, &vh)?;
     let found = policies(&s, Some(&vh), operator)
         .into_iter()
         .find(|p| p.name == name);
@@ -104,6 +121,7 @@ async fn put(
     operator: bool,
 ) -> ApiResult<StatusCode> {
     c.require_policymaker()?;
+    check_vhost(&s, &c, &vh)?;
     let text = |k: &str, default: Option<&str>| -> ApiResult<String> {
         match (body.get(k), default) {
             (Some(Value::String(v)), _) => Ok(v.clone()),
@@ -130,7 +148,8 @@ async fn put(
     let existed = policies(&s, Some(&vh), operator)
         .iter()
         .any(|p| p.name == name);
-    let ticket = s.broker.put_policy(def)?;
+    let broker = s.broker.clone();
+    let ticket = blocking(move || Ok(broker.put_policy(def)?)).await?;
     wait_synced(&s, ticket).await?;
     Ok(declared(existed))
 }
@@ -142,7 +161,9 @@ async fn delete(
     operator: bool,
 ) -> ApiResult<StatusCode> {
     c.require_policymaker()?;
-    let ticket = s.broker.delete_policy(&vh, &name, operator)?;
+    check_vhost(&s, &c, &vh)?;
+    let broker = s.broker.clone();
+    let ticket = blocking(move || Ok(broker.delete_policy(&vh, &name, operator)?)).await?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,7 +19,8 @@ use super::error::{ApiError, ApiResult};
 use super::format::{self, vhost, visible_vhosts};
 use super::json::{json_to_table, loose_bool};
 use super::listing::{respond, respond_one, respond_typed, unsorted, Params};
-use super::{messages, wait_synced, AppState, Body};
+use super::{authz, messages, wait_synced, AppState, Body};
+use crate::auth::access::{Perm, Resource};
 use crate::broker::queue::Queue;
 
 /// Connection id of requests made through the API (no AMQP connection
@@ -105,6 +106,10 @@ async fn declare(
         return Err(ApiError::bad_request("queue names are 1 to 255 bytes"));
     }
     let arguments = json_to_table(&body.arguments).map_err(ApiError::bad_request)?;
+    s.broker
+        .access
+        .check_queue_declare(&c.name, &vh, &name, &arguments)
+        .map_err(authz::refused)?;
     let existed = v.find_queue(&name).is_some();
     let d = queue::Declare {
         queue: ShortString::from(name.as_str()),
@@ -130,6 +135,7 @@ async fn delete(
     if v.find_queue(&name).is_none() {
         return Err(ApiError::not_found());
     }
+    authz::allow(&s, &c, &vh, Perm::Configure, Resource::Queue, &name)?;
     let flag = |k: &str| p.get(k).is_some_and(|x| x == "true");
     let (_, ticket) = v.delete_queue(&name, flag("if-unused"), flag("if-empty"), API_CONNECTION)?;
     wait_synced(&s, ticket).await?;
@@ -142,6 +148,7 @@ async fn purge(
     Path((vh, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let q = vhost(&s, &c, &vh)?.queue(&name, API_CONNECTION)?;
+    authz::allow(&s, &c, &vh, Perm::Read, Resource::Queue, &name)?;
     q.purge();
     Ok(StatusCode::NO_CONTENT)
 }

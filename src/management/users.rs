@@ -17,7 +17,7 @@ use super::error::{ApiError, ApiResult};
 use super::json::tags_of;
 use super::listing::{respond, respond_one, Params};
 use super::queues::parse_body;
-use super::{declared, wait_synced, AppState, Body};
+use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::auth::access::AccessError;
 use crate::auth::password::{Algorithm, PasswordHash};
 use crate::store::access::{PermissionDef, TopicPermissionDef, UserDef, VhostDef};
@@ -297,11 +297,23 @@ async fn put_vhost(
         .to_string();
     let tags = tags_of(body.get("tags").unwrap_or(&Value::Null)).map_err(ApiError::bad_request)?;
     let def = VhostDef {
-        name: vh,
+        name: vh.clone(),
         description,
         tags,
     };
-    let (ticket, created) = s.broker.put_vhost(def)?;
+    let broker = s.broker.clone();
+    let (mut ticket, created) = blocking(move || Ok(broker.put_vhost(def)?)).await?;
+    if created {
+        // As RabbitMQ: the user who creates a vhost may use it.
+        let grant = PermissionDef {
+            user: c.name.clone(),
+            vhost: vh,
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        };
+        ticket = ticket.max(s.broker.access.put_permission(grant)?);
+    }
     wait_synced(&s, ticket).await?;
     Ok(declared(!created))
 }
@@ -312,7 +324,8 @@ async fn delete_vhost(
     Path(vh): Path<String>,
 ) -> ApiResult<StatusCode> {
     c.require_admin()?;
-    let ticket = s.broker.delete_vhost(&vh)?;
+    let broker = s.broker.clone();
+    let ticket = blocking(move || Ok(broker.delete_vhost(&vh)?)).await?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -46,6 +46,7 @@ impl VHost {
             return Err(Self::default_exchange_refused());
         }
         let mut topo = self.topology.lock();
+        self.check_live()?;
         if d.passive {
             return match topo.has_exchange(name) {
                 true => Ok(self.store.metadata.last_ticket()),
@@ -170,6 +171,7 @@ impl VHost {
             )));
         }
         let mut topo = self.topology.lock();
+        self.check_live()?;
         self.queues_declared
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let durable = d.durable && !d.exclusive;

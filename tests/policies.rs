@@ -199,3 +199,40 @@ async fn policies_survive_a_restart() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_alternate_exchange_policy_catches_unroutable_messages() {
+    bounded(Duration::from_secs(20), async {
+        let broker = Broker::start_with(|c| c.management_port = free_port()).await;
+        let (_c, ch) = broker.channel().await;
+        let opts = lapin::options::ExchangeDeclareOptions::default();
+        let kind = lapin::ExchangeKind::Direct;
+        ch.exchange_declare("orders".into(), kind.clone(), opts, Default::default()).await.unwrap();
+        ch.exchange_declare("lost".into(), lapin::ExchangeKind::Fanout, opts, Default::default()).await.unwrap();
+        common::declare_queue(&ch, "caught").await;
+        let bind = lapin::options::QueueBindOptions::default();
+        ch.queue_bind("caught".into(), "lost".into(), "".into(), bind, Default::default()).await.unwrap();
+        let body = json!({"pattern": "^orders$", "definition": {"alternate-exchange": "lost"}, "apply-to": "exchanges"});
+        let (status, _) = call(&broker, "PUT", "/policies/%2F/ae", Some(body)).await;
+        assert_eq!(status, 201);
+        common::publish(&ch, "orders", "nowhere", b"1").await;
+        common::wait_for_count(&ch, "caught", 1).await;
+        let (_, x) = call(&broker, "GET", "/exchanges/%2F/orders", None).await;
+        assert_eq!(x["policy"], "ae");
+        // Cleared: unroutable messages are dropped again.
+        call(&broker, "DELETE", "/policies/%2F/ae", None).await;
+        common::publish(&ch, "orders", "nowhere", b"2").await;
+        assert_eq!(count(&ch, "caught").await, 1);
+        // An exchange declared later gets the policy too; its own argument
+        // wins over a policy's.
+        call(&broker, "PUT", "/policies/%2F/ae", Some(json!({"pattern": "^late", "definition": {"alternate-exchange": "lost"}, "apply-to": "exchanges"}))).await;
+        ch.exchange_declare("late".into(), kind.clone(), opts, Default::default()).await.unwrap();
+        common::publish(&ch, "late", "nowhere", b"3").await;
+        common::wait_for_count(&ch, "caught", 2).await;
+        let args = common::table(&[("alternate-exchange", AMQPValue::LongString("amq.direct".into()))]);
+        ch.exchange_declare("late2".into(), kind, opts, args).await.unwrap();
+        common::publish(&ch, "late2", "nowhere", b"4").await;
+        assert_eq!(count(&ch, "caught").await, 2, "the argument's alternate exchange routes nowhere");
+    })
+    .await;
+}

@@ -86,6 +86,13 @@ impl ExchangeKind {
     }
 }
 
+/// What a policy sets on an exchange.
+#[derive(Debug, Default)]
+struct AppliedPolicy {
+    name: Option<String>,
+    alternate: Option<Arc<str>>,
+}
+
 /// A declared exchange.
 #[derive(Debug)]
 pub struct Exchange {
@@ -102,7 +109,13 @@ pub struct Exchange {
     /// Declare arguments.
     pub arguments: FieldTable,
     /// Name of the alternate exchange, from the `alternate-exchange` argument.
-    pub alternate_exchange: Option<String>,
+    pub alternate_exchange: Option<Arc<str>>,
+    /// The alternate exchange a policy sets (the argument's wins) and the
+    /// policy's name; read only for unroutable messages.
+    policy: RwLock<AppliedPolicy>,
+    /// `policy` names an alternate exchange (checked on the routing path
+    /// without the lock).
+    policy_alternate: std::sync::atomic::AtomicBool,
     /// Declared as `x-delayed-message` (routing by `kind`, the
     /// x-delayed-type, once a message's x-delay has passed).
     pub delayed: bool,
@@ -129,9 +142,9 @@ impl Exchange {
                 .get("alternate-exchange")
                 .and_then(|v| match v {
                     amq_protocol::types::AMQPValue::LongString(s) => {
-                        Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                        Some(Arc::from(String::from_utf8_lossy(s.as_bytes()).as_ref()))
                     }
-                    amq_protocol::types::AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                    amq_protocol::types::AMQPValue::ShortString(s) => Some(Arc::from(s.as_str())),
                     _ => None,
                 });
         Exchange {
@@ -142,9 +155,39 @@ impl Exchange {
             internal,
             arguments,
             alternate_exchange,
+            policy: RwLock::new(AppliedPolicy::default()),
+            policy_alternate: Default::default(),
             delayed: false,
             routes: RwLock::new(Routes::new(kind)),
         }
+    }
+
+    /// Whether unroutable messages go on to an alternate exchange.
+    pub fn has_alternate(&self) -> bool {
+        self.alternate_exchange.is_some()
+            || self
+                .policy_alternate
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The alternate exchange: the argument's, else a policy's.
+    pub fn alternate(&self) -> Option<Arc<str>> {
+        match &self.alternate_exchange {
+            Some(a) => Some(a.clone()),
+            None => self.policy.read().alternate.clone(),
+        }
+    }
+
+    /// Apply the policy that now matches this exchange (None: none).
+    pub fn apply_policy(&self, name: Option<String>, alternate: Option<Arc<str>>) {
+        self.policy_alternate
+            .store(alternate.is_some(), std::sync::atomic::Ordering::Relaxed);
+        *self.policy.write() = AppliedPolicy { name, alternate };
+    }
+
+    /// The name of the policy applied, if any.
+    pub fn policy_name(&self) -> Option<String> {
+        self.policy.read().name.clone()
     }
 
     /// The type as declared.

@@ -178,7 +178,8 @@ pub struct PolicySet {
     operator: Vec<Compiled>,
 }
 
-/// The policies matched to one object.
+/// The policies matched to one object (for an exchange only `policy`:
+/// operator policies do not apply to exchanges).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Matched {
     /// The user policy, if any.

@@ -180,7 +180,7 @@ pub fn exchange(x: &Exchange, vhost: &str) -> Value {
         "auto_delete": x.auto_delete,
         "internal": x.internal,
         "arguments": table_to_json(&x.arguments),
-        "policy": null,
+        "policy": x.policy_name(),
         "user_who_performed_action": "",
     })
 }

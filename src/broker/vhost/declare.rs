@@ -136,6 +136,7 @@ impl VHost {
             d.arguments.clone(),
         );
         exchange.delayed = delayed;
+        self.apply_exchange_policy(&exchange);
         topo.insert_exchange(exchange);
         // Not stored means not declared.
         self.commit(&mut topo)

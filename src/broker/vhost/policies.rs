@@ -3,7 +3,10 @@
 //! topology → policies; the policy lock is never held while a queue's is
 //! taken.
 
+use std::sync::Arc;
+
 use super::VHost;
+use crate::broker::exchange::Exchange;
 use crate::broker::policy::{Matched, PolicySet, Target};
 use crate::store::access::PolicyDef;
 
@@ -18,6 +21,20 @@ impl VHost {
         for q in self.queues() {
             q.apply_policy(self.policies_for_queue(&q.name));
         }
+        for x in self.exchanges() {
+            self.apply_exchange_policy(&x);
+        }
+    }
+
+    /// Give `x` the alternate exchange of the policy matching it.
+    pub(super) fn apply_exchange_policy(&self, x: &Exchange) {
+        let matched = self.policies.read().matching(Target::Exchange, &x.name);
+        let alternate = matched
+            .definition()
+            .get("alternate-exchange")
+            .and_then(|v| v.as_str())
+            .map(Arc::from);
+        x.apply_policy(matched.policy.map(|p| p.name), alternate);
     }
 
     /// The policies matching the queue `name`.

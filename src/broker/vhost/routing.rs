@@ -46,7 +46,7 @@ impl VHost {
         let mut dests = crate::broker::scratch_set();
         first.route(routing_keys, headers, &mut dests);
         let only_queues = dests.iter().all(|d| matches!(d, Destination::Queue(_)));
-        if only_queues && (!dests.is_empty() || first.alternate_exchange.is_none()) {
+        if only_queues && (!dests.is_empty() || !first.has_alternate()) {
             // The usual case, one exchange's bindings to queues: no
             // exchanges to follow, so no sets to keep them.
             for d in &dests {
@@ -79,8 +79,8 @@ fn follow_exchanges<'a>(
     let mut x = first;
     loop {
         if dests.is_empty() {
-            if let Some(ae) = x.alternate_exchange.as_deref() {
-                if let Some(alt) = names.exchanges.get(ae) {
+            if let Some(ae) = x.alternate() {
+                if let Some(alt) = names.exchanges.get(&*ae) {
                     if visited.insert(&*alt.name) {
                         pending.push(alt);
                     }

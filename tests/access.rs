@@ -552,3 +552,100 @@ async fn api_writes_need_the_same_permissions_as_amqp() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn vhost_and_user_limits_are_stored_and_shown() {
+    bounded(Duration::from_secs(20), async {
+        let dir = common::fresh_data_dir();
+        let broker = Broker::start_in(dir.clone(), with_api).await;
+        let base = broker.api_url().unwrap();
+        let http = reqwest::Client::new();
+        let put = |path: String, body: serde_json::Value| {
+            http.put(format!("{base}{path}"))
+                .basic_auth("guest", Some("guest"))
+                .json(&body)
+                .send()
+        };
+        let status = |r: reqwest::Response| r.status().as_u16();
+        assert_eq!(
+            status(
+                put(
+                    "/vhost-limits/%2F/max-connections".into(),
+                    json!({"value": 10})
+                )
+                .await
+                .unwrap()
+            ),
+            204
+        );
+        assert_eq!(
+            status(
+                put(
+                    "/user-limits/guest/max-channels".into(),
+                    json!({"value": "5"})
+                )
+                .await
+                .unwrap()
+            ),
+            204
+        );
+        assert_eq!(
+            status(
+                put("/vhost-limits/%2F/max-bananas".into(), json!({"value": 1}))
+                    .await
+                    .unwrap()
+            ),
+            400
+        );
+        assert_eq!(
+            status(
+                put("/vhost-limits/nope/max-queues".into(), json!({"value": 1}))
+                    .await
+                    .unwrap()
+            ),
+            404
+        );
+        assert_eq!(
+            status(
+                put("/vhost-limits/%2F/max-queues".into(), json!({"value": "x"}))
+                    .await
+                    .unwrap()
+            ),
+            400
+        );
+        broker.stop().await;
+        let broker = Broker::start_in(dir.clone(), with_api).await;
+        let base = broker.api_url().unwrap();
+        let get = |path: &str| {
+            let url = format!("{base}{path}");
+            async move {
+                let r = reqwest::Client::new()
+                    .get(url)
+                    .basic_auth("guest", Some("guest"))
+                    .send()
+                    .await
+                    .unwrap();
+                r.json::<serde_json::Value>().await.unwrap()
+            }
+        };
+        assert_eq!(
+            get("/vhost-limits").await,
+            json!([{"vhost": "/", "value": {"max-connections": 10}}])
+        );
+        assert_eq!(
+            get("/user-limits/guest").await,
+            json!([{"user": "guest", "value": {"max-channels": 5}}])
+        );
+        let r = reqwest::Client::new()
+            .delete(format!("{base}/vhost-limits/%2F/max-connections"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        assert_eq!(get("/vhost-limits").await, json!([]));
+        broker.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -19,7 +19,7 @@ use regex::Regex;
 use super::password::{Algorithm, PasswordHash};
 use crate::protocol::AmqpError;
 use crate::store::access::{
-    AccessDefs, PermissionDef, PolicyDef, TopicPermissionDef, UserDef, VhostDef,
+    AccessDefs, LimitScope, PermissionDef, PolicyDef, TopicPermissionDef, UserDef, VhostDef,
 };
 use crate::store::metadata::MetaOp;
 use crate::store::Store;
@@ -504,6 +504,59 @@ impl Access {
             vhost: key.0,
             name: key.1,
             operator,
+        };
+        self.commit(&mut st, vec![op])
+    }
+
+    /// Set a vhost or user limit (stored and shown; enforcing them is
+    /// the limits issue's).
+    pub fn put_limit(
+        &self,
+        scope: LimitScope,
+        target: &str,
+        name: &str,
+        value: i64,
+    ) -> Result<u64, AccessError> {
+        if !scope.names().contains(&name) {
+            return Err(AccessError::Invalid(format!("unknown limit '{name}'")));
+        }
+        let mut st = self.state.write();
+        let exists = match scope {
+            LimitScope::Vhost => st.defs.vhosts.contains_key(target),
+            LimitScope::User => st.defs.users.contains_key(target),
+        };
+        if !exists {
+            return Err(AccessError::NotFound);
+        }
+        let op = MetaOp::PutLimit {
+            scope,
+            target: target.into(),
+            name: name.into(),
+            value,
+        };
+        self.commit(&mut st, vec![op])
+    }
+
+    /// Clear a vhost or user limit.
+    pub fn delete_limit(
+        &self,
+        scope: LimitScope,
+        target: &str,
+        name: &str,
+    ) -> Result<u64, AccessError> {
+        let mut st = self.state.write();
+        let set = st
+            .defs
+            .limits(scope)
+            .get(target)
+            .is_some_and(|l| l.contains_key(name));
+        if !set {
+            return Err(AccessError::NotFound);
+        }
+        let op = MetaOp::DeleteLimit {
+            scope,
+            target: target.into(),
+            name: name.into(),
         };
         self.commit(&mut st, vec![op])
     }

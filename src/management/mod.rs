@@ -21,6 +21,7 @@ mod exchanges;
 mod format;
 mod health;
 pub mod json;
+mod limits;
 pub mod listing;
 mod messages;
 mod overview;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::routes())
         .merge(definitions::routes())
         .merge(policies::routes())
+        .merge(limits::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     Router::new()

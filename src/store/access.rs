@@ -105,4 +105,49 @@ pub struct AccessDefs {
     pub topic_permissions: BTreeMap<(String, String, String), TopicPermissionDef>,
     /// By (vhost, name, operator).
     pub policies: BTreeMap<(String, String, bool), PolicyDef>,
+    /// Vhost limits (`max-connections`, `max-queues`), by vhost and name.
+    pub vhost_limits: BTreeMap<String, BTreeMap<String, i64>>,
+    /// User limits (`max-connections`, `max-channels`), by user and name.
+    pub user_limits: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// What a limit applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    /// A vhost's limits.
+    Vhost,
+    /// A user's limits.
+    User,
+}
+
+impl LimitScope {
+    /// The limit names RabbitMQ knows for this scope.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            LimitScope::Vhost => &["max-connections", "max-queues"],
+            LimitScope::User => &["max-connections", "max-channels"],
+        }
+    }
+}
+
+impl AccessDefs {
+    /// The limits of one scope.
+    pub fn limits(&self, scope: LimitScope) -> &BTreeMap<String, BTreeMap<String, i64>> {
+        match scope {
+            LimitScope::Vhost => &self.vhost_limits,
+            LimitScope::User => &self.user_limits,
+        }
+    }
+
+    /// The limits of one scope, to change.
+    pub fn limits_mut(
+        &mut self,
+        scope: LimitScope,
+    ) -> &mut BTreeMap<String, BTreeMap<String, i64>> {
+        match scope {
+            LimitScope::Vhost => &mut self.vhost_limits,
+            LimitScope::User => &mut self.user_limits,
+        }
+    }
 }

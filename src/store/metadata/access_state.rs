@@ -3,7 +3,7 @@
 //! keeps of it.
 
 use super::record::MetaOp;
-use crate::store::access::AccessDefs;
+use crate::store::access::{AccessDefs, LimitScope};
 
 /// Apply an access record; `op` back if it is not one.
 pub fn apply(a: &mut AccessDefs, op: MetaOp) -> Option<MetaOp> {
@@ -14,6 +14,7 @@ pub fn apply(a: &mut AccessDefs, op: MetaOp) -> Option<MetaOp> {
         }
         MetaOp::DeleteVhost { name } => {
             a.vhosts.remove(&name);
+            a.vhost_limits.remove(&name);
             a.permissions.retain(|(_, v), _| *v != name);
             a.topic_permissions.retain(|(_, v, _), _| *v != name);
             a.policies.retain(|(v, _, _), _| *v != name);
@@ -23,6 +24,7 @@ pub fn apply(a: &mut AccessDefs, op: MetaOp) -> Option<MetaOp> {
         }
         MetaOp::DeleteUser { name } => {
             a.users.remove(&name);
+            a.user_limits.remove(&name);
             a.permissions.retain(|(u, _), _| *u != name);
             a.topic_permissions.retain(|(u, _, _), _| *u != name);
         }
@@ -54,6 +56,30 @@ pub fn apply(a: &mut AccessDefs, op: MetaOp) -> Option<MetaOp> {
             operator,
         } => {
             a.policies.remove(&(vhost, name, operator));
+        }
+        MetaOp::PutLimit {
+            scope,
+            target,
+            name,
+            value,
+        } => {
+            a.limits_mut(scope)
+                .entry(target)
+                .or_default()
+                .insert(name, value);
+        }
+        MetaOp::DeleteLimit {
+            scope,
+            target,
+            name,
+        } => {
+            let limits = a.limits_mut(scope);
+            if let Some(l) = limits.get_mut(&target) {
+                l.remove(&name);
+                if l.is_empty() {
+                    limits.remove(&target);
+                }
+            }
         }
         other => return Some(other),
     }
@@ -88,6 +114,18 @@ pub fn ops(a: &AccessDefs) -> Vec<MetaOp> {
             .values()
             .map(|d| MetaOp::PutPolicy { def: d.clone() }),
     );
+    for scope in [LimitScope::Vhost, LimitScope::User] {
+        for (target, limits) in a.limits(scope) {
+            for (name, value) in limits {
+                out.push(MetaOp::PutLimit {
+                    scope,
+                    target: target.clone(),
+                    name: name.clone(),
+                    value: *value,
+                });
+            }
+        }
+    }
     out
 }
 

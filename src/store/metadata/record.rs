@@ -14,7 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::access::{PermissionDef, PolicyDef, TopicPermissionDef, UserDef, VhostDef};
+use crate::store::access::{
+    LimitScope, PermissionDef, PolicyDef, TopicPermissionDef, UserDef, VhostDef,
+};
 use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef};
 use crate::store::segment::FILE_HEADER_LEN;
 
@@ -128,6 +130,26 @@ pub enum MetaOp {
     PutPolicy {
         /// The policy.
         def: PolicyDef,
+    },
+    /// A vhost or user limit was set.
+    PutLimit {
+        /// Vhost or user.
+        scope: LimitScope,
+        /// The vhost's or user's name.
+        target: String,
+        /// `max-connections`, `max-queues`, `max-channels`.
+        name: String,
+        /// The limit (negative: none).
+        value: i64,
+    },
+    /// A vhost or user limit was cleared.
+    DeleteLimit {
+        /// Vhost or user.
+        scope: LimitScope,
+        /// The vhost's or user's name.
+        target: String,
+        /// The limit's name.
+        name: String,
     },
     /// A policy was cleared.
     DeletePolicy {

@@ -18,6 +18,7 @@ use super::error::{ApiError, ApiResult};
 use super::format::{self, vhost};
 use super::json::{json_to_table, table_to_json};
 use super::listing::Params;
+use super::policies::policy_json;
 use super::queues::API_CONNECTION;
 use super::users::{permission_json, topic_permission_json, user_from_body, user_json};
 use super::{blocking, wait_synced, AppState, Body};
@@ -122,11 +123,6 @@ async fn export(
         "bindings": bindings,
     });
     Ok(download(body, &p))
-}
-
-fn policy_json(p: &PolicyDef) -> Value {
-    json!({"vhost": p.vhost, "name": p.name, "pattern": p.pattern, "apply-to": p.apply_to,
-           "priority": p.priority, "definition": p.definition})
 }
 
 async fn export_vhost(

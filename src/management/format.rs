@@ -20,10 +20,7 @@ use crate::broker::VHost;
 /// permissions in it, as in RabbitMQ).
 pub fn vhost(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Arc<VHost>> {
     let v = state.broker.vhost(name).ok_or_else(ApiError::not_found)?;
-    match caller.is_admin()
-        || caller.is_monitor()
-        || state.broker.access.may_open(&caller.name, name)
-    {
+    match sees_vhost(state, caller, name) {
         true => Ok(v),
         false => Err(ApiError::not_authorised(
             "User not authorised to access virtual host",
@@ -34,18 +31,20 @@ pub fn vhost(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Arc<VHo
 /// The vhosts the caller may use, by name.
 pub fn visible_vhosts(state: &AppState, caller: &Caller) -> Vec<Arc<VHost>> {
     let all = state.broker.vhosts();
-    if caller.is_admin() || caller.is_monitor() {
-        return all;
-    }
-    let access = &state.broker.access;
     all.into_iter()
-        .filter(|v| access.may_open(&caller.name, &v.name))
+        .filter(|v| sees_vhost(state, caller, &v.name))
         .collect()
+}
+
+/// Whether the caller may see vhost `name`: monitors (administrators
+/// included) see every vhost, others those they have permissions in.
+pub fn sees_vhost(state: &AppState, caller: &Caller, name: &str) -> bool {
+    caller.is_monitor() || state.broker.access.may_open(&caller.name, name)
 }
 
 /// `{"rate": r}`, RabbitMQ's `*_details`.
 pub fn rate(r: f64) -> Value {
-    json!({ "rate": (r * 10.0).round() / 10.0 })
+    json!(Rate::of(r))
 }
 
 /// `{"rate": r}` as a typed value (for the typed queue object).

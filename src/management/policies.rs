@@ -45,7 +45,8 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn policy_json(p: &PolicyDef) -> Value {
+/// A policy as the API and definitions show it.
+pub fn policy_json(p: &PolicyDef) -> Value {
     json!({
         "vhost": p.vhost,
         "name": p.name,

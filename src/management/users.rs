@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::format::sees_vhost;
 use super::json::tags_of;
 use super::listing::{respond, respond_one, Params};
 use super::queues::parse_body;
@@ -248,11 +249,6 @@ fn vhost_json(s: &AppState, def: &VhostDef) -> Value {
     })
 }
 
-/// Whether `c` may see vhost `name` (administrators and monitors see all).
-fn sees(s: &AppState, c: &Caller, name: &str) -> bool {
-    c.is_monitor() || s.broker.access.may_open(&c.name, name)
-}
-
 async fn vhosts(
     State(s): State<AppState>,
     c: Caller,
@@ -262,7 +258,7 @@ async fn vhosts(
     let items = defs
         .vhosts
         .values()
-        .filter(|v| sees(&s, &c, &v.name))
+        .filter(|v| sees_vhost(&s, &c, &v.name))
         .map(|v| vhost_json(&s, v))
         .collect();
     Ok(Json(respond(items, &p)?))
@@ -278,7 +274,7 @@ async fn vhost_show(
     let v = defs
         .vhosts
         .get(&vh)
-        .filter(|v| sees(&s, &c, &v.name))
+        .filter(|v| sees_vhost(&s, &c, &v.name))
         .ok_or_else(ApiError::not_found)?;
     Ok(Json(respond_one(vhost_json(&s, v), &p)))
 }

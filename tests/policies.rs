@@ -14,16 +14,7 @@ use serde_json::{json, Value};
 
 /// PUT/DELETE/GET on the API as guest; status and JSON body.
 async fn call(broker: &Broker, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("{}{}", broker.api_url().expect("api on"), path);
-    let mut req = reqwest::Client::new()
-        .request(method.parse().unwrap(), url)
-        .basic_auth("guest", Some("guest"));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    broker.api(method, path, body).await
 }
 
 async fn set_policy(broker: &Broker, kind: &str, name: &str, pattern: &str, definition: Value) {

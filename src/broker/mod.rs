@@ -143,6 +143,15 @@ impl Broker {
         })
     }
 
+    /// The cluster's name: the `cluster_name` global parameter, else the
+    /// node's name (as RabbitMQ).
+    pub fn cluster_name(&self) -> String {
+        match self.access.global_parameter("cluster_name") {
+            Some(serde_json::Value::String(name)) => name,
+            _ => self.node_name.clone(),
+        }
+    }
+
     /// Every vhost, by name.
     pub fn vhosts(&self) -> Vec<Arc<VHost>> {
         let mut all: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
@@ -183,14 +192,22 @@ fn recover_access(
     store: &Arc<Store>,
     mut defs: crate::store::access::AccessDefs,
 ) -> Result<crate::auth::access::Access, String> {
-    if !defs.seeded {
-        let ops = crate::auth::access::seed(config);
+    let mut ops = if defs.seeded {
+        Vec::new()
+    } else {
+        crate::auth::access::seed(config)
+    };
+    let seeding = !ops.is_empty();
+    ops.extend(crate::auth::access::cluster_id(&defs));
+    if !ops.is_empty() {
         store
             .append_metadata(&ops)
             .map_err(|e| format!("cannot store the configured users and vhosts: {e}"))?;
         for op in ops {
             let _ = crate::store::metadata::apply_access(&mut defs, op);
         }
+    }
+    if seeding {
         tracing::info!(
             users = defs.users.len(),
             vhosts = defs.vhosts.len(),

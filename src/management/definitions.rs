@@ -18,6 +18,7 @@ use super::error::{ApiError, ApiResult};
 use super::format::{self, vhost};
 use super::json::{json_to_table, table_to_json};
 use super::listing::Params;
+use super::parameters;
 use super::policies::policy_json;
 use super::queues::API_CONNECTION;
 use super::users::{permission_json, topic_permission_json, user_from_body, user_json};
@@ -109,14 +110,14 @@ async fn export(
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "rabbitmq_definition_format": "cluster",
-        "original_cluster_name": s.broker.node_name,
-        "explanation": format!("Definitions of cluster '{}'", s.broker.node_name),
+        "original_cluster_name": s.broker.cluster_name(),
+        "explanation": format!("Definitions of cluster '{}'", s.broker.cluster_name()),
         "users": defs.users.values().map(user_json).collect::<Vec<_>>(),
         "vhosts": vhosts,
         "permissions": defs.permissions.values().map(permission_json).collect::<Vec<_>>(),
         "topic_permissions": defs.topic_permissions.values().map(topic_permission_json).collect::<Vec<_>>(),
-        "parameters": [],
-        "global_parameters": [],
+        "parameters": parameters::all_parameters(&s.broker).into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+        "global_parameters": parameters::global_parameters(&s.broker),
         "policies": defs.policies.values().filter(|p| !p.operator).map(policy_json).collect::<Vec<_>>(),
         "queues": queues,
         "exchanges": exchanges,
@@ -133,6 +134,7 @@ async fn export_vhost(
 ) -> ApiResult<impl IntoResponse> {
     c.require_admin()?;
     let v = vhost(&s, &c, &vh)?;
+    let defs = s.broker.access.defs();
     let (queues, exchanges, bindings) = topology(&v, false);
     let body = json!({
         "rabbit_version": super::overview::RABBITMQ_VERSION,
@@ -144,9 +146,9 @@ async fn export_vhost(
         "explanation": format!("Definitions of virtual host '{}'", v.name),
         "metadata": {"description": "", "tags": []},
         "description": "",
-        "limits": {},
-        "parameters": [],
-        "policies": [],
+        "limits": defs.vhost_limits.get(&*v.name).cloned().unwrap_or_default(),
+        "parameters": parameters::all_parameters(&s.broker).into_iter().filter(|(vh, _)| *vh == *v.name).map(|(_, p)| p).collect::<Vec<_>>(),
+        "policies": defs.policies.values().filter(|p| !p.operator && p.vhost == *v.name).map(policy_json).map(|mut p| { if let Some(m) = p.as_object_mut() { m.remove("vhost"); } p }).collect::<Vec<_>>(),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -233,6 +235,18 @@ pub fn import_all(broker: &Broker, body: &Value) -> ApiResult<u64> {
     for item in list(body, "policies")? {
         ticket = ticket.max(broker.put_policy(policy_of(item, false)?)?);
     }
+    for item in list(body, "parameters")? {
+        ticket = ticket.max(parameters::put_parameter(broker, item)?);
+    }
+    for item in list(body, "global_parameters")? {
+        let name = text(item, "name")?;
+        // The id names this data directory, not the one exported.
+        if name == crate::auth::access::CLUSTER_ID {
+            continue;
+        }
+        let value = item.get("value").cloned().unwrap_or(Value::Null);
+        ticket = ticket.max(broker.access.put_global_parameter(name, value)?);
+    }
     Ok(ticket)
 }
 
@@ -261,14 +275,36 @@ async fn import_vhost(
 ) -> ApiResult<StatusCode> {
     c.require_admin()?;
     let v = vhost(&s, &c, &vh)?;
-    let mut ticket = 0;
-    for (key, kind) in OBJECTS {
-        for item in list(&body, key)? {
-            ticket = ticket.max(import_object(&v, kind, item)?);
-        }
-    }
+    let broker = s.broker.clone();
+    let ticket = blocking(move || import_into(&broker, &v, &body)).await?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A vhost's definitions (its objects, policies and parameters, whatever
+/// vhost their items name); the sync round.
+fn import_into(broker: &Broker, v: &VHost, body: &Value) -> ApiResult<u64> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("definitions must be a JSON object"));
+    }
+    let mut ticket = 0;
+    for (key, kind) in OBJECTS {
+        for item in list(body, key)? {
+            ticket = ticket.max(import_object(v, kind, item)?);
+        }
+    }
+    let here = |item: &Value| {
+        let mut item = item.clone();
+        item["vhost"] = json!(&*v.name);
+        item
+    };
+    for item in list(body, "policies")? {
+        ticket = ticket.max(broker.put_policy(policy_of(&here(item), false)?)?);
+    }
+    for item in list(body, "parameters")? {
+        ticket = ticket.max(parameters::put_parameter(broker, &here(item))?);
+    }
+    Ok(ticket)
 }
 
 /// Vhosts, users, permissions and topic permissions; the sync round.

@@ -94,7 +94,7 @@ async fn clear(
     Path((target, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     c.require_admin()?;
-    let ticket = s.broker.access.delete_limit(scope, &target, &name)?;
+    let ticket = s.broker.access.delete_limit(scope, &target, Some(&name))?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -25,6 +25,7 @@ mod limits;
 pub mod listing;
 mod messages;
 mod overview;
+mod parameters;
 mod policies;
 pub mod prometheus;
 mod queues;
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(definitions::routes())
         .merge(policies::routes())
         .merge(limits::routes())
+        .merge(parameters::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     Router::new()

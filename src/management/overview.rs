@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -14,7 +15,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::format::rate;
 use super::listing::{respond, respond_one, Params};
-use super::AppState;
+use super::{wait_synced, AppState, Body};
 
 /// The RabbitMQ version Warren answers as (tools check it to pick routes
 /// and fields; Warren serves 3.13's API).
@@ -23,7 +24,7 @@ pub const RABBITMQ_VERSION: &str = "3.13.7";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/overview", get(overview))
-        .route("/cluster-name", get(cluster_name))
+        .route("/cluster-name", get(cluster_name).put(set_cluster_name))
         .route("/nodes", get(nodes))
         .route("/nodes/{node}", get(node))
         .route("/extensions", get(empty))
@@ -103,7 +104,7 @@ async fn overview(State(s): State<AppState>, c: Caller, Query(p): Query<Params>)
         "product_version": env!("CARGO_PKG_VERSION"),
         "product_name": "Warren",
         "rabbitmq_version": RABBITMQ_VERSION,
-        "cluster_name": b.node_name,
+        "cluster_name": b.cluster_name(),
         "cluster_tags": {},
         "node_tags": {},
         "erlang_version": "none (Rust)",
@@ -155,7 +156,27 @@ async fn overview(State(s): State<AppState>, c: Caller, Query(p): Query<Params>)
 }
 
 async fn cluster_name(State(s): State<AppState>, _c: Caller) -> Json<Value> {
-    Json(json!({"name": s.broker.node_name}))
+    Json(json!({"name": s.broker.cluster_name()}))
+}
+
+/// `PUT /api/cluster-name` `{"name": ...}`: sets the `cluster_name`
+/// global parameter.
+async fn set_cluster_name(
+    State(s): State<AppState>,
+    c: Caller,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let name = match body.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        _ => return Err(ApiError::bad_request("name must be a non-empty string")),
+    };
+    let ticket = s
+        .broker
+        .access
+        .put_global_parameter("cluster_name", Value::String(name))?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// This node's facts (read on a blocking thread: they come from /proc).

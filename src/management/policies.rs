@@ -59,11 +59,11 @@ pub fn policy_json(p: &PolicyDef) -> Value {
 
 /// A policymaker manages policies only in vhosts it may use
 /// (administrators in all).
-fn may_manage(s: &AppState, c: &Caller, vhost: &str) -> bool {
+pub(super) fn may_manage(s: &AppState, c: &Caller, vhost: &str) -> bool {
     c.is_admin() || s.broker.access.may_open(&c.name, vhost)
 }
 
-fn check_vhost(s: &AppState, c: &Caller, vhost: &str) -> ApiResult<()> {
+pub(super) fn check_vhost(s: &AppState, c: &Caller, vhost: &str) -> ApiResult<()> {
     match may_manage(s, c, vhost) {
         true => Ok(()),
         false => Err(ApiError::not_authorised(

@@ -121,11 +121,16 @@ fn identity(out: &mut Exposition, b: &Broker, per_object: bool) {
         "aggregated"
     };
     let node = esc(&b.node_name);
+    let cluster = esc(&b.cluster_name());
+    let id = match b.access.global_parameter(crate::auth::access::CLUSTER_ID) {
+        Some(serde_json::Value::String(id)) => esc(&id),
+        _ => format!("warren-{node}"),
+    };
     out.one(
         "rabbitmq_identity_info",
         "untyped",
         "RabbitMQ node & cluster identity info",
-        &format!("rabbitmq_node=\"{node}\",rabbitmq_cluster=\"{node}\",rabbitmq_cluster_permanent_id=\"warren-{node}\",rabbitmq_endpoint=\"{endpoint}\""),
+        &format!("rabbitmq_node=\"{node}\",rabbitmq_cluster=\"{cluster}\",rabbitmq_cluster_permanent_id=\"{id}\",rabbitmq_endpoint=\"{endpoint}\""),
         1,
     );
     out.one(

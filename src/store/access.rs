@@ -1,4 +1,4 @@
-//! Users, vhosts, permissions and policies as the metadata log stores them
+//! Users, vhosts, permissions, policies, limits and global parameters as the metadata log stores them
 //! (RabbitMQ's definitions shapes), and what they add up to after
 //! recovery. No plain-text password is ever stored: a user has RabbitMQ's
 //! salted hash and its algorithm's name.
@@ -109,6 +109,9 @@ pub struct AccessDefs {
     pub vhost_limits: BTreeMap<String, BTreeMap<String, i64>>,
     /// User limits (`max-connections`, `max-channels`), by user and name.
     pub user_limits: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Global parameters (`cluster_name`, `internal_cluster_id`, ...), by
+    /// name.
+    pub global_parameters: BTreeMap<String, Value>,
 }
 
 /// What a limit applies to.

@@ -132,6 +132,39 @@ impl Broker {
             .map(|a| format!("http://{a}/api"))
     }
 
+    /// A request to the management API as `user` (password = name, or
+    /// guest's); the status and the JSON body (Null if none).
+    #[allow(dead_code)]
+    pub async fn api_as(
+        &self,
+        user: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{}", self.api_url().expect("api on"), path);
+        let mut req = reqwest::Client::new()
+            .request(method.parse().expect("a method"), url)
+            .basic_auth(user, Some(user));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A request to the management API as guest.
+    #[allow(dead_code)]
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        self.api_as("guest", method, path, body).await
+    }
+
     /// The Prometheus endpoint's address, if it was turned on.
     #[allow(dead_code)]
     pub fn prometheus_addr(&self) -> Option<std::net::SocketAddr> {

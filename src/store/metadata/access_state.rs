@@ -81,6 +81,12 @@ pub fn apply(a: &mut AccessDefs, op: MetaOp) -> Option<MetaOp> {
                 }
             }
         }
+        MetaOp::PutGlobalParameter { name, value } => {
+            a.global_parameters.insert(name, value);
+        }
+        MetaOp::DeleteGlobalParameter { name } => {
+            a.global_parameters.remove(&name);
+        }
         other => return Some(other),
     }
     a.seeded = true;
@@ -126,6 +132,14 @@ pub fn ops(a: &AccessDefs) -> Vec<MetaOp> {
             }
         }
     }
+    out.extend(
+        a.global_parameters
+            .iter()
+            .map(|(name, value)| MetaOp::PutGlobalParameter {
+                name: name.clone(),
+                value: value.clone(),
+            }),
+    );
     out
 }
 
@@ -174,12 +188,25 @@ mod tests {
             perm("w", "a"),
             MetaOp::DeleteVhost { name: "b".into() },
             MetaOp::DeleteUser { name: "w".into() },
+            MetaOp::PutGlobalParameter {
+                name: "cluster_name".into(),
+                value: "c".into(),
+            },
+            MetaOp::PutGlobalParameter {
+                name: "gone".into(),
+                value: serde_json::json!({"a": [1]}),
+            },
+            MetaOp::DeleteGlobalParameter {
+                name: "gone".into(),
+            },
         ] {
             assert!(apply(&mut a, op).is_none());
         }
         assert!(a.seeded);
         let keys: Vec<_> = a.permissions.keys().cloned().collect();
         assert_eq!(keys, [("u".to_string(), "a".to_string())]);
+        let params: Vec<_> = a.global_parameters.keys().cloned().collect();
+        assert_eq!(params, ["cluster_name"]);
         let mut again = AccessDefs::default();
         for op in ops(&a) {
             assert!(apply(&mut again, op).is_none());

@@ -151,6 +151,18 @@ pub enum MetaOp {
         /// The limit's name.
         name: String,
     },
+    /// A global parameter was set.
+    PutGlobalParameter {
+        /// Its name.
+        name: String,
+        /// Any JSON.
+        value: serde_json::Value,
+    },
+    /// A global parameter was cleared.
+    DeleteGlobalParameter {
+        /// Its name.
+        name: String,
+    },
     /// A policy was cleared.
     DeletePolicy {
         /// Its vhost.

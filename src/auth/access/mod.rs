@@ -19,10 +19,16 @@ use regex::Regex;
 use super::password::{Algorithm, PasswordHash};
 use crate::protocol::AmqpError;
 use crate::store::access::{
-    AccessDefs, LimitScope, PermissionDef, PolicyDef, TopicPermissionDef, UserDef, VhostDef,
+    AccessDefs, PermissionDef, PolicyDef, TopicPermissionDef, UserDef, VhostDef,
 };
 use crate::store::metadata::MetaOp;
 use crate::store::Store;
+
+mod seed;
+mod settings;
+
+pub use seed::{cluster_id, seed, CLUSTER_ID};
+pub use settings::LimitUpdate;
 
 /// Longest permission or policy regex accepted.
 const MAX_REGEX_LEN: usize = 4096;
@@ -508,59 +514,6 @@ impl Access {
         self.commit(&mut st, vec![op])
     }
 
-    /// Set a vhost or user limit (stored and shown; enforcing them is
-    /// the limits issue's).
-    pub fn put_limit(
-        &self,
-        scope: LimitScope,
-        target: &str,
-        name: &str,
-        value: i64,
-    ) -> Result<u64, AccessError> {
-        if !scope.names().contains(&name) {
-            return Err(AccessError::Invalid(format!("unknown limit '{name}'")));
-        }
-        let mut st = self.state.write();
-        let exists = match scope {
-            LimitScope::Vhost => st.defs.vhosts.contains_key(target),
-            LimitScope::User => st.defs.users.contains_key(target),
-        };
-        if !exists {
-            return Err(AccessError::NotFound);
-        }
-        let op = MetaOp::PutLimit {
-            scope,
-            target: target.into(),
-            name: name.into(),
-            value,
-        };
-        self.commit(&mut st, vec![op])
-    }
-
-    /// Clear a vhost or user limit.
-    pub fn delete_limit(
-        &self,
-        scope: LimitScope,
-        target: &str,
-        name: &str,
-    ) -> Result<u64, AccessError> {
-        let mut st = self.state.write();
-        let set = st
-            .defs
-            .limits(scope)
-            .get(target)
-            .is_some_and(|l| l.contains_key(name));
-        if !set {
-            return Err(AccessError::NotFound);
-        }
-        let op = MetaOp::DeleteLimit {
-            scope,
-            target: target.into(),
-            name: name.into(),
-        };
-        self.commit(&mut st, vec![op])
-    }
-
     /// Set a user's topic permissions on an exchange.
     pub fn put_topic_permission(&self, def: TopicPermissionDef) -> Result<u64, AccessError> {
         for re in [&def.write, &def.read] {
@@ -598,57 +551,6 @@ impl Access {
         }
         self.commit(&mut st, ops)
     }
-}
-
-/// The access records that seed a fresh data directory from the config:
-/// its vhosts, its users (plain passwords hashed with a fresh salt), and
-/// every user's full permissions in every vhost, as before the model was
-/// run-time.
-pub fn seed(config: &crate::config::Config) -> Vec<MetaOp> {
-    let mut ops = vec![MetaOp::Seeded];
-    for v in &config.vhosts {
-        ops.push(MetaOp::PutVhost {
-            def: VhostDef {
-                name: v.clone(),
-                ..Default::default()
-            },
-        });
-    }
-    for u in &config.users {
-        let (password_hash, hashing_algorithm) = match (&u.password_hash, &u.password) {
-            (Some(h), _) => (
-                h.clone(),
-                u.hashing_algorithm
-                    .clone()
-                    .unwrap_or_else(|| Algorithm::default().name().to_string()),
-            ),
-            (None, Some(p)) if !p.is_empty() => (
-                PasswordHash::new(p, Algorithm::default()).encoded(),
-                Algorithm::default().name().to_string(),
-            ),
-            _ => (String::new(), Algorithm::default().name().to_string()),
-        };
-        ops.push(MetaOp::PutUser {
-            def: UserDef {
-                name: u.name.clone(),
-                password_hash,
-                hashing_algorithm,
-                tags: u.tags.clone(),
-            },
-        });
-        for v in &config.vhosts {
-            ops.push(MetaOp::PutPermission {
-                def: PermissionDef {
-                    user: u.name.clone(),
-                    vhost: v.clone(),
-                    configure: ".*".into(),
-                    write: ".*".into(),
-                    read: ".*".into(),
-                },
-            });
-        }
-    }
-    ops
 }
 
 #[cfg(test)]

@@ -1,0 +1,140 @@
+//! The run-time settings kept with the access model that are not
+//! permissions: vhost and user limits (stored and shown; enforcing them is
+//! the limits issue's) and global parameters (RabbitMQ's
+//! `cluster_name`, `internal_cluster_id`, or any JSON a user stores).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{Access, AccessError};
+use crate::store::access::LimitScope;
+use crate::store::metadata::MetaOp;
+
+/// Longest global parameter name accepted.
+const MAX_PARAMETER_NAME_LEN: usize = 255;
+
+/// What happens to the limits a change does not name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitUpdate {
+    /// They keep their values (`/api/vhost-limits/{vhost}/{name}`).
+    Merge,
+    /// They are cleared (the `vhost-limits` parameter is the whole set).
+    Replace,
+}
+
+impl Access {
+    /// Set a vhost or user limit.
+    pub fn put_limit(
+        &self,
+        scope: LimitScope,
+        target: &str,
+        name: &str,
+        value: i64,
+    ) -> Result<u64, AccessError> {
+        let limits = BTreeMap::from([(name.to_string(), value)]);
+        self.put_limits(scope, target, &limits, LimitUpdate::Merge)
+    }
+
+    /// Set several limits of one vhost or user at once.
+    pub fn put_limits(
+        &self,
+        scope: LimitScope,
+        target: &str,
+        limits: &BTreeMap<String, i64>,
+        update: LimitUpdate,
+    ) -> Result<u64, AccessError> {
+        if let Some(name) = limits.keys().find(|n| !scope.names().contains(&n.as_str())) {
+            return Err(AccessError::Invalid(format!("unknown limit '{name}'")));
+        }
+        let mut st = self.state.write();
+        let exists = match scope {
+            LimitScope::Vhost => st.defs.vhosts.contains_key(target),
+            LimitScope::User => st.defs.users.contains_key(target),
+        };
+        if !exists {
+            return Err(AccessError::NotFound);
+        }
+        let dropped = match update {
+            LimitUpdate::Merge => Vec::new(),
+            LimitUpdate::Replace => st
+                .defs
+                .limits(scope)
+                .get(target)
+                .into_iter()
+                .flat_map(|l| l.keys())
+                .filter(|n| !limits.contains_key(*n))
+                .map(|n| MetaOp::DeleteLimit {
+                    scope,
+                    target: target.into(),
+                    name: n.clone(),
+                })
+                .collect(),
+        };
+        let set = limits.iter().map(|(name, value)| MetaOp::PutLimit {
+            scope,
+            target: target.into(),
+            name: name.clone(),
+            value: *value,
+        });
+        let ops = dropped.into_iter().chain(set).collect();
+        self.commit(&mut st, ops)
+    }
+
+    /// Clear a vhost or user limit (all of them when `name` is None).
+    pub fn delete_limit(
+        &self,
+        scope: LimitScope,
+        target: &str,
+        name: Option<&str>,
+    ) -> Result<u64, AccessError> {
+        let mut st = self.state.write();
+        let ops: Vec<MetaOp> = st
+            .defs
+            .limits(scope)
+            .get(target)
+            .into_iter()
+            .flat_map(|l| l.keys())
+            .filter(|n| name.is_none_or(|want| want == n.as_str()))
+            .map(|n| MetaOp::DeleteLimit {
+                scope,
+                target: target.into(),
+                name: n.clone(),
+            })
+            .collect();
+        if ops.is_empty() {
+            return Err(AccessError::NotFound);
+        }
+        self.commit(&mut st, ops)
+    }
+
+    /// A global parameter's value.
+    pub fn global_parameter(&self, name: &str) -> Option<Value> {
+        self.state.read().defs.global_parameters.get(name).cloned()
+    }
+
+    /// Set a global parameter.
+    pub fn put_global_parameter(&self, name: &str, value: Value) -> Result<u64, AccessError> {
+        if name.is_empty() || name.len() > MAX_PARAMETER_NAME_LEN {
+            return Err(AccessError::Invalid(format!(
+                "parameter names are 1 to {MAX_PARAMETER_NAME_LEN} bytes long"
+            )));
+        }
+        let mut st = self.state.write();
+        let op = MetaOp::PutGlobalParameter {
+            name: name.into(),
+            value,
+        };
+        self.commit(&mut st, vec![op])
+    }
+
+    /// Clear a global parameter.
+    pub fn delete_global_parameter(&self, name: &str) -> Result<u64, AccessError> {
+        let mut st = self.state.write();
+        if !st.defs.global_parameters.contains_key(name) {
+            return Err(AccessError::NotFound);
+        }
+        let op = MetaOp::DeleteGlobalParameter { name: name.into() };
+        self.commit(&mut st, vec![op])
+    }
+}

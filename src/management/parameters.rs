@@ -1,0 +1,266 @@
+//! `/api/parameters` and `/api/global-parameters`: RabbitMQ's runtime
+//! parameters. Warren knows one vhost component, `vhost-limits` (name
+//! `limits`, value the vhost's whole limit set, as RabbitMQ stores vhost
+//! limits); other components (shovel, federation) are refused as
+//! RabbitMQ refuses a component whose plugin is off. Global parameters
+//! hold any JSON; `cluster_name` names the cluster.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::listing::{respond, Params};
+use super::policies::{check_vhost, may_manage};
+use super::{declared, wait_synced, AppState, Body};
+use crate::auth::access::LimitUpdate;
+use crate::store::access::LimitScope;
+
+/// The component backed by vhost limits, and its one parameter's name.
+const VHOST_LIMITS: &str = "vhost-limits";
+const LIMITS_NAME: &str = "limits";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/parameters", get(|s, c, p| list(s, c, None, None, p)))
+        .route(
+            "/parameters/{component}",
+            get(|s, c, Path(k): Path<String>, p| list(s, c, Some(k), None, p)),
+        )
+        .route(
+            "/parameters/{component}/{vhost}",
+            get(|s, c, Path((k, v)): Path<(String, String)>, p| list(s, c, Some(k), Some(v), p)),
+        )
+        .route(
+            "/parameters/{component}/{vhost}/{name}",
+            get(show).put(put).delete(delete),
+        )
+        .route("/global-parameters", get(list_global))
+        .route(
+            "/global-parameters/{name}",
+            get(show_global).put(put_global).delete(delete_global),
+        )
+}
+
+fn parameter_json(vhost: &str, limits: &BTreeMap<String, i64>) -> Value {
+    json!({"value": limits, "vhost": vhost, "component": VHOST_LIMITS, "name": LIMITS_NAME})
+}
+
+/// Every parameter Warren has: one `vhost-limits` entry per vhost with
+/// limits.
+pub fn all_parameters(s: &crate::broker::Broker) -> Vec<(String, Value)> {
+    let defs = s.access.defs();
+    defs.vhost_limits
+        .iter()
+        .map(|(vhost, limits)| (vhost.clone(), parameter_json(vhost, limits)))
+        .collect()
+}
+
+async fn list(
+    State(s): State<AppState>,
+    c: Caller,
+    component: Option<String>,
+    vhost: Option<String>,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    c.require_policymaker()?;
+    if let Some(v) = &vhost {
+        if !s.broker.access.has_vhost(v) {
+            return Err(ApiError::not_found());
+        }
+    }
+    let items = all_parameters(&s.broker)
+        .into_iter()
+        .filter(|(v, _)| may_manage(&s, &c, v) && vhost.as_ref().is_none_or(|want| want == v))
+        .filter(|_| component.as_ref().is_none_or(|k| k == VHOST_LIMITS))
+        .map(|(_, item)| item)
+        .collect();
+    Ok(Json(respond(items, &p)?))
+}
+
+/// The vhost's limits if `component`/`name` is its `vhost-limits`
+/// parameter and it has some.
+fn find(s: &AppState, component: &str, vhost: &str, name: &str) -> Option<BTreeMap<String, i64>> {
+    if component != VHOST_LIMITS || name != LIMITS_NAME {
+        return None;
+    }
+    s.broker.access.defs().vhost_limits.remove(vhost)
+}
+
+async fn show(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((component, vhost, name)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    c.require_policymaker()?;
+    check_vhost(&s, &c, &vhost)?;
+    let limits = find(&s, &component, &vhost, &name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(parameter_json(&vhost, &limits)))
+}
+
+/// RabbitMQ's text for a refused parameter.
+fn validation_failed(why: &str) -> ApiError {
+    ApiError::bad_request(format!("Validation failed\n\n{why}\n"))
+}
+
+/// A `vhost-limits` value: an object of known limit names to integers.
+pub fn limits_of(value: &Value) -> ApiResult<BTreeMap<String, i64>> {
+    let Value::Object(m) = value else {
+        return Err(validation_failed("limits must be an object"));
+    };
+    let known = LimitScope::Vhost.names();
+    let unknown: Vec<&str> = m
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(validation_failed(&format!(
+            "Unrecognised terms {unknown:?} in limits"
+        )));
+    }
+    m.iter()
+        .map(|(k, v)| match v.as_i64() {
+            Some(n) => Ok((k.clone(), n)),
+            None => Err(validation_failed(&format!(
+                "{k} should be a number, actually was {v}"
+            ))),
+        })
+        .collect()
+}
+
+/// Check a component and name Warren knows.
+pub fn check_component(component: &str, name: &str) -> ApiResult<()> {
+    if component != VHOST_LIMITS {
+        return Err(validation_failed(&format!(
+            "component {component} not found"
+        )));
+    }
+    if name != LIMITS_NAME {
+        return Err(validation_failed(&format!(
+            "the {VHOST_LIMITS} parameter is named '{LIMITS_NAME}'"
+        )));
+    }
+    Ok(())
+}
+
+/// Set a `vhost-limits` parameter (the API's PUT and definitions import);
+/// the sync round.
+pub fn put_parameter(s: &crate::broker::Broker, item: &Value) -> ApiResult<u64> {
+    let text = |k: &str| {
+        item.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request(format!("{k} missing or not a string")))
+    };
+    let (component, vhost, name) = (text("component")?, text("vhost")?, text("name")?);
+    check_component(component, name)?;
+    let value = item
+        .get("value")
+        .ok_or_else(|| ApiError::bad_request("value is missing"))?;
+    let limits = limits_of(value)?;
+    Ok(s.access
+        .put_limits(LimitScope::Vhost, vhost, &limits, LimitUpdate::Replace)?)
+}
+
+async fn put(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((component, vhost, name)): Path<(String, String, String)>,
+    Body(mut body): Body,
+) -> ApiResult<StatusCode> {
+    c.require_policymaker()?;
+    check_vhost(&s, &c, &vhost)?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request("body must be a JSON object"));
+    }
+    let existed = find(&s, &component, &vhost, &name).is_some();
+    body["component"] = json!(component);
+    body["vhost"] = json!(vhost);
+    body["name"] = json!(name);
+    let ticket = put_parameter(&s.broker, &body)?;
+    wait_synced(&s, ticket).await?;
+    Ok(declared(existed))
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((component, vhost, name)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    c.require_policymaker()?;
+    check_vhost(&s, &c, &vhost)?;
+    if find(&s, &component, &vhost, &name).is_none() {
+        return Err(ApiError::not_found());
+    }
+    let ticket = s
+        .broker
+        .access
+        .delete_limit(LimitScope::Vhost, &vhost, None)?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every global parameter as the API and definitions show it.
+pub fn global_parameters(s: &crate::broker::Broker) -> Vec<Value> {
+    let defs = s.access.defs();
+    defs.global_parameters
+        .into_iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect()
+}
+
+async fn list_global(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<Params>,
+) -> ApiResult<Json<Value>> {
+    c.require_policymaker()?;
+    Ok(Json(respond(global_parameters(&s.broker), &p)?))
+}
+
+async fn show_global(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    c.require_policymaker()?;
+    let value = s
+        .broker
+        .access
+        .global_parameter(&name)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({"value": value, "name": name})))
+}
+
+async fn put_global(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    c.require_policymaker()?;
+    let value = body
+        .get("value")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("value is missing"))?;
+    let existed = s.broker.access.global_parameter(&name).is_some();
+    let ticket = s.broker.access.put_global_parameter(&name, value)?;
+    wait_synced(&s, ticket).await?;
+    Ok(declared(existed))
+}
+
+async fn delete_global(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.require_policymaker()?;
+    let ticket = s.broker.access.delete_global_parameter(&name)?;
+    wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -20,6 +20,7 @@ pub mod error;
 mod exchanges;
 mod format;
 mod health;
+pub mod http;
 pub mod json;
 mod limits;
 pub mod listing;
@@ -90,9 +91,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A request's JSON body: no body reads as `{}`; malformed JSON is 400
-/// and a body over `management_max_body_bytes` 413, each with a JSON
-/// reason.
+/// Time a request's body has to arrive (its size is bounded by
+/// `management_max_body_bytes`).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A request's JSON body: no body reads as `{}`; malformed JSON is 400,
+/// a body over `management_max_body_bytes` 413 and one slower than
+/// [`BODY_READ_TIMEOUT`] 408, each with a JSON reason.
 #[derive(Debug)]
 pub struct Body(pub serde_json::Value);
 
@@ -100,8 +105,17 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state));
+        let bytes = read
             .await
+            .map_err(|_| ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                error: "request_timeout",
+                reason: format!(
+                    "the body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            })?
             .map_err(|e| ApiError {
                 status: e.status(),
                 error: match e.status() {
@@ -181,14 +195,15 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         state.sampler.clone(),
         shutdown.clone(),
     ));
-    let app = trim_trailing_slash().layer(router(state));
-    let make = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-    let served = axum::serve(listener, make)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "management listener failed");
-    }
+    let app = Router::new().fallback_service(trim_trailing_slash().layer(router(state)));
+    http::serve(
+        listener,
+        app,
+        http::HttpLimits::default(),
+        shutdown,
+        "management",
+    )
+    .await;
     let _ = sampling.await;
 }
 

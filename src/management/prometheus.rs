@@ -35,12 +35,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
 
 /// Serve metrics on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
-    let served = axum::serve(listener, router(broker))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "prometheus listener failed");
-    }
+    let limits = super::http::HttpLimits::default();
+    super::http::serve(listener, router(broker), limits, shutdown, "prometheus").await;
 }
 
 async fn aggregated(State(b): State<Arc<Broker>>) -> impl IntoResponse {

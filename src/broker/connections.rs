@@ -105,6 +105,51 @@ impl Totals {
     }
 }
 
+/// Per-second rates of [`Totals`] over an interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TotalsRates {
+    /// Messages published.
+    pub published: f64,
+    /// Publisher confirms sent.
+    pub confirmed: f64,
+    /// Deliveries and gets.
+    pub deliver_get: f64,
+    /// Acks received.
+    pub acked: f64,
+    /// Redeliveries.
+    pub redelivered: f64,
+    /// Unroutable publishes returned.
+    pub returned: f64,
+    /// Unroutable publishes dropped.
+    pub dropped: f64,
+    /// Bytes read from clients.
+    pub recv_oct: f64,
+    /// Bytes written to clients.
+    pub send_oct: f64,
+}
+
+impl TotalsRates {
+    /// The rates from `a` to `b`, `ms` apart.
+    pub fn between(a: &Totals, b: &Totals, ms: u64) -> Self {
+        if ms == 0 {
+            return TotalsRates::default();
+        }
+        let secs = ms as f64 / 1000.0;
+        let r = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+        TotalsRates {
+            published: r(a.published, b.published),
+            confirmed: r(a.confirmed, b.confirmed),
+            deliver_get: r(a.deliver_get(), b.deliver_get()),
+            acked: r(a.acked, b.acked),
+            redelivered: r(a.redelivered, b.redelivered),
+            returned: r(a.unroutable_returned, b.unroutable_returned),
+            dropped: r(a.unroutable_dropped, b.unroutable_dropped),
+            recv_oct: r(a.recv_oct, b.recv_oct),
+            send_oct: r(a.send_oct, b.send_oct),
+        }
+    }
+}
+
 /// One consumer, as its connection last reported it.
 #[derive(Clone, Debug)]
 pub struct ConsumerSnapshot {
@@ -141,6 +186,10 @@ pub struct ChannelSnapshot {
     pub unconfirmed: u64,
     /// Its consumers.
     pub consumers: Vec<ConsumerSnapshot>,
+    /// Its counters since it opened.
+    pub totals: Totals,
+    /// Their rates over the last few seconds.
+    pub rates: TotalsRates,
 }
 
 /// What a connection task copies here every second.
@@ -148,6 +197,8 @@ pub struct ChannelSnapshot {
 pub struct Snapshot {
     /// Its counters since it opened.
     pub totals: Totals,
+    /// Their rates over the last few seconds.
+    pub rates: TotalsRates,
     /// Its open channels.
     pub channels: Vec<ChannelSnapshot>,
     /// Publishing is blocked by a resource alarm.

@@ -60,6 +60,7 @@ use ahash::AHashMap;
 
 use super::consumer::{Blocked, ChannelCredit, ConnHandle, Consumer};
 use super::wake::{Waiters, Wake, WakeList};
+pub use blocked::BlockedTime;
 
 /// A consumer's place: descending priority, then arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,6 +113,8 @@ pub struct ConsumerSet {
     parking: Parking,
     exclusive: usize,
     next_seq: u64,
+    /// Time with every consumer parked (for `consumer_utilisation`).
+    blocked: Arc<BlockedTime>,
 }
 
 /// Where parked consumers wait, and the queue's wake list.
@@ -142,6 +145,30 @@ impl ConsumerSet {
             },
             exclusive: 0,
             next_seq: 0,
+            blocked: Arc::default(),
+        }
+    }
+
+    /// The clock of time with every consumer parked.
+    pub fn blocked_time(&self) -> Arc<BlockedTime> {
+        self.blocked.clone()
+    }
+
+    /// Start or stop the blocked clock after `active` or `entries`
+    /// changed.
+    fn mark_blocked(&self) {
+        let all_parked = match self.single_active {
+            // Only the first is ever given messages.
+            true => self
+                .entries
+                .values()
+                .next()
+                .is_some_and(|e| e.parked.is_some()),
+            false => self.active.is_empty() && !self.entries.is_empty(),
+        };
+        match all_parked {
+            true => self.blocked.start(),
+            false => self.blocked.stop(),
         }
     }
 
@@ -193,6 +220,7 @@ impl ConsumerSet {
             },
         );
         self.active.insert(key);
+        self.mark_blocked();
         key
     }
 
@@ -224,6 +252,7 @@ impl ConsumerSet {
             }
             Some(b) => self.parking.leave(key, &c, b),
         }
+        self.mark_blocked();
         // It may have been the one woken for a unit of its channel's
         // credit: wake another in its place.
         let chan = (c.conn.id, c.channel);
@@ -243,6 +272,7 @@ impl ConsumerSet {
         self.parking.unregister_all(&self.entries);
         self.by_id.clear();
         self.active.clear();
+        self.blocked.stop();
         self.exclusive = 0;
         std::mem::take(&mut self.entries)
             .into_values()
@@ -336,6 +366,8 @@ impl ConsumerSet {
         entry.parked = Some(blocked);
         if self.parking.join(key, &entry.consumer, blocked) {
             self.unpark(key);
+        } else {
+            self.mark_blocked();
         }
     }
 
@@ -349,6 +381,7 @@ impl ConsumerSet {
         };
         self.active.insert(key);
         self.parking.leave(key, &entry.consumer, blocked);
+        self.mark_blocked();
     }
 }
 
@@ -489,6 +522,8 @@ fn leave_bucket<I: std::hash::Hash + Eq + Copy, R: Resource>(
     }
 }
 
+#[path = "consumer_set/blocked.rs"]
+mod blocked;
 #[cfg(test)]
 #[path = "consumer_set/tests.rs"]
 mod tests;

@@ -13,6 +13,7 @@ use routes::Routes;
 
 mod bindings;
 mod routes;
+pub mod stats;
 
 /// Where a binding sends messages.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -124,6 +125,8 @@ pub struct Exchange {
     /// I/O), so a writer holds up only publishers to this exchange and
     /// only for that long.
     routes: RwLock<Routes>,
+    /// Messages in and out, for the management API.
+    pub stats: stats::ExchangeStats,
 }
 
 impl Exchange {
@@ -159,6 +162,7 @@ impl Exchange {
             policy_alternate: Default::default(),
             delayed: false,
             routes: RwLock::new(Routes::new(kind)),
+            stats: Default::default(),
         }
     }
 

@@ -189,7 +189,7 @@ impl Queue {
             declared: policy.clone(),
             arguments: def.arguments,
             disk_dir: def.disk_dir,
-            stats: stats::QueueStats::default(),
+            stats: stats::QueueStats::new(consumers.blocked_time()),
             state: Mutex::new(QueueState {
                 policy,
                 applied: Default::default(),
@@ -537,10 +537,17 @@ impl Queue {
     /// Ready messages, their body bytes and the consumers, read at once.
     pub fn gauges(&self) -> Gauges {
         let st = self.state.lock();
+        let ready = st.ready.len() as u64;
+        let ready_bytes = st.ready.body_bytes();
+        // Messages in memory at the average body size, plus what each
+        // costs besides its body (bodies shared by fan-out count in full).
+        let per_message = ready_bytes / ready.max(1) + MESSAGE_OVERHEAD_BYTES;
         Gauges {
-            ready: st.ready.len() as u64,
-            ready_bytes: st.ready.body_bytes(),
+            ready,
+            ready_bytes,
             consumers: st.consumers.len() as u64,
+            memory_bytes: std::mem::size_of::<Queue>() as u64
+                + st.ready.in_memory() as u64 * per_message,
         }
     }
 
@@ -614,7 +621,15 @@ pub struct Gauges {
     pub ready_bytes: u64,
     /// Consumers.
     pub consumers: u64,
+    /// Estimated bytes of memory the queue holds (its messages in memory).
+    pub memory_bytes: u64,
 }
+
+/// What a message in memory costs besides its body: the queued entry, the
+/// shared message and its properties (an estimate).
+const MESSAGE_OVERHEAD_BYTES: u64 = (std::mem::size_of::<QueuedMessage>()
+    + std::mem::size_of::<crate::broker::message::Message>()
+    + 64) as u64;
 
 /// The declared properties of a queue.
 #[derive(Debug)]

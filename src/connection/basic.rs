@@ -244,8 +244,7 @@ impl Session {
         // Validate and route now (errors surface at the publish, as in
         // RabbitMQ); in a transaction, enqueue only at commit.
         let routed = self.route_publish(id, complete)?;
-        self.totals.published += 1;
-        self.totals.observe_size(routed.message.body.len() as u64);
+        self.count_published(id, &routed.message);
         if self.channel_mut(id)?.tx.is_some() {
             let bytes = crate::store::message_bytes(&routed.message);
             self.check_transaction_budget(bytes)?;
@@ -258,6 +257,7 @@ impl Session {
         let stored = self.enqueue(id, routed);
         let ch = self.channel_mut(id)?;
         let confirming = ch.confirms.is_some();
+        ch.totals.published_confirm += u64::from(confirming);
         match &mut ch.confirms {
             Some(confirms) => {
                 let ticket = confirms.push(stored);
@@ -268,7 +268,6 @@ impl Session {
             }
             None => {}
         }
-        self.totals.published_confirm += u64::from(confirming);
         Ok(())
     }
 
@@ -483,9 +482,10 @@ impl Session {
             None => {}
         }
         if r.queues.is_empty() {
+            let counts = self.counts(id);
             match r.mandatory {
-                true => self.totals.unroutable_returned += 1,
-                false => self.totals.unroutable_dropped += 1,
+                true => counts.unroutable_returned += 1,
+                false => counts.unroutable_dropped += 1,
             }
             if r.mandatory {
                 let m = &r.message;
@@ -502,7 +502,7 @@ impl Session {
             }
             return Stored::Done;
         }
-        self.totals.routed += 1;
+        self.count_routed(id, &r.message.exchange);
         let mut stored = Stored::Done;
         for q in &r.queues {
             stored = stored.and(q.publish(r.message.clone()));
@@ -641,7 +641,7 @@ impl Session {
         self.allow(Perm::Read, Resource::Queue, &name)?;
         let queue = self.vhost.queue(&name, self.id)?;
         let Some((message, remaining)) = queue.get(g.no_ack) else {
-            self.totals.get_empty += 1;
+            self.counts(id).get_empty += 1;
             self.send(
                 id,
                 AMQPClass::Basic(AMQPMethod::GetEmpty(basic::GetEmpty {})),
@@ -650,12 +650,12 @@ impl Session {
         };
         let redelivered = message.redelivered;
         queue.stats.got(!g.no_ack, redelivered);
-        match g.no_ack {
-            true => self.totals.get_no_ack += 1,
-            false => self.totals.get_ack += 1,
-        }
-        self.totals.redelivered += u64::from(redelivered);
         let ch = self.channel_mut(id)?;
+        match g.no_ack {
+            true => ch.totals.get_no_ack += 1,
+            false => ch.totals.get_ack += 1,
+        }
+        ch.totals.redelivered += u64::from(redelivered);
         let tag = ch.next_tag();
         let m = message.message.clone();
         let properties = queue.delivery_properties(&message, true);
@@ -686,9 +686,8 @@ impl Session {
         let ch = self.channel_mut(id)?;
         let items = ch.unacked.take(tag, multiple)?;
         if how == Settle::Ack {
-            self.totals.acked += items.len() as u64;
+            ch.totals.acked += items.len() as u64;
         }
-        let ch = self.channel_mut(id)?;
         match &mut ch.tx {
             // Held (out of `unacked`) until commit; rollback puts them back.
             Some(tx) => tx.settlements.push((items, how)),
@@ -758,10 +757,10 @@ impl Session {
         if let Some(q) = &queue {
             q.stats.delivered(credit.is_some(), redelivered);
             match credit.is_some() {
-                true => self.totals.delivered_ack += 1,
-                false => self.totals.delivered_no_ack += 1,
+                true => ch.totals.delivered_ack += 1,
+                false => ch.totals.delivered_no_ack += 1,
             }
-            self.totals.redelivered += u64::from(redelivered);
+            ch.totals.redelivered += u64::from(redelivered);
         }
         match (queue, credit) {
             (Some(queue), Some(credit)) => ch.unacked.push(Unacked {

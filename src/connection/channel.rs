@@ -7,9 +7,11 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::content::ContentState;
+use super::stats::ExchangeCounts;
 use super::tx_confirm::{Confirms, TxBuffer};
 pub use super::unacked::Unacked;
 use super::unacked::UnackedList;
+use crate::broker::connections::Totals;
 use crate::broker::consumer::ChannelCredit;
 use crate::broker::message::QueuedMessage;
 use crate::broker::queue::Queue;
@@ -76,6 +78,11 @@ pub struct Channel {
     /// The properties of the last message published here, as copied out
     /// of the read buffer (see `PendingPublish::body`).
     pub last_properties: bytes::Bytes,
+    /// Counters since the channel opened (the connection's are these plus
+    /// its closed channels').
+    pub totals: Totals,
+    /// Messages in and out per exchange, not yet added to the exchanges.
+    pub exchange_counts: ExchangeCounts,
 }
 
 impl Channel {
@@ -96,6 +103,8 @@ impl Channel {
             tx: None,
             reply_consumer: None,
             last_properties: bytes::Bytes::new(),
+            totals: Totals::default(),
+            exchange_counts: ExchangeCounts::default(),
         }
     }
 

@@ -88,6 +88,8 @@ pub struct Session {
     pub(super) entry: Arc<ConnectionEntry>,
     /// Counters, copied to `entry` once a second.
     pub(super) totals: Totals,
+    /// Where the rates of the counters are taken from.
+    pub(super) rate_window: super::stats::RateWindow,
     /// The last exchange a publish was allowed to (see `permissions.rs`).
     pub(super) publish_grant: super::permissions::PublishGrant,
 }
@@ -137,6 +139,7 @@ impl Session {
             unacked_bytes: Arc::new(AtomicU64::new(0)),
             entry,
             totals: Totals::default(),
+            rate_window: Default::default(),
             publish_grant: Default::default(),
         }
     }
@@ -317,7 +320,7 @@ impl Session {
             let Some(confirms) = ch.confirms.as_mut() else {
                 continue;
             };
-            self.totals.confirmed += std::mem::take(&mut confirms.acks_sent);
+            ch.totals.confirmed += std::mem::take(&mut confirms.acks_sent);
             let out = &mut self.io.out;
             confirms.release(status, |delivery_tag, multiple, ack| {
                 let m = match ack {
@@ -665,6 +668,7 @@ impl Session {
 
     /// Cancel a channel's consumers and requeue its unacked deliveries.
     pub(super) fn release_channel(&mut self, ch: &mut Channel) {
+        self.retire_counts(ch);
         let closed = &self.broker.connections.channels_closed_total;
         closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Settlements of an uncommitted transaction never happened.

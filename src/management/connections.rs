@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::format::vhost;
+use super::format::{message_stats, rate, vhost};
 use super::json::table_to_json;
 use super::listing::{respond, respond_one, unsorted, Params};
 use super::AppState;
@@ -60,7 +60,9 @@ fn connection_json(c: &ConnectionEntry, node: &str) -> Value {
         "frame_max": c.frame_max,
         "timeout": c.heartbeat_s,
         "recv_oct": snap.totals.recv_oct,
+        "recv_oct_details": rate(snap.rates.recv_oct),
         "send_oct": snap.totals.send_oct,
+        "send_oct_details": rate(snap.rates.send_oct),
     })
 }
 
@@ -83,6 +85,7 @@ fn channel_json(c: &ConnectionEntry, ch: &ChannelSnapshot, node: &str) -> Value 
         "messages_unconfirmed": ch.unconfirmed,
         "messages_uncommitted": 0,
         "acks_uncommitted": 0,
+        "message_stats": message_stats(&ch.totals, &ch.rates),
     })
 }
 

@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::json::table_to_json;
 use super::AppState;
+use crate::broker::connections::{Totals, TotalsRates};
 use crate::broker::exchange::{Binding, Destination, Exchange};
 use crate::broker::queue::Queue;
 use crate::broker::VHost;
@@ -79,6 +80,9 @@ pub struct QueueJson<'a> {
     operator_policy: Option<String>,
     effective_policy_definition: Value,
     consumers: u64,
+    consumer_utilisation: f64,
+    consumer_capacity: f64,
+    memory: u64,
     messages: u64,
     messages_details: Rate,
     messages_ready: u64,
@@ -122,6 +126,7 @@ pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
     let r = q.stats.rates();
     let (ready_rate, unacked_rate) = q.stats.depth_rates();
     let active = q.stats.active_ms();
+    let utilisation = (q.stats.utilisation() * 1000.0).round() / 1000.0;
     let applied = q.applied_policy();
     let idle = active > 0 && r.published == 0.0 && r.deliver_get() == 0.0 && r.acked == 0.0;
     QueueJson {
@@ -138,6 +143,9 @@ pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
         policy: applied.policy.map(|p| p.name),
         operator_policy: applied.operator.map(|p| p.name),
         consumers: g.consumers,
+        consumer_utilisation: utilisation,
+        consumer_capacity: utilisation,
+        memory: g.memory_bytes,
         messages: g.ready + unacked,
         messages_details: Rate::of(ready_rate + unacked_rate),
         messages_ready: g.ready,
@@ -169,8 +177,26 @@ pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
     }
 }
 
+/// RabbitMQ's `message_stats` of a channel or the node: counters since
+/// start and their rates.
+pub fn message_stats(totals: &Totals, r: &TotalsRates) -> Value {
+    json!({
+        "publish": totals.published, "publish_details": rate(r.published),
+        "confirm": totals.confirmed, "confirm_details": rate(r.confirmed),
+        "deliver_get": totals.deliver_get(), "deliver_get_details": rate(r.deliver_get),
+        "deliver": totals.delivered_ack, "deliver_no_ack": totals.delivered_no_ack,
+        "get": totals.get_ack, "get_no_ack": totals.get_no_ack, "get_empty": totals.get_empty,
+        "ack": totals.acked, "ack_details": rate(r.acked),
+        "redeliver": totals.redelivered, "redeliver_details": rate(r.redelivered),
+        "return_unroutable": totals.unroutable_returned, "return_unroutable_details": rate(r.returned),
+        "drop_unroutable": totals.unroutable_dropped, "drop_unroutable_details": rate(r.dropped),
+    })
+}
+
 /// An exchange.
 pub fn exchange(x: &Exchange, vhost: &str) -> Value {
+    let (publish_in, publish_out) = x.stats.counts();
+    let (rate_in, rate_out) = x.stats.rates();
     json!({
         "name": &*x.name,
         "vhost": vhost,
@@ -181,6 +207,10 @@ pub fn exchange(x: &Exchange, vhost: &str) -> Value {
         "arguments": table_to_json(&x.arguments),
         "policy": x.policy_name(),
         "user_who_performed_action": "",
+        "message_stats": {
+            "publish_in": publish_in, "publish_in_details": rate(rate_in),
+            "publish_out": publish_out, "publish_out_details": rate(rate_out),
+        },
     })
 }
 

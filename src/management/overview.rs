@@ -116,17 +116,7 @@ async fn overview(State(s): State<AppState>, c: Caller, Query(p): Query<Params>)
         "enable_queue_totals": false,
         "require_definition_json_extension": false,
         "statistics_db_event_queue": 0,
-        "message_stats": {
-            "publish": totals.published, "publish_details": rate(r.published),
-            "confirm": totals.confirmed, "confirm_details": rate(r.confirmed),
-            "deliver_get": totals.deliver_get(), "deliver_get_details": rate(r.deliver_get),
-            "deliver": totals.delivered_ack, "deliver_no_ack": totals.delivered_no_ack,
-            "get": totals.get_ack, "get_no_ack": totals.get_no_ack, "get_empty": totals.get_empty,
-            "ack": totals.acked, "ack_details": rate(r.acked),
-            "redeliver": totals.redelivered, "redeliver_details": rate(r.redelivered),
-            "return_unroutable": totals.unroutable_returned, "return_unroutable_details": rate(r.returned),
-            "drop_unroutable": totals.unroutable_dropped, "drop_unroutable_details": rate(r.dropped),
-        },
+        "message_stats": super::format::message_stats(&totals, &r),
         "churn_rates": {
             "connection_created": b.connections.opened_total.load(Relaxed),
             "connection_closed": b.connections.closed_total.load(Relaxed),

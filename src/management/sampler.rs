@@ -1,5 +1,5 @@
 //! The rates the API shows (`*_details.rate`): every few seconds, read each
-//! queue's counters and the node's totals and keep the rate since the last
+//! queue's and exchange's counters and the node's totals and keep the rate since the last
 //! reading. One reading per object, so memory does not grow with traffic
 //! or time (RabbitMQ keeps sample histories in a statistics database).
 
@@ -17,27 +17,7 @@ use crate::broker::Broker;
 pub const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Node-wide rates, per second, of the last interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct NodeRates {
-    /// Messages published.
-    pub published: f64,
-    /// Publisher confirms sent.
-    pub confirmed: f64,
-    /// Deliveries and gets.
-    pub deliver_get: f64,
-    /// Acks received.
-    pub acked: f64,
-    /// Redeliveries.
-    pub redelivered: f64,
-    /// Unroutable publishes returned.
-    pub returned: f64,
-    /// Unroutable publishes dropped.
-    pub dropped: f64,
-    /// Bytes read from clients.
-    pub recv_oct: f64,
-    /// Bytes written to clients.
-    pub send_oct: f64,
-}
+pub use crate::broker::connections::TotalsRates as NodeRates;
 
 #[derive(Debug, Default)]
 struct Last {
@@ -63,26 +43,17 @@ impl Sampler {
         let now = now_ms();
         for v in broker.vhosts() {
             for q in v.queues() {
-                q.stats.sample(now, q.gauges().ready);
+                let g = q.gauges();
+                q.stats.sample(now, g.ready, g.consumers);
+            }
+            for x in v.exchanges() {
+                x.stats.sample(now);
             }
         }
         let totals = broker.connections.totals();
         let mut last = self.last.lock();
         if last.at_ms != 0 && now > last.at_ms {
-            let secs = (now - last.at_ms) as f64 / 1000.0;
-            let (a, b) = (&last.totals, &totals);
-            let r = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
-            last.rates = NodeRates {
-                published: r(a.published, b.published),
-                confirmed: r(a.confirmed, b.confirmed),
-                deliver_get: r(a.deliver_get(), b.deliver_get()),
-                acked: r(a.acked, b.acked),
-                redelivered: r(a.redelivered, b.redelivered),
-                returned: r(a.unroutable_returned, b.unroutable_returned),
-                dropped: r(a.unroutable_dropped, b.unroutable_dropped),
-                recv_oct: r(a.recv_oct, b.recv_oct),
-                send_oct: r(a.send_oct, b.send_oct),
-            };
+            last.rates = NodeRates::between(&last.totals, &totals, now - last.at_ms);
         }
         last.at_ms = now;
         last.totals = totals;

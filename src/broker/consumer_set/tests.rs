@@ -648,3 +648,33 @@ fn threads_racing_releases_and_drains_never_lose_a_wake() {
         );
     }
 }
+
+#[test]
+fn the_blocked_clock_runs_only_while_every_consumer_is_parked() {
+    let c = conn(1);
+    let mut set = ConsumerSet::new(false);
+    let clock = set.blocked_time();
+    set.insert(consumer(spec(&c, 1)));
+    set.insert(consumer(spec(&c, 2)));
+    assert_eq!(next(&mut set), Some(1));
+    assert_eq!(next(&mut set), Some(2));
+    assert_eq!(clock.total_ns(), 0, "each took a message: not blocked");
+    assert_eq!(next(&mut set), None);
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let blocked = clock.total_ns();
+    assert!(blocked >= 3_000_000, "{blocked}");
+    ack(&set, 1, 1);
+    assert_eq!(next(&mut set), Some(1), "woken: the clock stops");
+    let stopped = clock.total_ns();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(clock.total_ns(), stopped);
+    // Parked again, then the consumers leave: no consumer is not blocked.
+    assert_eq!(next(&mut set), None);
+    for id in [1, 2] {
+        let key = set.find(1, id).expect("consumer");
+        set.remove(key);
+    }
+    let left = clock.total_ns();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(clock.total_ns(), left);
+}

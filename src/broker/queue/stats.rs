@@ -9,7 +9,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
+
+use crate::broker::consumer_set::BlockedTime;
 
 /// The counters of one queue.
 #[derive(Debug, Default)]
@@ -23,6 +27,8 @@ pub struct QueueStats {
     redelivered: AtomicU64,
     /// Deliveries a client holds and has not settled (a gauge).
     unacked: AtomicU64,
+    /// Time with every consumer parked (the consumer set's clock).
+    blocked: Arc<BlockedTime>,
     sampled: Mutex<Sampled>,
 }
 
@@ -91,9 +97,21 @@ struct Sampled {
     /// Their change per second over the last interval.
     ready_rate: f64,
     unacked_rate: f64,
+    /// Blocked time at the last sample, ns.
+    blocked_ns: u64,
+    /// Share of the last interval some consumer could take a message.
+    utilisation: f64,
 }
 
 impl QueueStats {
+    /// Counters for a queue whose consumer set keeps `blocked`.
+    pub fn new(blocked: Arc<BlockedTime>) -> Self {
+        QueueStats {
+            blocked,
+            ..Default::default()
+        }
+    }
+
     /// A message was enqueued.
     pub fn published(&self) {
         self.published.fetch_add(1, Relaxed);
@@ -163,16 +181,23 @@ impl QueueStats {
 
     /// Take a sample at `now_ms`, with `ready` messages in the queue: the
     /// rates since the last one.
-    pub fn sample(&self, now_ms: u64, ready: u64) {
+    pub fn sample(&self, now_ms: u64, ready: u64, consumers: u64) {
         let counts = self.counts();
         let unacked = self.unacked();
+        let blocked_ns = self.blocked.total_ns();
         let mut s = self.sampled.lock();
         if s.at_ms != 0 && now_ms > s.at_ms {
             let secs = (now_ms - s.at_ms) as f64 / 1000.0;
             s.rates = rates_between(&s.counts, &counts, now_ms - s.at_ms);
             s.ready_rate = (ready as f64 - s.ready as f64) / secs;
             s.unacked_rate = (unacked as f64 - s.unacked as f64) / secs;
+            let blocked = blocked_ns.saturating_sub(s.blocked_ns) as f64 / 1e9;
+            s.utilisation = match consumers {
+                0 => 0.0,
+                _ => (1.0_f64 - blocked / secs).clamp(0.0, 1.0),
+            };
         }
+        s.blocked_ns = blocked_ns;
         s.ready = ready;
         s.unacked = unacked;
         if counts != s.counts || s.at_ms == 0 {
@@ -180,6 +205,13 @@ impl QueueStats {
         }
         s.at_ms = now_ms;
         s.counts = counts;
+    }
+
+    /// The share of the last sampling interval in which some consumer
+    /// could take a message at once (0 without consumers), RabbitMQ's
+    /// `consumer_utilisation`.
+    pub fn utilisation(&self) -> f64 {
+        self.sampled.lock().utilisation
     }
 
     /// The rates of the last sampling interval.
@@ -228,16 +260,32 @@ mod tests {
     }
 
     #[test]
+    fn utilisation_is_the_unblocked_share_of_the_interval() {
+        let blocked = Arc::new(BlockedTime::default());
+        let s = QueueStats::new(blocked.clone());
+        s.sample(1_000, 0, 1);
+        s.sample(1_200, 0, 1);
+        assert_eq!(s.utilisation(), 1.0, "never blocked");
+        blocked.start();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        blocked.stop();
+        s.sample(1_400, 0, 1);
+        assert!(s.utilisation() <= 0.5, "{}", s.utilisation());
+        s.sample(1_600, 0, 0);
+        assert_eq!(s.utilisation(), 0.0, "no consumers");
+    }
+
+    #[test]
     fn rates_come_from_consecutive_samples() {
         let s = QueueStats::default();
-        s.sample(1_000, 0);
+        s.sample(1_000, 0, 0);
         for _ in 0..50 {
             s.published();
         }
         s.delivered(true, false);
         s.delivered(false, true);
         s.got(true, false);
-        s.sample(6_000, 10);
+        s.sample(6_000, 10, 0);
         let r = s.rates();
         assert_eq!(r.published, 10.0);
         assert!((r.deliver_get() - 0.6).abs() < 1e-9);
@@ -248,11 +296,11 @@ mod tests {
         s.settled(5, false);
         assert_eq!(s.unacked(), 0, "never below zero");
         assert_eq!(s.counts().acked, 1);
-        s.sample(11_000, 0);
+        s.sample(11_000, 0, 0);
         assert_eq!(s.rates().published, 0.0);
         assert_eq!(s.rates().acked, 0.2);
         assert_eq!(s.active_ms(), 11_000);
-        s.sample(16_000, 0);
+        s.sample(16_000, 0, 0);
         assert_eq!(s.active_ms(), 11_000, "no change since");
     }
 }

@@ -232,3 +232,30 @@ async fn definitions_carry_parameters_limits_and_policies() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn imports_skip_unknown_components_and_refuse_malformed_items() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start_with(|c| c.management_port = free_port()).await;
+        // A RabbitMQ export with a shovel: the shovel is skipped, the rest
+        // lands.
+        let defs = json!({"parameters": [
+            {"component": "shovel", "vhost": "/", "name": "s", "value": {"src-queue": "a"}},
+            {"component": "vhost-limits", "vhost": "/", "name": "limits", "value": {"max-queues": 4}},
+        ]});
+        assert_eq!(b.api("POST", "/definitions", Some(defs)).await.0, 204);
+        let (_, limits) = b.api("GET", "/vhost-limits/%2F", None).await;
+        assert_eq!(limits, json!([{"vhost": "/", "value": {"max-queues": 4}}]));
+        // A list item that is not an object is a 400, never a 500.
+        for key in ["policies", "parameters"] {
+            let (status, e) = b.api("POST", "/definitions/%2F", Some(json!({key: [1]}))).await;
+            assert_eq!((status, e["error"].as_str()), (400, Some("bad_request")), "{key}: {e}");
+        }
+        // Global parameter values are bounded.
+        let huge = json!({"value": "x".repeat(2 << 20)});
+        let (status, _) = b.api("PUT", "/global-parameters/huge", Some(huge)).await;
+        assert_eq!(status, 400);
+        b.stop().await;
+    })
+    .await;
+}

@@ -178,3 +178,35 @@ async fn consumer_utilisation_shows_a_consumer_held_back_by_its_prefetch() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_channel_closed_on_an_error_counts_once_if_the_client_vanishes() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start_with(|c| c.management_port = free_port()).await;
+        let mut raw = common::raw::Raw::handshake(&b).await;
+        raw.send(&common::raw::channel_open(1)).await;
+        raw.send(&common::raw::durable_queue_declare(
+            1,
+            "no-such-queue",
+            true,
+        ))
+        .await;
+        // Open-Ok, then the 404 Channel.Close; no Close-Ok goes back.
+        loop {
+            let f = raw.read_frame().await.expect("a frame");
+            if f.is(1, 20, 40) {
+                break;
+            }
+        }
+        drop(raw);
+        let o = wait_for(&b, "/overview", |o| o["object_totals"]["connections"] == 0).await;
+        assert_eq!(o["churn_rates"]["channel_created"], 1);
+        assert_eq!(
+            o["churn_rates"]["channel_closed"], 1,
+            "{}",
+            o["churn_rates"]
+        );
+        b.stop().await;
+    })
+    .await;
+}

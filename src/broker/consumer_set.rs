@@ -154,6 +154,14 @@ impl ConsumerSet {
         self.blocked.clone()
     }
 
+    /// Act on wakes now if every consumer is parked (the blocked clock
+    /// runs): cheap otherwise, a check of the clock.
+    pub fn wake_if_all_parked(&mut self) {
+        if self.blocked.is_running() {
+            self.wake_up();
+        }
+    }
+
     /// Start or stop the blocked clock after `active` or `entries`
     /// changed.
     fn mark_blocked(&self) {

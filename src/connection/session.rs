@@ -668,6 +668,11 @@ impl Session {
 
     /// Cancel a channel's consumers and requeue its unacked deliveries.
     pub(super) fn release_channel(&mut self, ch: &mut Channel) {
+        // A channel closed on an error was released then; it only waits
+        // for the client's Close-Ok.
+        if ch.state == ChannelState::Closing {
+            return;
+        }
         self.retire_counts(ch);
         let closed = &self.broker.connections.channels_closed_total;
         closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -86,6 +86,12 @@ impl Default for RateWindow {
 }
 
 impl RateWindow {
+    /// Drop what is kept for a closed channel.
+    fn forget(&mut self, id: u16) {
+        self.channels.remove(&id);
+        self.channel_rates.remove(&id);
+    }
+
     /// Move to a new interval if the current one is over.
     fn roll<'a>(
         &mut self,
@@ -155,6 +161,8 @@ impl Session {
         }
         self.totals.add(&std::mem::take(&mut ch.totals));
         hand_to_exchanges(&self.vhost, &mut ch.exchange_counts);
+        // The number may be reused by a new channel: its rates start anew.
+        self.rate_window.forget(ch.id);
     }
 
     /// Copy counters, rates and channels to the registry.
@@ -244,6 +252,24 @@ fn channel_snapshot(ch: &Channel, rates: Option<&TotalsRates>) -> ChannelSnapsho
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reused_channel_number_starts_its_rates_anew() {
+        let mut w = RateWindow {
+            since: Instant::now() - RATE_INTERVAL,
+            ..RateWindow::default()
+        };
+        let mut old = Channel::new(1, Arc::default());
+        old.totals.published = 1_000;
+        w.roll(&Totals::default(), [&old].into_iter());
+        w.forget(1);
+        let mut new = Channel::new(1, Arc::default());
+        new.totals.published = 50;
+        w.since = Instant::now() - RATE_INTERVAL;
+        w.roll(&Totals::default(), [&new].into_iter());
+        let published = w.channel_rates[&1].published;
+        assert!((8.0..=10.0).contains(&published), "{published}");
+    }
 
     #[test]
     fn exchange_counts_add_up_across_exchanges() {

@@ -236,7 +236,7 @@ pub fn import_all(broker: &Broker, body: &Value) -> ApiResult<u64> {
         ticket = ticket.max(broker.put_policy(policy_of(item, false)?)?);
     }
     for item in list(body, "parameters")? {
-        ticket = ticket.max(parameters::put_parameter(broker, item)?);
+        ticket = ticket.max(import_parameter(broker, item)?);
     }
     for item in list(body, "global_parameters")? {
         let name = text(item, "name")?;
@@ -248,6 +248,23 @@ pub fn import_all(broker: &Broker, body: &Value) -> ApiResult<u64> {
         ticket = ticket.max(broker.access.put_global_parameter(name, value)?);
     }
     Ok(ticket)
+}
+
+/// A parameter from a definitions file; one of a component Warren does
+/// not have (a RabbitMQ export's shovels or federation upstreams) is
+/// skipped with a warning rather than failing the whole import.
+fn import_parameter(broker: &Broker, item: &Value) -> ApiResult<u64> {
+    let component = text(item, "component")?;
+    if !parameters::is_known_component(component) {
+        let parameter = item.get("name").and_then(Value::as_str).unwrap_or_default();
+        tracing::warn!(
+            component,
+            parameter,
+            "definitions: skipped a parameter of a component Warren does not have"
+        );
+        return Ok(0);
+    }
+    parameters::put_parameter(broker, item)
 }
 
 /// A policy from its definitions entry.
@@ -293,16 +310,19 @@ fn import_into(broker: &Broker, v: &VHost, body: &Value) -> ApiResult<u64> {
             ticket = ticket.max(import_object(v, kind, item)?);
         }
     }
-    let here = |item: &Value| {
-        let mut item = item.clone();
-        item["vhost"] = json!(&*v.name);
-        item
+    let here = |item: &Value| -> ApiResult<Value> {
+        let Some(fields) = item.as_object() else {
+            return Err(ApiError::bad_request(format!("not an object: {item}")));
+        };
+        let mut fields = fields.clone();
+        fields.insert("vhost".into(), json!(&*v.name));
+        Ok(Value::Object(fields))
     };
     for item in list(body, "policies")? {
-        ticket = ticket.max(broker.put_policy(policy_of(&here(item), false)?)?);
+        ticket = ticket.max(broker.put_policy(policy_of(&here(item)?, false)?)?);
     }
     for item in list(body, "parameters")? {
-        ticket = ticket.max(parameters::put_parameter(broker, &here(item))?);
+        ticket = ticket.max(import_parameter(broker, &here(item)?)?);
     }
     Ok(ticket)
 }

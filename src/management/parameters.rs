@@ -89,7 +89,7 @@ fn find(s: &AppState, component: &str, vhost: &str, name: &str) -> Option<BTreeM
     if component != VHOST_LIMITS || name != LIMITS_NAME {
         return None;
     }
-    s.broker.access.defs().vhost_limits.remove(vhost)
+    s.broker.access.limits_of(LimitScope::Vhost, vhost)
 }
 
 async fn show(
@@ -132,6 +132,11 @@ pub fn limits_of(value: &Value) -> ApiResult<BTreeMap<String, i64>> {
             ))),
         })
         .collect()
+}
+
+/// Whether Warren has parameters of `component`.
+pub fn is_known_component(component: &str) -> bool {
+    component == VHOST_LIMITS
 }
 
 /// Check a component and name Warren knows.

@@ -13,6 +13,11 @@ use crate::store::metadata::MetaOp;
 
 /// Longest global parameter name accepted.
 const MAX_PARAMETER_NAME_LEN: usize = 255;
+/// Largest global parameter value accepted, as JSON (a metadata record
+/// must stay well under the log's record limit).
+const MAX_PARAMETER_VALUE_BYTES: usize = 1 << 20;
+/// Most global parameters kept.
+const MAX_GLOBAL_PARAMETERS: usize = 10_000;
 
 /// What happens to the limits a change does not name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +113,11 @@ impl Access {
         self.commit(&mut st, ops)
     }
 
+    /// The limits of one vhost or user, if it has any.
+    pub fn limits_of(&self, scope: LimitScope, target: &str) -> Option<BTreeMap<String, i64>> {
+        self.state.read().defs.limits(scope).get(target).cloned()
+    }
+
     /// A global parameter's value.
     pub fn global_parameter(&self, name: &str) -> Option<Value> {
         self.state.read().defs.global_parameters.get(name).cloned()
@@ -120,7 +130,19 @@ impl Access {
                 "parameter names are 1 to {MAX_PARAMETER_NAME_LEN} bytes long"
             )));
         }
+        let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
+        if size > MAX_PARAMETER_VALUE_BYTES {
+            return Err(AccessError::Invalid(format!(
+                "parameter values are at most {MAX_PARAMETER_VALUE_BYTES} bytes of JSON"
+            )));
+        }
         let mut st = self.state.write();
+        let params = &st.defs.global_parameters;
+        if params.len() >= MAX_GLOBAL_PARAMETERS && !params.contains_key(name) {
+            return Err(AccessError::Invalid(format!(
+                "at most {MAX_GLOBAL_PARAMETERS} global parameters"
+            )));
+        }
         let op = MetaOp::PutGlobalParameter {
             name: name.into(),
             value,

@@ -34,13 +34,22 @@ impl BlockedTime {
         }
     }
 
-    /// Some consumer can take again, or none is left.
+    /// Some consumer can take again, or none is left. The total grows
+    /// before the period closes, so a reader in between counts the period
+    /// at most twice for an instant, never loses it (only the queue's
+    /// lock holder writes).
     pub fn stop(&self) {
-        let since = self.since_ns.swap(0, Relaxed);
+        let since = self.since_ns.load(Relaxed);
         if since != 0 {
             self.total_ns
                 .fetch_add(now_ns().saturating_sub(since), Relaxed);
+            self.since_ns.store(0, Relaxed);
         }
+    }
+
+    /// Whether a blocked period is open.
+    pub fn is_running(&self) -> bool {
+        self.since_ns.load(Relaxed) != 0
     }
 
     /// Total blocked time up to now, the current period included.

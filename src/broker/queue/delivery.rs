@@ -84,6 +84,10 @@ impl Queue {
         loop {
             self.expire_head(st, due);
             if st.ready.is_empty() || st.consumers.is_empty() {
+                // Parked consumers are woken by the next pick; with nothing
+                // to pick, act on their wakes now so the blocked clock
+                // (consumer utilisation) stops when they are free.
+                st.consumers.wake_if_all_parked();
                 break;
             }
             let Some(key) = st.consumers.pick() else {

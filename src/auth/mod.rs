@@ -3,5 +3,6 @@
 //! this module with the management API.)
 
 pub mod access;
+pub mod attempts;
 pub mod password;
 pub mod sasl;

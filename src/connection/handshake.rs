@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 
 use super::io::{FrameIo, ReadError};
+use crate::auth::attempts::AuthProtocol;
 use crate::auth::sasl::{self, Credentials, SaslError};
 use crate::broker::{Broker, VHost};
 use crate::protocol::{AmqpError, DecodeError, Frame};
@@ -219,10 +220,14 @@ fn check_login(
     peer: SocketAddr,
     broker: &Broker,
 ) -> Result<String, String> {
-    match broker
+    // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d.
+    let loopback = peer.ip().to_canonical().is_loopback();
+    let login = broker.access.login(&creds.user, &creds.password, loopback);
+    broker
         .access
-        .login(&creds.user, &creds.password, peer.ip().is_loopback())
-    {
+        .attempts
+        .record(AuthProtocol::Amqp, login.is_ok());
+    match login {
         Ok(()) => Ok(creds.user),
         Err("loopback-only user") => {
             tracing::info!(user = %creds.user, %peer, "login refused: loopback-only user");

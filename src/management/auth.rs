@@ -11,6 +11,7 @@ use base64::Engine;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::auth::attempts::AuthProtocol;
 
 /// The tags RabbitMQ's management plugin knows.
 const MANAGEMENT_TAGS: &[&str] = &["administrator", "monitoring", "policymaker", "management"];
@@ -70,8 +71,10 @@ impl FromRequestParts<AppState> for Caller {
         let (user, password) = basic_credentials(parts).ok_or_else(login_failed)?;
         let access = &state.broker.access;
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-        let loopback = peer.is_some_and(|p| p.0.ip().is_loopback());
-        match access.login(&user, &password, loopback) {
+        let loopback = peer.is_some_and(|p| p.0.ip().to_canonical().is_loopback());
+        let login = access.login(&user, &password, loopback);
+        access.attempts.record(AuthProtocol::Http, login.is_ok());
+        match login {
             Ok(()) => {}
             Err("loopback-only user") => {
                 return Err(ApiError::unauthorized("User can only log in via localhost"))

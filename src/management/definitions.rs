@@ -30,6 +30,8 @@ use crate::store::access::{PermissionDef, PolicyDef, TopicPermissionDef, VhostDe
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/definitions", get(export).post(import))
+        // RabbitMQ's legacy name for the same.
+        .route("/all-configuration", get(export).post(import))
         .route("/definitions/{vhost}", get(export_vhost).post(import_vhost))
 }
 

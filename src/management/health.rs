@@ -39,6 +39,20 @@ pub fn routes() -> Router<AppState> {
         .route("/health/checks/is-in-service", get(ok))
         .route("/health/checks/ready-to-serve-clients", get(ok))
         .route("/aliveness-test/{vhost}", get(aliveness))
+        // RabbitMQ 3.10's deprecated node check: the node answers.
+        .route("/healthchecks/node", get(ok))
+        .route("/healthchecks/node/{node}", get(node_ok))
+}
+
+async fn node_ok(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(node): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match node == s.broker.node_name {
+        true => Ok(ok(c).await),
+        false => Err(ApiError::not_found()),
+    }
 }
 
 async fn ok(_c: Caller) -> Json<serde_json::Value> {

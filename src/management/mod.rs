@@ -25,6 +25,7 @@ pub mod json;
 mod limits;
 pub mod listing;
 mod messages;
+mod node;
 mod overview;
 mod parameters;
 mod policies;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(policies::routes())
         .merge(limits::routes())
         .merge(parameters::routes())
+        .merge(node::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     Router::new()

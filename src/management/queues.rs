@@ -31,6 +31,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/queues", get(list_all))
         .route("/queues/detailed", get(list_all))
+        // One node: every queue is already where it would be moved.
+        .route("/rebalance/queues", post(rebalance))
         .route("/queues/{vhost}", get(list_vhost))
         .route(
             "/queues/{vhost}/{name}",
@@ -52,6 +54,11 @@ async fn list_all(
     let visible = visible_vhosts(&s, &c);
     let queues: Vec<Arc<Queue>> = visible.iter().flat_map(|v| v.queues()).collect();
     list(&s, queues, &p)
+}
+
+async fn rebalance(c: Caller) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Queues (in vhost, name order) as the list parameters ask.

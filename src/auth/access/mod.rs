@@ -102,6 +102,8 @@ pub struct Access {
     /// `loopback_users`).
     loopback_users: Vec<String>,
     store: Arc<Store>,
+    /// Logins per protocol, for `/api/auth/attempts`.
+    pub attempts: super::attempts::AuthAttempts,
 }
 
 /// Compile a permission regex; an empty one matches nothing, as in
@@ -178,6 +180,7 @@ impl Access {
             has_topic: has_topic.into(),
             loopback_users,
             store,
+            attempts: Default::default(),
         }
     }
 

@@ -9,11 +9,13 @@
 mod backpressure;
 mod basic;
 mod channel;
+mod channel_life;
 mod content;
 mod handshake;
 mod held;
 mod io;
 mod permissions;
+mod publish;
 mod queue_exchange;
 mod session;
 mod stats;

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use amq_protocol::protocol::{confirm, tx, AMQPClass};
 
-use super::basic::Routed;
 use super::channel::{Channel, Settle, Unacked};
+use super::publish::Routed;
 use super::session::Session;
 use crate::broker::queue::Stored;
 use crate::protocol::AmqpError;

@@ -230,6 +230,8 @@ pub struct ConnectionEntry {
     pub frame_max: u32,
     /// Negotiated heartbeat, seconds.
     pub heartbeat_s: u16,
+    /// Channels open on it now (for users' `max-channels`).
+    pub open_channels: std::sync::atomic::AtomicU32,
     close: CancellationToken,
     close_reason: Mutex<Option<String>>,
     snapshot: Mutex<Snapshot>,
@@ -308,6 +310,7 @@ impl Connections {
             channel_max: c.channel_max,
             frame_max: c.frame_max,
             heartbeat_s: c.heartbeat_s,
+            open_channels: Default::default(),
             close: c.close,
             close_reason: Mutex::new(None),
             snapshot: Mutex::new(Snapshot::default()),
@@ -328,6 +331,25 @@ impl Connections {
             self.retired.lock().add(last);
             self.closed_total.fetch_add(1, Relaxed);
         }
+    }
+
+    /// How many open connections `f` picks.
+    pub fn count_matching(&self, f: impl Fn(&ConnectionEntry) -> bool) -> usize {
+        self.open.lock().values().filter(|c| f(c)).count()
+    }
+
+    /// The sum of `value` over the open connections `f` picks.
+    pub fn sum_matching(
+        &self,
+        f: impl Fn(&ConnectionEntry) -> bool,
+        value: impl Fn(&ConnectionEntry) -> u64,
+    ) -> u64 {
+        self.open
+            .lock()
+            .values()
+            .filter(|c| f(c))
+            .map(|c| value(c))
+            .sum()
     }
 
     /// The open connections, oldest first.

@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod delayed;
 pub mod exchange;
 pub mod headers;
+mod limits;
 pub mod message;
 pub mod policy;
 pub mod queue;
@@ -128,7 +129,7 @@ impl Broker {
             true => format!("warren@{}", host_name()),
             false => config.node_name.clone(),
         };
-        Ok(Broker {
+        let broker = Broker {
             vhosts: parking_lot::RwLock::new(vhosts),
             access,
             admin: parking_lot::Mutex::new(()),
@@ -140,7 +141,11 @@ impl Broker {
             store,
             alarms,
             _monitor: monitor,
-        })
+        };
+        for vhost in broker.access.defs().vhost_limits.keys() {
+            broker.apply_limits(crate::store::access::LimitScope::Vhost, vhost);
+        }
+        Ok(broker)
     }
 
     /// The cluster's name: the `cluster_name` global parameter, else the

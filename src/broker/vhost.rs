@@ -38,6 +38,7 @@ use crate::store::{Store, VhostDefinitions};
 mod declare;
 mod durable;
 mod housekeeping;
+mod limits;
 mod listing;
 mod policies;
 mod routing;
@@ -99,6 +100,9 @@ pub struct VHost {
     policies: RwLock<crate::broker::policy::PolicySet>,
     /// queue.declare calls that succeeded (for the metrics).
     queues_declared: std::sync::atomic::AtomicU64,
+    /// Most queues the vhost may hold (negative: no limit; see
+    /// `limits.rs`).
+    max_queues: std::sync::atomic::AtomicI64,
     /// Its end, until the task starts.
     chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
 }
@@ -142,6 +146,7 @@ impl VHost {
             pending: parking_lot::Mutex::new(Vec::new()),
             chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
             queues_declared: Default::default(),
+            max_queues: std::sync::atomic::AtomicI64::new(-1),
             policies: Default::default(),
             deleted: Default::default(),
         };

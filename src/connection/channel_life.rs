@@ -63,8 +63,10 @@ impl Session {
                 self.channel_max
             )));
         }
+        self.broker.check_channel_limit(&self.user)?;
         self.channels
             .insert(id, Channel::new(id, self.unacked_bytes.clone()));
+        self.count_channels();
         let opened = &self.broker.connections.channels_opened_total;
         opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.send(
@@ -72,6 +74,20 @@ impl Session {
             AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
         );
         Ok(())
+    }
+
+    /// Tell the registry how many channels are open (for users'
+    /// `max-channels`); a channel closed on an error no longer counts.
+    fn count_channels(&self) {
+        let open = self
+            .channels
+            .values()
+            .filter(|c| c.state == ChannelState::Open)
+            .count();
+        let open = u32::try_from(open).unwrap_or(u32::MAX);
+        self.entry
+            .open_channels
+            .store(open, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Soft error: close the channel, release what it held.
@@ -127,6 +143,7 @@ impl Session {
         if ch.state == ChannelState::Closing {
             return;
         }
+        self.count_channels();
         self.retire_counts(ch);
         let closed = &self.broker.connections.channels_closed_total;
         closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -147,6 +147,11 @@ pub async fn handshake(
         close(io, e.at(10, 40)).await;
         return Ok(None);
     }
+    if let Err(e) = broker.check_connection_limits(&user, &vhost.name) {
+        tracing::info!(%user, vhost = %vhost.name, reason = %e.text, "connection refused: limit");
+        close(io, e.at(10, 40)).await;
+        return Ok(None);
+    }
     send(
         io,
         AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),

@@ -1,7 +1,7 @@
 //! `/api/vhost-limits` and `/api/user-limits`: RabbitMQ's per-vhost
 //! (`max-connections`, `max-queues`) and per-user (`max-connections`,
-//! `max-channels`) limits, stored durably and shown. Enforcing them is the
-//! limits issue's work; until then they are only recorded.
+//! `max-channels`) limits, stored durably and in effect once set (see
+//! `broker/limits.rs`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::{wait_synced, AppState, Body};
+use crate::auth::access::LimitUpdate;
 use crate::store::access::LimitScope;
 
 pub fn routes() -> Router<AppState> {
@@ -82,7 +83,10 @@ async fn set(
         _ => None,
     }
     .ok_or_else(|| ApiError::bad_request("value must be an integer"))?;
-    let ticket = s.broker.access.put_limit(scope, &target, &name, value)?;
+    let limits = std::collections::BTreeMap::from([(name, value)]);
+    let ticket = s
+        .broker
+        .put_limits(scope, &target, &limits, LimitUpdate::Merge)?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -94,7 +98,7 @@ async fn clear(
     Path((target, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     c.require_admin()?;
-    let ticket = s.broker.access.delete_limit(scope, &target, Some(&name))?;
+    let ticket = s.broker.delete_limit(scope, &target, Some(&name))?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -168,8 +168,7 @@ pub fn put_parameter(s: &crate::broker::Broker, item: &Value) -> ApiResult<u64> 
         .get("value")
         .ok_or_else(|| ApiError::bad_request("value is missing"))?;
     let limits = limits_of(value)?;
-    Ok(s.access
-        .put_limits(LimitScope::Vhost, vhost, &limits, LimitUpdate::Replace)?)
+    Ok(s.put_limits(LimitScope::Vhost, vhost, &limits, LimitUpdate::Replace)?)
 }
 
 async fn put(
@@ -202,10 +201,7 @@ async fn delete(
     if find(&s, &component, &vhost, &name).is_none() {
         return Err(ApiError::not_found());
     }
-    let ticket = s
-        .broker
-        .access
-        .delete_limit(LimitScope::Vhost, &vhost, None)?;
+    let ticket = s.broker.delete_limit(LimitScope::Vhost, &vhost, None)?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -29,18 +29,6 @@ pub enum LimitUpdate {
 }
 
 impl Access {
-    /// Set a vhost or user limit.
-    pub fn put_limit(
-        &self,
-        scope: LimitScope,
-        target: &str,
-        name: &str,
-        value: i64,
-    ) -> Result<u64, AccessError> {
-        let limits = BTreeMap::from([(name.to_string(), value)]);
-        self.put_limits(scope, target, &limits, LimitUpdate::Merge)
-    }
-
     /// Set several limits of one vhost or user at once.
     pub fn put_limits(
         &self,

@@ -209,6 +209,7 @@ impl VHost {
                 ticket: self.store.metadata.last_ticket(),
             });
         }
+        self.check_queue_limit(&name)?;
         let (disk_dir, log) = match durable {
             true => {
                 let dir = self.store.new_queue_dir();

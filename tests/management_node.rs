@@ -55,7 +55,18 @@ async fn node_routes_answer_as_rabbitmq_does() {
         let (_, source) = b
             .api("GET", &format!("/auth/attempts/{node}/source"), None)
             .await;
-        assert_eq!(source, json!([]));
+        let of = |user: &str, p: &str| {
+            let rows = source.as_array().unwrap().iter();
+            rows.clone()
+                .find(|r| r["username"] == user && r["protocol"] == p)
+                .cloned()
+        };
+        let guest_amqp = of("guest", "amqp091").expect("guest over AMQP");
+        assert_eq!(guest_amqp["remote_address"], "127.0.0.1");
+        assert_eq!(guest_amqp["auth_attempts_succeeded"], 1);
+        assert_eq!(guest_amqp["auth_attempts_failed"], 1);
+        let nobody = of("nobody", "http").expect("the refused HTTP login");
+        assert_eq!(nobody["auth_attempts_failed"], 1);
         assert_eq!(
             b.api("GET", "/auth/attempts/rabbit@elsewhere", None)
                 .await

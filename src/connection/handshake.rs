@@ -228,10 +228,8 @@ fn check_login(
     // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d.
     let loopback = peer.ip().to_canonical().is_loopback();
     let login = broker.access.login(&creds.user, &creds.password, loopback);
-    broker
-        .access
-        .attempts
-        .record(AuthProtocol::Amqp, login.is_ok());
+    let attempts = &broker.access.attempts;
+    attempts.record(AuthProtocol::Amqp, login.is_ok(), &creds.user, peer.ip());
     match login {
         Ok(()) => Ok(creds.user),
         Err("loopback-only user") => {

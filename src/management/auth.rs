@@ -2,7 +2,7 @@
 //! users, and RabbitMQ's tag rules (any of administrator, monitoring,
 //! policymaker, management lets a user in; some routes need more).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -71,16 +71,18 @@ impl FromRequestParts<AppState> for Caller {
         let (user, password) = basic_credentials(parts).ok_or_else(login_failed)?;
         let access = &state.broker.access;
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-        let loopback = peer.is_some_and(|p| p.0.ip().to_canonical().is_loopback());
-        let login = access.login(&user, &password, loopback);
-        access.attempts.record(AuthProtocol::Http, login.is_ok());
+        let address = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip().to_canonical());
+        let login = access.login(&user, &password, address.is_loopback());
+        access
+            .attempts
+            .record(AuthProtocol::Http, login.is_ok(), &user, address);
         match login {
             Ok(()) => {}
             Err("loopback-only user") => {
                 return Err(ApiError::unauthorized("User can only log in via localhost"))
             }
             Err(why) => {
-                tracing::info!(user = %user, why, "management login refused");
+                tracing::info!(user = %user, %address, why, "management login refused");
                 return Err(login_failed());
             }
         }

@@ -1,7 +1,7 @@
 //! Per-node detail routes: `/api/nodes/{node}/memory` (RabbitMQ's memory
 //! breakdown, from what Warren can tell apart: its resident set and its
 //! queues' messages in memory) and `/api/auth/attempts/{node}` (logins
-//! per protocol). Monitoring users and administrators only, as in
+//! per protocol, and per source). Monitoring users and administrators only, as in
 //! RabbitMQ.
 
 use axum::extract::{Path, State};
@@ -79,12 +79,24 @@ async fn attempts(
     Ok(Json(Value::Array(rows)))
 }
 
-/// Per client address: not tracked (RabbitMQ's default too), so empty.
+/// Per client address, user and protocol.
 async fn attempts_by_source(
     State(s): State<AppState>,
     c: Caller,
     Path(node): Path<String>,
 ) -> ApiResult<Json<Value>> {
     check(&s, &c, &node)?;
-    Ok(Json(json!([])))
+    let rows = s
+        .broker
+        .access
+        .attempts
+        .by_source()
+        .iter()
+        .map(|a| {
+            json!({"remote_address": a.address.to_string(), "username": a.user,
+                   "protocol": a.protocol.name(), "auth_attempts": a.succeeded + a.failed,
+                   "auth_attempts_failed": a.failed, "auth_attempts_succeeded": a.succeeded})
+        })
+        .collect();
+    Ok(Json(Value::Array(rows)))
 }

@@ -165,6 +165,13 @@ pub struct Config {
     pub max_transaction_bytes: u64,
     /// Time between samples of memory use and free disk space.
     pub alarm_check_interval_ms: u64,
+    /// A delivery not acked within this time is returned to its queue and
+    /// its consumer cancelled (0: no timeout; queues and consumers may set
+    /// their own with `x-consumer-timeout`).
+    pub consumer_timeout_ms: u64,
+    /// On a consumer timeout, close the channel with 406 as RabbitMQ
+    /// does, instead of returning the delivery and cancelling the consumer.
+    pub consumer_timeout_closes_channel: bool,
     /// Users.
     pub users: Vec<User>,
     /// Address the management HTTP API and Prometheus listen on.

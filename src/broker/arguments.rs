@@ -83,6 +83,7 @@ const QUEUE_ARG_RULES: &[(&str, Rule)] = &[
     ("x-max-length", Rule::NonNegative),
     ("x-max-length-bytes", Rule::NonNegative),
     ("x-delivery-limit", Rule::NonNegative),
+    ("x-consumer-timeout", Rule::Positive),
     ("x-max-priority", Rule::Priority),
     ("x-dead-letter-exchange", Rule::Text),
     ("x-dead-letter-routing-key", Rule::Text),

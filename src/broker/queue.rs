@@ -551,6 +551,11 @@ impl Queue {
         }
     }
 
+    /// The queue's consumer timeout (argument or policy), ms.
+    pub fn consumer_timeout_ms(&self) -> Option<u64> {
+        self.state.lock().policy.consumer_timeout_ms
+    }
+
     /// Registered consumers.
     pub fn consumer_count(&self) -> u32 {
         self.state.lock().consumers.len() as u32

@@ -43,6 +43,8 @@ pub struct QueuePolicy {
     pub delivery_limit: Option<u64>,
     /// x-max-priority (1–255; validated at declare).
     pub max_priority: Option<u8>,
+    /// x-consumer-timeout: a delivery unacked this long, ms, is taken back.
+    pub consumer_timeout_ms: Option<u64>,
 }
 
 impl QueuePolicy {
@@ -70,6 +72,7 @@ impl QueuePolicy {
             expires_ms: int("x-expires"),
             delivery_limit: int("x-delivery-limit"),
             max_priority: int("x-max-priority").map(|p| p.min(255) as u8),
+            consumer_timeout_ms: int("x-consumer-timeout"),
         }
     }
 

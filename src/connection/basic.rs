@@ -139,6 +139,7 @@ impl Session {
                     ))
                 })?,
         };
+        let timeout = self.consumer_timeout(&queue, &c.arguments)?;
         let tag_text = if c.consumer_tag.as_str().is_empty() {
             generated_tag()
         } else {
@@ -166,6 +167,7 @@ impl Session {
                 exclusive: c.exclusive,
                 prefetch: ch.consumer_prefetch,
                 arguments: c.arguments.clone(),
+                timeout,
             },
         );
         let added = queue.add_consumer(Consumer {
@@ -272,6 +274,7 @@ impl Session {
                 queue,
                 message,
                 credit: None,
+                deadline: None,
             });
         }
         self.send(
@@ -291,6 +294,9 @@ impl Session {
 
     fn settle(&mut self, id: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
+        if !multiple && super::consumer_timeout::forget_expired(ch, tag) {
+            return Ok(());
+        }
         let items = ch.unacked.take(tag, multiple)?;
         if how == Settle::Ack {
             ch.totals.acked += items.len() as u64;
@@ -370,12 +376,18 @@ impl Session {
             ch.totals.redelivered += u64::from(redelivered);
         }
         match (queue, credit) {
-            (Some(queue), Some(credit)) => ch.unacked.push(Unacked {
-                tag,
-                queue,
-                message,
-                credit: Some(credit),
-            }),
+            (Some(queue), Some(credit)) => {
+                let timeout = ch.consumers.get(&consumer_tag).and_then(|c| c.timeout);
+                let deadline =
+                    timeout.map(|t| (std::time::Instant::now() + t, consumer_tag.clone()));
+                ch.unacked.push(Unacked {
+                    tag,
+                    queue,
+                    message,
+                    credit: Some(credit),
+                    deadline,
+                })
+            }
             (Some(queue), None) => {
                 if let Some(r) = message.disk {
                     // No-ack: delivered means settled.

@@ -28,6 +28,9 @@ pub struct ChannelConsumer {
     pub exclusive: bool,
     pub prefetch: u32,
     pub arguments: amq_protocol::types::FieldTable,
+    /// Deliveries unacked this long are taken back (see
+    /// `consumer_timeout.rs`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A channel's consumer of direct replies (`amq.rabbitmq.reply-to`).
@@ -83,6 +86,9 @@ pub struct Channel {
     pub totals: Totals,
     /// Messages in and out per exchange, not yet added to the exchanges.
     pub exchange_counts: ExchangeCounts,
+    /// Tags of deliveries taken back on a consumer timeout: a late ack of
+    /// one is ignored rather than closing the channel (bounded).
+    pub expired_tags: std::collections::VecDeque<u64>,
 }
 
 impl Channel {
@@ -105,6 +111,7 @@ impl Channel {
             last_properties: bytes::Bytes::new(),
             totals: Totals::default(),
             exchange_counts: ExchangeCounts::default(),
+            expired_tags: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ mod backpressure;
 mod basic;
 mod channel;
 mod channel_life;
+mod consumer_timeout;
 mod content;
 mod handshake;
 mod held;

@@ -55,7 +55,7 @@ pub struct Session {
     pub(super) channels: HashMap<u16, Channel>,
     pub(super) channel_max: u16,
     heartbeat_s: u16,
-    cancel_notify: bool,
+    pub(super) cancel_notify: bool,
     /// Set when we sent Connection.Close: only Close-Ok matters now.
     pub(super) closing_since: Option<Instant>,
     pub(super) done: bool,
@@ -228,6 +228,7 @@ impl Session {
                     }
                 }
                 _ = tick.tick() => {
+                    self.expire_deliveries();
                     self.publish_snapshot();
                     if self.alarm.blocked {
                         // As RabbitMQ: a blocked client is not expected to

@@ -30,6 +30,8 @@ pub struct Unacked {
     pub message: QueuedMessage,
     /// Prefetch credit to give back (None for basic.get deliveries).
     pub credit: Option<Arc<ConsumerCredit>>,
+    /// When its consumer's timeout runs out, and the consumer's tag.
+    pub deadline: Option<(std::time::Instant, Arc<str>)>,
 }
 
 impl Unacked {
@@ -74,6 +76,17 @@ impl UnackedList {
         let n = n.min(self.held);
         self.held -= n;
         self.connection.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The tags and consumer tags of deliveries past their deadline.
+    pub fn expired(&self, now: std::time::Instant) -> Vec<(u64, Arc<str>)> {
+        self.items
+            .iter()
+            .filter_map(|u| match &u.deadline {
+                Some((at, consumer)) if *at <= now => Some((u.tag, consumer.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Deliveries held.

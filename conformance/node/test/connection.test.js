@@ -170,3 +170,15 @@ test('tune-ok with frame_max below 4096 is refused', { timeout: h.T }, async () 
   assert.ok(r.tune);
   assert.equal(r.openOk, undefined);
 });
+
+test('connection.update-secret is answered and the connection goes on', { timeout: h.T }, async () => {
+  // amqplib's updateSecret (credential rotation): RabbitMQ 3.10 answers
+  // update-secret-ok; channels keep working.
+  const { conn, ch } = await h.connectAndChannel();
+  const { pass } = h.brokerAddr();
+  await conn.updateSecret(Buffer.from(pass), 'rotation');
+  const q = await h.tmpQueue(ch, { exclusive: true });
+  ch.sendToQueue(q, Buffer.from('after'));
+  await h.waitForCount(ch, q, 1);
+  assert.equal(conn.isClosed, false);
+});

@@ -4,7 +4,7 @@
 //! address, user and protocol (`.../source`; RabbitMQ's
 //! `track_auth_attempt_source`, always on here). The per-source table
 //! holds at most [`MAX_SOURCES`] entries: a client cannot grow it without
-//! bound by trying names; beyond it only the protocol totals count.
+//! bound by trying names; when full, an arbitrary entry makes room.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -90,7 +90,11 @@ impl AuthAttempts {
         let key = (address.to_canonical(), user.to_string(), protocol as usize);
         let mut sources = self.by_source.lock();
         if sources.len() >= MAX_SOURCES && !sources.contains_key(&key) {
-            return;
+            // Full: an arbitrary entry makes room, so a flood of made-up
+            // names cannot stop later sources from being recorded.
+            if let Some(old) = sources.keys().next().cloned() {
+                sources.remove(&old);
+            }
         }
         let entry = sources.entry(key).or_default();
         match ok {
@@ -175,6 +179,9 @@ mod tests {
             "totals still count"
         );
         a.record(AuthProtocol::Amqp, true, &"x".repeat(10_000), local());
-        assert_eq!(a.by_source().len(), MAX_SOURCES, "full: no new entry");
+        let rows = a.by_source();
+        assert_eq!(rows.len(), MAX_SOURCES, "full: one made room");
+        let cut = rows.iter().filter(|r| r.user.len() == MAX_USER_LEN).count();
+        assert_eq!(cut, 1, "the newest is kept, its name cut");
     }
 }

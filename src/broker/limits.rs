@@ -24,6 +24,8 @@ impl Broker {
         limits: &BTreeMap<String, i64>,
         update: LimitUpdate,
     ) -> Result<u64, AccessError> {
+        // One change at a time, so the vhost gets the last one stored.
+        let _admin = self.admin.lock();
         let ticket = self.access.put_limits(scope, target, limits, update)?;
         self.apply_limits(scope, target);
         Ok(ticket)
@@ -36,6 +38,7 @@ impl Broker {
         target: &str,
         name: Option<&str>,
     ) -> Result<u64, AccessError> {
+        let _admin = self.admin.lock();
         let ticket = self.access.delete_limit(scope, target, name)?;
         self.apply_limits(scope, target);
         Ok(ticket)

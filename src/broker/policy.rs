@@ -271,7 +271,10 @@ impl Matched {
         QueuePolicy {
             message_ttl_ms: min(declared.message_ttl_ms, uint("message-ttl")),
             expires_ms: min(declared.expires_ms, uint("expires")),
-            consumer_timeout_ms: min(declared.consumer_timeout_ms, uint("consumer-timeout")),
+            consumer_timeout_ms: min(
+                declared.consumer_timeout_ms,
+                uint("consumer-timeout").filter(|ms| *ms > 0),
+            ),
             max_length: min(declared.max_length, uint("max-length")),
             max_length_bytes: min(declared.max_length_bytes, uint("max-length-bytes")),
             dead_letter_exchange: declared

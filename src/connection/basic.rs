@@ -294,10 +294,11 @@ impl Session {
 
     fn settle(&mut self, id: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
-        if !multiple && super::consumer_timeout::forget_expired(ch, tag) {
+        let expired = super::consumer_timeout::forget_expired(ch, tag, multiple);
+        if expired && !multiple {
             return Ok(());
         }
-        let items = ch.unacked.take(tag, multiple)?;
+        let items = ch.unacked.take_checked(tag, multiple, !expired)?;
         if how == Settle::Ack {
             ch.totals.acked += items.len() as u64;
         }
@@ -378,8 +379,14 @@ impl Session {
         match (queue, credit) {
             (Some(queue), Some(credit)) => {
                 let timeout = ch.consumers.get(&consumer_tag).and_then(|c| c.timeout);
-                let deadline =
-                    timeout.map(|t| (std::time::Instant::now() + t, consumer_tag.clone()));
+                let deadline = timeout.map(|t| {
+                    ch.had_deadlines = true;
+                    (
+                        std::time::Instant::now() + t,
+                        consumer_tag.clone(),
+                        consumer_id,
+                    )
+                });
                 ch.unacked.push(Unacked {
                     tag,
                     queue,

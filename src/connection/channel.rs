@@ -88,7 +88,9 @@ pub struct Channel {
     pub exchange_counts: ExchangeCounts,
     /// Tags of deliveries taken back on a consumer timeout: a late ack of
     /// one is ignored rather than closing the channel (bounded).
-    pub expired_tags: std::collections::VecDeque<u64>,
+    pub expired_tags: std::collections::BTreeSet<u64>,
+    /// Some delivery here had a consumer timeout (the channel is checked).
+    pub had_deadlines: bool,
 }
 
 impl Channel {
@@ -112,6 +114,7 @@ impl Channel {
             totals: Totals::default(),
             exchange_counts: ExchangeCounts::default(),
             expired_tags: Default::default(),
+            had_deadlines: false,
         }
     }
 

@@ -7,6 +7,8 @@
 //! asks for. The timeout is the consumer's `x-consumer-timeout`, else its
 //! queue's (argument or `consumer-timeout` policy key, as the queue had it
 //! at basic.consume), else `consumer_timeout_ms`; checked once a second.
+//! A client that did not announce `consumer_cancel_notify` could not hear
+//! the cancel, so its channel is closed as RabbitMQ does.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use crate::broker::queue::Queue;
 use crate::protocol::AmqpError;
 
 /// Late-ack tags remembered per channel at most.
-const EXPIRED_TAGS_KEPT: usize = 4096;
+const EXPIRED_TAGS_KEPT: usize = 65_536;
 
 impl Session {
     /// The timeout of a new consumer of `queue` with `arguments`.
@@ -50,55 +52,71 @@ impl Session {
 
     /// Take back every delivery past its deadline (once a second).
     pub(super) fn expire_deliveries(&mut self) {
+        if self.done || self.closing_since.is_some() {
+            return;
+        }
         let now = Instant::now();
         let ids: Vec<u16> = self
             .channels
             .iter()
-            .filter(|(_, ch)| ch.state == ChannelState::Open)
-            .filter(|(_, ch)| ch.consumers.values().any(|c| c.timeout.is_some()))
+            .filter(|(_, ch)| ch.state == ChannelState::Open && ch.had_deadlines)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
             let Some(ch) = self.channels.get_mut(&id) else {
                 continue;
             };
-            let expired = ch.unacked.expired(now);
-            let Some((_, first_consumer)) = expired.first() else {
+            let expired = ch.unacked.take_expired(now);
+            if expired.is_empty() {
                 continue;
-            };
-            if self.broker.config.consumer_timeout_closes_channel {
-                let ms = ch
+            }
+            let closes_channel = self.broker.config.consumer_timeout_closes_channel;
+            if closes_channel || !self.cancel_notify {
+                // RabbitMQ's way, and the only one a client that cannot
+                // hear basic.cancel would notice.
+                let timeout = ch
                     .consumers
-                    .get(first_consumer)
-                    .and_then(|c| c.timeout)
+                    .values()
+                    .filter_map(|c| c.timeout)
+                    .min()
                     .map_or(0, |t| t.as_millis());
+                ch.unacked
+                    .put_back(expired.into_iter().map(|(u, _, _)| u).collect());
                 self.channel_error(id, AmqpError::precondition_failed(format!(
-                    "delivery acknowledgement on channel {id} timed out. Timeout value used: {ms} ms. This timeout value can be configured, see consumers doc guide to learn more"
+                    "delivery acknowledgement on channel {id} timed out. Timeout value used: {timeout} ms. This timeout value can be configured, see consumers doc guide to learn more"
                 )));
                 continue;
             }
-            let mut consumers: Vec<std::sync::Arc<str>> = Vec::new();
-            for (tag, consumer) in expired {
-                if let Ok(items) = ch.unacked.take(tag, false) {
-                    ch.settle(items, Settle::Requeue);
+            let mut consumers: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
+            let mut items = Vec::with_capacity(expired.len());
+            for (u, consumer, consumer_id) in expired {
+                remember_expired(ch, u.tag);
+                if !consumers.iter().any(|(_, c)| *c == consumer_id) {
+                    consumers.push((consumer, consumer_id));
                 }
-                remember_expired(ch, tag);
-                if !consumers.contains(&consumer) {
-                    consumers.push(consumer);
-                }
+                items.push(u);
             }
-            for consumer in consumers {
-                tracing::info!(channel = id, consumer = %consumer, "consumer timed out: delivery returned, consumer cancelled");
-                self.cancel_timed_out(id, &consumer);
+            // Cancel first, so the queue does not hand the messages
+            // straight back to the consumer that timed out.
+            for (consumer, consumer_id) in &consumers {
+                tracing::info!(channel = id, consumer = %consumer, "consumer timed out: deliveries returned, consumer cancelled");
+                self.cancel_timed_out(id, consumer, *consumer_id);
+            }
+            if let Some(ch) = self.channels.get_mut(&id) {
+                ch.settle(items, Settle::Requeue);
             }
         }
     }
 
-    /// Cancel a consumer whose delivery timed out, telling the client.
-    fn cancel_timed_out(&mut self, id: u16, consumer: &str) {
+    /// Cancel a consumer whose delivery timed out (if it is still the
+    /// one with that tag), telling the client.
+    fn cancel_timed_out(&mut self, id: u16, consumer: &str, consumer_id: u64) {
         let Some(ch) = self.channels.get_mut(&id) else {
             return;
         };
+        if ch.consumers.get(consumer).map(|c| c.id) != Some(consumer_id) {
+            return;
+        }
         let Some(cc) = ch.consumers.swap_remove(consumer) else {
             return;
         };
@@ -119,20 +137,30 @@ impl Session {
 }
 
 fn remember_expired(ch: &mut Channel, tag: u64) {
-    if ch.expired_tags.len() == EXPIRED_TAGS_KEPT {
-        ch.expired_tags.pop_front();
+    if ch.expired_tags.len() >= EXPIRED_TAGS_KEPT {
+        ch.expired_tags.pop_first();
     }
-    ch.expired_tags.push_back(tag);
+    ch.expired_tags.insert(tag);
 }
 
-/// Whether `tag` was taken back on a timeout (forgetting it): its late
-/// ack, nack or reject is then ignored.
-pub(super) fn forget_expired(ch: &mut Channel, tag: u64) -> bool {
-    match ch.expired_tags.iter().position(|t| *t == tag) {
-        Some(i) => {
-            ch.expired_tags.remove(i);
-            true
-        }
-        None => false,
+/// Whether an ack, nack or reject of `tag` (with `multiple`: up to it)
+/// names a delivery taken back on a timeout, forgetting those it names: a
+/// late settlement of one is ignored.
+pub(super) fn forget_expired(ch: &mut Channel, tag: u64, multiple: bool) -> bool {
+    if ch.expired_tags.is_empty() {
+        return false;
     }
+    let named = ch.expired_tags.contains(&tag);
+    if multiple {
+        let upto: Vec<u64> = match tag {
+            0 => ch.expired_tags.iter().copied().collect(),
+            _ => ch.expired_tags.range(..=tag).copied().collect(),
+        };
+        for t in upto {
+            ch.expired_tags.remove(&t);
+        }
+    } else if named {
+        ch.expired_tags.remove(&tag);
+    }
+    named
 }

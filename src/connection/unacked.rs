@@ -30,8 +30,9 @@ pub struct Unacked {
     pub message: QueuedMessage,
     /// Prefetch credit to give back (None for basic.get deliveries).
     pub credit: Option<Arc<ConsumerCredit>>,
-    /// When its consumer's timeout runs out, and the consumer's tag.
-    pub deadline: Option<(std::time::Instant, Arc<str>)>,
+    /// When its consumer's timeout runs out, and that consumer's tag and
+    /// id (a tag may be reused by a later consumer).
+    pub deadline: Option<(std::time::Instant, Arc<str>, u64)>,
 }
 
 impl Unacked {
@@ -78,13 +79,22 @@ impl UnackedList {
         self.connection.fetch_sub(n, Ordering::Relaxed);
     }
 
-    /// The tags and consumer tags of deliveries past their deadline.
-    pub fn expired(&self, now: std::time::Instant) -> Vec<(u64, Arc<str>)> {
-        self.items
-            .iter()
-            .filter_map(|u| match &u.deadline {
-                Some((at, consumer)) if *at <= now => Some((u.tag, consumer.clone())),
-                _ => None,
+    /// Take the deliveries past their deadline, with their consumers'
+    /// tags and ids.
+    pub fn take_expired(&mut self, now: std::time::Instant) -> Vec<(Unacked, Arc<str>, u64)> {
+        let due = |u: &Unacked| u.deadline.as_ref().is_some_and(|(at, _, _)| *at <= now);
+        if !self.items.iter().any(due) {
+            return Vec::new();
+        }
+        let (expired, kept): (VecDeque<Unacked>, VecDeque<Unacked>) =
+            std::mem::take(&mut self.items).into_iter().partition(due);
+        self.items = kept;
+        self.sub_held(expired.iter().map(Unacked::held).sum());
+        expired
+            .into_iter()
+            .filter_map(|u| {
+                let (_, tag, id) = u.deadline.clone()?;
+                Some((u, tag, id))
             })
             .collect()
     }
@@ -101,14 +111,21 @@ impl UnackedList {
     }
 
     /// Take the deliveries an ack/nack/reject names: one tag, or with
-    /// `multiple` every tag up to it (0 meaning all).
-    pub fn take(&mut self, tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+    /// `multiple` every tag up to it (0 meaning all). With `multiple`,
+    /// `tag` itself need not be held when `tag_must_exist` is false (it was
+    /// taken back on a consumer timeout).
+    pub fn take_checked(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        tag_must_exist: bool,
+    ) -> Result<Vec<Unacked>, AmqpError> {
         let unknown = || AmqpError::precondition_failed(format!("unknown delivery tag {tag}"));
         let taken: Vec<Unacked> = if multiple {
             if tag == 0 {
                 return Ok(self.take_all());
             }
-            if !self.items.iter().any(|u| u.tag == tag) {
+            if tag_must_exist && !self.items.iter().any(|u| u.tag == tag) {
                 return Err(unknown());
             }
             let n = self.items.partition_point(|u| u.tag <= tag);

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::{wait_synced, AppState, Body};
+use super::{blocking, wait_synced, AppState, Body};
 use crate::auth::access::LimitUpdate;
 use crate::store::access::LimitScope;
 
@@ -84,9 +84,10 @@ async fn set(
     }
     .ok_or_else(|| ApiError::bad_request("value must be an integer"))?;
     let limits = std::collections::BTreeMap::from([(name, value)]);
-    let ticket = s
-        .broker
-        .put_limits(scope, &target, &limits, LimitUpdate::Merge)?;
+    let broker = s.broker.clone();
+    let ticket =
+        blocking(move || Ok(broker.put_limits(scope, &target, &limits, LimitUpdate::Merge)?))
+            .await?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -98,7 +99,8 @@ async fn clear(
     Path((target, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     c.require_admin()?;
-    let ticket = s.broker.delete_limit(scope, &target, Some(&name))?;
+    let broker = s.broker.clone();
+    let ticket = blocking(move || Ok(broker.delete_limit(scope, &target, Some(&name))?)).await?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }

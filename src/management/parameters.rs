@@ -17,7 +17,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::listing::{respond, Params};
 use super::policies::{check_vhost, may_manage};
-use super::{declared, wait_synced, AppState, Body};
+use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::auth::access::LimitUpdate;
 use crate::store::access::LimitScope;
 
@@ -186,7 +186,8 @@ async fn put(
     body["component"] = json!(component);
     body["vhost"] = json!(vhost);
     body["name"] = json!(name);
-    let ticket = put_parameter(&s.broker, &body)?;
+    let broker = s.broker.clone();
+    let ticket = blocking(move || put_parameter(&broker, &body)).await?;
     wait_synced(&s, ticket).await?;
     Ok(declared(existed))
 }
@@ -201,7 +202,9 @@ async fn delete(
     if find(&s, &component, &vhost, &name).is_none() {
         return Err(ApiError::not_found());
     }
-    let ticket = s.broker.delete_limit(LimitScope::Vhost, &vhost, None)?;
+    let broker = s.broker.clone();
+    let ticket =
+        blocking(move || Ok(broker.delete_limit(LimitScope::Vhost, &vhost, None)?)).await?;
     wait_synced(&s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }

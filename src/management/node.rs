@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::{blocking, AppState};
+use crate::auth::attempts::AuthProtocol;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -71,10 +72,7 @@ async fn attempts(
         .attempts
         .counts()
         .iter()
-        .map(|a| {
-            json!({"protocol": a.protocol.name(), "auth_attempts": a.succeeded + a.failed,
-                   "auth_attempts_failed": a.failed, "auth_attempts_succeeded": a.succeeded})
-        })
+        .map(|a| attempt_counts(a.protocol, a.succeeded, a.failed))
         .collect();
     Ok(Json(Value::Array(rows)))
 }
@@ -93,10 +91,17 @@ async fn attempts_by_source(
         .by_source()
         .iter()
         .map(|a| {
-            json!({"remote_address": a.address.to_string(), "username": a.user,
-                   "protocol": a.protocol.name(), "auth_attempts": a.succeeded + a.failed,
-                   "auth_attempts_failed": a.failed, "auth_attempts_succeeded": a.succeeded})
+            let mut row = attempt_counts(a.protocol, a.succeeded, a.failed);
+            row["remote_address"] = json!(a.address.to_string());
+            row["username"] = json!(a.user);
+            row
         })
         .collect();
     Ok(Json(Value::Array(rows)))
+}
+
+/// One row of login counts, as RabbitMQ shows it.
+fn attempt_counts(protocol: AuthProtocol, succeeded: u64, failed: u64) -> Value {
+    json!({"protocol": protocol.name(), "auth_attempts": succeeded + failed,
+           "auth_attempts_failed": failed, "auth_attempts_succeeded": succeeded})
 }

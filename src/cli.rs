@@ -26,6 +26,7 @@ Options:
   --bind ADDR        address to listen on (default 127.0.0.1)
   --port PORT        AMQP port (default 5672; 0 picks a free port)
   --data-dir DIR     data directory (default ./data)
+  --tls-port PORT    AMQPS port (default 5671; serves only with [tls] cert_file and key_file)
   --management-port PORT  management HTTP API port (default 15672; 0: off)
   --prometheus-port PORT  Prometheus metrics port (default 15692; 0: off)
   --log-level LEVEL  tracing filter, e.g. info, debug, warren=trace
@@ -56,6 +57,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ConfigEr
             "--bind" => overrides.push(("bind".into(), value("--bind")?)),
             "--port" => overrides.push(("port".into(), value("--port")?)),
             "--data-dir" => overrides.push(("data_dir".into(), value("--data-dir")?)),
+            "--tls-port" => overrides.push(("tls_port".into(), value("--tls-port")?)),
             "--management-port" => {
                 overrides.push(("management_port".into(), value("--management-port")?))
             }
@@ -84,6 +86,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ConfigEr
                 })?
             }
             "port" => config.port = port_flag("--port", &v)?,
+            "tls_port" => config.tls.listener.port = port_flag("--tls-port", &v)?,
             "management_port" => config.management_port = port_flag("--management-port", &v)?,
             "prometheus_port" => config.prometheus_port = port_flag("--prometheus-port", &v)?,
             "data_dir" => config.data_dir = PathBuf::from(v),
@@ -123,6 +126,10 @@ mod tests {
             panic!("expected run");
         };
         assert_eq!((c.management_port, c.prometheus_port), (0, 9999));
+        let Command::Run(c) = parse(args(&["--tls-port", "5999"])).unwrap() else {
+            panic!("expected run");
+        };
+        assert_eq!(c.tls.listener.port, 5999);
         let e = parse(args(&["--management-port", "x"])).unwrap_err();
         assert!(e.0.contains("--management-port"), "{e}");
     }

@@ -11,6 +11,11 @@ use crate::auth::password::{constant_time_eq, Algorithm, PasswordHash};
 
 use crate::alarms::size::{SizeSetting, WatermarkSetting};
 
+mod tls;
+pub use tls::{
+    AmqpListener, AmqpTls, CertLoginFrom, HttpListener, HttpTls, Management, SanType, TlsFiles,
+};
+
 /// The example config shipped in the repository, which is also the default.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/warren.toml");
 
@@ -188,6 +193,10 @@ pub struct Config {
     /// This node's name in the API and metrics (RabbitMQ's `rabbit@host`
     /// form; empty: `warren@` and the host name).
     pub node_name: String,
+    /// AMQPS: the listener and its certificates.
+    pub tls: AmqpTls,
+    /// The management listeners' HTTPS.
+    pub management: Management,
 }
 
 /// A configuration problem, naming the key.
@@ -233,14 +242,17 @@ impl Config {
             toml::from_str(DEFAULT_CONFIG).map_err(|e| ConfigError(e.to_string()))?;
         let overrides: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
-        for (k, v) in overrides {
-            base.insert(k, v);
-        }
+        merge(&mut base, overrides);
         let config: Config = base
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The AMQPS port if the TLS listener is on.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.files.enabled().then_some(self.tls.listener.port)
     }
 
     /// Check value ranges.
@@ -308,10 +320,29 @@ impl Config {
         if self.vhosts.is_empty() {
             return err("vhosts", "at least one vhost is needed");
         }
+        self.tls.files.validate("tls").map_err(ConfigError)?;
+        self.management
+            .tls
+            .files
+            .validate("management.tls")
+            .map_err(ConfigError)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(ConfigError(format!("invalid value for `log_level`: {e}")));
         }
         Ok(())
+    }
+}
+
+/// Put `overrides` over `base`, table by table: `[tls]` in a file
+/// changes only the keys it names.
+fn merge(base: &mut toml::Table, overrides: toml::Table) {
+    for (k, v) in overrides {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
@@ -427,6 +458,39 @@ mod tests {
             let e = Config::with_overrides(bad).unwrap_err();
             let key = bad.split(' ').next().unwrap();
             assert!(e.0.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_tables_merge_and_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.tls_port(), None);
+        assert_eq!(c.tls.listener.port, 5671);
+        assert_eq!(c.tls.files.handshake_timeout_ms, 5000);
+        assert_eq!(c.management.tls.listener.port, 15671);
+        let c =
+            Config::with_overrides("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"").unwrap();
+        assert_eq!(c.tls_port(), Some(5671));
+        assert_eq!(c.tls.listener.cert_login_from, CertLoginFrom::CommonName);
+        for (bad, key) in [
+            ("[tls]\ncert_file = \"c\"", "`tls.key_file`"),
+            (
+                "[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nverify_peer = true",
+                "`tls.ca_file`",
+            ),
+            (
+                "[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nfail_if_no_peer_cert = true",
+                "`tls.fail_if_no_peer_cert`",
+            ),
+            (
+                "[management.tls]\ncert_file = \"c\"",
+                "`management.tls.key_file`",
+            ),
+            ("[tls]\nverfy_peer = true", "verfy_peer"),
+            ("[tls]\ncert_login_from = \"cn\"", "cn"),
+        ] {
+            let e = Config::with_overrides(bad).unwrap_err().0;
+            assert!(e.contains(key), "{bad}: {e}");
         }
     }
 

@@ -11,6 +11,8 @@
 //!   consumers and prefetch credit, flow control, messages.
 //! - [`store`]: the data directory: durable definitions, per-queue segment
 //!   files, acks, recovery, group-commit fsync.
+//! - [`tls`]: rustls for the AMQPS and HTTPS listeners, certificate
+//!   reload, client-certificate identities for SASL EXTERNAL.
 //! - [`ctl`]: `warren ctl`, the command line over the management API.
 //! - [`management`]: the management HTTP API and the Prometheus endpoint,
 //!   reading the broker's live objects and per-queue counters.
@@ -37,6 +39,7 @@ pub mod management;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{RunningServer, Server};

@@ -1,10 +1,11 @@
 //! The `warren` binary: parse flags and config, set up logging, serve until
-//! SIGINT/SIGTERM.
+//! SIGINT/SIGTERM; SIGHUP reloads the TLS certificates.
 
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 use warren::cli::{self, Command};
+use warren::server::BindError;
 use warren::Server;
 
 fn main() -> ExitCode {
@@ -56,7 +57,10 @@ fn main() -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("warren: {e}");
-                return ExitCode::FAILURE;
+                return match e {
+                    BindError::Config(_) => ExitCode::from(2),
+                    BindError::Other(_) => ExitCode::FAILURE,
+                };
             }
         };
         match server.local_addr() {
@@ -64,12 +68,14 @@ fn main() -> ExitCode {
             Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),
         }
         // After the AMQP line: scripts take the first `addr=` as its port.
-        if let Some(addr) = server.management_addr() {
-            tracing::info!(%addr, "management API listening");
+        for l in server.listeners().iter().skip(1) {
+            tracing::info!(addr = %l.addr, protocol = l.protocol, "listening");
         }
-        if let Some(addr) = server.prometheus_addr() {
-            tracing::info!(%addr, "prometheus metrics listening");
+        if config.tls_port().is_none() && config.tls.listener.port != 5671 {
+            tracing::warn!("a TLS port is set but [tls] has no cert_file: no AMQPS listener");
         }
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(server.tls_reloader()));
         let shutdown = server.shutdown_token();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -79,6 +85,23 @@ fn main() -> ExitCode {
         server.run().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Reload the TLS certificates on each SIGHUP.
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: warren::tls::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: no certificate reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading TLS certificates");
+        reloader.reload().await;
+    }
 }
 
 async fn wait_for_signal() {

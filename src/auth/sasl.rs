@@ -17,6 +17,10 @@ use crate::protocol::nesting;
 /// The mechanisms offered in connection.start, in order of preference.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
+/// The mechanisms offered to a TLS client that sent a verified
+/// certificate: EXTERNAL logs in as the user the certificate names.
+pub const MECHANISMS_WITH_EXTERNAL: &str = "EXTERNAL PLAIN AMQPLAIN";
+
 /// A user name and password taken from a response.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Credentials {

@@ -232,6 +232,10 @@ pub struct ConnectionEntry {
     pub heartbeat_s: u16,
     /// Channels open on it now (for users' `max-channels`).
     pub open_channels: std::sync::atomic::AtomicU32,
+    /// The SASL mechanism it logged in with.
+    pub auth_mechanism: String,
+    /// Its TLS session (None: plain TCP).
+    pub tls: Option<TlsInfo>,
     close: CancellationToken,
     close_reason: Mutex<Option<String>>,
     snapshot: Mutex<Snapshot>,
@@ -255,6 +259,21 @@ impl ConnectionEntry {
     }
 }
 
+/// A TLS connection's session, as the management API shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// RabbitMQ's name of the version: `tlsv1.3` or `tlsv1.2`.
+    pub protocol: String,
+    /// The cipher suite's IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: String,
+    /// The client certificate's subject, issuer and validity, if it sent one.
+    pub peer_subject: Option<String>,
+    /// Its issuer.
+    pub peer_issuer: Option<String>,
+    /// "not before - not after".
+    pub peer_validity: Option<String>,
+}
+
 /// What a connection registers with when it opens.
 #[derive(Debug)]
 pub struct NewConnection {
@@ -276,6 +295,10 @@ pub struct NewConnection {
     pub frame_max: u32,
     /// Negotiated heartbeat.
     pub heartbeat_s: u16,
+    /// The SASL mechanism it logged in with.
+    pub auth_mechanism: String,
+    /// Its TLS session (None: plain TCP).
+    pub tls: Option<TlsInfo>,
     /// Cancelled to close it.
     pub close: CancellationToken,
 }
@@ -311,6 +334,8 @@ impl Connections {
             frame_max: c.frame_max,
             heartbeat_s: c.heartbeat_s,
             open_channels: Default::default(),
+            auth_mechanism: c.auth_mechanism,
+            tls: c.tls,
             close: c.close,
             close_reason: Mutex::new(None),
             snapshot: Mutex::new(Snapshot::default()),
@@ -392,6 +417,8 @@ mod tests {
             channel_max: 2047,
             frame_max: 131072,
             heartbeat_s: 60,
+            auth_mechanism: "PLAIN".into(),
+            tls: None,
             close: CancellationToken::new(),
         }
     }

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use amq_protocol::protocol::{connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tokio::io::AsyncReadExt;
-use tokio::io::AsyncWriteExt;
 
 use super::io::{FrameIo, ReadError};
 use crate::auth::attempts::AuthProtocol;
 use crate::auth::sasl::{self, Credentials, SaslError};
 use crate::broker::{Broker, VHost};
 use crate::protocol::{AmqpError, DecodeError, Frame};
+use crate::tls::PeerCert;
 
 /// The header every AMQP 0-9-1 client must send first.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -36,32 +36,38 @@ pub struct Opened {
     pub blocked_notify: bool,
     /// What the client said of itself in start-ok.
     pub client_properties: FieldTable,
+    /// The SASL mechanism it logged in with.
+    pub auth_mechanism: String,
 }
 
 /// Run the handshake. `Ok(None)` means the connection was refused and is
-/// to be closed quietly.
+/// to be closed quietly. `cert` is the client's verified TLS certificate,
+/// which makes EXTERNAL available.
 pub async fn handshake(
     io: &mut FrameIo,
     peer: SocketAddr,
     broker: &Broker,
+    cert: Option<&PeerCert>,
 ) -> Result<Option<Opened>, String> {
     let mut header = [0u8; 8];
     if io.stream.read_exact(&mut header).await.is_err() {
         return Ok(None);
     }
     if &header != PROTOCOL_HEADER {
-        let _ = io.stream.write_all(PROTOCOL_HEADER).await;
+        let _ = io.write(PROTOCOL_HEADER).await;
         tracing::info!(?header, "bad protocol header");
         return Ok(None);
     }
-    let cfg = &broker.config;
     send(
         io,
         AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: LongString::from(sasl::MECHANISMS),
+            mechanisms: LongString::from(match cert {
+                Some(_) => sasl::MECHANISMS_WITH_EXTERNAL,
+                None => sasl::MECHANISMS,
+            }),
             locales: LongString::from("en_US"),
         })),
     )
@@ -77,6 +83,17 @@ pub async fn handshake(
     };
     let cap = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
     let mechanism = start_ok.mechanism.as_str();
+    if let (Some(cert), "EXTERNAL") = (cert, mechanism) {
+        match check_external(cert, peer, broker) {
+            Ok(user) => return tune_and_open(io, broker, user, start_ok, caps).await,
+            Err(reason) => {
+                if cap("authentication_failure_close") {
+                    close(io, AmqpError::access_refused(reason)).await;
+                }
+                return Ok(None);
+            }
+        }
+    }
     let parsed = sasl::parse(mechanism, start_ok.response.as_bytes());
     if parsed == Err(SaslError::TooDeep) {
         // Treated as the frame it came in: a clean 502, as for methods.
@@ -101,7 +118,19 @@ pub async fn handshake(
             return Ok(None);
         }
     };
+    tune_and_open(io, broker, user, start_ok, caps).await
+}
 
+/// After a login: Tune/Tune-Ok, then Open/Open-Ok with the vhost's checks.
+async fn tune_and_open(
+    io: &mut FrameIo,
+    broker: &Broker,
+    user: String,
+    start_ok: connection::StartOk,
+    caps: FieldTable,
+) -> Result<Option<Opened>, String> {
+    let cfg = &broker.config;
+    let cap = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
     send(
         io,
         AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
@@ -164,6 +193,7 @@ pub async fn handshake(
         heartbeat_s: tune_ok.heartbeat,
         cancel_notify: cap("consumer_cancel_notify"),
         blocked_notify: cap("connection.blocked"),
+        auth_mechanism: start_ok.mechanism.to_string(),
         client_properties: start_ok.client_properties,
     }))
 }
@@ -242,6 +272,26 @@ fn check_login(
         Err(why) => {
             tracing::info!(user = %creds.user, %peer, why, "login refused");
             Err(login_refused(mechanism))
+        }
+    }
+}
+
+/// The user a verified client certificate names, if it may log in.
+fn check_external(cert: &PeerCert, peer: SocketAddr, broker: &Broker) -> Result<String, String> {
+    let refused = login_refused("EXTERNAL");
+    let Some(user) = &cert.login else {
+        tracing::info!(%peer, subject = %cert.subject, "EXTERNAL login refused: the certificate names no user");
+        return Err(refused);
+    };
+    let loopback = peer.ip().to_canonical().is_loopback();
+    let login = broker.access.login_external(user, loopback);
+    let attempts = &broker.access.attempts;
+    attempts.record(AuthProtocol::Amqp, login.is_ok(), user, peer.ip());
+    match login {
+        Ok(()) => Ok(user.clone()),
+        Err(why) => {
+            tracing::info!(%user, %peer, why, "EXTERNAL login refused");
+            Err(refused)
         }
     }
 }

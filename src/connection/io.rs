@@ -3,11 +3,11 @@
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::protocol::frame::decode_frame;
 use crate::protocol::output::FrameWriter;
 use crate::protocol::{DecodeError, Frame};
+use crate::tls::Stream;
 
 /// What reading a frame can end in besides a frame.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub enum ReadError {
 /// Framed access to the socket.
 #[derive(Debug)]
 pub struct FrameIo {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub rbuf: BytesMut,
     pub out: FrameWriter,
     pub frame_max: u32,
@@ -31,7 +31,7 @@ pub struct FrameIo {
 }
 
 impl FrameIo {
-    pub fn new(stream: TcpStream, frame_max: u32) -> Self {
+    pub fn new(stream: Stream, frame_max: u32) -> Self {
         FrameIo {
             stream,
             rbuf: BytesMut::with_capacity(64 * 1024),
@@ -74,8 +74,7 @@ impl FrameIo {
     /// Write out the first `n` bytes encoded (the rest is held).
     pub async fn flush_prefix(&mut self, n: usize) -> std::io::Result<()> {
         let bytes = self.out.take_prefix(n);
-        self.send_oct += bytes.len() as u64;
-        self.stream.write_all(&bytes).await
+        self.write(&bytes).await
     }
 
     /// Write out everything encoded so far.
@@ -84,7 +83,17 @@ impl FrameIo {
             return Ok(());
         }
         let bytes = self.out.take();
+        self.write(&bytes).await
+    }
+
+    /// Write bytes out: TLS may keep the tail of a write in its own buffer
+    /// until flushed, and a frame must not wait for the next write.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.send_oct += bytes.len() as u64;
-        self.stream.write_all(&bytes).await
+        self.stream.write_all(bytes).await?;
+        if let Stream::Tls(_) = self.stream {
+            self.stream.flush().await?;
+        }
+        Ok(())
     }
 }

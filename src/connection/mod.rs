@@ -29,17 +29,79 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::connections::NewConnection;
+use crate::broker::connections::{NewConnection, TlsInfo};
 use crate::broker::Broker;
+use crate::config::AmqpListener;
+use crate::tls::{self, PeerCert, Stream};
 
-/// Serve one accepted TCP connection until it closes.
+/// An AMQPS listener's TLS: its endpoint and how certificates name users.
+#[derive(Debug)]
+pub struct Amqps {
+    /// The current certificates.
+    pub endpoint: Arc<tls::Endpoint>,
+    /// `[tls]`'s EXTERNAL settings.
+    pub login: AmqpListener,
+}
+
+/// Serve one accepted TCP connection until it closes; with `amqps`, the
+/// TLS handshake comes first (in this task, so it stalls no one else).
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
+    amqps: Option<Arc<Amqps>>,
 ) {
     let _ = stream.set_nodelay(true);
+    let (stream, cert) = match amqps {
+        None => (Stream::Tcp(stream), None),
+        Some(amqps) => match amqps.endpoint.accept(stream).await {
+            Ok(tls) => {
+                let cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|der| tls::peer_cert(der, &amqps.login));
+                (Stream::Tls(Box::new(tls)), cert)
+            }
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+    };
+    serve_stream(stream, cert, peer, broker, shutdown).await
+}
+
+/// The session info the API shows for a TLS stream.
+fn tls_info(stream: &Stream, cert: Option<&PeerCert>) -> Option<TlsInfo> {
+    let session = stream.tls()?;
+    let protocol = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "tlsv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "tlsv1.2",
+        _ => "unknown",
+    };
+    Some(TlsInfo {
+        protocol: protocol.to_string(),
+        cipher_suite: session
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("unknown")
+            .to_string(),
+        peer_subject: cert.map(|c| c.subject.clone()),
+        peer_issuer: cert.map(|c| c.issuer.clone()),
+        peer_validity: cert.map(|c| c.validity.clone()),
+    })
+}
+
+async fn serve_stream(
+    stream: Stream,
+    cert: Option<PeerCert>,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
     let id = broker.next_connection_id();
     let span = tracing::info_span!("conn", id, %peer, user = tracing::field::Empty, vhost = tracing::field::Empty);
     let _enter = span.enter();
@@ -51,20 +113,23 @@ pub async fn serve(
         // Warren buffer more.
         let mut io = io::FrameIo::new(stream, crate::protocol::frame::FRAME_MIN_SIZE);
         let timeout = std::time::Duration::from_millis(broker.config.handshake_timeout_ms);
-        let opened =
-            match tokio::time::timeout(timeout, handshake::handshake(&mut io, peer, &broker)).await
-            {
-                Ok(Ok(Some(opened))) => opened,
-                Ok(Ok(None)) => return,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!("handshake timed out");
-                    return;
-                }
-            };
+        let opened = match tokio::time::timeout(
+            timeout,
+            handshake::handshake(&mut io, peer, &broker, cert.as_ref()),
+        )
+        .await
+        {
+            Ok(Ok(Some(opened))) => opened,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("handshake timed out");
+                return;
+            }
+        };
         tracing::Span::current().record("user", opened.user.as_str());
         tracing::Span::current().record("vhost", &*opened.vhost.name);
         tracing::info!("connection opened");
@@ -72,13 +137,15 @@ pub async fn serve(
         let entry = broker.connections.register(NewConnection {
             id,
             peer,
-            local: io.stream.local_addr().unwrap_or(peer),
+            local: io.stream.tcp().local_addr().unwrap_or(peer),
             user: opened.user.clone(),
             vhost: opened.vhost.name.clone(),
             client_properties: opened.client_properties.clone(),
             channel_max: opened.channel_max,
             frame_max: io.frame_max,
             heartbeat_s: opened.heartbeat_s,
+            auth_mechanism: opened.auth_mechanism.clone(),
+            tls: tls_info(&io.stream, cert.as_ref()),
             close: close.clone(),
         });
         let registry = broker.clone();

@@ -14,7 +14,7 @@ use super::format::{message_stats, rate, vhost};
 use super::json::table_to_json;
 use super::listing::{respond, respond_one, unsorted, Params};
 use super::AppState;
-use crate::broker::connections::{ChannelSnapshot, ConnectionEntry};
+use crate::broker::connections::{ChannelSnapshot, ConnectionEntry, TlsInfo};
 
 /// RabbitMQ's reason when none is given.
 const DEFAULT_REASON: &str = "Closed via management plugin";
@@ -37,6 +37,51 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn connection_json(c: &ConnectionEntry, node: &str) -> Value {
+    let mut v = connection_fields(c, node);
+    if let Value::Object(m) = &mut v {
+        m.extend(tls_fields(c.tls.as_ref()));
+    }
+    v
+}
+
+/// RabbitMQ's `ssl*` and `peer_cert*` fields (null on plain TCP).
+fn tls_fields(tls: Option<&TlsInfo>) -> serde_json::Map<String, Value> {
+    let (kx, cipher, hash) = tls
+        .map(|t| suite_parts(&t.cipher_suite))
+        .unwrap_or_default();
+    let fields = json!({
+        "ssl": tls.is_some(),
+        "ssl_protocol": tls.map(|t| t.protocol.as_str()),
+        "ssl_key_exchange": tls.map(|_| kx),
+        "ssl_cipher": tls.map(|_| cipher),
+        "ssl_hash": tls.map(|_| hash),
+        "peer_cert_subject": tls.and_then(|t| t.peer_subject.as_deref()),
+        "peer_cert_issuer": tls.and_then(|t| t.peer_issuer.as_deref()),
+        "peer_cert_validity": tls.and_then(|t| t.peer_validity.as_deref()),
+    });
+    match fields {
+        Value::Object(m) => m,
+        _ => Default::default(),
+    }
+}
+
+/// A suite's key exchange, cipher and hash in Erlang's lower-case names:
+/// `TLS13_AES_256_GCM_SHA384` → (`any`, `aes_256_gcm`, `sha384`);
+/// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256` → (`ecdhe_rsa`, `aes_128_gcm`, `sha256`).
+fn suite_parts(suite: &str) -> (String, String, String) {
+    let lower = suite.to_ascii_lowercase();
+    let (kx, rest) = match lower.strip_prefix("tls13_") {
+        Some(rest) => ("any", rest),
+        None => lower
+            .trim_start_matches("tls_")
+            .split_once("_with_")
+            .unwrap_or(("", &lower)),
+    };
+    let (cipher, hash) = rest.rsplit_once('_').unwrap_or((rest, ""));
+    (kx.to_string(), cipher.to_string(), hash.to_string())
+}
+
+fn connection_fields(c: &ConnectionEntry, node: &str) -> Value {
     let snap = c.snapshot();
     json!({
         "name": c.name,
@@ -51,8 +96,7 @@ fn connection_json(c: &ConnectionEntry, node: &str) -> Value {
         "port": c.local.port(),
         "peer_host": c.peer.ip().to_string(),
         "peer_port": c.peer.port(),
-        "ssl": false,
-        "auth_mechanism": "PLAIN",
+        "auth_mechanism": c.auth_mechanism,
         "connected_at": c.connected_at_ms,
         "client_properties": table_to_json(&c.client_properties),
         "channels": snap.channels.len(),
@@ -308,4 +352,25 @@ async fn consumers_vhost(
     vhost(&s, &c, &vh)?;
     let items = consumer_items(&s, &visible(&s, &c, Some(&vh)));
     Ok(Json(respond(items, &unsorted(&p))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suites_split_into_erlang_names() {
+        assert_eq!(
+            suite_parts("TLS13_AES_256_GCM_SHA384"),
+            ("any".into(), "aes_256_gcm".into(), "sha384".into())
+        );
+        assert_eq!(
+            suite_parts("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
+            (
+                "ecdhe_rsa".into(),
+                "chacha20_poly1305".into(),
+                "sha256".into()
+            )
+        );
+    }
 }

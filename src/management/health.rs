@@ -101,8 +101,11 @@ async fn protocol_listener(
 ) -> Response {
     let wanted = match protocol.to_ascii_lowercase().as_str() {
         "amqp" | "amqp091" | "amqp0-9-1" | "amqp0.9.1" => "amqp",
+        "amqps" | "amqp/ssl" => "amqp/ssl",
         "http" | "management" => "http",
+        "https" => "https",
         "prometheus" => "prometheus",
+        "https/prometheus" => "https/prometheus",
         other => return unknown_protocol(&s, other),
     };
     match s.listeners.iter().any(|l| l.protocol == wanted) {

@@ -16,11 +16,14 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::tls::Endpoint;
 
 /// What one HTTP listener allows a client.
 #[derive(Clone, Copy, Debug)]
@@ -50,10 +53,11 @@ impl Default for HttpLimits {
     }
 }
 
-/// Serve `app` on `listener` until `shutdown`; `what` names the listener
-/// in the log.
+/// Serve `app` on `listener` until `shutdown`, over TLS with `tls`;
+/// `what` names the listener in the log.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<Endpoint>>,
     app: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
@@ -81,9 +85,19 @@ pub async fn serve(
                 }
             },
         };
-        let (app, shutdown) = (app.clone(), shutdown.clone());
+        let (app, shutdown, tls) = (app.clone(), shutdown.clone(), tls.clone());
         tracker.spawn(async move {
-            connection(stream, peer, app, limits, shutdown).await;
+            // The handshake runs here, off the accept loop, within its
+            // own timeout and holding the connection's slot.
+            match tls {
+                None => connection(stream, peer, app, limits, shutdown).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => connection(stream, peer, app, limits, shutdown).await,
+                    Err(e) => {
+                        tracing::debug!(listener = what, %peer, error = %e, "TLS handshake failed")
+                    }
+                },
+            }
             drop(slot);
         });
     }
@@ -91,15 +105,43 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// Serve `app` on each listener (plain or TLS) until `shutdown`.
+pub async fn serve_all(
+    listeners: Vec<Bound>,
+    app: Router,
+    shutdown: CancellationToken,
+    what: &'static str,
+) {
+    let tracker = TaskTracker::new();
+    for (listener, tls) in listeners {
+        let limits = HttpLimits::default();
+        tracker.spawn(serve(
+            listener,
+            tls,
+            app.clone(),
+            limits,
+            shutdown.clone(),
+            what,
+        ));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// A bound listener and its TLS, if it serves HTTPS.
+pub type Bound = (TcpListener, Option<Arc<Endpoint>>);
+
 /// Serve one connection until the client closes it, a limit cuts it off,
 /// or shutdown (which lets a request in flight finish, for a while).
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(req)
@@ -130,6 +172,7 @@ mod tests {
     use super::*;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     async fn start(limits: HttpLimits) -> (SocketAddr, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -139,7 +182,7 @@ mod tests {
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
         );
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, app, limits, shutdown.clone(), "test"));
+        tokio::spawn(serve(listener, None, app, limits, shutdown.clone(), "test"));
         (addr, shutdown)
     }
 

@@ -41,7 +41,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{StatusCode, Uri};
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 
@@ -191,21 +190,14 @@ pub async fn wait_synced(state: &AppState, ticket: u64) -> Result<(), ApiError> 
 }
 
 /// Serve the API on `listener` until `shutdown`, with the rate sampler.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
+pub async fn serve(listeners: Vec<http::Bound>, state: AppState, shutdown: CancellationToken) {
     let sampling = tokio::spawn(sampler::run(
         state.broker.clone(),
         state.sampler.clone(),
         shutdown.clone(),
     ));
     let app = Router::new().fallback_service(trim_trailing_slash().layer(router(state)));
-    http::serve(
-        listener,
-        app,
-        http::HttpLimits::default(),
-        shutdown,
-        "management",
-    )
-    .await;
+    http::serve_all(listeners, app, shutdown, "management").await;
     let _ = sampling.await;
 }
 

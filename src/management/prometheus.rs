@@ -12,7 +12,6 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::overview::RABBITMQ_VERSION;
@@ -34,9 +33,12 @@ pub fn router(broker: Arc<Broker>) -> Router {
 }
 
 /// Serve metrics on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
-    let limits = super::http::HttpLimits::default();
-    super::http::serve(listener, router(broker), limits, shutdown, "prometheus").await;
+pub async fn serve(
+    listeners: Vec<super::http::Bound>,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    super::http::serve_all(listeners, router(broker), shutdown, "prometheus").await;
 }
 
 async fn aggregated(State(b): State<Arc<Broker>>) -> impl IntoResponse {

@@ -7,6 +7,7 @@
 pub mod child;
 pub mod disk;
 pub mod raw;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -130,6 +131,16 @@ impl Broker {
         self.server
             .management_addr
             .map(|a| format!("http://{a}/api"))
+    }
+
+    /// Where the listener of `protocol` (`amqp/ssl`, `https`, ...) is.
+    pub fn addr_of(&self, protocol: &str) -> Option<std::net::SocketAddr> {
+        self.server.addr_of(protocol)
+    }
+
+    /// Re-read the TLS files, as SIGHUP does; how many endpoints failed.
+    pub async fn reload_tls(&self) -> usize {
+        self.server.tls_reloader.reload().await
     }
 
     /// A request to the management API as `user` (password = name, or

@@ -214,6 +214,20 @@ impl Access {
         Ok(())
     }
 
+    /// Whether `user` may log in with SASL EXTERNAL: the TLS layer has
+    /// verified the certificate that names it, so only its existence and
+    /// the loopback rule are checked (RabbitMQ's rabbit_auth_mechanism_ssl
+    /// with the internal backend).
+    pub fn login_external(&self, user: &str, loopback: bool) -> Result<(), &'static str> {
+        if !self.state.read().hashes.contains_key(user) {
+            return Err("unknown user");
+        }
+        if !loopback && self.loopback_users.iter().any(|u| u == user) {
+            return Err("loopback-only user");
+        }
+        Ok(())
+    }
+
     /// Whether `user` may only log in over loopback.
     pub fn loopback_only(&self, user: &str) -> bool {
         self.loopback_users.iter().any(|u| u == user)

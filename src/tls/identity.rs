@@ -189,9 +189,8 @@ mod tests {
         assert_eq!(got(CommonName, SanType::Dns, 0).as_deref(), Some("alice"));
         assert_eq!(
             got(DistinguishedName, SanType::Dns, 0).as_deref(),
-            // rcgen's default DN starts with a CN, which `push` replaces
-            // in place: the certificate's order is CN, O.
-            Some("O=Acme\\, Inc,CN=alice")
+            // The certificate's order is O, CN: RabbitMQ shows it reversed.
+            Some("CN=alice,O=Acme\\, Inc")
         );
         let san = SubjectAlternativeName;
         assert_eq!(got(san, SanType::Dns, 1).as_deref(), Some("b.example"));

@@ -8,7 +8,8 @@
 # With AMQP_URL set, runs against that broker instead (e.g. RabbitMQ:
 #   AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2F conformance/run.sh); its
 # management API and metrics are then MANAGEMENT_URL and PROMETHEUS_URL
-# (default RabbitMQ's ports 15672 and 15692).
+# (default RabbitMQ's ports 15672 and 15692), and the TLS suites run with
+# AMQPS_URL and TLS_DIR set (see conformance/python/test_tls.py).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -40,26 +41,41 @@ trap cleanup EXIT
 if [ -z "${AMQP_URL:-}" ]; then
   datadir=$(mktemp -d)
   log="$datadir/warren.log"
+  # AMQPS on a free port with the certificates of make_certs.py, verifying
+  # client certificates as the TLS suites expect (see test_tls.py).
+  export TLS_DIR="$datadir/tls"
+  python3 "$here/make_certs.py" "$TLS_DIR" || exit 1
+  cat >"$datadir/warren.toml" <<EOF
+[tls]
+port = 0
+cert_file = "$TLS_DIR/server.pem"
+key_file = "$TLS_DIR/server.key"
+ca_file = "$TLS_DIR/ca.pem"
+verify_peer = true
+EOF
   # The HTTP listeners need real ports (0 turns them off): two free ones.
   read -r mport pport < <(python3 -c 'import socket
 ss = [socket.socket() for _ in range(2)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
-  "$bin" --port 0 --data-dir "$datadir/data" --log-level warn,warren=info \
+  "$bin" --config "$datadir/warren.toml" --port 0 --data-dir "$datadir/data" --log-level warn,warren=info \
     --management-port "$mport" --prometheus-port "$pport" >"$log" 2>&1 &
   pid=$!
-  port=""
+  port="" tport=""
+  # The AMQP line comes first, then one line per other listener.
   for _ in $(seq 1 100); do
     port=$(grep -o 'addr=127.0.0.1:[0-9]*' "$log" 2>/dev/null | head -1 | cut -d: -f2)
-    [ -n "$port" ] && break
+    tport=$(grep 'amqp/ssl' "$log" 2>/dev/null | grep -o 'addr=127.0.0.1:[0-9]*' | head -1 | cut -d: -f2)
+    [ -n "$port" ] && [ -n "$tport" ] && break
     sleep 0.1
   done
-  if [ -z "$port" ]; then
+  if [ -z "$port" ] || [ -z "$tport" ]; then
     echo "warren did not start:"; cat "$log"; exit 1
   fi
   export AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F"
+  export AMQPS_URL="amqps://127.0.0.1:$tport/%2F"
   export MANAGEMENT_URL="http://127.0.0.1:$mport" PROMETHEUS_URL="http://127.0.0.1:$pport"
-  echo "conformance: Warren on port $port"
+  echo "conformance: Warren on port $port, AMQPS on $tport"
 fi
 
 status=0

@@ -148,10 +148,12 @@ async fn external_logs_in_as_the_certificates_common_name() {
             common::reply_text(&err).contains("mechanism EXTERNAL"),
             "{err}"
         );
-        // Without a certificate EXTERNAL is not offered; PLAIN still works
-        // since fail_if_no_peer_cert is off.
+        // Without a certificate EXTERNAL is refused alike (RabbitMQ
+        // offers it and refuses); PLAIN still works since
+        // fail_if_no_peer_cert is off.
         let no_cert = connect(&external, &t.ca.pem, None).await;
-        assert!(no_cert.is_err(), "EXTERNAL without a certificate");
+        let err = no_cert.expect_err("EXTERNAL without a certificate");
+        assert_eq!(common::reply_code(&err), Some(403), "{err}");
         connect(&t.guest_url(), &t.ca.pem, None)
             .await
             .expect("PLAIN without a certificate");

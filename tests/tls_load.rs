@@ -41,7 +41,10 @@ async fn handshake(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>
         return false;
     };
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let Ok(mut tls) = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await else {
+    let Ok(mut tls) = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+    else {
         return false;
     };
     if tls.write_all(common::raw::HEADER).await.is_err() || tls.flush().await.is_err() {
@@ -132,7 +135,9 @@ async fn a_stalled_handshake_is_cut_off_after_its_timeout() {
             cfg.tls.files.handshake_timeout_ms = 200;
         })
         .await;
-        let mut s = TcpStream::connect(b.addr_of("amqp/ssl").unwrap()).await.unwrap();
+        let mut s = TcpStream::connect(b.addr_of("amqp/ssl").unwrap())
+            .await
+            .unwrap();
         s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
         let mut buf = [0u8; 16];
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
@@ -178,9 +183,16 @@ async fn sighup_reloads_the_binarys_certificates() {
             .status()
             .unwrap();
         assert!(sent.success());
-        child.log_line(|l| l.contains("TLS certificates reloaded")).await;
-        connect(&url, &rotated.pem, None).await.expect("the new certificate");
-        assert!(connect(&url, &ca.pem, None).await.is_err(), "the old one is gone");
+        child
+            .log_line(|l| l.contains("TLS certificates reloaded"))
+            .await;
+        connect(&url, &rotated.pem, None)
+            .await
+            .expect("the new certificate");
+        assert!(
+            connect(&url, &ca.pem, None).await.is_err(),
+            "the old one is gone"
+        );
         // The connection from before the reload is still up.
         common::declare_queue(&ch, "after-hup").await;
         child.assert_no_panic();
@@ -200,7 +212,14 @@ async fn an_unreadable_certificate_stops_the_boot_with_code_2() {
         )
         .unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--port", "0", "--management-port", "0", "--prometheus-port", "0"])
+            .args([
+                "--port",
+                "0",
+                "--management-port",
+                "0",
+                "--prometheus-port",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--config")
@@ -209,7 +228,10 @@ async fn an_unreadable_certificate_stops_the_boot_with_code_2() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("`tls.cert_file`") && err.contains("/nonexistent/cert.pem"), "{err}");
+        assert!(
+            err.contains("`tls.cert_file`") && err.contains("/nonexistent/cert.pem"),
+            "{err}"
+        );
     })
     .await
 }

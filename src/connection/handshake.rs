@@ -40,14 +40,25 @@ pub struct Opened {
     pub auth_mechanism: String,
 }
 
+/// Whether SASL EXTERNAL is offered, and what it has to go on.
+#[derive(Clone, Copy, Debug)]
+pub enum External<'a> {
+    /// Not offered: plain TCP, or TLS without `verify_peer`.
+    Off,
+    /// Offered (a TLS listener that verifies peers), but this client sent
+    /// no certificate: EXTERNAL is refused, as RabbitMQ does.
+    NoCertificate,
+    /// The client's verified certificate.
+    Certificate(&'a PeerCert),
+}
+
 /// Run the handshake. `Ok(None)` means the connection was refused and is
-/// to be closed quietly. `cert` is the client's verified TLS certificate,
-/// which makes EXTERNAL available.
+/// to be closed quietly.
 pub async fn handshake(
     io: &mut FrameIo,
     peer: SocketAddr,
     broker: &Broker,
-    cert: Option<&PeerCert>,
+    external: External<'_>,
 ) -> Result<Option<Opened>, String> {
     let mut header = [0u8; 8];
     if io.stream.read_exact(&mut header).await.is_err() {
@@ -64,9 +75,9 @@ pub async fn handshake(
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: LongString::from(match cert {
-                Some(_) => sasl::MECHANISMS_WITH_EXTERNAL,
-                None => sasl::MECHANISMS,
+            mechanisms: LongString::from(match external {
+                External::Off => sasl::MECHANISMS,
+                _ => sasl::MECHANISMS_WITH_EXTERNAL,
             }),
             locales: LongString::from("en_US"),
         })),
@@ -83,8 +94,9 @@ pub async fn handshake(
     };
     let cap = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
     let mechanism = start_ok.mechanism.as_str();
-    if let (Some(cert), "EXTERNAL") = (cert, mechanism) {
-        match check_external(cert, peer, broker) {
+    if let (External::NoCertificate | External::Certificate(_), "EXTERNAL") = (external, mechanism)
+    {
+        match check_external(external, peer, broker) {
             Ok(user) => return tune_and_open(io, broker, user, start_ok, caps).await,
             Err(reason) => {
                 if cap("authentication_failure_close") {
@@ -277,8 +289,12 @@ fn check_login(
 }
 
 /// The user a verified client certificate names, if it may log in.
-fn check_external(cert: &PeerCert, peer: SocketAddr, broker: &Broker) -> Result<String, String> {
+fn check_external(external: External, peer: SocketAddr, broker: &Broker) -> Result<String, String> {
     let refused = login_refused("EXTERNAL");
+    let External::Certificate(cert) = external else {
+        tracing::info!(%peer, "EXTERNAL login refused: no client certificate");
+        return Err(refused);
+    };
     let Some(user) = &cert.login else {
         tracing::info!(%peer, subject = %cert.subject, "EXTERNAL login refused: the certificate names no user");
         return Err(refused);

@@ -53,8 +53,8 @@ pub async fn serve(
     amqps: Option<Arc<Amqps>>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (stream, cert) = match amqps {
-        None => (Stream::Tcp(stream), None),
+    let (stream, cert, verifies) = match amqps {
+        None => (Stream::Tcp(stream), None, false),
         Some(amqps) => match amqps.endpoint.accept(stream).await {
             Ok(tls) => {
                 let cert = tls
@@ -63,7 +63,11 @@ pub async fn serve(
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .and_then(|der| tls::peer_cert(der, &amqps.login));
-                (Stream::Tls(Box::new(tls)), cert)
+                (
+                    Stream::Tls(Box::new(tls)),
+                    cert,
+                    amqps.endpoint.verifies_peers(),
+                )
             }
             Err(e) => {
                 tracing::info!(%peer, error = %e, "TLS handshake failed");
@@ -71,7 +75,7 @@ pub async fn serve(
             }
         },
     };
-    serve_stream(stream, cert, peer, broker, shutdown).await
+    serve_stream(stream, (cert, verifies), peer, broker, shutdown).await
 }
 
 /// The session info the API shows for a TLS stream.
@@ -95,9 +99,12 @@ fn tls_info(stream: &Stream, cert: Option<&PeerCert>) -> Option<TlsInfo> {
     })
 }
 
+/// Serve a connection whose stream is set up. `cert` is the client's
+/// verified certificate, if it sent one, and whether the listener verifies
+/// peers (which makes EXTERNAL available).
 async fn serve_stream(
     stream: Stream,
-    cert: Option<PeerCert>,
+    (cert, verifies): (Option<PeerCert>, bool),
     peer: SocketAddr,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
@@ -112,10 +119,15 @@ async fn serve_stream(
         // size, as RabbitMQ does: an unauthenticated peer cannot make
         // Warren buffer more.
         let mut io = io::FrameIo::new(stream, crate::protocol::frame::FRAME_MIN_SIZE);
+        let external = match (&cert, verifies) {
+            (Some(cert), _) => handshake::External::Certificate(cert),
+            (None, true) => handshake::External::NoCertificate,
+            (None, false) => handshake::External::Off,
+        };
         let timeout = std::time::Duration::from_millis(broker.config.handshake_timeout_ms);
         let opened = match tokio::time::timeout(
             timeout,
-            handshake::handshake(&mut io, peer, &broker, cert.as_ref()),
+            handshake::handshake(&mut io, peer, &broker, external),
         )
         .await
         {

@@ -57,6 +57,11 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Whether clients are asked for certificates (`verify_peer`).
+    pub fn verifies_peers(&self) -> bool {
+        self.files.verify_peer
+    }
+
     /// The config table this endpoint was built from.
     pub fn table(&self) -> &'static str {
         self.table

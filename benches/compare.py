@@ -14,9 +14,14 @@ release's `target/release/warren`), that binary runs the same scenarios in
 the same interleaving, and a second table gives this Warren's figures as
 ratios of the baseline's: the check that a change costs nothing.
 
+With `--tls DIR` (the files of conformance/make_certs.py: ca.pem,
+server.pem, server.key), every client connects over TLS: Warren gets a
+[tls] listener on those files and RabbitMQ is expected on 127.0.0.1:5671
+with the same certificate (listeners.ssl.default, ssl_options.*).
+
 Usage: python3 benches/compare.py [--rounds 3] [--duration 10] [--quick]
                                   [--only S1,S2] [--json-out FILE] [--no-build]
-                                  [--baseline BIN]
+                                  [--baseline BIN] [--tls DIR]
 """
 import argparse
 import json
@@ -104,16 +109,30 @@ def http_off_flags(binary):
     return []
 
 
-def start_warren(tmp, config="", binary=WARREN):
+def tls_config(tmp, config, tls_dir):
+    """A config file: `config`'s keys, then a [tls] table on `tls_dir`'s files."""
+    text = open(config).read() if config else ""
+    text += '\n[tls]\nport = 0\ncert_file = "%s/server.pem"\nkey_file = "%s/server.key"\n' % (tls_dir, tls_dir)
+    path = os.path.join(tmp, "warren-tls.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def start_warren(tmp, config="", binary=WARREN, tls_dir=""):
+    """Start a Warren; its process and port (the AMQPS one with `tls_dir`)."""
     log_path = os.path.join(tmp, "warren.log")
     log = open(log_path, "w")
+    if tls_dir:
+        config = tls_config(tmp, config, tls_dir)
     extra = ["--config", config] if config else []
     extra += http_off_flags(binary)
     proc = subprocess.Popen([binary, *extra, "--port", "0", "--data-dir", os.path.join(tmp, "data"),
                              "--log-level", "warn,warren=info"], stdout=log, stderr=log)
+    pattern = r"addr=127\.0\.0\.1:(\d+) protocol=\"?amqp/ssl" if tls_dir else r"addr=127\.0\.0\.1:(\d+)"
     for _ in range(100):
         time.sleep(0.1)
-        m = re.search(r"addr=127\.0\.0\.1:(\d+)", open(log_path).read())
+        m = re.search(pattern, open(log_path).read())
         if m:
             return proc, int(m.group(1))
     proc.kill()
@@ -139,12 +158,15 @@ def rabbitmq_pid():
     return int(out[0]) if out else None
 
 
-def run_one(port, pid, args, timeout_s):
+def run_one(port, pid, args, timeout_s, tls_dir=""):
     sampler = Sampler(pid)
     base_rss = sampler.rss_kb()
     cpu0, t0 = sampler.cpu_s(), time.monotonic()
     sampler.start()
     url = "amqp://guest:guest@127.0.0.1:%d/%%2f" % port
+    if tls_dir:
+        url = "amqps" + url[4:]
+        args = ["--tls-ca", os.path.join(tls_dir, "ca.pem")] + args
     try:
         res = subprocess.run([PERF, "--url", url, "--json", "--quiet"] + args,
                              capture_output=True, text=True, timeout=timeout_s)
@@ -195,6 +217,8 @@ def main():
                     help="config file for Warren (e.g. one with fsync = \"never\")")
     ap.add_argument("--baseline", default="",
                     help="another warren binary to measure in the same interleaving")
+    ap.add_argument("--tls", default="",
+                    help="directory of make_certs.py's files: every client uses TLS")
     a = ap.parse_args()
 
     if not a.no_build:
@@ -206,6 +230,7 @@ def main():
         pass
 
     tmp = tempfile.mkdtemp(prefix="warren-bench-")
+    tls_dir = os.path.abspath(a.tls) if a.tls else ""
     rpid = rabbitmq_pid()
     # Warren is started fresh for each run (None here), so that its peak RSS
     # is that run's; RabbitMQ cannot be restarted cheaply and keeps running.
@@ -214,7 +239,7 @@ def main():
     if a.baseline:
         brokers.append(("baseline", None, None, os.path.abspath(a.baseline)))
     if rpid:
-        brokers.append(("rabbitmq", 5672, rpid, None))
+        brokers.append(("rabbitmq", 5671 if a.tls else 5672, rpid, None))
     else:
         print("RabbitMQ not found on 127.0.0.1:5672: measuring Warren only", file=sys.stderr)
     only = set(s for s in a.only.split(",") if s)
@@ -231,13 +256,13 @@ def main():
                     timeout_s = a.duration * 6 + 300 if sid != "S7" else 1800
                     print("round %d %s %-8s ..." % (rnd, sid, name), file=sys.stderr, flush=True)
                     if port is None:
-                        warren, wport = start_warren(tmp, a.warren_config, binary)
+                        warren, wport = start_warren(tmp, a.warren_config, binary, tls_dir)
                         try:
-                            r = run_one(wport, warren.pid, args, timeout_s)
+                            r = run_one(wport, warren.pid, args, timeout_s, tls_dir)
                         finally:
                             stop_warren(warren)
                     else:
-                        r = run_one(port, pid, args, timeout_s)
+                        r = run_one(port, pid, args, timeout_s, tls_dir)
                     if "error" in r:
                         print("  error: %s" % r["error"], file=sys.stderr)
                     results.setdefault(sid, {}).setdefault(name, []).append(r)

@@ -94,7 +94,7 @@ impl Server {
     }
 
     /// Where a listener of `protocol` (RabbitMQ's names: `amqp`,
-    /// `amqp/ssl`, `http`, `https`, `prometheus`, `https/prometheus`) is.
+    /// `amqp/ssl`, `http`, `https`, `http/prometheus`, `https/prometheus`) is.
     pub fn addr_of(&self, protocol: &str) -> Option<SocketAddr> {
         addr_of(&self.listeners, protocol)
     }
@@ -106,7 +106,7 @@ impl Server {
 
     /// Where the Prometheus endpoint listens over HTTP, if it does.
     pub fn prometheus_addr(&self) -> Option<SocketAddr> {
-        self.addr_of("prometheus")
+        self.addr_of("http/prometheus")
     }
 
     /// The TLS endpoints, to reload their certificates (on SIGHUP).
@@ -254,7 +254,7 @@ fn listeners_of(s: &Sockets) -> Vec<Listener> {
             if tls.is_some() {
                 "https/prometheus"
             } else {
-                "prometheus"
+                "http/prometheus"
             },
             l,
         );

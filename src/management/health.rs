@@ -104,7 +104,7 @@ async fn protocol_listener(
         "amqps" | "amqp/ssl" => "amqp/ssl",
         "http" | "management" => "http",
         "https" => "https",
-        "prometheus" => "prometheus",
+        "prometheus" | "http/prometheus" => "http/prometheus",
         "https/prometheus" => "https/prometheus",
         other => return unknown_protocol(&s, other),
     };

@@ -61,7 +61,8 @@ pub struct AppState {
 /// A listening socket of the node, as `/api/overview` lists it.
 #[derive(Clone, Copy, Debug)]
 pub struct Listener {
-    /// RabbitMQ's protocol name: `amqp`, `http`, `prometheus`.
+    /// RabbitMQ's protocol name: `amqp`, `amqp/ssl`, `http`, `https`,
+    /// `http/prometheus`, `https/prometheus`.
     pub protocol: &'static str,
     /// Where it listens.
     pub addr: SocketAddr,

@@ -4,13 +4,13 @@
 //! the read buffer.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{FieldTable, LongString, ShortString};
-use amq_protocol::uri::AMQPUri;
+use amq_protocol::uri::{AMQPScheme, AMQPUri};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren::protocol::frame::decode_frame;
 use warren::protocol::output::FrameWriter;
@@ -19,7 +19,7 @@ use warren::protocol::Frame;
 /// Errors are strings: this is a tool, the message is what matters.
 pub type Result<T> = std::result::Result<T, String>;
 
-/// Connection parameters from an `amqp://` URL.
+/// Connection parameters from an `amqp://` or `amqps://` URL.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub host: String,
@@ -27,25 +27,57 @@ pub struct Target {
     pub user: String,
     pub password: String,
     pub vhost: String,
+    /// For `amqps://`: the TLS client config.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Target {
-    pub fn parse(url: &str) -> Result<Self> {
+    /// Parse `url`; an `amqps://` one needs `tls_ca`, the CA file to trust.
+    pub fn parse(url: &str, tls_ca: Option<&str>) -> Result<Self> {
         let uri = AMQPUri::from_str(url).map_err(|e| format!("bad AMQP URL {url:?}: {e}"))?;
+        let tls = match (uri.scheme, tls_ca) {
+            (AMQPScheme::AMQPS, Some(ca)) => Some(crate::tls::client_config(ca)?),
+            (AMQPScheme::AMQPS, None) => return Err("an amqps:// URL needs --tls-ca".into()),
+            (AMQPScheme::AMQP, _) => None,
+        };
         Ok(Target {
             host: uri.authority.host,
             port: uri.authority.port,
             user: uri.authority.userinfo.username,
             password: uri.authority.userinfo.password,
             vhost: uri.vhost,
+            tls,
         })
+    }
+
+    /// Open the TCP connection, and TLS over it for `amqps://`; the two
+    /// halves.
+    async fn open(&self) -> Result<(ReadHalf, WriteHalf)> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+        let _ = stream.set_nodelay(true);
+        let Some(config) = &self.tls else {
+            let (r, w) = stream.into_split();
+            return Ok((Box::new(r), Box::new(w)));
+        };
+        let name = rustls_pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| format!("{}: {e}", self.host))?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake with {}:{} failed: {e}", self.host, self.port))?;
+        let (r, w) = tokio::io::split(tls);
+        Ok((Box::new(r), Box::new(w)))
     }
 }
 
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// The reading half of a connection.
-#[derive(Debug)]
 pub struct Reader {
-    stream: OwnedReadHalf,
+    stream: ReadHalf,
     buf: BytesMut,
     frame_max: u32,
 }
@@ -99,9 +131,8 @@ impl Reader {
 }
 
 /// The writing half of a connection, with its frame buffer.
-#[derive(Debug)]
 pub struct Writer {
-    stream: OwnedWriteHalf,
+    stream: WriteHalf,
     pub out: FrameWriter,
 }
 
@@ -115,6 +146,11 @@ impl Writer {
         self.stream
             .write_all(&bytes)
             .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        // TLS may hold the tail of a write until flushed (TCP: a no-op).
+        self.stream
+            .flush()
+            .await
             .map_err(|e| format!("write failed: {e}"))
     }
 
@@ -125,7 +161,6 @@ impl Writer {
 }
 
 /// An open connection with channel 1 open.
-#[derive(Debug)]
 pub struct Client {
     pub reader: Reader,
     pub writer: Writer,
@@ -134,11 +169,7 @@ pub struct Client {
 impl Client {
     /// Connect, log in with PLAIN, tune, open the vhost and channel 1.
     pub async fn connect(t: &Target, heartbeat_s: u16) -> Result<Self> {
-        let stream = TcpStream::connect((t.host.as_str(), t.port))
-            .await
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", t.host, t.port))?;
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        let (r, w) = t.open().await?;
         let mut c = Client {
             reader: Reader {
                 stream: r,

@@ -12,6 +12,7 @@ mod confirms;
 mod options;
 mod roles;
 mod stats;
+mod tls;
 mod topology;
 
 use std::process::ExitCode;
@@ -72,7 +73,7 @@ struct Report {
 }
 
 async fn run(opts: Options) -> Result<(), String> {
-    let target = Target::parse(&opts.url)?;
+    let target = Target::parse(&opts.url, opts.tls_ca.as_deref())?;
     if opts.idle_connections > 0 {
         let report = run_idle(&target, &opts).await?;
         print_report(&opts, &report);

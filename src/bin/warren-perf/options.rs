@@ -15,7 +15,9 @@ queues (deleted at the end), runs producers and consumers on separate
 connections, and prints rates, latency percentiles and its own CPU use.
 
 Options:
-  --url URL               broker (default amqp://guest:guest@127.0.0.1:5672/%2f)
+  --url URL               broker (default amqp://guest:guest@127.0.0.1:5672/%2f);
+                          amqps://... for TLS, with --tls-ca
+  --tls-ca FILE           PEM CA certificates to trust for amqps://
   -x, --producers N       producer connections (default 1)
   -y, --consumers N       consumer connections (default 1)
   -s, --size BYTES        message body size, at least 8 (default 16)
@@ -51,6 +53,8 @@ Options:
 #[derive(Clone, Debug)]
 pub struct Options {
     pub url: String,
+    /// CA file trusted for amqps:// URLs.
+    pub tls_ca: Option<String>,
     pub producers: usize,
     pub consumers: usize,
     pub size: usize,
@@ -148,6 +152,7 @@ fn queue_arg(kv: &str) -> Result<(String, AMQPValue), String> {
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
     let mut o = Options {
         url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        tls_ca: None,
         producers: 1,
         consumers: 1,
         size: 16,
@@ -189,6 +194,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--url" => o.url = value("--url")?,
+            "--tls-ca" => o.tls_ca = Some(value("--tls-ca")?),
             "-x" | "--producers" => o.producers = num("--producers", value("--producers")?)?,
             "-y" | "--consumers" => o.consumers = num("--consumers", value("--consumers")?)?,
             "-s" | "--size" => o.size = num("--size", value("--size")?)?,

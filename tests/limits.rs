@@ -148,3 +148,50 @@ async fn user_limits_on_connections_and_channels() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_cannot_pass_a_connection_limit_together() {
+    bounded(Duration::from_secs(60), async {
+        let b = with_api(None).await;
+        assert_eq!(b.api("PUT", "/vhosts/race", Some(json!({}))).await.0, 201);
+        let limit = json!({"value": 3});
+        assert_eq!(
+            b.api("PUT", "/vhost-limits/race/max-connections", Some(limit))
+                .await
+                .0,
+            204
+        );
+        let url = b.url_as("guest", "guest", "race");
+        // Many clients at once: before admissions were counted, several
+        // could pass the check before any had registered.
+        for round in 0..5 {
+            let opens: Vec<_> = (0..40)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        Connection::connect(&url, ConnectionProperties::default()).await
+                    })
+                })
+                .collect();
+            let mut open = Vec::new();
+            for o in opens {
+                if let Ok(c) = o.await.unwrap() {
+                    open.push(c);
+                }
+            }
+            assert_eq!(open.len(), 3, "round {round}: {} opened", open.len());
+            for c in open {
+                c.close(200, "bye".into()).await.unwrap();
+            }
+            // Closed connections are forgotten once their tasks end.
+            for _ in 0..250 {
+                let (_, list) = b.api("GET", "/vhosts/race/connections", None).await;
+                if list.as_array().is_some_and(Vec::is_empty) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+    .await
+}

@@ -307,6 +307,11 @@ pub struct NewConnection {
 #[derive(Debug, Default)]
 pub struct Connections {
     open: Mutex<BTreeMap<u64, Arc<ConnectionEntry>>>,
+    /// Connections admitted under a connection limit and not registered
+    /// yet (between the check and open-ok), counted as open by the next
+    /// check. Its lock is taken before `open`'s, and makes a check and its
+    /// admission one step, so two clients cannot both take the last slot.
+    admitted: Mutex<Vec<Admitted>>,
     retired: Mutex<Totals>,
     /// Connections opened since start.
     pub opened_total: AtomicU64,
@@ -318,7 +323,51 @@ pub struct Connections {
     pub channels_closed_total: AtomicU64,
 }
 
+/// A connection admitted under a limit, not yet registered.
+#[derive(Debug)]
+struct Admitted {
+    id: u64,
+    user: String,
+    vhost: Arc<str>,
+}
+
 impl Connections {
+    /// Admit connection `id` of `user` to `vhost` if `check`, given how
+    /// many connections that vhost and that user have (open or admitted),
+    /// allows it; the count and the admission are one step.
+    pub fn admit<E>(
+        &self,
+        id: u64,
+        user: &str,
+        vhost: &Arc<str>,
+        check: impl FnOnce(usize, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut admitted = self.admitted.lock();
+        let (mut in_vhost, mut of_user) = (0, 0);
+        let mut count = |u: &str, v: &str| {
+            in_vhost += usize::from(v == &**vhost);
+            of_user += usize::from(u == user);
+        };
+        for a in admitted.iter() {
+            count(&a.user, &a.vhost);
+        }
+        for c in self.open.lock().values() {
+            count(&c.user, &c.vhost);
+        }
+        check(in_vhost, of_user)?;
+        admitted.push(Admitted {
+            id,
+            user: user.to_string(),
+            vhost: vhost.clone(),
+        });
+        Ok(())
+    }
+
+    /// Drop an admission whose connection will not open (no-op if none).
+    pub fn forget_admission(&self, id: u64) {
+        self.admitted.lock().retain(|a| a.id != id);
+    }
+
     /// Add an opened connection.
     pub fn register(&self, c: NewConnection) -> Arc<ConnectionEntry> {
         let entry = Arc::new(ConnectionEntry {
@@ -340,7 +389,12 @@ impl Connections {
             close_reason: Mutex::new(None),
             snapshot: Mutex::new(Snapshot::default()),
         });
+        // Registered before its admission ends, so a concurrent check
+        // counts it once, never zero times.
+        let mut admitted = self.admitted.lock();
         self.open.lock().insert(c.id, entry.clone());
+        admitted.retain(|a| a.id != c.id);
+        drop(admitted);
         self.opened_total.fetch_add(1, Relaxed);
         entry
     }
@@ -421,6 +475,35 @@ mod tests {
             tls: None,
             close: CancellationToken::new(),
         }
+    }
+
+    #[test]
+    fn admissions_count_until_registered_or_forgotten() {
+        let c = Connections::default();
+        let vhost: Arc<str> = Arc::from("/");
+        let at_most_one = |in_vhost: usize, _| if in_vhost < 1 { Ok(()) } else { Err(()) };
+        // Admitted, not registered yet: the next check counts it (before,
+        // only registered connections counted, so two concurrent opens
+        // could both pass a limit of one).
+        assert_eq!(c.admit(1, "guest", &vhost, at_most_one), Ok(()));
+        assert_eq!(c.admit(2, "guest", &vhost, at_most_one), Err(()));
+        c.forget_admission(1);
+        assert_eq!(c.admit(2, "guest", &vhost, at_most_one), Ok(()));
+        // Registering ends the admission: counted once, not twice.
+        c.register(new(2, 1000));
+        let counted = |v: usize, u: usize| {
+            if (v, u) == (1, 1) {
+                Ok(())
+            } else {
+                Err((v, u))
+            }
+        };
+        assert_eq!(c.admit(3, "guest", &vhost, counted), Ok(()));
+        c.forget_admission(3);
+        assert_eq!(
+            c.admit(4, "other", &Arc::from("v"), |v, u| Err::<(), _>((v, u))),
+            Err((0, 0))
+        );
     }
 
     #[test]

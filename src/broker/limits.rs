@@ -4,10 +4,13 @@
 //! connection), a vhost's `max-queues` when a declare would create a
 //! queue (406, see `vhost/limits.rs`). Changes go through here so they
 //! take effect at once. A negative limit means none; the counts are of
-//! open connections and channels at the moment of the check.
+//! open connections and channels at the moment of the check (connections
+//! admitted but not yet open count too, so concurrent opens cannot pass a
+//! limit together).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use super::Broker;
 use crate::auth::access::{AccessError, LimitUpdate};
@@ -60,25 +63,28 @@ impl Broker {
         limits.get(name).copied().filter(|l| *l >= 0)
     }
 
-    /// Whether `user` may open one more connection to `vhost`.
-    pub fn check_connection_limits(&self, user: &str, vhost: &str) -> Result<(), AmqpError> {
-        if let Some(max) = self.limit(LimitScope::Vhost, vhost, "max-connections") {
-            let open = self.connections.count_matching(|c| *c.vhost == *vhost);
-            if open as i64 >= max {
+    /// Admit connection `id` of `user` to `vhost` if neither's
+    /// `max-connections` is reached; the admission counts as a connection
+    /// until it is registered or forgotten (see `Connections::admit`).
+    pub fn admit_connection(&self, id: u64, user: &str, vhost: &Arc<str>) -> Result<(), AmqpError> {
+        let vhost_max = self.limit(LimitScope::Vhost, vhost, "max-connections");
+        let user_max = self.limit(LimitScope::User, user, "max-connections");
+        if vhost_max.is_none() && user_max.is_none() {
+            return Ok(());
+        }
+        self.connections.admit(id, user, vhost, |in_vhost, of_user| {
+            if let Some(max) = vhost_max.filter(|max| in_vhost as i64 >= *max) {
                 return Err(AmqpError::not_allowed(format!(
                     "access to vhost '{vhost}' refused for user '{user}': connection limit ({max}) is reached"
                 )));
             }
-        }
-        if let Some(max) = self.limit(LimitScope::User, user, "max-connections") {
-            let open = self.connections.count_matching(|c| c.user == user);
-            if open as i64 >= max {
+            if let Some(max) = user_max.filter(|max| of_user as i64 >= *max) {
                 return Err(AmqpError::not_allowed(format!(
                     "connection refused for user '{user}': user connection limit ({max}) is reached"
                 )));
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Whether `user` may open one more channel (on any connection).

@@ -52,10 +52,13 @@ pub enum External<'a> {
     Certificate(&'a PeerCert),
 }
 
-/// Run the handshake. `Ok(None)` means the connection was refused and is
-/// to be closed quietly.
+/// Run the handshake of connection `id`. `Ok(None)` means the connection
+/// was refused and is to be closed quietly. Under a connection limit, a
+/// connection that gets open-ok is admitted (counted) until it registers;
+/// the caller forgets the admission if the handshake fails.
 pub async fn handshake(
     io: &mut FrameIo,
+    id: u64,
     peer: SocketAddr,
     broker: &Broker,
     external: External<'_>,
@@ -97,7 +100,7 @@ pub async fn handshake(
     if let (External::NoCertificate | External::Certificate(_), "EXTERNAL") = (external, mechanism)
     {
         match check_external(external, peer, broker) {
-            Ok(user) => return tune_and_open(io, broker, user, start_ok, caps).await,
+            Ok(user) => return tune_and_open(io, id, broker, user, start_ok, caps).await,
             Err(reason) => {
                 if cap("authentication_failure_close") {
                     close(io, AmqpError::access_refused(reason)).await;
@@ -130,12 +133,13 @@ pub async fn handshake(
             return Ok(None);
         }
     };
-    tune_and_open(io, broker, user, start_ok, caps).await
+    tune_and_open(io, id, broker, user, start_ok, caps).await
 }
 
 /// After a login: Tune/Tune-Ok, then Open/Open-Ok with the vhost's checks.
 async fn tune_and_open(
     io: &mut FrameIo,
+    id: u64,
     broker: &Broker,
     user: String,
     start_ok: connection::StartOk,
@@ -188,7 +192,7 @@ async fn tune_and_open(
         close(io, e.at(10, 40)).await;
         return Ok(None);
     }
-    if let Err(e) = broker.check_connection_limits(&user, &vhost.name) {
+    if let Err(e) = broker.admit_connection(id, &user, &vhost.name) {
         tracing::info!(%user, vhost = %vhost.name, reason = %e.text, "connection refused: limit");
         close(io, e.at(10, 40)).await;
         return Ok(None);

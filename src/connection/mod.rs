@@ -125,22 +125,22 @@ async fn serve_stream(
             (None, false) => handshake::External::Off,
         };
         let timeout = std::time::Duration::from_millis(broker.config.handshake_timeout_ms);
-        let opened = match tokio::time::timeout(
-            timeout,
-            handshake::handshake(&mut io, peer, &broker, external),
-        )
-        .await
-        {
-            Ok(Ok(Some(opened))) => opened,
-            Ok(Ok(None)) => return,
+        let handshake = handshake::handshake(&mut io, id, peer, &broker, external);
+        let opened = match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(Some(opened))) => Some(opened),
+            Ok(Ok(None)) => None,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "handshake failed");
-                return;
+                None
             }
             Err(_) => {
                 tracing::info!("handshake timed out");
-                return;
+                None
             }
+        };
+        let Some(opened) = opened else {
+            broker.connections.forget_admission(id);
+            return;
         };
         tracing::Span::current().record("user", opened.user.as_str());
         tracing::Span::current().record("vhost", &*opened.vhost.name);

@@ -46,6 +46,7 @@ if [ -z "${AMQP_URL:-}" ]; then
   export TLS_DIR="$datadir/tls"
   python3 "$here/make_certs.py" "$TLS_DIR" || exit 1
   cat >"$datadir/warren.toml" <<EOF
+auth_mechanisms = ["PLAIN", "AMQPLAIN", "EXTERNAL"]
 [tls]
 port = 0
 cert_file = "$TLS_DIR/server.pem"

@@ -177,6 +177,10 @@ pub struct Config {
     /// On a consumer timeout, close the channel with 406 as RabbitMQ
     /// does, instead of returning the delivery and cancelling the consumer.
     pub consumer_timeout_closes_channel: bool,
+    /// SASL mechanisms offered, in order (RabbitMQ's `auth_mechanisms`):
+    /// `PLAIN`, `AMQPLAIN`, `EXTERNAL` (the last only on TLS listeners
+    /// with `verify_peer`).
+    pub auth_mechanisms: Vec<String>,
     /// Users.
     pub users: Vec<User>,
     /// Address the management HTTP API and Prometheus listen on.
@@ -319,6 +323,20 @@ impl Config {
         }
         if self.vhosts.is_empty() {
             return err("vhosts", "at least one vhost is needed");
+        }
+        for (i, m) in self.auth_mechanisms.iter().enumerate() {
+            if !crate::auth::sasl::KNOWN.contains(&m.as_str()) {
+                return err(
+                    "auth_mechanisms",
+                    &format!("unknown mechanism '{m}' (PLAIN, AMQPLAIN or EXTERNAL)"),
+                );
+            }
+            if self.auth_mechanisms[..i].contains(m) {
+                return err("auth_mechanisms", &format!("'{m}' is listed twice"));
+            }
+        }
+        if self.auth_mechanisms.is_empty() {
+            return err("auth_mechanisms", "at least one mechanism is needed");
         }
         self.tls.files.validate("tls").map_err(ConfigError)?;
         self.management
@@ -472,6 +490,7 @@ mod tests {
             Config::with_overrides("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"").unwrap();
         assert_eq!(c.tls_port(), Some(5671));
         assert_eq!(c.tls.listener.cert_login_from, CertLoginFrom::CommonName);
+        assert_eq!(c.auth_mechanisms, ["PLAIN", "AMQPLAIN"]);
         for (bad, key) in [
             ("[tls]\ncert_file = \"c\"", "`tls.key_file`"),
             (
@@ -486,7 +505,12 @@ mod tests {
                 "[management.tls]\ncert_file = \"c\"",
                 "`management.tls.key_file`",
             ),
-            ("[tls]\nverfy_peer = true", "verfy_peer"),
+            ("[tls]\nverfy_peer = true", "`cert_login_from`"),
+            (
+                "auth_mechanisms = [\"PLAIN\", \"CRAM-MD5\"]",
+                "`auth_mechanisms`",
+            ),
+            ("auth_mechanisms = []", "`auth_mechanisms`"),
             ("[tls]\ncert_login_from = \"cn\"", "cn"),
         ] {
             let e = Config::with_overrides(bad).unwrap_err().0;

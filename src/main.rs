@@ -53,6 +53,11 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Taken over before the (possibly long) recovery: SIGHUP's default
+        // action would kill the process, and certificate rotation tools
+        // may send it at any time.
+        #[cfg(unix)]
+        let hangups = hangup_signals();
         let server = match Server::bind(config.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -75,7 +80,9 @@ fn main() -> ExitCode {
             tracing::warn!("a TLS port is set but [tls] has no cert_file: no AMQPS listener");
         }
         #[cfg(unix)]
-        tokio::spawn(reload_on_sighup(server.tls_reloader()));
+        if let Some(hangups) = hangups {
+            tokio::spawn(reload_on_sighup(hangups, server.tls_reloader()));
+        }
         let shutdown = server.shutdown_token();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -87,17 +94,22 @@ fn main() -> ExitCode {
     })
 }
 
-/// Reload the TLS certificates on each SIGHUP.
+/// SIGHUP as a stream (None, logged, if it cannot be had).
 #[cfg(unix)]
-async fn reload_on_sighup(reloader: warren::tls::Reloader) {
+fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP: no certificate reload");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Reload the TLS certificates on each SIGHUP.
+#[cfg(unix)]
+async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, reloader: warren::tls::Reloader) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading TLS certificates");
         reloader.reload().await;

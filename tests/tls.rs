@@ -25,12 +25,21 @@ struct TlsBroker {
 
 impl TlsBroker {
     async fn start(verify_peer: bool, fail_if_no_cert: bool) -> TlsBroker {
+        Self::start_with(verify_peer, fail_if_no_cert, |_| {}).await
+    }
+
+    async fn start_with(
+        verify_peer: bool,
+        fail_if_no_cert: bool,
+        adjust: impl FnOnce(&mut warren::Config),
+    ) -> TlsBroker {
         let ca = Ca::new("Warren test CA");
         let dir = common::fresh_data_dir().join("tls");
         let files = Files::write(&dir, &ca.server(), &ca.pem);
         let broker = Broker::start_with(|cfg| {
             files.configure(cfg, verify_peer, fail_if_no_cert);
             cfg.management_port = common::free_port();
+            adjust(cfg);
         })
         .await;
         TlsBroker { broker, ca, files }
@@ -118,7 +127,10 @@ async fn lapin_publishes_and_consumes_over_tls() {
 #[tokio::test]
 async fn external_logs_in_as_the_certificates_common_name() {
     within(async {
-        let t = TlsBroker::start(true, false).await;
+        let t = TlsBroker::start_with(true, false, |cfg| {
+            cfg.auth_mechanisms = ["EXTERNAL", "PLAIN"].map(String::from).to_vec();
+        })
+        .await;
         t.add_cert_user("cert-user").await;
         let external = t.url("", "?auth_mechanism=external");
         let conn = connect(&external, &t.ca.pem, Some(&t.ca.client("cert-user")))
@@ -169,6 +181,69 @@ async fn external_logs_in_as_the_certificates_common_name() {
             .cloned()
             .expect("the refused EXTERNAL login is counted");
         assert_eq!(nobody["auth_attempts_failed"], 1, "{nobody}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn external_is_off_unless_configured() {
+    within(async {
+        // verify_peer alone (mutual TLS) keeps passwords: EXTERNAL needs
+        // auth_mechanisms, as RabbitMQ needs it there and its plugin.
+        let t = TlsBroker::start(true, false).await;
+        t.add_cert_user("cert-user").await;
+        let external = t.url("", "?auth_mechanism=external");
+        let err = connect(&external, &t.ca.pem, Some(&t.ca.client("cert-user")))
+            .await
+            .expect_err("EXTERNAL not offered");
+        assert_eq!(common::reply_code(&err), Some(403), "{err}");
+        assert!(
+            common::reply_text(&err).contains("unknown authentication mechanism"),
+            "{err}"
+        );
+        // connection.start does not list it.
+        let addr = t.broker.addr_of("amqp/ssl").unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls_client = client_config(&t.ca.pem, Some(&t.ca.client("cert-user")));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(tls_client)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(common::raw::HEADER).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut start = vec![0u8; 4096];
+        let n = tls.read(&mut start).await.unwrap();
+        let start = String::from_utf8_lossy(&start[..n]);
+        assert!(
+            start.contains("PLAIN AMQPLAIN") && !start.contains("EXTERNAL"),
+            "{start}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tls_connections_end_with_close_notify() {
+    within(async {
+        let t = TlsBroker::start(false, false).await;
+        let addr = t.broker.addr_of("amqp/ssl").unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(client_config(&t.ca.pem, None));
+        // A refused handshake (wrong protocol header) and a closed session:
+        // both end with close_notify, so the client reads a clean end
+        // rather than a truncation (UnexpectedEof).
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+        tls.write_all(b"HTTP/1.1").await.unwrap();
+        tls.flush().await.unwrap();
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await.expect("a clean TLS end");
+        assert_eq!(
+            buf,
+            common::raw::HEADER,
+            "the supported header, then close_notify"
+        );
     })
     .await
 }

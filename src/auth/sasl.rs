@@ -14,12 +14,20 @@ use amq_protocol::types::AMQPValue;
 
 use crate::protocol::nesting;
 
-/// The mechanisms offered in connection.start, in order of preference.
-pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+/// The mechanisms Warren implements (RabbitMQ's names).
+pub const KNOWN: [&str; 3] = ["PLAIN", "AMQPLAIN", "EXTERNAL"];
 
-/// The mechanisms offered to a TLS client that sent a verified
-/// certificate: EXTERNAL logs in as the user the certificate names.
-pub const MECHANISMS_WITH_EXTERNAL: &str = "EXTERNAL PLAIN AMQPLAIN";
+/// The mechanisms to offer in connection.start, in the configured order
+/// (`auth_mechanisms`): EXTERNAL only where a client certificate can be
+/// verified (`external_possible`), as RabbitMQ offers it only with
+/// rabbitmq_auth_mechanism_ssl on.
+pub fn offered(configured: &[String], external_possible: bool) -> Vec<&str> {
+    configured
+        .iter()
+        .map(String::as_str)
+        .filter(|m| *m != "EXTERNAL" || external_possible)
+        .collect()
+}
 
 /// A user name and password taken from a response.
 #[derive(Debug, PartialEq, Eq)]

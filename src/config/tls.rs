@@ -182,6 +182,16 @@ impl TryFrom<toml::Table> for HttpTls {
     }
 }
 
+/// The keys of [`TlsFiles`].
+const FILE_KEYS: [&str; 6] = [
+    "cert_file",
+    "key_file",
+    "ca_file",
+    "verify_peer",
+    "fail_if_no_peer_cert",
+    "handshake_timeout_ms",
+];
+
 /// Deserialize a TLS table's `own` keys as `T` and the rest as the files
 /// (TOML keeps them in one table; serde's flatten would lose
 /// `deny_unknown_fields`, so a misspelt key would go unnoticed).
@@ -198,8 +208,20 @@ fn split<T: serde::de::DeserializeOwned>(
     let listener = mine
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_string())?;
-    let files = table
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    let files = table.try_into().map_err(|e: toml::de::Error| {
+        let text = e.message().to_string();
+        match text.split_once(", expected one of") {
+            // The files' error knows only their keys: name them all.
+            Some((unknown, _)) => {
+                let keys: Vec<String> = FILE_KEYS
+                    .iter()
+                    .chain(own)
+                    .map(|k| format!("`{k}`"))
+                    .collect();
+                format!("{unknown}, expected one of {}", keys.join(", "))
+            }
+            None => text,
+        }
+    })?;
     Ok((listener, files))
 }

@@ -72,16 +72,17 @@ pub async fn handshake(
         tracing::info!(?header, "bad protocol header");
         return Ok(None);
     }
+    let offered = sasl::offered(
+        &broker.config.auth_mechanisms,
+        !matches!(external, External::Off),
+    );
     send(
         io,
         AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: LongString::from(match external {
-                External::Off => sasl::MECHANISMS,
-                _ => sasl::MECHANISMS_WITH_EXTERNAL,
-            }),
+            mechanisms: LongString::from(offered.join(" ")),
             locales: LongString::from("en_US"),
         })),
     )
@@ -97,8 +98,7 @@ pub async fn handshake(
     };
     let cap = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
     let mechanism = start_ok.mechanism.as_str();
-    if let (External::NoCertificate | External::Certificate(_), "EXTERNAL") = (external, mechanism)
-    {
+    if mechanism == "EXTERNAL" && offered.contains(&mechanism) {
         match check_external(external, peer, broker) {
             Ok(user) => return tune_and_open(io, id, broker, user, start_ok, caps).await,
             Err(reason) => {
@@ -109,7 +109,10 @@ pub async fn handshake(
             }
         }
     }
-    let parsed = sasl::parse(mechanism, start_ok.response.as_bytes());
+    let parsed = match offered.contains(&mechanism) {
+        true => sasl::parse(mechanism, start_ok.response.as_bytes()),
+        false => Err(SaslError::UnknownMechanism(mechanism.to_string())),
+    };
     if parsed == Err(SaslError::TooDeep) {
         // Treated as the frame it came in: a clean 502, as for methods.
         close(io, crate::protocol::frame::too_deep().at(10, 11)).await;
@@ -309,6 +312,10 @@ fn check_external(external: External, peer: SocketAddr, broker: &Broker) -> Resu
     attempts.record(AuthProtocol::Amqp, login.is_ok(), user, peer.ip());
     match login {
         Ok(()) => Ok(user.clone()),
+        Err("loopback-only user") => {
+            tracing::info!(%user, %peer, "EXTERNAL login refused: loopback-only user");
+            Err(format!("user '{user}' can only connect via localhost"))
+        }
         Err(why) => {
             tracing::info!(%user, %peer, why, "EXTERNAL login refused");
             Err(refused)

@@ -86,6 +86,15 @@ impl FrameIo {
         self.write(&bytes).await
     }
 
+    /// End a TLS session with close_notify (as RabbitMQ does; clients on
+    /// rustls report a truncation otherwise), within a second. TCP: nothing.
+    pub async fn close_tls(&mut self) {
+        if let Stream::Tls(_) = self.stream {
+            let limit = std::time::Duration::from_secs(1);
+            let _ = tokio::time::timeout(limit, self.stream.shutdown()).await;
+        }
+    }
+
     /// Write bytes out: TLS may keep the tail of a write in its own buffer
     /// until flushed, and a frame must not wait for the next write.
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {

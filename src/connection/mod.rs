@@ -140,6 +140,7 @@ async fn serve_stream(
         };
         let Some(opened) = opened else {
             broker.connections.forget_admission(id);
+            io.close_tls().await;
             return;
         };
         tracing::Span::current().record("user", opened.user.as_str());

@@ -148,6 +148,7 @@ impl Session {
         self.main_loop(shutdown).await;
         self.cleanup();
         let totals = self.final_totals();
+        self.io.close_tls().await;
         if self.client_closed {
             // Discard anything that still arrives until the client closes
             // the socket, for a bounded time.

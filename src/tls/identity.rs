@@ -27,12 +27,16 @@ pub fn peer_cert(der: &[u8], how: &AmqpListener) -> Option<PeerCert> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let subject = rfc4514(cert.subject());
     let login = match how.cert_login_from {
-        CertLoginFrom::CommonName => cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_string),
+        // Every CN, joined with commas, as RabbitMQ 3.10 does: a
+        // certificate with two CNs names neither user alone.
+        CertLoginFrom::CommonName => {
+            let cns: Vec<&str> = cert
+                .subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .collect();
+            (!cns.is_empty()).then(|| cns.join(","))
+        }
         CertLoginFrom::DistinguishedName => Some(subject.clone()),
         CertLoginFrom::SubjectAlternativeName => {
             san(&cert, how.cert_login_san_type, how.cert_login_san_index)

@@ -8,7 +8,9 @@
 //!
 //! Handshakes run in each connection's own task, never on the accept loop,
 //! and are cut off after `handshake_timeout_ms`: a client that stalls its
-//! handshake holds only its own socket.
+//! handshake holds only its own socket. At most [`MAX_HANDSHAKES`] run at
+//! once per endpoint (rustls buffers a handshake message of up to 64 KiB
+//! for each); later ones wait, within their own timeout.
 
 mod identity;
 mod server_config;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -28,10 +31,15 @@ use crate::config::TlsFiles;
 pub use identity::{peer_cert, PeerCert};
 pub use stream::Stream;
 
+/// Handshakes in progress at once per endpoint: bounds what
+/// unauthenticated peers hold (~67 KiB each at most, ~135 MiB in all).
+pub const MAX_HANDSHAKES: usize = 2048;
+
 /// One TLS listener's settings and its current rustls config.
 #[derive(Debug)]
 pub struct Endpoint {
     files: TlsFiles,
+    handshakes: Semaphore,
     /// The config table's name, for errors: `tls` or `management.tls`.
     table: &'static str,
     current: RwLock<Arc<ServerConfig>>,
@@ -44,6 +52,7 @@ impl Endpoint {
         let config = build_off_thread(files.clone(), table).await?;
         Ok(Arc::new(Endpoint {
             files,
+            handshakes: Semaphore::new(MAX_HANDSHAKES),
             table,
             current: RwLock::new(Arc::new(config)),
         }))
@@ -67,13 +76,17 @@ impl Endpoint {
         self.table
     }
 
-    /// Run the server side of a handshake on `tcp`, within the timeout.
+    /// Run the server side of a handshake on `tcp`, within the timeout
+    /// (which covers waiting for a handshake slot).
     pub async fn accept(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
-        let acceptor = TlsAcceptor::from(self.current.read().clone());
         let limit = Duration::from_millis(self.files.handshake_timeout_ms);
-        match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(e.to_string()),
+        let handshake = async {
+            let _slot = self.handshakes.acquire().await.map_err(|e| e.to_string())?;
+            let acceptor = TlsAcceptor::from(self.current.read().clone());
+            acceptor.accept(tcp).await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(limit, handshake).await {
+            Ok(result) => result,
             Err(_) => Err(format!("no TLS handshake within {} ms", limit.as_millis())),
         }
     }

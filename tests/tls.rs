@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::tls::{connect, Ca, Files, Pair};
+use common::tls::{client_config, connect, Ca, Files};
 use common::{within, Broker};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -331,30 +331,6 @@ async fn reload_swaps_certificates_and_keeps_connections() {
             .expect("previous certificate kept");
     })
     .await
-}
-
-/// A rustls client config trusting `ca_pem`, presenting `identity`.
-fn client_config(ca_pem: &str, identity: Option<&Pair>) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match identity {
-        None => builder.with_no_client_auth(),
-        Some(p) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(p.cert.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(p.key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-    })
 }
 
 /// GET `path` over HTTPS as guest; the status line and body.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::child::ChildBroker;
-use common::tls::{connect, Ca, Files};
+use common::tls::{client_config, connect, Ca, Files};
 use common::{bounded, Broker};
 use lapin::options::BasicPublishOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,21 +19,6 @@ use tokio::net::TcpStream;
 
 const STALLED: usize = 1000;
 const HANDSHAKES: usize = 1000;
-
-fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
 
 /// A TLS handshake, then the AMQP header and the start of connection.start.
 async fn handshake(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
@@ -102,7 +87,7 @@ async fn handshakes_stalled_or_many_do_not_stall_a_publisher() {
         }
         let before = confirmed.load(Ordering::Relaxed);
         let started = Instant::now();
-        let config = client_config(&ca.pem);
+        let config = client_config(&ca.pem, None);
         let storm: Vec<_> = (0..HANDSHAKES)
             .map(|_| tokio::spawn(handshake(addr, config.clone())))
             .collect();

@@ -5,6 +5,7 @@
 //! over TLS.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connection, ConnectionProperties};
@@ -147,4 +148,28 @@ pub async fn connect(
     };
     let runtime = lapin::runtime::default_runtime().unwrap();
     Connection::connect_with_config(url, ConnectionProperties::default(), config, runtime).await
+}
+
+/// A rustls client config trusting `ca_pem`, presenting `identity`.
+pub fn client_config(ca_pem: &str, identity: Option<&Pair>) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match identity {
+        None => builder.with_no_client_auth(),
+        Some(p) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(p.cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(p.key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    })
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::FieldTable;
 use parking_lot::RwLock;
 
@@ -12,6 +13,7 @@ use crate::protocol::AmqpError;
 use routes::Routes;
 
 mod bindings;
+pub mod hash_ring;
 mod routes;
 pub mod stats;
 
@@ -46,6 +48,9 @@ pub enum ExchangeKind {
     Topic,
     /// Header table matching.
     Headers,
+    /// One destination per message, by a weighted consistent hash
+    /// (RabbitMQ's consistent-hash exchange plugin).
+    ConsistentHash,
 }
 
 /// The exchange type of delayed messages (RabbitMQ's delayed-message
@@ -72,6 +77,7 @@ impl ExchangeKind {
             "fanout" => ExchangeKind::Fanout,
             "topic" => ExchangeKind::Topic,
             "headers" => ExchangeKind::Headers,
+            "x-consistent-hash" => ExchangeKind::ConsistentHash,
             _ => return None,
         })
     }
@@ -83,6 +89,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
         }
     }
 }
@@ -150,6 +157,7 @@ impl Exchange {
                     amq_protocol::types::AMQPValue::ShortString(s) => Some(Arc::from(s.as_str())),
                     _ => None,
                 });
+        let routes = Routes::new(kind, &arguments);
         Exchange {
             name: Arc::from(name),
             kind,
@@ -161,7 +169,7 @@ impl Exchange {
             policy: RwLock::new(AppliedPolicy::default()),
             policy_alternate: Default::default(),
             delayed: false,
-            routes: RwLock::new(Routes::new(kind)),
+            routes: RwLock::new(routes),
             stats: Default::default(),
         }
     }
@@ -247,12 +255,12 @@ impl Exchange {
     pub fn route(
         &self,
         keys: &[&str],
-        headers: Option<&FieldTable>,
+        props: Option<&AMQPProperties>,
         out: &mut IndexSet<Destination>,
     ) {
         let routes = self.routes.read();
         for key in keys {
-            routes.route(key, headers, out);
+            routes.route(key, props, out);
         }
     }
 }

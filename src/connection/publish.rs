@@ -314,7 +314,7 @@ impl Session {
             self.vhost.route(
                 p.publish.exchange.as_str(),
                 &[rk],
-                headers.as_ref(),
+                props.as_ref(),
                 &mut queues,
             )
         } else {
@@ -323,7 +323,7 @@ impl Session {
             self.vhost.route(
                 p.publish.exchange.as_str(),
                 &keys,
-                headers.as_ref(),
+                props.as_ref(),
                 &mut queues,
             )
         };

@@ -213,7 +213,7 @@ pub async fn publish(
         .ok_or_else(|| ApiError::bad_request("properties cannot be encoded"))?;
     let rk = body.routing_key.as_str();
     let mut queues = Vec::new();
-    v.route(&exchange, &[rk], props.headers().as_ref(), &mut queues)?;
+    v.route(&exchange, &[rk], Some(&props), &mut queues)?;
     let message = Arc::new(Message {
         exchange: Arc::from(exchange.as_str()),
         routing_key: Arc::from(rk),

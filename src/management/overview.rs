@@ -53,6 +53,7 @@ fn exchange_types() -> Value {
             "AMQP topic exchange, as per the AMQP specification"
         ),
         t("x-delayed-message", "Delayed Message Exchange"),
+        t("x-consistent-hash", "Consistent Hashing Exchange"),
     ])
 }
 

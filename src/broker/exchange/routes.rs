@@ -1,15 +1,17 @@
 //! One exchange's bindings and the routing table built from them (direct:
 //! key → destinations; fanout: a set; topic: a trie; headers: parsed
-//! binding arguments). The exchange keeps this behind its own lock, so
+//! binding arguments; consistent hash: weighted buckets). The exchange keeps this behind its own lock, so
 //! changing one exchange's bindings never touches another's.
 
 use std::sync::Arc;
 
 use ahash::AHashMap as HashMap;
 
+use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::FieldTable;
 
 use super::bindings::{Added, BindingSet, Removed};
+use super::hash_ring::{self, HashOn, HashRing};
 use super::{Binding, Destination, ExchangeKind};
 use crate::broker::headers::HeadersBinding;
 use crate::broker::topic::TopicTrie;
@@ -22,6 +24,7 @@ enum RoutingTable {
     Fanout(IndexSet<Destination>),
     Topic(TopicTrie<Destination>),
     Headers(Vec<(HeadersBinding, Destination)>),
+    Hash(HashRing),
 }
 
 /// The bindings of an exchange and its routing table.
@@ -32,9 +35,13 @@ pub(super) struct Routes {
 }
 
 impl Routes {
-    /// No bindings, with the table an exchange of `kind` routes with.
-    pub fn new(kind: ExchangeKind) -> Self {
+    /// No bindings, with the table an exchange of `kind` (declared with
+    /// `arguments`, already checked) routes with.
+    pub fn new(kind: ExchangeKind, arguments: &FieldTable) -> Self {
         let table = match kind {
+            ExchangeKind::ConsistentHash => {
+                RoutingTable::Hash(HashRing::new(HashOn::parse(arguments).unwrap_or_default()))
+            }
             ExchangeKind::Direct => RoutingTable::Direct(HashMap::new()),
             ExchangeKind::Fanout => RoutingTable::Fanout(IndexSet::default()),
             ExchangeKind::Topic => RoutingTable::Topic(TopicTrie::default()),
@@ -87,6 +94,10 @@ impl Routes {
             RoutingTable::Headers(_) if !self.bindings.contains(&binding, &key) => {
                 Some(HeadersBinding::parse(&binding.arguments)?)
             }
+            RoutingTable::Hash(_) => {
+                hash_ring::weight(&binding.routing_key)?;
+                None
+            }
             _ => None,
         };
         let dest = binding.dest.clone();
@@ -100,6 +111,7 @@ impl Routes {
                     list.push((h, dest));
                 }
             }
+            RoutingTable::Hash(ring) => ring.rebuild(self.bindings.iter()),
             _ if added == Added::Joined => {}
             RoutingTable::Direct(map) => {
                 map.entry(key).or_default().insert(dest);
@@ -117,7 +129,12 @@ impl Routes {
     /// Remove a binding; false if there was none.
     pub fn unbind(&mut self, binding: &Binding) -> bool {
         let key = self.table_key(binding);
-        match self.bindings.remove(binding, &key) {
+        let removed = self.bindings.remove(binding, &key);
+        if let (RoutingTable::Hash(ring), false) = (&mut self.table, removed == Removed::Missing) {
+            ring.rebuild(self.bindings.iter());
+            return true;
+        }
+        match removed {
             Removed::Missing => false,
             Removed::Left => {
                 self.unindex_headers(binding);
@@ -134,9 +151,16 @@ impl Routes {
     /// Remove every binding to `dest`; returns how many went.
     pub fn unbind_destination(&mut self, dest: &Destination) -> usize {
         let (keys, gone) = self.bindings.remove_dest(dest);
-        if let RoutingTable::Headers(list) = &mut self.table {
-            list.retain(|(_, d)| d != dest);
-            return gone;
+        match &mut self.table {
+            RoutingTable::Headers(list) => {
+                list.retain(|(_, d)| d != dest);
+                return gone;
+            }
+            RoutingTable::Hash(ring) => {
+                ring.rebuild(self.bindings.iter());
+                return gone;
+            }
+            _ => {}
         }
         for key in keys {
             self.unindex(dest, &key);
@@ -164,7 +188,7 @@ impl Routes {
             RoutingTable::Topic(trie) => {
                 trie.remove(key, dest);
             }
-            RoutingTable::Headers(_) => {}
+            RoutingTable::Headers(_) | RoutingTable::Hash(_) => {}
         }
     }
 
@@ -185,8 +209,14 @@ impl Routes {
         }
     }
 
-    /// Add the destinations `key` / `headers` route to.
-    pub fn route(&self, key: &str, headers: Option<&FieldTable>, out: &mut IndexSet<Destination>) {
+    /// Add the destinations a message with `key` and `props` goes to.
+    pub fn route(
+        &self,
+        key: &str,
+        props: Option<&AMQPProperties>,
+        out: &mut IndexSet<Destination>,
+    ) {
+        let headers = props.and_then(|p| p.headers().as_ref());
         match &self.table {
             RoutingTable::Direct(map) => {
                 if let Some(set) = map.get(key) {
@@ -202,6 +232,7 @@ impl Routes {
                     }
                 }
             }
+            RoutingTable::Hash(ring) => out.extend(ring.route(key, props).cloned()),
         }
     }
 }

@@ -72,6 +72,9 @@ impl VHost {
                 d.kind
             )));
         };
+        if kind == ExchangeKind::ConsistentHash {
+            crate::broker::exchange::hash_ring::HashOn::parse(&d.arguments)?;
+        }
         if let Some(ae) = d.arguments.inner().get("alternate-exchange") {
             if arguments::as_text(ae).is_none() {
                 return Err(AmqpError::precondition_failed(format!(

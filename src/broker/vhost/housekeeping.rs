@@ -201,12 +201,12 @@ impl VHost {
     /// Route `message` by its exchange and routing key and put it on the
     /// target queues that `keep` accepts.
     fn route_and_store(&self, message: Arc<Message>, keep: impl Fn(&Queue) -> bool) -> Stored {
-        let headers = decode_properties(&message.properties).and_then(|p| p.headers().clone());
+        let props = decode_properties(&message.properties);
         let mut targets = Vec::new();
         let _ = self.route(
             &message.exchange,
             &[&message.routing_key],
-            headers.as_ref(),
+            props.as_ref(),
             &mut targets,
         );
         targets

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use amq_protocol::types::FieldTable;
+use amq_protocol::protocol::basic::AMQPProperties;
 
 use super::{Names, VHost};
 use crate::broker::exchange::{Destination, Exchange};
@@ -15,12 +15,13 @@ use crate::protocol::AmqpError;
 
 impl VHost {
     /// Route a message published to `exchange` with `routing_keys` (the
-    /// routing key plus any CC/BCC keys); appends each target queue once.
+    /// routing key plus any CC/BCC keys) and `props` (headers, and what a
+    /// consistent-hash exchange hashes on); appends each target queue once.
     pub fn route(
         &self,
         exchange: &str,
         routing_keys: &[&str],
-        headers: Option<&FieldTable>,
+        props: Option<&AMQPProperties>,
         out: &mut Vec<Arc<Queue>>,
     ) -> Result<(), AmqpError> {
         let names = self.names.read();
@@ -44,7 +45,7 @@ impl VHost {
             return Ok(());
         }
         let mut dests = crate::broker::scratch_set();
-        first.route(routing_keys, headers, &mut dests);
+        first.route(routing_keys, props, &mut dests);
         let only_queues = dests.iter().all(|d| matches!(d, Destination::Queue(_)));
         if only_queues && (!dests.is_empty() || !first.has_alternate()) {
             // The usual case, one exchange's bindings to queues: no
@@ -56,7 +57,7 @@ impl VHost {
             }
             return Ok(());
         }
-        follow_exchanges(&names, first, dests, routing_keys, headers, out);
+        follow_exchanges(&names, first, dests, routing_keys, props, out);
         Ok(())
     }
 }
@@ -69,7 +70,7 @@ fn follow_exchanges<'a>(
     first: &'a Exchange,
     mut dests: IndexSet<Destination>,
     routing_keys: &[&str],
-    headers: Option<&FieldTable>,
+    props: Option<&AMQPProperties>,
     out: &mut Vec<Arc<Queue>>,
 ) {
     let mut visited: IndexSet<&str> = crate::broker::scratch_set();
@@ -105,7 +106,7 @@ fn follow_exchanges<'a>(
             break;
         };
         x = next;
-        x.route(routing_keys, headers, &mut dests);
+        x.route(routing_keys, props, &mut dests);
     }
     out.extend(
         queues

@@ -183,6 +183,23 @@ async fn headers_properties_and_weights() {
             qs.len()
         };
         assert_eq!((queue_of("h"), queue_of("p")), (1, 1));
+        // Distinct message ids spread over both queues.
+        for i in 0..200 {
+            let props =
+                BasicProperties::default().with_message_id(format!("id-{i}").as_str().into());
+            ch.basic_publish(
+                "by-id".into(),
+                "same-key".into(),
+                BasicPublishOptions::default(),
+                b"i",
+                props,
+            )
+            .await
+            .unwrap();
+        }
+        let got = drain(&ch, &QUEUES[..2], 200).await;
+        let on_first = got.iter().filter(|(q, _)| q == "ch-0").count();
+        assert!((60..=140).contains(&on_first), "{on_first} of 200 on ch-0");
 
         // RabbitMQ's refusals, recorded.
         let (_c2, ch2) = b.channel().await;

@@ -113,3 +113,17 @@ def test_hash_on_a_header_or_property(conn, names, args, props):
     bodies = {q: [b for _, _, b in drain(ch, q)] for q in qs}
     assert [q for q in qs if b"same" in bodies[q]] in ([qs[0]], [qs[1]]), bodies
     assert sum(len(v) for v in bodies.values()) == 21
+
+
+def test_distinct_property_values_spread(conn, names):
+    ch = conn.channel()
+    x = names("chx")
+    declare(ch, x, **{"hash-property": "message_id"})
+    qs = queues(ch, names, 2)
+    for q in qs:
+        ch.queue_bind(q, x, "1")
+    for i in range(400):  # one routing key, many message ids
+        ch.basic_publish(x, "same", b"x", pika.BasicProperties(message_id="id-%d" % i))
+    settle(conn, ch, qs, 400)
+    c = counts(ch, qs)
+    assert 120 <= c[0] <= 280, c

@@ -409,10 +409,13 @@ impl Session {
 }
 
 /// Whether the properties carry headers, reply_to, expiration or user_id,
-/// the ones routing and validation look at (bits 13, 9, 8 and 4 of the
-/// property flags).
+/// the ones routing and validation look at, or correlation_id, message_id
+/// or timestamp, which consistent-hash exchanges may hash on and
+/// deduplication reads (bits 13, 10, 9, 8, 7, 6 and 4 of the property
+/// flags).
 fn needs_decoding(properties: &[u8]) -> bool {
-    const ACTED_ON: u16 = (1 << 13) | (1 << 9) | (1 << 8) | (1 << 4);
+    const ACTED_ON: u16 =
+        (1 << 13) | (1 << 10) | (1 << 9) | (1 << 8) | (1 << 7) | (1 << 6) | (1 << 4);
     match properties {
         [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) & ACTED_ON != 0,
         _ => true,

@@ -134,6 +134,8 @@ pub struct Exchange {
     routes: RwLock<Routes>,
     /// Messages in and out, for the management API.
     pub stats: stats::ExchangeStats,
+    /// With `x-message-deduplication`: the keys seen.
+    pub dedup: Option<super::dedup::Cache>,
 }
 
 impl Exchange {
@@ -158,6 +160,11 @@ impl Exchange {
                     _ => None,
                 });
         let routes = Routes::new(kind, &arguments);
+        // Checked at declare; a stored exchange's arguments parse too.
+        let dedup = super::dedup::Settings::parse(&arguments)
+            .ok()
+            .flatten()
+            .map(super::dedup::Cache::new);
         Exchange {
             name: Arc::from(name),
             kind,
@@ -171,6 +178,7 @@ impl Exchange {
             delayed: false,
             routes: RwLock::new(routes),
             stats: Default::default(),
+            dedup,
         }
     }
 

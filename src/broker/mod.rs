@@ -8,6 +8,7 @@ pub mod connections;
 pub mod consumer;
 pub mod consumer_set;
 pub mod dead_letter;
+pub mod dedup;
 pub mod delayed;
 pub mod exchange;
 pub mod headers;

@@ -53,6 +53,8 @@ pub struct Queue {
     has_delivery_limit: AtomicBool,
     /// Counters for the management API and metrics.
     pub stats: stats::QueueStats,
+    /// With `x-message-deduplication`: the keys seen (checked by publishers).
+    pub dedup: Option<super::dedup::Cache>,
     state: Mutex<QueueState>,
     saturated: AtomicBool,
     /// A message published now would stay in memory (ready messages wait,
@@ -187,6 +189,11 @@ impl Queue {
             auto_delete: def.auto_delete,
             has_delivery_limit: AtomicBool::new(policy.delivery_limit.is_some()),
             declared: policy.clone(),
+            // Checked at declare.
+            dedup: super::dedup::Settings::parse(&def.arguments)
+                .ok()
+                .flatten()
+                .map(super::dedup::Cache::new),
             arguments: def.arguments,
             disk_dir: def.disk_dir,
             stats: stats::QueueStats::new(consumers.blocked_time()),

@@ -24,6 +24,7 @@
 
 use std::sync::Arc;
 
+use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::FieldTable;
 use parking_lot::{Mutex, RwLock};
 
@@ -103,6 +104,9 @@ pub struct VHost {
     /// Most queues the vhost may hold (negative: no limit; see
     /// `limits.rs`).
     max_queues: std::sync::atomic::AtomicI64,
+    /// Some exchange or queue here deduplicates (publishing checks only
+    /// then; set once, never cleared).
+    has_dedup: std::sync::atomic::AtomicBool,
     /// Its end, until the task starts.
     chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
 }
@@ -144,6 +148,7 @@ impl VHost {
             reply_to: ReplyTargets::default(),
             delayed: Arc::new(delayed),
             pending: parking_lot::Mutex::new(Vec::new()),
+            has_dedup: Default::default(),
             chore_rx: parking_lot::Mutex::new(Some(chore_rx)),
             queues_declared: Default::default(),
             max_queues: std::sync::atomic::AtomicI64::new(-1),
@@ -342,6 +347,43 @@ impl VHost {
         let q = self.find_queue(name).ok_or_else(|| self.no_queue(name))?;
         self.check_owner(&q, conn_id)?;
         Ok(q)
+    }
+
+    /// Remember that an exchange or queue here deduplicates.
+    pub(crate) fn note_dedup(&self, dedup: bool) {
+        if dedup {
+            self.has_dedup
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Drop from `queues` those that deduplicate and have seen `props`'
+    /// key; whether any was dropped.
+    pub fn drop_duplicates(
+        &self,
+        queues: &mut Vec<Arc<Queue>>,
+        props: Option<&AMQPProperties>,
+    ) -> bool {
+        if !self.has_dedup.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let before = queues.len();
+        let now = crate::broker::message::now_ms();
+        queues.retain(|q| !q.dedup.as_ref().is_some_and(|c| c.is_duplicate(props, now)));
+        queues.len() < before
+    }
+
+    /// Whether a message published to `exchange` with `props` is a
+    /// duplicate the exchange drops (see `broker::dedup`).
+    pub fn is_duplicate(&self, exchange: &str, props: Option<&AMQPProperties>) -> bool {
+        if !self.has_dedup.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let names = self.names.read();
+        let Some(cache) = names.exchanges.get(exchange).and_then(|x| x.dedup.as_ref()) else {
+            return false;
+        };
+        cache.is_duplicate(props, crate::broker::message::now_ms())
     }
 
     /// Whether clients may publish delayed messages to `exchange`: an

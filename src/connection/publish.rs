@@ -296,6 +296,18 @@ impl Session {
                 body,
             })
         };
+        if self
+            .vhost
+            .is_duplicate(p.publish.exchange.as_str(), props.as_ref())
+        {
+            // Dropped, and confirmed: its first copy is safely in.
+            return Ok(Routed {
+                message: message(properties, p.body),
+                queues: Vec::new(),
+                mandatory: false,
+                deferred: None,
+            });
+        }
         if let Some(ms) = delay_ms(headers.as_ref()) {
             if self.vhost.is_delayed_exchange(p.publish.exchange.as_str()) {
                 // Routed when due (the delayed-message plugin does not
@@ -328,6 +340,8 @@ impl Session {
             )
         };
         routed.map_err(|e| e.at(60, 40))?;
+        // A duplicate a queue drops is in already: never returned.
+        let deduplicated = self.vhost.drop_duplicates(&mut queues, props.as_ref());
         let kept = queues.iter().any(|q| q.would_keep())
             || self.channels.get(&channel).is_some_and(|c| c.tx.is_some());
         let (properties, body) = match kept {
@@ -337,7 +351,7 @@ impl Session {
         Ok(Routed {
             message: message(properties, body),
             queues,
-            mandatory: p.publish.mandatory,
+            mandatory: p.publish.mandatory && !deduplicated,
             deferred: None,
         })
     }

@@ -72,6 +72,7 @@ impl VHost {
                 d.kind
             )));
         };
+        crate::broker::dedup::Settings::parse(&d.arguments)?;
         if kind == ExchangeKind::ConsistentHash {
             crate::broker::exchange::hash_ring::HashOn::parse(&d.arguments)?;
         }
@@ -140,6 +141,7 @@ impl VHost {
         );
         exchange.delayed = delayed;
         self.apply_exchange_policy(&exchange);
+        self.note_dedup(exchange.dedup.is_some());
         topo.insert_exchange(exchange);
         // Not stored means not declared.
         self.commit(&mut topo)
@@ -190,6 +192,7 @@ impl VHost {
             requested.to_string()
         };
         validate_queue_arguments(&d.arguments, &name, &self.name)?;
+        crate::broker::dedup::Settings::parse(&d.arguments)?;
         arguments::check_queue_type(
             &d.arguments,
             d.durable,
@@ -245,6 +248,7 @@ impl VHost {
             )
         })?;
         let queue = Queue::new(def, ready, self.queue_context());
+        self.note_dedup(queue.dedup.is_some());
         let queue = Arc::new(queue);
         queue.apply_policy(self.policies_for_queue(&name));
         queue.touch();

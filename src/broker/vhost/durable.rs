@@ -68,6 +68,7 @@ impl VHost {
                 x.arguments.clone(),
             );
             exchange.delayed = delayed;
+            self.note_dedup(exchange.dedup.is_some());
             topo.insert_exchange(exchange);
         }
         let recovered = map_in_parallel(&defs.queues, |q| self.recover_queue(q));
@@ -128,7 +129,9 @@ impl VHost {
             auto_delete: q.auto_delete,
             arguments: q.arguments.clone(),
         };
-        Ok(Arc::new(Queue::new(def, ready, self.queue_context())))
+        let queue = Queue::new(def, ready, self.queue_context());
+        self.note_dedup(queue.dedup.is_some());
+        Ok(Arc::new(queue))
     }
 }
 

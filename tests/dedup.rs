@@ -1,0 +1,159 @@
+//! Deduplication through lapin, as LavinMQ and RabbitMQ's community plugin
+//! offer it: an exchange or a queue declared with
+//! `x-message-deduplication: true` drops a message whose
+//! `x-deduplication-header` (or, without it, message-id) it has seen among
+//! its last `x-cache-size` keys, within `x-cache-ttl`; the duplicate is
+//! confirmed (its first copy is in) and never returned as unroutable.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_code, bounded, reply_text, table, Broker};
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+
+fn dedup_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut pairs = vec![("x-message-deduplication", AMQPValue::Boolean(true))];
+    pairs.extend(extra.iter().cloned());
+    table(&pairs)
+}
+
+fn keyed(key: &str) -> BasicProperties {
+    let h = table(&[("x-deduplication-header", AMQPValue::LongString(key.into()))]);
+    BasicProperties::default().with_headers(h)
+}
+
+/// Publish with confirms; whether it was acked.
+async fn publish(
+    ch: &Channel,
+    exchange: &str,
+    rk: &str,
+    props: BasicProperties,
+    mandatory: bool,
+) -> bool {
+    let opts = BasicPublishOptions {
+        mandatory,
+        ..Default::default()
+    };
+    let confirm = ch
+        .basic_publish(exchange.into(), rk.into(), opts, b"m", props)
+        .await
+        .unwrap();
+    confirm.await.unwrap().is_ack()
+}
+
+#[tokio::test]
+async fn an_exchange_drops_what_it_has_seen_and_confirms_it() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start().await;
+        let (_c, ch) = b.channel().await;
+        common::confirm(&ch).await;
+        ch.exchange_declare(
+            "once".into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            dedup_args(&[]),
+        )
+        .await
+        .unwrap();
+        common::declare_queue(&ch, "once-q").await;
+        ch.queue_bind(
+            "once-q".into(),
+            "once".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        assert!(publish(&ch, "once", "", keyed("order-1"), true).await);
+        // The retry of a publish whose confirm was lost: acked, dropped,
+        // not returned although mandatory.
+        assert!(publish(&ch, "once", "", keyed("order-1"), true).await);
+        assert!(publish(&ch, "once", "", keyed("order-2"), false).await);
+        // Without the header, the message id is the key.
+        let by_id = || BasicProperties::default().with_message_id("id-9".into());
+        assert!(publish(&ch, "once", "", by_id(), false).await);
+        assert!(publish(&ch, "once", "", by_id(), false).await);
+        // Neither: never a duplicate.
+        assert!(publish(&ch, "once", "", BasicProperties::default(), false).await);
+        assert!(publish(&ch, "once", "", BasicProperties::default(), false).await);
+        common::wait_for_count(&ch, "once-q", 5).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_queue_deduplicates_within_its_cache_size_and_ttl() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start().await;
+        let (_c, ch) = b.channel().await;
+        common::confirm(&ch).await;
+        let args = dedup_args(&[
+            ("x-cache-size", AMQPValue::LongInt(2)),
+            ("x-cache-ttl", AMQPValue::LongInt(300)),
+            (
+                "x-deduplication-header",
+                AMQPValue::LongString("job".into()),
+            ),
+        ]);
+        ch.queue_declare("jobs".into(), QueueDeclareOptions::default(), args)
+            .await
+            .unwrap();
+        let job = |k: &str| {
+            BasicProperties::default()
+                .with_headers(table(&[("job", AMQPValue::LongString(k.into()))]))
+        };
+        assert!(publish(&ch, "", "jobs", job("a"), true).await);
+        assert!(publish(&ch, "", "jobs", job("a"), true).await);
+        common::wait_for_count(&ch, "jobs", 1).await;
+        // Two more keys push "a" out of a cache of two.
+        assert!(publish(&ch, "", "jobs", job("b"), false).await);
+        assert!(publish(&ch, "", "jobs", job("c"), false).await);
+        assert!(publish(&ch, "", "jobs", job("a"), false).await);
+        common::wait_for_count(&ch, "jobs", 4).await;
+        // After the TTL, "c" is new again.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(publish(&ch, "", "jobs", job("c"), false).await);
+        common::wait_for_count(&ch, "jobs", 5).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bad_arguments_are_refused() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start().await;
+        for (name, args) in [
+            ("q1", dedup_args(&[("x-cache-size", AMQPValue::LongInt(0))])),
+            (
+                "q2",
+                dedup_args(&[("x-cache-ttl", AMQPValue::LongString("soon".into()))]),
+            ),
+            (
+                "q3",
+                table(&[(
+                    "x-message-deduplication",
+                    AMQPValue::LongString("yes".into()),
+                )]),
+            ),
+        ] {
+            let (_c, ch) = b.channel().await;
+            let e = assert_code(
+                ch.queue_declare(name.into(), QueueDeclareOptions::default(), args)
+                    .await,
+                406,
+            );
+            assert!(
+                reply_text(&e).contains("invalid value for 'x-"),
+                "{}",
+                reply_text(&e)
+            );
+        }
+    })
+    .await
+}

@@ -157,3 +157,47 @@ async fn bad_arguments_are_refused() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_durable_queue_remembers_its_stored_keys_across_a_restart() {
+    bounded(Duration::from_secs(30), async {
+        let dir = common::fresh_data_dir();
+        let b = Broker::start_in(dir.clone(), |_| {}).await;
+        let (c, ch) = b.channel().await;
+        common::confirm(&ch).await;
+        let opts = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("durable-once".into(), opts, dedup_args(&[]))
+            .await
+            .unwrap();
+        let persistent = |k: &str| keyed(k).with_delivery_mode(2);
+        for k in ["a", "b"] {
+            assert!(publish(&ch, "", "durable-once", persistent(k), false).await);
+        }
+        // "a" is consumed and acked: settled, its record still on disk.
+        let got = ch
+            .basic_get(
+                "durable-once".into(),
+                lapin::options::BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+            .expect("a message");
+        got.delivery.ack(Default::default()).await.unwrap();
+        c.close(200, "bye".into()).await.unwrap();
+        b.stop().await;
+
+        let b = Broker::start_in(dir, |_| {}).await;
+        let (_c, ch) = b.channel().await;
+        common::confirm(&ch).await;
+        // Both keys are known again: the queued one and the acked one.
+        for k in ["a", "b", "c"] {
+            assert!(publish(&ch, "", "durable-once", persistent(k), false).await);
+        }
+        // "b" from before the restart and the new "c".
+        common::wait_for_count(&ch, "durable-once", 2).await;
+    })
+    .await
+}

@@ -8,7 +8,9 @@
 //! dropped duplicate is confirmed: its first copy is safely in.
 //!
 //! The cache is bounded in entries and bytes: keys over 256 bytes are
-//! kept as their SHA-256.
+//! kept as their SHA-256. A durable queue's cache is seeded at recovery
+//! from the records its segments still hold (`Cache::seed`); an
+//! exchange's starts empty.
 
 use std::collections::VecDeque;
 
@@ -38,6 +40,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How many keys the cache holds.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// Read the declare arguments; None when deduplication is off.
     pub fn parse(args: &FieldTable) -> Result<Option<Self>, AmqpError> {
         let get = |k: &str| args.inner().get(k);
@@ -121,6 +128,15 @@ impl Cache {
             true => Sha256::digest(&key).to_vec(),
             false => key,
         })
+    }
+
+    /// Remember the keys of messages already stored (a durable queue's, at
+    /// recovery), oldest first, as seen `now_ms`.
+    pub fn seed(&self, messages: impl Iterator<Item = AMQPProperties>, now_ms: u64) {
+        for props in messages {
+            self.is_duplicate(Some(&props), now_ms);
+        }
+        self.state.lock().dropped = 0;
     }
 
     /// Whether a message is a duplicate; if not, remember its key.

@@ -120,6 +120,11 @@ fn fields(payload: &[u8]) -> Option<Fields<'_>> {
     })
 }
 
+/// The encoded properties of a verified payload.
+pub fn properties(payload: &[u8]) -> Option<&[u8]> {
+    Some(fields(payload)?.properties)
+}
+
 /// The fixed fields of a verified payload.
 pub fn meta(payload: &[u8]) -> Option<RecordMeta> {
     let (seq, rest) = payload.split_first_chunk::<8>()?;

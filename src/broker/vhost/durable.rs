@@ -100,7 +100,15 @@ impl VHost {
                 path.display()
             )
         };
-        let (log, report) = QueueLog::recover(&path, self.store.segment_bytes).map_err(fail)?;
+        // A deduplicating queue gets back the keys of its stored messages
+        // (settled ones too, while their segment is kept).
+        let dedup = crate::broker::dedup::Settings::parse(&q.arguments)
+            .ok()
+            .flatten();
+        let keep = dedup.as_ref().map_or(0, |d| d.size());
+        let (log, mut report) =
+            QueueLog::recover_keeping(&path, self.store.segment_bytes, keep).map_err(fail)?;
+        let seen = std::mem::take(&mut report.properties);
         let max_priority = QueuePolicy::from_arguments(&q.arguments).max_priority;
         let ready = ReadyMessages::new(
             self.store.clone(),
@@ -131,6 +139,12 @@ impl VHost {
         };
         let queue = Queue::new(def, ready, self.queue_context());
         self.note_dedup(queue.dedup.is_some());
+        if let Some(cache) = &queue.dedup {
+            let props = seen
+                .iter()
+                .filter_map(|p| crate::broker::message::decode_properties(p));
+            cache.seed(props, crate::broker::message::now_ms());
+        }
         Ok(Arc::new(queue))
     }
 }

@@ -200,6 +200,28 @@ async fn headers_properties_and_weights() {
         let got = drain(&ch, &QUEUES[..2], 200).await;
         let on_first = got.iter().filter(|(q, _)| q == "ch-0").count();
         assert!((60..=140).contains(&on_first), "{on_first} of 200 on ch-0");
+        // CC keys add no destinations: one copy per message, as RabbitMQ.
+        // (A fresh channel: closing `ch` ends the drains' consumers.)
+        ch.close(200, "done".into()).await.unwrap();
+        let (_c2, ch) = b.channel().await;
+        hash_exchange(&ch, "by-key", FieldTable::default(), false)
+            .await
+            .unwrap();
+        for q in &QUEUES[..2] {
+            bind(&ch, q, "by-key", "1").await.unwrap();
+        }
+        common::confirm(&ch).await;
+        for i in 0..50 {
+            let cc: Vec<AMQPValue> = (0..5)
+                .map(|j| AMQPValue::LongString(format!("cc-{i}-{j}").into()))
+                .collect();
+            let h = common::table(&[("CC", AMQPValue::FieldArray(cc.into()))]);
+            let props = BasicProperties::default().with_headers(h);
+            common::publish_with(&ch, "by-key", &format!("k-{i}"), b"c", props).await;
+        }
+        let queued = common::ready_count(&ch, "ch-0").await.unwrap()
+            + common::ready_count(&ch, "ch-1").await.unwrap();
+        assert_eq!(queued, 50, "one copy per message");
 
         // RabbitMQ's refusals, recorded.
         let (_c2, ch2) = b.channel().await;

@@ -201,3 +201,61 @@ async fn a_durable_queue_remembers_its_stored_keys_across_a_restart() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_message_not_stored_leaves_no_key_behind() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start().await;
+        // A rolled-back transaction: its publish's key is not recorded.
+        let (_c, tx) = b.channel().await;
+        let args = dedup_args(&[]);
+        tx.queue_declare("tx-once".into(), QueueDeclareOptions::default(), args)
+            .await
+            .unwrap();
+        tx.tx_select().await.unwrap();
+        tx.basic_publish(
+            "".into(),
+            "tx-once".into(),
+            BasicPublishOptions::default(),
+            b"m",
+            keyed("k"),
+        )
+        .await
+        .unwrap();
+        tx.tx_rollback().await.unwrap();
+        tx.basic_publish(
+            "".into(),
+            "tx-once".into(),
+            BasicPublishOptions::default(),
+            b"m",
+            keyed("k"),
+        )
+        .await
+        .unwrap();
+        tx.tx_commit().await.unwrap();
+        common::wait_for_count(&tx, "tx-once", 1).await;
+
+        // A publish the queue rejects (full, reject-publish) is nacked; its
+        // retry, once there is room, is stored, not dropped as a duplicate.
+        let (_c, ch) = b.channel().await;
+        common::confirm(&ch).await;
+        let args = dedup_args(&[
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+        ]);
+        ch.queue_declare("full-once".into(), QueueDeclareOptions::default(), args)
+            .await
+            .unwrap();
+        assert!(publish(&ch, "", "full-once", keyed("first"), false).await);
+        assert!(
+            !publish(&ch, "", "full-once", keyed("second"), false).await,
+            "nacked: full"
+        );
+        ch.queue_purge("full-once".into(), Default::default())
+            .await
+            .unwrap();
+        assert!(publish(&ch, "", "full-once", keyed("second"), false).await);
+        common::wait_for_count(&ch, "full-once", 1).await;
+    })
+    .await
+}

@@ -79,21 +79,6 @@ def test_weights_share_keys_and_each_key_sticks(conn, names):
     assert abs(share - 0.75) < 0.075, share
 
 
-def test_a_queue_bound_twice_keeps_its_first_weight(conn, names):
-    ch = conn.channel()
-    x = names("chx")
-    declare(ch, x)
-    qs = queues(ch, names, 2)
-    ch.queue_bind(qs[0], x, "1")
-    ch.queue_bind(qs[0], x, "5")
-    ch.queue_bind(qs[1], x, "2")
-    for i in range(3000):
-        ch.basic_publish(x, "k%d" % i, b"x")
-    settle(conn, ch, qs, 3000)
-    c = counts(ch, qs)
-    assert abs(c[0] / 3000 - 1 / 3) < 0.05, c
-
-
 @pytest.mark.parametrize("args,props", [
     ({"hash-header": "tenant"}, pika.BasicProperties(headers={"tenant": "acme"})),
     ({"hash-property": "message_id"}, pika.BasicProperties(message_id="order-7")),

@@ -7,8 +7,11 @@
 //! has no such header; a message with neither is never a duplicate. A
 //! dropped duplicate is confirmed: its first copy is safely in.
 //!
-//! The cache is bounded in entries and bytes: keys over 256 bytes are
-//! kept as their SHA-256. A durable queue's cache is seeded at recovery
+//! Keys are checked and recorded when a message is enqueued (in a
+//! transaction, at commit) and forgotten when it is not stored (a queue's
+//! reject-publish, a store failure), so a retry is never wrongly dropped.
+//! The cache is bounded in entries and bytes: each key is held as the
+//! first 128 bits of its SHA-256 (~60 bytes an entry with the bookkeeping). A durable queue's cache is seeded at recovery
 //! from the records its segments still hold (`Cache::seed`); an
 //! exchange's starts empty.
 
@@ -25,11 +28,8 @@ use crate::protocol::AmqpError;
 
 /// Entries kept when `x-cache-size` is not given.
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;
-/// The largest `x-cache-size` accepted (with keys of at most
-/// [`MAX_KEY_BYTES`], ~400 MB at worst).
+/// The largest `x-cache-size` accepted (~60 MB of keys at worst).
 pub const MAX_CACHE_SIZE: usize = 1_000_000;
-/// Longer keys are kept as their SHA-256.
-pub const MAX_KEY_BYTES: usize = 256;
 
 /// How an exchange deduplicates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,12 +94,26 @@ pub struct Cache {
     state: Mutex<State>,
 }
 
+/// A key: the first 128 bits of its SHA-256.
+pub type Key = u128;
+
+/// What a message is to the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Seen before: drop it.
+    Duplicate,
+    /// New: recorded (forget it if the message is not stored).
+    New(Key),
+    /// No key to go on: never a duplicate.
+    NoKey,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Key → when it was seen (ms).
-    seen: HashMap<Vec<u8>, u64>,
+    seen: HashMap<Key, u64>,
     /// Keys in the order they were seen, for eviction and expiry.
-    order: VecDeque<(Vec<u8>, u64)>,
+    order: VecDeque<(Key, u64)>,
     /// Duplicates dropped.
     dropped: u64,
 }
@@ -114,50 +128,64 @@ impl Cache {
     }
 
     /// The key a message is deduplicated by, if it has one.
-    fn key(&self, props: Option<&AMQPProperties>) -> Option<Vec<u8>> {
-        let props = props?;
+    pub fn key(&self, props: &AMQPProperties) -> Option<Key> {
         let header = props
             .headers()
             .as_ref()
             .and_then(|h| h.inner().get(self.settings.header.as_str()));
-        let key = match header {
-            Some(v) => as_text(v).unwrap_or_else(|| format!("{v:?}")).into_bytes(),
-            None => props.message_id().as_ref()?.as_str().as_bytes().to_vec(),
+        let digest = match header {
+            Some(v) => Sha256::digest(as_text(v).unwrap_or_else(|| format!("{v:?}"))),
+            None => Sha256::digest(props.message_id().as_ref()?.as_str()),
         };
-        Some(match key.len() > MAX_KEY_BYTES {
-            true => Sha256::digest(&key).to_vec(),
-            false => key,
-        })
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        Some(u128::from_le_bytes(first))
     }
 
-    /// Remember the keys of messages already stored (a durable queue's, at
-    /// recovery), oldest first, as seen `now_ms`.
-    pub fn seed(&self, messages: impl Iterator<Item = AMQPProperties>, now_ms: u64) {
-        for props in messages {
-            self.is_duplicate(Some(&props), now_ms);
+    /// Check a message; a new key is recorded.
+    pub fn check(&self, props: &AMQPProperties, now_ms: u64) -> Check {
+        match self.key(props) {
+            None => Check::NoKey,
+            Some(key) => match self.record(key, now_ms) {
+                true => Check::New(key),
+                false => Check::Duplicate,
+            },
         }
-        self.state.lock().dropped = 0;
     }
 
-    /// Whether a message is a duplicate; if not, remember its key.
-    pub fn is_duplicate(&self, props: Option<&AMQPProperties>, now_ms: u64) -> bool {
-        let Some(key) = self.key(props) else {
-            return false;
-        };
+    /// Record `key`; false (and counted as dropped) if it is held already.
+    pub fn record(&self, key: Key, now_ms: u64) -> bool {
         let mut st = self.state.lock();
         self.expire(&mut st, now_ms);
         if st.seen.contains_key(&key) {
             st.dropped += 1;
-            return true;
+            return false;
         }
         while st.order.len() >= self.settings.size {
             if let Some((old, _)) = st.order.pop_front() {
                 st.seen.remove(&old);
             }
         }
-        st.seen.insert(key.clone(), now_ms);
+        st.seen.insert(key, now_ms);
         st.order.push_back((key, now_ms));
-        false
+        true
+    }
+
+    /// Forget a key recorded for a message that was not stored.
+    pub fn forget(&self, key: &Key) {
+        let mut st = self.state.lock();
+        if st.seen.remove(key).is_some() {
+            st.order.retain(|(k, _)| k != key);
+        }
+    }
+
+    /// Remember the keys of messages already stored (a durable queue's, at
+    /// recovery), oldest first, as seen `now_ms`.
+    pub fn seed(&self, keys: impl Iterator<Item = Key>, now_ms: u64) {
+        for key in keys {
+            self.record(key, now_ms);
+        }
+        self.state.lock().dropped = 0;
     }
 
     /// Drop keys older than the TTL (all keys share it, so they expire in
@@ -174,6 +202,11 @@ impl Cache {
                 st.seen.remove(&old);
             }
         }
+    }
+
+    /// How many keys it holds at most.
+    pub fn size(&self) -> usize {
+        self.settings.size
     }
 
     /// Duplicates dropped so far.
@@ -244,23 +277,25 @@ mod tests {
         .unwrap()
         .unwrap();
         let c = Cache::new(s);
-        assert!(!c.is_duplicate(Some(&with_header("a")), 0));
-        assert!(c.is_duplicate(Some(&with_header("a")), 10));
+        let dup = |p: &AMQPProperties, at| c.check(p, at) == Check::Duplicate;
+        assert!(!dup(&with_header("a"), 0));
+        assert!(dup(&with_header("a"), 10));
         // message_id when there is no header; nothing to go on: no dedup.
         let by_id = AMQPProperties::default().with_message_id(ShortString::from("m1"));
-        assert!(!c.is_duplicate(Some(&by_id), 20));
-        assert!(c.is_duplicate(Some(&by_id), 30));
-        assert!(!c.is_duplicate(Some(&AMQPProperties::default()), 30));
-        assert!(!c.is_duplicate(None, 30));
+        assert!(!dup(&by_id, 20));
+        assert!(dup(&by_id, 30));
+        assert_eq!(c.check(&AMQPProperties::default(), 30), Check::NoKey);
         // Size 2: a third key evicts the oldest ("a").
-        assert!(!c.is_duplicate(Some(&with_header("b")), 40));
-        assert!(!c.is_duplicate(Some(&with_header("a")), 50));
+        assert!(!dup(&with_header("b"), 40));
+        assert!(!dup(&with_header("a"), 50));
         // TTL: "m1" (seen at 20) has expired by 1020.
-        assert!(!c.is_duplicate(Some(&by_id), 1500));
+        assert!(!dup(&by_id, 1500));
         assert_eq!(c.dropped(), 2);
-        // Long keys are held as 32-byte digests.
-        let long = "k".repeat(10_000);
-        assert!(!c.is_duplicate(Some(&with_header(&long)), 1600));
-        assert!(c.is_duplicate(Some(&with_header(&long)), 1601));
+        // A key forgotten (its message not stored) is new again.
+        let Check::New(key) = c.check(&with_header("x"), 1600) else {
+            panic!("new key");
+        };
+        c.forget(&key);
+        assert!(!dup(&with_header("x"), 1601));
     }
 }

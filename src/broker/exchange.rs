@@ -135,10 +135,18 @@ pub struct Exchange {
     /// Messages in and out, for the management API.
     pub stats: stats::ExchangeStats,
     /// With `x-message-deduplication`: the keys seen.
-    pub dedup: Option<super::dedup::Cache>,
+    pub dedup: Option<Arc<super::dedup::Cache>>,
 }
 
 impl Exchange {
+    /// Whether routing or deduplication here reads message_id,
+    /// correlation_id or timestamp.
+    pub fn reads_ids(&self) -> bool {
+        self.dedup.is_some()
+            || (self.kind == ExchangeKind::ConsistentHash
+                && self.arguments.inner().contains_key("hash-property"))
+    }
+
     /// A new exchange with no bindings.
     pub fn new(
         name: &str,
@@ -164,7 +172,7 @@ impl Exchange {
         let dedup = super::dedup::Settings::parse(&arguments)
             .ok()
             .flatten()
-            .map(super::dedup::Cache::new);
+            .map(|s| Arc::new(super::dedup::Cache::new(s)));
         Exchange {
             name: Arc::from(name),
             kind,
@@ -267,6 +275,12 @@ impl Exchange {
         out: &mut IndexSet<Destination>,
     ) {
         let routes = self.routes.read();
+        // A consistent-hash exchange picks one destination, by the first
+        // routing key (CC/BCC keys do not add more), as RabbitMQ's plugin.
+        let keys = match self.kind {
+            ExchangeKind::ConsistentHash => &keys[..keys.len().min(1)],
+            _ => keys,
+        };
         for key in keys {
             routes.route(key, props, out);
         }

@@ -104,8 +104,9 @@ pub struct VHost {
     /// Most queues the vhost may hold (negative: no limit; see
     /// `limits.rs`).
     max_queues: std::sync::atomic::AtomicI64,
-    /// Some exchange or queue here deduplicates (publishing checks only
-    /// then; set once, never cleared).
+    /// Some exchange or queue here deduplicates, or a consistent-hash
+    /// exchange hashes on a property (publishers decode and carry
+    /// properties only then; set once, never cleared).
     has_dedup: std::sync::atomic::AtomicBool,
     /// Its end, until the task starts.
     chore_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Chore>>>,
@@ -357,33 +358,23 @@ impl VHost {
         }
     }
 
-    /// Drop from `queues` those that deduplicate and have seen `props`'
-    /// key; whether any was dropped.
-    pub fn drop_duplicates(
-        &self,
-        queues: &mut Vec<Arc<Queue>>,
-        props: Option<&AMQPProperties>,
-    ) -> bool {
-        if !self.has_dedup.load(std::sync::atomic::Ordering::Relaxed) {
-            return false;
+    /// The properties to carry to enqueue when this vhost deduplicates.
+    pub fn dedup_props(&self, props: Option<&AMQPProperties>) -> Option<Box<AMQPProperties>> {
+        match self.has_dedup.load(std::sync::atomic::Ordering::Relaxed) {
+            true => props.map(|p| Box::new(p.clone())),
+            false => None,
         }
-        let before = queues.len();
-        let now = crate::broker::message::now_ms();
-        queues.retain(|q| !q.dedup.as_ref().is_some_and(|c| c.is_duplicate(props, now)));
-        queues.len() < before
     }
 
-    /// Whether a message published to `exchange` with `props` is a
-    /// duplicate the exchange drops (see `broker::dedup`).
-    pub fn is_duplicate(&self, exchange: &str, props: Option<&AMQPProperties>) -> bool {
-        if !self.has_dedup.load(std::sync::atomic::Ordering::Relaxed) {
-            return false;
-        }
-        let names = self.names.read();
-        let Some(cache) = names.exchanges.get(exchange).and_then(|x| x.dedup.as_ref()) else {
-            return false;
-        };
-        cache.is_duplicate(props, crate::broker::message::now_ms())
+    /// The deduplication cache of `exchange`, if it has one.
+    pub fn exchange_dedup(&self, exchange: &str) -> Option<Arc<crate::broker::dedup::Cache>> {
+        self.names.read().exchanges.get(exchange)?.dedup.clone()
+    }
+
+    /// Whether publishers must decode message_id, correlation_id and
+    /// timestamp: something here deduplicates or hashes on them.
+    pub fn reads_ids(&self) -> bool {
+        self.has_dedup.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether clients may publish delayed messages to `exchange`: an

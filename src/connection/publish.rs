@@ -14,6 +14,7 @@ use super::backpressure::{add_throttle, Throttle};
 use super::content::{ContentState, PendingPublish};
 use super::session::Session;
 use super::tx_confirm::store_failed;
+use crate::broker::dedup::Check;
 use crate::broker::delayed::delay_ms;
 use crate::broker::message::{
     decode_properties, delivery_mode, encode_properties, properties_well_formed, Message,
@@ -32,6 +33,10 @@ pub struct Routed {
     /// Not for queues: a direct reply, or a delayed message to hold. Done
     /// at enqueue, so that in a transaction it happens at commit.
     pub deferred: Option<Deferred>,
+    /// The properties, when the vhost deduplicates: keys are checked and
+    /// recorded at enqueue (in a transaction, at commit), and forgotten if
+    /// the message is not stored, so a retry is never wrongly dropped.
+    pub dedup: Option<Box<AMQPProperties>>,
 }
 
 /// What a routed message becomes instead of going to queues.
@@ -177,7 +182,7 @@ impl Session {
         let mut properties = p.properties;
         // Decoding allocates (header tables), so only messages carrying a
         // property the broker acts on are decoded.
-        let mut props = if needs_decoding(&properties) {
+        let mut props = if needs_decoding(&properties, self.vhost.reads_ids()) {
             decode_properties(&properties)
         } else if properties_well_formed(&properties) {
             Some(AMQPProperties::default())
@@ -284,6 +289,7 @@ impl Session {
                 queues: Vec::new(),
                 mandatory: false,
                 deferred: Some(Deferred::Reply),
+                dedup: None,
             });
         }
         let message = |properties: Bytes, body: Bytes| {
@@ -296,18 +302,6 @@ impl Session {
                 body,
             })
         };
-        if self
-            .vhost
-            .is_duplicate(p.publish.exchange.as_str(), props.as_ref())
-        {
-            // Dropped, and confirmed: its first copy is safely in.
-            return Ok(Routed {
-                message: message(properties, p.body),
-                queues: Vec::new(),
-                mandatory: false,
-                deferred: None,
-            });
-        }
         if let Some(ms) = delay_ms(headers.as_ref()) {
             if self.vhost.is_delayed_exchange(p.publish.exchange.as_str()) {
                 // Routed when due (the delayed-message plugin does not
@@ -318,6 +312,7 @@ impl Session {
                     queues: Vec::new(),
                     mandatory: false,
                     deferred: Some(Deferred::Delay(ms)),
+                    dedup: self.vhost.dedup_props(props.as_ref()),
                 });
             }
         }
@@ -340,8 +335,6 @@ impl Session {
             )
         };
         routed.map_err(|e| e.at(60, 40))?;
-        // A duplicate a queue drops is in already: never returned.
-        let deduplicated = self.vhost.drop_duplicates(&mut queues, props.as_ref());
         let kept = queues.iter().any(|q| q.would_keep())
             || self.channels.get(&channel).is_some_and(|c| c.tx.is_some());
         let (properties, body) = match kept {
@@ -351,8 +344,9 @@ impl Session {
         Ok(Routed {
             message: message(properties, body),
             queues,
-            mandatory: p.publish.mandatory && !deduplicated,
+            mandatory: p.publish.mandatory,
             deferred: None,
+            dedup: self.vhost.dedup_props(props.as_ref()),
         })
     }
 
@@ -368,6 +362,28 @@ impl Session {
     /// Put a routed message on its queues; mandatory and unroutable means
     /// basic.return.
     pub(super) fn enqueue(&mut self, id: u16, r: Routed) -> Stored {
+        let now = crate::broker::message::now_ms();
+        let exchange_key = match r.dedup.as_deref() {
+            Some(props) => match self.vhost.exchange_dedup(&r.message.exchange) {
+                Some(cache) => match cache.check(props, now) {
+                    // In already: confirmed, never returned.
+                    Check::Duplicate => return Stored::Done,
+                    Check::New(key) => Some((cache, key)),
+                    Check::NoKey => None,
+                },
+                None => None,
+            },
+            None => None,
+        };
+        let stored = self.enqueue_checked(id, r, now);
+        if let (Stored::Rejected(_) | Stored::Failed, Some((cache, key))) = (stored, exchange_key) {
+            cache.forget(&key);
+        }
+        stored
+    }
+
+    /// `enqueue` past the exchange's deduplication.
+    fn enqueue_checked(&mut self, id: u16, r: Routed, now: u64) -> Stored {
         match r.deferred {
             Some(Deferred::Reply) => {
                 let name = r.message.routing_key.clone();
@@ -413,7 +429,22 @@ impl Session {
         self.count_routed(id, &r.message.exchange);
         let mut stored = Stored::Done;
         for q in &r.queues {
-            stored = stored.and(q.publish(r.message.clone()));
+            let key = match (r.dedup.as_deref(), &q.dedup) {
+                (Some(props), Some(cache)) => match cache.check(props, now) {
+                    // In already: confirmed, never returned.
+                    Check::Duplicate => continue,
+                    Check::New(key) => Some(key),
+                    Check::NoKey => None,
+                },
+                _ => None,
+            };
+            let outcome = q.publish(r.message.clone());
+            if let (Stored::Rejected(_) | Stored::Failed, Some(key), Some(cache)) =
+                (outcome, key, &q.dedup)
+            {
+                cache.forget(&key);
+            }
+            stored = stored.and(outcome);
             if q.is_saturated() {
                 add_throttle(&mut self.throttled, Throttle::Queue(q.clone()));
             }
@@ -423,15 +454,16 @@ impl Session {
 }
 
 /// Whether the properties carry headers, reply_to, expiration or user_id,
-/// the ones routing and validation look at, or correlation_id, message_id
-/// or timestamp, which consistent-hash exchanges may hash on and
-/// deduplication reads (bits 13, 10, 9, 8, 7, 6 and 4 of the property
-/// flags).
-fn needs_decoding(properties: &[u8]) -> bool {
-    const ACTED_ON: u16 =
-        (1 << 13) | (1 << 10) | (1 << 9) | (1 << 8) | (1 << 7) | (1 << 6) | (1 << 4);
+/// the ones routing and validation look at (bits 13, 9, 8 and 4 of the
+/// property flags); with `ids`, also correlation_id, message_id or
+/// timestamp (bits 10, 7 and 6), which the vhost's consistent-hash
+/// exchanges hash on or its deduplication reads.
+fn needs_decoding(properties: &[u8], ids: bool) -> bool {
+    const ACTED_ON: u16 = (1 << 13) | (1 << 9) | (1 << 8) | (1 << 4);
+    const IDS: u16 = (1 << 10) | (1 << 7) | (1 << 6);
+    let wanted = if ids { ACTED_ON | IDS } else { ACTED_ON };
     match properties {
-        [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) & ACTED_ON != 0,
+        [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]) & wanted != 0,
         _ => true,
     }
 }

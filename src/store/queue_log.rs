@@ -77,10 +77,6 @@ pub struct Recovery {
     pub next_seq: u64,
     /// Body bytes of the messages that come back.
     pub body_bytes: u64,
-    /// The properties of the last records read, settled or not, oldest
-    /// first, as many as asked for (see `QueueLog::recover_keeping`): what
-    /// a deduplicating queue rebuilds its cache from.
-    pub properties: std::collections::VecDeque<bytes::Bytes>,
 }
 
 #[derive(Debug, Default)]

@@ -141,7 +141,7 @@ impl VHost {
         );
         exchange.delayed = delayed;
         self.apply_exchange_policy(&exchange);
-        self.note_dedup(exchange.dedup.is_some());
+        self.note_dedup(exchange.reads_ids());
         topo.insert_exchange(exchange);
         // Not stored means not declared.
         self.commit(&mut topo)

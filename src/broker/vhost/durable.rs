@@ -68,7 +68,7 @@ impl VHost {
                 x.arguments.clone(),
             );
             exchange.delayed = delayed;
-            self.note_dedup(exchange.dedup.is_some());
+            self.note_dedup(exchange.reads_ids());
             topo.insert_exchange(exchange);
         }
         let recovered = map_in_parallel(&defs.queues, |q| self.recover_queue(q));
@@ -101,14 +101,25 @@ impl VHost {
             )
         };
         // A deduplicating queue gets back the keys of its stored messages
-        // (settled ones too, while their segment is kept).
+        // (settled ones too, while their segment is kept): the last
+        // x-cache-size of them, as 128-bit digests.
         let dedup = crate::broker::dedup::Settings::parse(&q.arguments)
             .ok()
-            .flatten();
-        let keep = dedup.as_ref().map_or(0, |d| d.size());
-        let (log, mut report) =
-            QueueLog::recover_keeping(&path, self.store.segment_bytes, keep).map_err(fail)?;
-        let seen = std::mem::take(&mut report.properties);
+            .flatten()
+            .map(crate::broker::dedup::Cache::new);
+        let mut keys = std::collections::VecDeque::new();
+        let mut read = |raw: &[u8]| {
+            let Some(cache) = &dedup else { return };
+            let key = crate::broker::message::decode_properties(raw).and_then(|p| cache.key(&p));
+            if let Some(key) = key {
+                if keys.len() == cache.size() {
+                    keys.pop_front();
+                }
+                keys.push_back(key);
+            }
+        };
+        let (log, report) =
+            QueueLog::recover_reading(&path, self.store.segment_bytes, &mut read).map_err(fail)?;
         let max_priority = QueuePolicy::from_arguments(&q.arguments).max_priority;
         let ready = ReadyMessages::new(
             self.store.clone(),
@@ -140,10 +151,7 @@ impl VHost {
         let queue = Queue::new(def, ready, self.queue_context());
         self.note_dedup(queue.dedup.is_some());
         if let Some(cache) = &queue.dedup {
-            let props = seen
-                .iter()
-                .filter_map(|p| crate::broker::message::decode_properties(p));
-            cache.seed(props, crate::broker::message::now_ms());
+            cache.seed(keys.into_iter(), crate::broker::message::now_ms());
         }
         Ok(Arc::new(queue))
     }

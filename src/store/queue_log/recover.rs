@@ -15,15 +15,16 @@ use crate::store::segment::{self, ScanItem, FILE_HEADER_LEN};
 impl QueueLog {
     /// Rebuild a durable queue's log from its directory.
     pub fn recover(dir: &Path, segment_bytes: u64) -> io::Result<(Self, Recovery)> {
-        Self::recover_keeping(dir, segment_bytes, 0)
+        Self::recover_reading(dir, segment_bytes, &mut |_| {})
     }
 
-    /// Rebuild a durable queue's log, keeping the properties of the last
-    /// `keep` records read (in `Recovery::properties`).
-    pub fn recover_keeping(
+    /// Rebuild a durable queue's log, showing `read` the encoded
+    /// properties of every persistent record met, settled or not, oldest
+    /// first (what a deduplicating queue rebuilds its cache from).
+    pub fn recover_reading(
         dir: &Path,
         segment_bytes: u64,
-        keep: usize,
+        read: &mut dyn FnMut(&[u8]),
     ) -> io::Result<(Self, Recovery)> {
         let mut ids: Vec<u32> = Vec::new();
         let mut ack_ids: Vec<u32> = Vec::new();
@@ -44,14 +45,10 @@ impl QueueLog {
         }
         ids.sort_unstable();
         let mut report = Recovery::default();
-        let keep_properties = keep;
         let mut segments = BTreeMap::new();
         let last = ids.last().copied();
         for &id in &ids {
-            let kept = Keep {
-                count: keep_properties,
-            };
-            if let Some(seg) = recover_segment(dir, id, Some(id) == last, &mut report, kept)? {
+            if let Some(seg) = recover_segment(dir, id, Some(id) == last, &mut report, read)? {
                 segments.insert(id, seg);
             }
         }
@@ -72,31 +69,15 @@ impl QueueLog {
     }
 }
 
-/// How many records' properties to keep.
-#[derive(Clone, Copy)]
-struct Keep {
-    count: usize,
-}
-
-impl Keep {
-    /// Keep the properties of the record at `offset` (valid, `len` bytes
-    /// with its header), dropping the oldest beyond the count.
-    fn properties_of(self, bytes: &[u8], offset: u64, len: u64, report: &mut Recovery) {
-        if self.count == 0 {
-            return;
-        }
-        let start = offset as usize + crate::store::record::HEADER_LEN;
-        let Some(payload) = bytes.get(start..offset as usize + len as usize) else {
-            return;
-        };
-        if let Some(p) = crate::store::record::properties(payload) {
-            if report.properties.len() == self.count {
-                report.properties.pop_front();
-            }
-            report
-                .properties
-                .push_back(bytes::Bytes::copy_from_slice(p));
-        }
+/// Show `read` the properties of the record at `offset` (valid, `len`
+/// bytes with its header).
+fn properties_of(bytes: &[u8], offset: u64, len: u64, read: &mut dyn FnMut(&[u8])) {
+    let start = offset as usize + crate::store::record::HEADER_LEN;
+    let Some(payload) = bytes.get(start..offset as usize + len as usize) else {
+        return;
+    };
+    if let Some(p) = crate::store::record::properties(payload) {
+        read(p);
     }
 }
 
@@ -108,7 +89,7 @@ fn recover_segment(
     id: u32,
     is_last: bool,
     report: &mut Recovery,
-    keep: Keep,
+    read: &mut dyn FnMut(&[u8]),
 ) -> io::Result<Option<Segment>> {
     let path = segment::path(dir, id);
     let bytes = std::fs::read(&path)?;
@@ -146,7 +127,9 @@ fn recover_segment(
         match item {
             ScanItem::Record { offset, meta, len } => {
                 report.next_seq = report.next_seq.max(meta.seq.saturating_add(1));
-                keep.properties_of(&bytes, offset, len, report);
+                if meta.flags & FLAG_PERSISTENT != 0 {
+                    properties_of(&bytes, offset, len, read);
+                }
                 if meta.flags & FLAG_PERSISTENT != 0 && !rec.marks.is_settled(offset) {
                     seg.live += 1;
                     report.body_bytes += meta.body_len;

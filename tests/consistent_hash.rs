@@ -51,6 +51,20 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, weight: &str) -> lapin:
     .await
 }
 
+/// Publish `key` as routing key and body.
+async fn publish_key(ch: &Channel, exchange: &str, key: &str) {
+    let opts = BasicPublishOptions::default();
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        opts,
+        key.as_bytes(),
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+}
+
 /// `n` messages of `queues`, as (queue, body), consumed with no-ack.
 async fn drain(ch: &Channel, queues: &[&str], n: usize) -> Vec<(String, String)> {
     let mut consumers = Vec::new();
@@ -65,6 +79,7 @@ async fn drain(ch: &Channel, queues: &[&str], n: usize) -> Vec<(String, String)>
             .unwrap();
         consumers.push((q, c));
     }
+    let tags: Vec<_> = consumers.iter().map(|(_, c)| c.tag()).collect();
     let mut out = Vec::with_capacity(n);
     let mut merged = futures_lite::stream::iter(Vec::<(String, String)>::new()).boxed();
     for (q, c) in consumers {
@@ -77,6 +92,10 @@ async fn drain(ch: &Channel, queues: &[&str], n: usize) -> Vec<(String, String)>
             Ok(Some(item)) => out.push(item),
             _ => panic!("only {} of {n} messages arrived", out.len()),
         }
+    }
+    // Cancelled, or they would take (and lose) the next drain's messages.
+    for tag in tags {
+        ch.basic_cancel(tag, Default::default()).await.unwrap();
     }
     out
 }
@@ -96,16 +115,7 @@ async fn keys_spread_evenly_and_stay_on_one_queue() {
         const KEYS: usize = 100_000;
         const AGAIN: usize = 20_000;
         for i in (0..KEYS).chain(0..AGAIN) {
-            let key = format!("customer-{i}");
-            ch.basic_publish(
-                "by-key".into(),
-                key.as_str().into(),
-                BasicPublishOptions::default(),
-                key.as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap();
+            publish_key(&ch, "by-key", &format!("customer-{i}")).await;
         }
         let got = drain(&ch, &QUEUES, KEYS + AGAIN).await;
         let mut per_queue: HashMap<&str, usize> = HashMap::new();
@@ -264,16 +274,7 @@ async fn keys_keep_their_queue_across_a_restart() {
                     .unwrap();
                 let ch = c.create_channel().await.unwrap();
                 for i in 0..200 {
-                    let key = format!("k{i}");
-                    ch.basic_publish(
-                        "durable-hash".into(),
-                        key.as_str().into(),
-                        BasicPublishOptions::default(),
-                        key.as_bytes(),
-                        BasicProperties::default(),
-                    )
-                    .await
-                    .unwrap();
+                    publish_key(&ch, "durable-hash", &format!("k{i}")).await;
                 }
                 let got = drain(&ch, &QUEUES, 200).await;
                 got.into_iter()

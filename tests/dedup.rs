@@ -95,7 +95,7 @@ async fn a_queue_deduplicates_within_its_cache_size_and_ttl() {
         common::confirm(&ch).await;
         let args = dedup_args(&[
             ("x-cache-size", AMQPValue::LongInt(2)),
-            ("x-cache-ttl", AMQPValue::LongInt(300)),
+            ("x-cache-ttl", AMQPValue::LongInt(1500)),
             (
                 "x-deduplication-header",
                 AMQPValue::LongString("job".into()),
@@ -117,7 +117,7 @@ async fn a_queue_deduplicates_within_its_cache_size_and_ttl() {
         assert!(publish(&ch, "", "jobs", job("a"), false).await);
         common::wait_for_count(&ch, "jobs", 4).await;
         // After the TTL, "c" is new again.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1600)).await;
         assert!(publish(&ch, "", "jobs", job("c"), false).await);
         common::wait_for_count(&ch, "jobs", 5).await;
     })
@@ -213,25 +213,13 @@ async fn a_message_not_stored_leaves_no_key_behind() {
             .await
             .unwrap();
         tx.tx_select().await.unwrap();
-        tx.basic_publish(
-            "".into(),
-            "tx-once".into(),
-            BasicPublishOptions::default(),
-            b"m",
-            keyed("k"),
-        )
-        .await
-        .unwrap();
+        let send = || {
+            let opts = BasicPublishOptions::default();
+            tx.basic_publish("".into(), "tx-once".into(), opts, b"m", keyed("k"))
+        };
+        send().await.unwrap();
         tx.tx_rollback().await.unwrap();
-        tx.basic_publish(
-            "".into(),
-            "tx-once".into(),
-            BasicPublishOptions::default(),
-            b"m",
-            keyed("k"),
-        )
-        .await
-        .unwrap();
+        send().await.unwrap();
         tx.tx_commit().await.unwrap();
         common::wait_for_count(&tx, "tx-once", 1).await;
 

@@ -213,16 +213,6 @@ impl Cache {
     pub fn dropped(&self) -> u64 {
         self.state.lock().dropped
     }
-
-    /// Keys held.
-    pub fn len(&self) -> usize {
-        self.state.lock().order.len()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -350,7 +350,8 @@ impl VHost {
         Ok(q)
     }
 
-    /// Remember that an exchange or queue here deduplicates.
+    /// Remember that an exchange or queue here deduplicates or hashes on
+    /// a property (see `has_dedup`).
     pub(crate) fn note_dedup(&self, dedup: bool) {
         if dedup {
             self.has_dedup

@@ -94,8 +94,11 @@ const QUEUE_ARG_RULES: &[(&str, Rule)] = &[
     ("x-queue-mode", Rule::OneOf(&["default", "lazy"])),
     // Quorum queues are accepted as Warren's own queues (one node, no
     // replication), with RabbitMQ's rules on their properties (see
-    // `check_queue_type`); streams are not supported.
-    ("x-queue-type", Rule::OneOf(&["classic", "quorum"])),
+    // `check_queue_type`); streams are `broker::stream`.
+    (
+        "x-queue-type",
+        Rule::OneOf(&["classic", "quorum", "stream"]),
+    ),
     ("x-single-active-consumer", Rule::Bool),
 ];
 
@@ -125,6 +128,10 @@ pub fn validate_queue_arguments(
             },
             Rule::OneOf(allowed) => match as_text(v) {
                 Some(s) if allowed.contains(&s.as_str()) => None,
+                // RabbitMQ's own text for this one.
+                Some(s) if *key == "x-queue-type" => {
+                    Some(format!("\"unsupported queue type '{s}'\""))
+                }
                 Some(s) => Some(format!("{{unacceptable_value,<<\"{s}\">>}}")),
                 None => Some(format!("{{unacceptable_type,{}}}", type_name(v))),
             },
@@ -149,8 +156,17 @@ pub fn validate_queue_arguments(
     Ok(())
 }
 
-/// A quorum queue must be durable, not exclusive, not auto-delete (406 with
-/// RabbitMQ's texts).
+/// Whether the arguments declare a stream queue.
+pub fn is_stream(args: &FieldTable) -> bool {
+    args.inner()
+        .get("x-queue-type")
+        .and_then(as_text)
+        .as_deref()
+        == Some("stream")
+}
+
+/// A quorum queue or a stream must be durable, not exclusive, not
+/// auto-delete (406 with RabbitMQ's texts).
 pub fn check_queue_type(
     args: &FieldTable,
     durable: bool,
@@ -164,7 +180,8 @@ pub fn check_queue_type(
         .get("x-queue-type")
         .and_then(as_text)
         .as_deref()
-        == Some("quorum");
+        == Some("quorum")
+        || is_stream(args);
     let bad = match () {
         _ if !quorum => None,
         _ if !durable => Some("non-durable"),

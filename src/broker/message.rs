@@ -156,14 +156,21 @@ pub fn properties_well_formed(raw: &[u8]) -> bool {
 /// The property list with header `x-delivery-count` set to `count`
 /// (x-delivery-limit queues show consumers how often a message came back).
 pub fn with_delivery_count(raw: &Bytes, count: u32) -> Bytes {
+    with_header(
+        raw,
+        "x-delivery-count",
+        amq_protocol::types::AMQPValue::LongLongInt(i64::from(count)),
+    )
+}
+
+/// The property list with header `name` set to `value` (unchanged if it
+/// cannot be decoded).
+pub fn with_header(raw: &Bytes, name: &str, value: amq_protocol::types::AMQPValue) -> Bytes {
     let Some(props) = decode_properties(raw) else {
         return raw.clone();
     };
     let mut headers = props.headers().clone().unwrap_or_default();
-    headers.insert(
-        "x-delivery-count".into(),
-        amq_protocol::types::AMQPValue::LongLongInt(i64::from(count)),
-    );
+    headers.insert(name.into(), value);
     encode_properties(&props.with_headers(headers)).unwrap_or_else(|| raw.clone())
 }
 

@@ -19,6 +19,7 @@ pub mod queue;
 pub mod queue_policy;
 pub mod ready;
 pub mod reply_to;
+pub mod stream;
 pub mod topic;
 pub mod vhost;
 mod vhosts;

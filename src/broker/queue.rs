@@ -55,6 +55,9 @@ pub struct Queue {
     pub stats: stats::QueueStats,
     /// With `x-message-deduplication`: the keys seen (checked by publishers).
     pub dedup: Option<super::dedup::Cache>,
+    /// A stream queue's log and readers: every call below is handed to it
+    /// (its `state` stays empty).
+    pub stream: Option<super::stream::StreamQueue>,
     state: Mutex<QueueState>,
     saturated: AtomicBool,
     /// A message published now would stay in memory (ready messages wait,
@@ -196,6 +199,7 @@ impl Queue {
                 .map(super::dedup::Cache::new),
             arguments: def.arguments,
             disk_dir: def.disk_dir,
+            stream: None,
             stats: stats::QueueStats::new(consumers.blocked_time()),
             state: Mutex::new(QueueState {
                 policy,
@@ -216,8 +220,28 @@ impl Queue {
         }
     }
 
+    /// A stream queue over `stream`.
+    pub fn new_stream(
+        def: QueueDef<'_>,
+        stream: super::stream::StreamQueue,
+        ctx: QueueContext,
+    ) -> std::io::Result<Self> {
+        let ready = ReadyMessages::new(ctx.store.clone(), None, None)?;
+        let mut q = Queue::new(def, ready, ctx);
+        q.stream = Some(stream);
+        Ok(q)
+    }
+
+    /// Whether this is a stream queue.
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// Enqueue a routed message and hand out what consumers can take.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Stored {
+        if let Some(s) = &self.stream {
+            return s.publish(self, message);
+        }
         let mut st = self.state.lock();
         if st.deleted {
             return Stored::Done;
@@ -379,6 +403,9 @@ impl Queue {
     /// `x-delivery-count` on a queue with x-delivery-limit once it came back
     /// (and, for basic.get, from 0: RabbitMQ's quorum queues do the same).
     pub fn delivery_properties(&self, m: &QueuedMessage, get: bool) -> bytes::Bytes {
+        if self.stream.is_some() {
+            return super::stream::delivery_properties(m);
+        }
         let limited = self
             .has_delivery_limit
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -397,6 +424,10 @@ impl Queue {
 
     /// Rejected or nacked without requeue: dead-letter or drop them.
     pub fn discard(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
+        if self.stream.is_some() {
+            // A stream keeps every message: a reject settles nothing.
+            return;
+        }
         let mut st = self.state.lock();
         for m in messages {
             if st.deleted {
@@ -416,6 +447,13 @@ impl Queue {
     /// too many in memory); false if it stays in memory (the queue is
     /// gone, or the record could not be written).
     pub fn page_out(&self, m: &mut QueuedMessage) -> bool {
+        if self.stream.is_some() {
+            // Nothing needs the body of a stream delivery back: an ack
+            // needs its offset only, a nack requeues nothing.
+            m.message = Arc::new(m.message.without_body());
+            m.body_on_disk = true;
+            return true;
+        }
         let mut st = self.state.lock();
         if st.deleted {
             return false;
@@ -489,6 +527,10 @@ impl Queue {
 
     /// Return unacked messages to their original positions.
     pub fn requeue(self: &Arc<Self>, messages: impl IntoIterator<Item = QueuedMessage>) {
+        if self.stream.is_some() {
+            // Streams never requeue (as RabbitMQ's): the log keeps it.
+            return;
+        }
         let mut st = self.state.lock();
         if st.deleted {
             return;
@@ -520,6 +562,9 @@ impl Queue {
     /// Put back a message that was dispatched but never reached the client
     /// (its connection went away first); it keeps its redelivered flag.
     pub fn return_undelivered(self: &Arc<Self>, message: QueuedMessage) {
+        if self.stream.is_some() {
+            return;
+        }
         let mut st = self.state.lock();
         if st.deleted {
             return;
@@ -530,6 +575,9 @@ impl Queue {
 
     /// Drop all messages; returns how many.
     pub fn purge(&self) -> u32 {
+        if self.stream.is_some() {
+            return 0;
+        }
         let mut st = self.state.lock();
         let n = st.ready.purge() as u32;
         self.update_saturation(&st);
@@ -538,11 +586,26 @@ impl Queue {
 
     /// Ready messages (unacked ones excluded, as RabbitMQ reports).
     pub fn message_count(&self) -> u32 {
+        if self.stream.is_some() {
+            // RabbitMQ's declare-ok counts no message in a stream (the
+            // API's `messages` does).
+            return 0;
+        }
         self.state.lock().ready.len() as u32
     }
 
     /// Ready messages, their body bytes and the consumers, read at once.
     pub fn gauges(&self) -> Gauges {
+        if let Some(s) = &self.stream {
+            let info = s.info();
+            return Gauges {
+                ready: info.log.next_offset - info.log.first_offset,
+                ready_bytes: info.log.bytes,
+                consumers: info.readers.len() as u64,
+                memory_bytes: std::mem::size_of::<Queue>() as u64
+                    + crate::store::stream_log::TAIL_BYTES,
+            };
+        }
         let st = self.state.lock();
         let ready = st.ready.len() as u64;
         let ready_bytes = st.ready.body_bytes();
@@ -563,14 +626,22 @@ impl Queue {
         self.state.lock().policy.consumer_timeout_ms
     }
 
-    /// Registered consumers.
+    /// Registered consumers, as declare-ok reports them.
     pub fn consumer_count(&self) -> u32 {
+        if self.stream.is_some() {
+            // As RabbitMQ's declare-ok for a stream (the API counts them).
+            return 0;
+        }
         self.state.lock().consumers.len() as u32
     }
 
     /// Mark deleted, drop messages, and cancel consumers (each connection
     /// gets basic.cancel). Returns the number of messages dropped.
     pub fn mark_deleted(&self) -> u32 {
+        if let Some(s) = &self.stream {
+            s.mark_deleted();
+            return 0;
+        }
         let mut st = self.state.lock();
         let n = Self::delete_locked(&mut st);
         self.update_saturation(&st);
@@ -580,6 +651,11 @@ impl Queue {
     /// Delete only if the conditions hold, checked and applied under the
     /// queue's lock so no consumer or message can slip in between.
     pub fn mark_deleted_if(&self, if_unused: bool, if_empty: bool) -> Result<u32, DeleteRefused> {
+        if let Some(s) = &self.stream {
+            // RabbitMQ deletes a stream whatever if-unused and if-empty say.
+            s.mark_deleted();
+            return Ok(0);
+        }
         let mut st = self.state.lock();
         if if_unused && !st.consumers.is_empty() {
             return Err(DeleteRefused::InUse);
@@ -612,14 +688,27 @@ impl Queue {
         self.keeps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A long stream scan goes on (see `stream`).
+    pub fn stream_rescan(self: &Arc<Self>) {
+        if let Some(s) = &self.stream {
+            s.rescan(self);
+        }
+    }
+
     /// Whether this queue has been deleted.
     pub fn is_deleted(&self) -> bool {
+        if let Some(s) = &self.stream {
+            return s.is_deleted();
+        }
         self.state.lock().deleted
     }
 }
 
 impl SyncSource for Queue {
     fn flush_for_sync(&self, out: &mut Vec<Arc<File>>) -> std::io::Result<()> {
+        if let Some(s) = &self.stream {
+            return s.flush_for_sync(out);
+        }
         self.state.lock().ready.flush_for_sync(out)
     }
 }

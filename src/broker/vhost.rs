@@ -43,6 +43,7 @@ mod limits;
 mod listing;
 mod policies;
 mod routing;
+mod streams;
 #[cfg(test)]
 mod tests;
 mod topology;

@@ -14,6 +14,7 @@ use super::session::Session;
 use crate::auth::access::{Perm, Resource};
 use crate::broker::consumer::{Consumer, ConsumerCredit, Delivery};
 use crate::broker::reply_to::{ReplyTarget, REPLY_QUEUE};
+use crate::broker::stream::options::{self as stream_options, ConsumeOptions};
 use crate::protocol::{short_string, AmqpError};
 
 impl Session {
@@ -127,7 +128,16 @@ impl Session {
         let name = self.queue_name(id, c.queue.as_str())?;
         self.allow(Perm::Read, Resource::Queue, &name)?;
         let queue = self.vhost.queue(&name, self.id)?;
-        let priority = match c.arguments.inner().get("x-priority") {
+        let tag_text = if c.consumer_tag.as_str().is_empty() {
+            generated_tag()
+        } else {
+            c.consumer_tag.as_str().to_string()
+        };
+        let stream = match queue.is_stream() {
+            true => Some(self.stream_options(id, &c, &tag_text, &name)?),
+            false => None,
+        };
+        let priority = match c.arguments.inner().get("x-priority").filter(|_| stream.is_none()) {
             None => 0,
             Some(v) => crate::broker::arguments::as_int(v)
                 .and_then(|i| i64::try_from(i).ok())
@@ -140,11 +150,6 @@ impl Session {
                 })?,
         };
         let timeout = self.consumer_timeout(&queue, &c.arguments)?;
-        let tag_text = if c.consumer_tag.as_str().is_empty() {
-            generated_tag()
-        } else {
-            c.consumer_tag.as_str().to_string()
-        };
         let tag: Arc<str> = Arc::from(tag_text.as_str());
         let conn = self.conn.clone();
         self.next_consumer_id += 1;
@@ -170,7 +175,7 @@ impl Session {
                 timeout,
             },
         );
-        let added = queue.add_consumer(Consumer {
+        let consumer = Consumer {
             id: consumer_id,
             tag: tag.clone(),
             channel: id,
@@ -179,7 +184,11 @@ impl Session {
             exclusive: c.exclusive,
             credit,
             priority,
-        });
+        };
+        let added = match stream {
+            Some(options) => queue.add_stream_consumer(consumer, options),
+            None => queue.add_consumer(consumer),
+        };
         if let Err(e) = added {
             if let Some(ch) = self.channels.get_mut(&id) {
                 ch.consumers.swap_remove(&tag);
@@ -197,6 +206,25 @@ impl Session {
             );
         }
         Ok(())
+    }
+
+    /// A stream consumer's checks and arguments (RabbitMQ's refusals).
+    fn stream_options(
+        &mut self,
+        id: u16,
+        c: &basic::Consume,
+        tag: &str,
+        queue: &str,
+    ) -> Result<ConsumeOptions, AmqpError> {
+        let vhost = self.vhost.name.clone();
+        let ch = self.channel_mut(id)?;
+        let global = ch
+            .credit
+            .prefetch
+            .load(std::sync::atomic::Ordering::Acquire);
+        stream_options::check_consume(ch.consumer_prefetch, c.no_ack, global, queue, &vhost)?;
+        let now = crate::broker::message::now_ms();
+        ConsumeOptions::parse(&c.arguments, tag, now, queue, &vhost)
     }
 
     /// basic.consume from `amq.rabbitmq.reply-to` (direct reply-to).
@@ -249,6 +277,13 @@ impl Session {
         let name = self.queue_name(id, g.queue.as_str())?;
         self.allow(Perm::Read, Resource::Queue, &name)?;
         let queue = self.vhost.queue(&name, self.id)?;
+        if queue.is_stream() {
+            return Err(stream_options::unsupported(
+                "basic.get",
+                &name,
+                &self.vhost.name,
+            ));
+        }
         let Some((message, remaining)) = queue.get(g.no_ack) else {
             self.counts(id).get_empty += 1;
             self.send(
@@ -275,6 +310,7 @@ impl Session {
                 message,
                 credit: None,
                 deadline: None,
+                stream_tag: None,
             });
         }
         self.send(
@@ -299,6 +335,17 @@ impl Session {
             return Ok(());
         }
         let items = ch.unacked.take_checked(tag, multiple, !expired)?;
+        if how != Settle::Ack {
+            if let Some(u) = items.iter().find(|u| u.queue.is_stream()) {
+                let e = stream_options::unsupported(
+                    "basic.nack and basic.reject",
+                    &u.queue.name,
+                    &u.queue.vhost,
+                );
+                ch.unacked.put_back(items);
+                return Err(e);
+            }
+        }
         if how == Settle::Ack {
             ch.totals.acked += items.len() as u64;
         }
@@ -316,6 +363,11 @@ impl Session {
         }
         let ch = self.channel_mut(id)?;
         let items = ch.unacked.take_all();
+        if let Some(u) = items.iter().find(|u| u.queue.is_stream()) {
+            let e = stream_options::unsupported("basic.recover", &u.queue.name, &u.queue.vhost);
+            ch.unacked.put_back(items);
+            return Err(e);
+        }
         ch.settle(items, Settle::Requeue);
         Ok(())
     }
@@ -387,12 +439,14 @@ impl Session {
                         consumer_id,
                     )
                 });
+                let stream_tag = queue.is_stream().then(|| consumer_tag.clone());
                 ch.unacked.push(Unacked {
                     tag,
                     queue,
                     message,
                     credit: Some(credit),
                     deadline,
+                    stream_tag,
                 })
             }
             (Some(queue), None) => {

@@ -145,6 +145,9 @@ impl Channel {
                     if let Some(r) = u.message.disk {
                         group(&mut on_disk, &u.queue, r);
                     }
+                    if let (Some(s), Some(tag)) = (&u.queue.stream, &u.stream_tag) {
+                        s.acked(tag, u.message.seq);
+                    }
                 }
             }
         }

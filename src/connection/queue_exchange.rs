@@ -173,6 +173,13 @@ impl Session {
                 let name = self.queue_name(id, p.queue.as_str())?;
                 self.allow(Perm::Read, Resource::Queue, &name)?;
                 let q = self.vhost.queue(&name, self.id)?;
+                if q.is_stream() {
+                    return Err(crate::broker::stream::options::unsupported(
+                        "queue.purge",
+                        &name,
+                        &self.vhost.name,
+                    ));
+                }
                 let message_count = q.purge();
                 let ok = queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count });
                 ((!p.nowait).then_some(ok), 0)

@@ -33,6 +33,9 @@ pub struct Unacked {
     /// When its consumer's timeout runs out, and that consumer's tag and
     /// id (a tag may be reused by a later consumer).
     pub deadline: Option<(std::time::Instant, Arc<str>, u64)>,
+    /// From a stream: its consumer's tag, under which an ack's offset is
+    /// tracked.
+    pub stream_tag: Option<Arc<str>>,
 }
 
 impl Unacked {

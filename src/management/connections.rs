@@ -334,6 +334,15 @@ fn consumer_items(s: &AppState, conns: &[std::sync::Arc<ConnectionEntry>]) -> Ve
     out
 }
 
+/// The consumers of one queue (the `consumer_details` of its page), as
+/// far as the caller may see their connections.
+pub(super) fn queue_consumers(s: &AppState, c: &Caller, vhost: &str, queue: &str) -> Vec<Value> {
+    consumer_items(s, &visible(s, c, Some(vhost)))
+        .into_iter()
+        .filter(|item| item["queue"]["name"] == queue)
+        .collect()
+}
+
 async fn consumers(
     State(s): State<AppState>,
     c: Caller,

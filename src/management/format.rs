@@ -95,6 +95,45 @@ pub struct QueueJson<'a> {
     message_stats: MessageStats,
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_since: Option<String>,
+    /// A stream's replicas (this node) and readers per node, as RabbitMQ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    online: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readers: Option<Value>,
+    /// Warren's own: a stream's offsets, segments and consumers' lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<Value>,
+}
+
+/// Warren's `stream` object of a stream queue: offsets, segments, bytes
+/// on disk, retention, each consumer's offset and lag, tracked offsets.
+fn stream_json(info: &crate::broker::stream::StreamInfo) -> Value {
+    let log = &info.log;
+    let consumers: Vec<Value> = info
+        .readers
+        .iter()
+        .map(|r| json!({"consumer_tag": &*r.tag, "channel": r.channel, "offset": r.offset, "lag": r.lag}))
+        .collect();
+    let tracked: serde_json::Map<String, Value> = info
+        .tracked
+        .iter()
+        .map(|(name, offset)| (name.clone(), json!(offset)))
+        .collect();
+    json!({
+        "first_offset": log.first_offset,
+        "last_offset": (log.next_offset > log.first_offset).then(|| log.next_offset - 1),
+        "next_offset": log.next_offset,
+        "messages": log.next_offset - log.first_offset,
+        "segments": log.segments,
+        "bytes": log.bytes,
+        "max_length_bytes": info.retention.max_bytes,
+        "max_age_ms": info.retention.max_age_ms,
+        "max_segment_size_bytes": info.retention.segment_bytes,
+        "consumers": consumers,
+        "tracked_offsets": tracked,
+    })
 }
 
 /// A queue's `message_stats`.
@@ -121,7 +160,12 @@ struct MessageStats {
 /// A queue with its counters, gauges and rates.
 pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
     let g = q.gauges();
-    let unacked = q.stats.unacked();
+    let stream = q.stream.as_ref().map(|s| s.info());
+    // A stream holds no unacked messages (its deliveries stay in the log).
+    let unacked = match stream {
+        Some(_) => 0,
+        None => q.stats.unacked(),
+    };
     let c = q.stats.counts();
     let r = q.stats.rates();
     let (ready_rate, unacked_rate) = q.stats.depth_rates();
@@ -132,7 +176,11 @@ pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
     QueueJson {
         name: q.name.clone(),
         vhost: q.vhost.clone(),
-        kind: "classic",
+        kind: if stream.is_some() {
+            "stream"
+        } else {
+            "classic"
+        },
         node,
         state: "running",
         durable: q.durable,
@@ -174,6 +222,10 @@ pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
             redeliver_details: Rate::of(r.redelivered),
         },
         idle_since: idle.then(|| timestamp(active)),
+        members: stream.as_ref().map(|_| [node]),
+        online: stream.as_ref().map(|_| [node]),
+        readers: stream.as_ref().map(|s| json!({ node: s.readers.len() })),
+        stream: stream.as_ref().map(stream_json),
     }
 }
 

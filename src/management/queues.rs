@@ -85,8 +85,12 @@ async fn show(
     let q = vhost(&s, &c, &vh)?
         .find_queue(&name)
         .ok_or_else(ApiError::not_found)?;
-    let v = serde_json::to_value(format::queue(&q, &s.broker.node_name))
+    let mut v = serde_json::to_value(format::queue(&q, &s.broker.node_name))
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let consumers = super::connections::queue_consumers(&s, &c, &vh, &name);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("consumer_details".into(), Value::Array(consumers));
+    }
     Ok(Json(respond_one(v, &p)))
 }
 

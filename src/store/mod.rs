@@ -59,6 +59,8 @@ pub mod queue_log;
 pub mod reaper;
 pub mod record;
 pub mod segment;
+pub mod stream_log;
+pub mod stream_offsets;
 pub mod syncer;
 
 use std::fs::File;

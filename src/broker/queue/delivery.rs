@@ -14,6 +14,9 @@ use crate::protocol::AmqpError;
 impl Queue {
     /// Hand out ready messages to consumers with credit.
     pub fn dispatch(self: &Arc<Self>) {
+        if let Some(s) = &self.stream {
+            return s.dispatch(self);
+        }
         let mut st = self.state.lock();
         self.dispatch_locked(&mut st);
     }
@@ -140,6 +143,19 @@ impl Queue {
         }
     }
 
+    /// Register a consumer of a stream queue (the connection checked its
+    /// prefetch and ack mode).
+    pub fn add_stream_consumer(
+        self: &Arc<Self>,
+        consumer: Consumer,
+        options: crate::broker::stream::options::ConsumeOptions,
+    ) -> Result<(), AmqpError> {
+        match &self.stream {
+            Some(s) => s.add_consumer(self, consumer, options),
+            None => self.add_consumer(consumer),
+        }
+    }
+
     /// Register a consumer, enforcing exclusive consumption.
     pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<(), AmqpError> {
         let mut st = self.state.lock();
@@ -169,6 +185,9 @@ impl Queue {
     /// and hand out at once what it would have taken (to a single active
     /// consumer's successor, or lower priorities).
     pub fn remove_consumer(self: &Arc<Self>, conn_id: u64, consumer_id: u64) -> ConsumerRemoval {
+        if self.stream.is_some() {
+            return self.remove_consumers(conn_id, &[consumer_id]);
+        }
         let mut st = self.state.lock();
         let key = st.consumers.find(conn_id, consumer_id);
         let was_first = key.is_some() && key == st.consumers.first();
@@ -196,6 +215,12 @@ impl Queue {
         conn_id: u64,
         consumer_ids: &[u64],
     ) -> ConsumerRemoval {
+        if let Some(s) = &self.stream {
+            return ConsumerRemoval {
+                removed: s.remove_consumers(conn_id, consumer_ids),
+                should_auto_delete: false,
+            };
+        }
         let mut st = self.state.lock();
         let mut removed = false;
         for &id in consumer_ids {

@@ -36,6 +36,7 @@ const COMPARED_QUEUE_ARGS: &[&str] = &[
     "x-single-active-consumer",
     "x-delivery-limit",
     "x-quorum-initial-group-size",
+    "x-max-age",
 ];
 
 impl VHost {
@@ -191,17 +192,24 @@ impl VHost {
         } else {
             requested.to_string()
         };
+        let existing = topo.queue(&name);
+        if existing.is_none() && arguments::is_stream(&d.arguments) {
+            crate::broker::stream::options::check_refused(&d.arguments, &name, &self.name)?;
+        }
         validate_queue_arguments(&d.arguments, &name, &self.name)?;
         crate::broker::dedup::Settings::parse(&d.arguments)?;
-        arguments::check_queue_type(
-            &d.arguments,
-            d.durable,
-            d.exclusive,
-            d.auto_delete,
-            &name,
-            &self.name,
-        )?;
-        if let Some(q) = topo.queue(&name) {
+        if existing.is_none() {
+            // An existing queue's properties are compared instead (below).
+            arguments::check_queue_type(
+                &d.arguments,
+                d.durable,
+                d.exclusive,
+                d.auto_delete,
+                &name,
+                &self.name,
+            )?;
+        }
+        if let Some(q) = existing {
             self.check_owner(&q, conn_id)?;
             if q.exclusive_owner.is_some() != d.exclusive {
                 return Err(self.locked(&name));
@@ -216,6 +224,9 @@ impl VHost {
             });
         }
         self.check_queue_limit(&name)?;
+        if arguments::is_stream(&d.arguments) {
+            return self.declare_stream(&mut topo, &name, d);
+        }
         let (disk_dir, log) = match durable {
             true => {
                 let dir = self.store.new_queue_dir();
@@ -290,7 +301,11 @@ impl VHost {
                 format!("'{}'", q.auto_delete),
             ));
         }
-        for key in COMPARED_QUEUE_ARGS {
+        let compared = match q.is_stream() {
+            true => crate::broker::stream::options::COMPARED_ARGS,
+            false => COMPARED_QUEUE_ARGS,
+        };
+        for key in compared {
             let have = q.arguments.inner().get(*key);
             let want = d.arguments.inner().get(*key);
             if !args_equal(have, want) {

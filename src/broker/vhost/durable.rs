@@ -91,6 +91,9 @@ impl VHost {
 
     /// A durable queue with the messages its directory holds.
     fn recover_queue(&self, q: &StoredQueue) -> Result<Arc<Queue>, String> {
+        if crate::broker::arguments::is_stream(&q.arguments) {
+            return self.recover_stream(q);
+        }
         let started = Instant::now();
         let path = self.store.queue_path(&q.dir);
         let fail = |e: std::io::Error| {

@@ -197,7 +197,7 @@ async fn read_all(conn: &Connection, args: FieldTable, tag: &str, count: u64) ->
         first.get_or_insert(i);
         disorder += u64::from(prev.is_some_and(|p| i != p + 1));
         prev = Some(i);
-        if (k + 1) % ACK_EVERY == 0 {
+        if (k + 1).is_multiple_of(ACK_EVERY) {
             d.ack(BasicAckOptions { multiple: true }).await.unwrap();
         }
     }
@@ -219,7 +219,7 @@ async fn tracked_until(conn: &Connection, stop_after: u64) -> u64 {
     for k in 0..stop_after {
         let d = next(&mut c).await;
         assert_eq!(index(&d.data), k);
-        if (k + 1) % ACK_EVERY == 0 {
+        if (k + 1).is_multiple_of(ACK_EVERY) {
             d.ack(BasicAckOptions { multiple: true }).await.unwrap();
         }
     }
@@ -238,7 +238,7 @@ async fn tracked_rest(conn: &Connection, n: u64) -> Vec<u64> {
         let d = next(&mut c).await;
         let i = index(&d.data);
         got.push(i);
-        if got.len() as u64 % ACK_EVERY == 0 {
+        if (got.len() as u64).is_multiple_of(ACK_EVERY) {
             d.ack(BasicAckOptions { multiple: true }).await.unwrap();
         }
         if i == n - 1 {

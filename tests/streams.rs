@@ -438,11 +438,10 @@ async fn a_reader_far_behind_reads_from_disk() {
             let got = u64::from_be_bytes(d.data[..8].try_into().unwrap());
             assert_eq!(got, i, "offset {i}");
             assert!(d.data[8..].iter().all(|&x| x == (i % 251) as u8));
-            if i % 100 == 99 {
+            if (i + 1).is_multiple_of(100) {
                 d.ack(BasicAckOptions { multiple: true }).await.unwrap();
             }
         }
-        let _ = c.next();
     })
     .await
 }

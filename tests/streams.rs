@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::{assert_code, bounded, reply_text, table, Broker};
-use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Consumer};

@@ -54,6 +54,8 @@ pub const OPERATOR_POLICY_KEYS: &[&str] = &[
 pub enum Target {
     /// A classic queue.
     Queue,
+    /// A stream queue.
+    Stream,
     /// An exchange.
     Exchange,
 }
@@ -132,6 +134,11 @@ fn validate_value(key: &str, v: &Value) -> Result<(), String> {
     match key {
         "message-ttl" | "max-length" | "max-length-bytes" | "consumer-timeout" => int(0),
         "expires" => int(1),
+        "stream-max-segment-size-bytes" => int(1),
+        "max-age" => match v.as_str().and_then(super::stream::options::parse_age) {
+            Some(_) => Ok(()),
+            None => Err(format!("{v} is not a valid max-age")),
+        },
         "delivery-limit" => v
             .as_i64()
             .map(|_| ())
@@ -165,6 +172,7 @@ impl Compiled {
             (target, self.def.apply_to.as_str()),
             (_, "all")
                 | (Target::Queue, "queues" | "classic_queues")
+                | (Target::Stream, "queues" | "streams")
                 | (Target::Exchange, "exchanges")
         );
         kind && self.pattern.as_ref().is_some_and(|p| p.is_match(name))

@@ -198,6 +198,11 @@ impl StreamLog {
         })
     }
 
+    /// Segments are closed at this size from now on.
+    pub fn set_max_segment_bytes(&mut self, bytes: u64) {
+        self.max_segment_bytes = bytes.max(FILE_HEADER_LEN + 1);
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -18,6 +18,11 @@ impl Queue {
             return;
         }
         st.policy = matched.apply(&self.declared);
+        if let Some(s) = &self.stream {
+            s.apply_policy(&self.arguments, st.policy.max_length_bytes, &matched);
+            st.applied = matched;
+            return;
+        }
         st.applied = matched;
         self.has_delivery_limit
             .store(st.policy.delivery_limit.is_some(), Ordering::Relaxed);

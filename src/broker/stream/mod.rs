@@ -286,10 +286,37 @@ impl StreamQueue {
         }
     }
 
-    /// Change retention (a policy); applied at once.
-    pub fn set_retention(&self, retention: Retention) {
+    /// Policies changed: retention from the declared `arguments` and the
+    /// matched policies (`max_bytes` already the lower of both; for the
+    /// age and the segment size the argument wins, as in RabbitMQ),
+    /// applied at once.
+    pub fn apply_policy(
+        &self,
+        arguments: &amq_protocol::types::FieldTable,
+        max_bytes: Option<u64>,
+        matched: &super::policy::Matched,
+    ) {
+        let def = matched.definition();
+        let declared = Retention::from_arguments(arguments, "", "").unwrap_or_default();
+        let policy_age = def
+            .get("max-age")
+            .and_then(|v| v.as_str())
+            .and_then(options::parse_age);
+        let policy_segment = def
+            .get("stream-max-segment-size-bytes")
+            .and_then(|v| v.as_u64());
+        let segment_arg = arguments.contains_key("x-stream-max-segment-size-bytes");
+        let retention = Retention {
+            max_bytes,
+            max_age_ms: declared.max_age_ms.or(policy_age),
+            segment_bytes: match (segment_arg, policy_segment) {
+                (false, Some(b)) => b.clamp(options::MIN_SEGMENT_BYTES, options::MAX_SEGMENT_BYTES),
+                _ => declared.segment_bytes,
+            },
+        };
         let mut st = self.state.lock();
         st.retention = retention;
+        st.log.set_max_segment_bytes(retention.segment_bytes);
         st.log
             .enforce_retention(retention.max_bytes, retention.max_age_ms, now_ms());
     }

@@ -7,9 +7,10 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use crate::broker::arguments::{as_int, as_text, type_name};
 use crate::protocol::AmqpError;
 
-/// RabbitMQ's default and largest `x-stream-max-segment-size-bytes`.
+/// RabbitMQ's default `x-stream-max-segment-size-bytes`.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 500_000_000;
-const MAX_SEGMENT_BYTES: u64 = 3_000_000_000;
+/// RabbitMQ's largest `x-stream-max-segment-size-bytes`.
+pub const MAX_SEGMENT_BYTES: u64 = 3_000_000_000;
 
 /// Arguments a stream refuses (they make sense for queues that settle
 /// messages one by one).

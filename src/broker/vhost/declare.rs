@@ -261,7 +261,7 @@ impl VHost {
         let queue = Queue::new(def, ready, self.queue_context());
         self.note_dedup(queue.dedup.is_some());
         let queue = Arc::new(queue);
-        queue.apply_policy(self.policies_for_queue(&name));
+        queue.apply_policy(self.policies_for_queue(&name, false));
         queue.touch();
         topo.insert_queue(queue);
         // Not stored means not declared: a queue missing from the

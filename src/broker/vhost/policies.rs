@@ -19,7 +19,7 @@ impl VHost {
         let _topo = self.topology.lock();
         *self.policies.write() = PolicySet::new(defs);
         for q in self.queues() {
-            q.apply_policy(self.policies_for_queue(&q.name));
+            q.apply_policy(self.policies_for_queue(&q.name, q.is_stream()));
         }
         for x in self.exchanges() {
             self.apply_exchange_policy(&x);
@@ -37,8 +37,12 @@ impl VHost {
         x.apply_policy(matched.policy.map(|p| p.name), alternate);
     }
 
-    /// The policies matching the queue `name`.
-    pub(super) fn policies_for_queue(&self, name: &str) -> Matched {
-        self.policies.read().matching(Target::Queue, name)
+    /// The policies matching the queue `name` (a stream's, if `stream`).
+    pub(super) fn policies_for_queue(&self, name: &str, stream: bool) -> Matched {
+        let target = match stream {
+            true => Target::Stream,
+            false => Target::Queue,
+        };
+        self.policies.read().matching(target, name)
     }
 }

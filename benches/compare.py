@@ -62,6 +62,10 @@ def scenarios(duration, quick):
         ("S7", "backlog %s x 1 KiB persistent, then drain" % backlog,
          ["-s", "1024", "--persistent", "-c", "256", "--backlog", backlog, "-q", "500", "--multi-ack", "50",
           "-z", d], "both_rates"),
+        ("S9", "stream: %s x 1 KiB published with confirms 256, then 10 consumers from first" % backlog,
+         ["-s", "1024", "--persistent", "-c", "256", "--backlog", backlog, "-q", "500", "--multi-ack", "50",
+          "--queue-arg", "x-queue-type=stream", "--consumer-arg", "x-stream-offset=first", "-y", "10",
+          "-z", d], "both_rates"),
         ("S8", "%s idle connections with heartbeats" % idle,
          ["--idle-connections", idle, "--heartbeat", "10", "-z", str(max(10, duration))], "rss_per_conn"),
     ]

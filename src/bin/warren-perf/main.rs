@@ -109,6 +109,7 @@ fn spawn_consumers(
                 target.clone(),
                 queues[i % queues.len()].clone(),
                 opts.ack_spec(),
+                opts.consumer_args.clone(),
                 counters.clone(),
                 stop.clone(),
             ))
@@ -227,9 +228,11 @@ async fn run_backlog(
     let published = Counters::get(&counters.published);
     let publish_s = start.elapsed().as_secs_f64().max(1e-9);
     // Every queue is bound so that each message reaches all of them.
-    let expected = match opts.publish_only {
-        true => 0,
-        false => published * queues.len() as u64,
+    let expected = match (opts.publish_only, opts.streams()) {
+        (true, _) => 0,
+        // Every consumer reads the whole stream.
+        (false, true) => published * opts.consumers as u64,
+        (false, false) => published * queues.len() as u64,
     };
     let drain_start = Instant::now();
     let consumers = match opts.publish_only {

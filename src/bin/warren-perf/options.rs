@@ -38,6 +38,10 @@ Options:
   --multi-ack N           ack every N messages with multiple=true (default 1)
   -r, --rate N            total publish rate limit, msg/s (default unlimited)
   --queue-arg K=V         queue argument (repeatable; integers and true/false typed)
+  --consumer-arg K=V      basic.consume argument, typed the same way (repeatable),
+                          e.g. x-stream-offset=first for a stream
+                          (with x-queue-type=stream every consumer reads every
+                          message: --backlog waits for published x consumers)
   --backlog N             publish N messages with no consumer, then drain them
   --publish-only          with --backlog: stop after publishing and leave the
                           queues and their messages in place (restart tests)
@@ -73,6 +77,7 @@ pub struct Options {
     pub multi_ack: u32,
     pub rate: Option<f64>,
     pub queue_args: FieldTable,
+    pub consumer_args: FieldTable,
     pub backlog: Option<u64>,
     pub publish_only: bool,
     pub idle_connections: usize,
@@ -86,6 +91,14 @@ pub struct Options {
 }
 
 impl Options {
+    /// The queues are streams: each consumer reads every message.
+    pub fn streams(&self) -> bool {
+        matches!(
+            self.queue_args.inner().get("x-queue-type"),
+            Some(AMQPValue::LongString(t)) if t.as_bytes() == b"stream"
+        )
+    }
+
     pub fn ack_spec(&self) -> AckSpec {
         AckSpec {
             auto_ack: self.auto_ack,
@@ -170,6 +183,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
         multi_ack: 1,
         rate: None,
         queue_args: FieldTable::default(),
+        consumer_args: FieldTable::default(),
         backlog: None,
         publish_only: false,
         idle_connections: 0,
@@ -218,6 +232,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, 
             "--queue-arg" => {
                 let (k, v) = queue_arg(&value("--queue-arg")?)?;
                 o.queue_args.insert(ShortString::from(k), v);
+            }
+            "--consumer-arg" => {
+                let (k, v) = queue_arg(&value("--consumer-arg")?)?;
+                o.consumer_args.insert(ShortString::from(k), v);
             }
             "--backlog" => o.backlog = Some(num("--backlog", value("--backlog")?)?),
             "--idle-connections" => {

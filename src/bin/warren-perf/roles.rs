@@ -195,6 +195,7 @@ pub async fn consumer(
     target: Target,
     queue: String,
     ack: AckSpec,
+    arguments: FieldTable,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) -> Result<Latencies> {
@@ -211,7 +212,7 @@ pub async fn consumer(
                 no_ack: ack.auto_ack,
                 exclusive: false,
                 nowait: false,
-                arguments: FieldTable::default(),
+                arguments,
             },
         )))
         .await?;

@@ -65,14 +65,7 @@ async fn replay() {
     let started = Instant::now();
     publish(&conn, 0, n / 2).await;
     // The later half starts in a new second (stream timestamps are seconds).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(
-        1_050 - u64::from(now.subsec_millis()),
-    ))
-    .await;
-    let cut = now.as_secs() + 1;
+    let cut = common::next_second().await;
     publish(&conn, n / 2, n - n / 2).await;
     eprintln!("published {n} in {:?}", started.elapsed());
 

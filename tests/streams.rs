@@ -144,14 +144,7 @@ async fn a_timestamp_offset_skips_what_came_before() {
         declare_stream(&ch, "ts", &[]).await;
         publish_numbered(&ch, "ts", 0, 10).await;
         // Timestamps are whole seconds: start the later batch in a new one.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(
-            1_050 - u64::from(now.subsec_millis()),
-        ))
-        .await;
-        let cut = now.as_secs() + 1;
+        let cut = common::next_second().await;
         publish_numbered(&ch, "ts", 10, 10).await;
         let rch = b.connect().await.create_channel().await.unwrap();
         let mut c = reader(&rch, "ts", "", 50, offset_arg(AMQPValue::Timestamp(cut))).await;

@@ -196,12 +196,7 @@ impl QueueLog {
         syncer: &super::Syncer,
         source: impl FnOnce() -> std::sync::Weak<dyn super::SyncSource>,
     ) -> u64 {
-        if let Some(ticket) = self.dirty {
-            return ticket;
-        }
-        let ticket = syncer.register(source());
-        self.dirty = Some(ticket);
-        ticket
+        super::syncer::ticket_for(&mut self.dirty, syncer, source)
     }
 
     /// Messages in the on-disk tail.

@@ -251,12 +251,7 @@ impl StreamLog {
         syncer: &super::Syncer,
         source: impl FnOnce() -> std::sync::Weak<dyn super::SyncSource>,
     ) -> u64 {
-        if let Some(ticket) = self.dirty {
-            return ticket;
-        }
-        let ticket = syncer.register(source());
-        self.dirty = Some(ticket);
-        ticket
+        super::syncer::ticket_for(&mut self.dirty, syncer, source)
     }
 
     /// Append a message at `timestamp_ms`; returns its offset. A failed

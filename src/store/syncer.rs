@@ -65,6 +65,16 @@ pub trait SyncSource: Send + Sync {
     fn flush_for_sync(&self, out: &mut Vec<Arc<File>>) -> io::Result<()>;
 }
 
+/// The sync round that will flush a source's buffered writes: the one it
+/// is registered for (`dirty`), or, registering `source` now, the next.
+pub fn ticket_for(
+    dirty: &mut Option<u64>,
+    syncer: &Syncer,
+    source: impl FnOnce() -> std::sync::Weak<dyn SyncSource>,
+) -> u64 {
+    *dirty.get_or_insert_with(|| syncer.register(source()))
+}
+
 /// What publishers watch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncStatus {

@@ -553,3 +553,18 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// Sleep into the next whole second and return it (Unix seconds): stream
+/// timestamps are seconds, so messages published after this are the
+/// first at or after the returned time.
+#[allow(dead_code)]
+pub async fn next_second() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    tokio::time::sleep(Duration::from_millis(
+        1_050 - u64::from(now.subsec_millis()),
+    ))
+    .await;
+    now.as_secs() + 1
+}

@@ -36,6 +36,7 @@ pub mod config;
 mod connection;
 pub mod ctl;
 pub mod management;
+pub mod message;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -94,9 +94,11 @@ impl Delayed {
         let mut state = State::default();
         if dir.exists() {
             let (mut log, report) = QueueLog::recover(&dir, store.segment_bytes)?;
-            let mut items = VecDeque::new();
+            let mut items: VecDeque<super::message::QueuedMessage> = VecDeque::new();
             while log.tail_count() > 0 {
-                if log.read_tail(store.window_bytes, &mut items) == 0 && items.is_empty() {
+                if log.read_tail(store.window_bytes, |r| items.push_back(r.into())) == 0
+                    && items.is_empty()
+                {
                     break;
                 }
                 for m in items.drain(..) {

@@ -1,44 +1,13 @@
-//! A published message as the broker holds it: immutable, shared by every
-//! queue it was routed to (`Arc`), body and properties as `Bytes` so a
-//! fan-out to N queues copies nothing.
+//! A message as the broker holds it: the published [`Message`] (shared by
+//! every queue it was routed to), its place in one queue
+//! ([`QueuedMessage`]), and reading and rewriting its encoded properties.
 
 use std::sync::Arc;
 
 use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
 use bytes::Bytes;
 
-/// An immutable published message.
-#[derive(Debug)]
-pub struct Message {
-    /// The exchange it was published to.
-    pub exchange: Arc<str>,
-    /// The routing key it was published with.
-    pub routing_key: Arc<str>,
-    /// The encoded content-header properties, exactly as published.
-    pub properties: Bytes,
-    /// The body.
-    pub body: Bytes,
-    /// delivery_mode 2: stored on disk when it reaches a durable queue.
-    pub persistent: bool,
-    /// The expiration property (per-message TTL), milliseconds.
-    pub expiration_ms: Option<u64>,
-}
-
-impl Message {
-    /// The same message without its body (kept on disk meanwhile). The
-    /// properties are copied: as received they share the read buffer
-    /// they arrived in, which they would keep alive.
-    pub fn without_body(&self) -> Message {
-        Message {
-            exchange: self.exchange.clone(),
-            routing_key: self.routing_key.clone(),
-            properties: bytes::Bytes::copy_from_slice(&self.properties),
-            body: bytes::Bytes::new(),
-            persistent: self.persistent,
-            expiration_ms: self.expiration_ms,
-        }
-    }
-}
+pub use crate::message::Message;
 
 /// The delivery_mode in an encoded property list (0 when absent or
 /// malformed).
@@ -263,6 +232,20 @@ pub struct QueuedMessage {
     /// Delivered and unacked, its body was dropped from memory: `message`
     /// has an empty body and the record at `disk` holds the real one.
     pub body_on_disk: bool,
+}
+
+impl From<crate::store::queue_log::TailRecord> for QueuedMessage {
+    fn from(r: crate::store::queue_log::TailRecord) -> Self {
+        QueuedMessage {
+            seq: r.seq,
+            message: Arc::new(r.message),
+            redelivered: r.redelivered,
+            disk: Some(r.disk),
+            expires_at_ms: r.expires_at_ms,
+            delivery_count: r.delivery_count,
+            body_on_disk: false,
+        }
+    }
 }
 
 impl QueuedMessage {

@@ -98,8 +98,8 @@ impl ReadyMessages {
                 .push(Lane::new(window, lane_log, log_id, lane_dir));
         }
         if let Some(mut shared) = log {
-            let mut items = std::collections::VecDeque::new();
-            shared.read_tail(u64::MAX, &mut items);
+            let mut items: std::collections::VecDeque<QueuedMessage> = Default::default();
+            shared.read_tail(u64::MAX, |r| items.push_back(r.into()));
             for m in items {
                 let lane = ready.lane_of(&m.message);
                 ready.lanes[lane].insert(m);

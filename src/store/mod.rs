@@ -70,8 +70,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::broker::message::Message;
 use crate::config::{Config, Fsync};
+use crate::message::Message;
 pub use definitions::{Definitions, VhostDefinitions};
 pub use queue_log::{DiskRef, QueueLog};
 pub use syncer::{StoreHealth, SyncSource, SyncStatus, Syncer};

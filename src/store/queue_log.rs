@@ -31,7 +31,7 @@
 //! - Ack entries that could not be written stay buffered and listed for
 //!   the next flush.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ use std::sync::Arc;
 use super::acks::{self, AckKind, AckMarks, AckWriter};
 use super::record::{self, RecordMeta, FLAG_PERSISTENT};
 use super::segment::{self, ReadOutcome, SegmentReader, SegmentWriter, FILE_HEADER_LEN};
-use crate::broker::message::{Message, QueuedMessage};
+use crate::message::Message;
 
 mod recover;
 #[cfg(test)]
@@ -98,6 +98,24 @@ struct Segment {
 struct Recovered {
     marks: AckMarks,
     corrupt: Vec<(u64, u64)>,
+}
+
+/// A message read back from the on-disk tail, with what its record and
+/// its marks say about it.
+#[derive(Debug)]
+pub struct TailRecord {
+    /// The queue sequence number it was written with.
+    pub seq: u64,
+    /// The message.
+    pub message: Message,
+    /// It had been delivered before a restart.
+    pub redelivered: bool,
+    /// Its record.
+    pub disk: DiskRef,
+    /// When it expires in its queue (Unix ms).
+    pub expires_at_ms: Option<u64>,
+    /// Times it was returned to its queue before a restart.
+    pub delivery_count: u32,
 }
 
 /// A queue's segment files.
@@ -400,7 +418,7 @@ impl QueueLog {
 
     /// Read tail messages into `out` until `budget` bytes were read or the
     /// tail is empty; returns the bytes read.
-    pub fn read_tail(&mut self, budget: u64, out: &mut VecDeque<QueuedMessage>) -> u64 {
+    pub fn read_tail(&mut self, budget: u64, mut out: impl FnMut(TailRecord)) -> u64 {
         let mut read = 0;
         while self.tail_count > 0 && read < budget {
             let Some((id, offset)) = self.cursor else {
@@ -409,7 +427,7 @@ impl QueueLog {
             match self.read_one(id, offset) {
                 Ok(Some(m)) => {
                     read += super::message_bytes(&m.message);
-                    out.push_back(m);
+                    out(m);
                 }
                 Ok(None) => {}
                 Err(e) if super::syncer::is_out_of_space(&e) => {
@@ -461,7 +479,7 @@ impl QueueLog {
     }
 
     /// Step the cursor over one record; the message if it is a tail record.
-    fn read_one(&mut self, id: u32, offset: u64) -> io::Result<Option<QueuedMessage>> {
+    fn read_one(&mut self, id: u32, offset: u64) -> io::Result<Option<TailRecord>> {
         if id == self.writer.id {
             self.writer.flush()?;
         }
@@ -521,19 +539,18 @@ impl QueueLog {
         }
         seg.tail -= 1;
         self.tail_count -= 1;
-        Ok(Some(QueuedMessage {
+        Ok(Some(TailRecord {
             seq: meta.seq,
-            message: Arc::new(message),
+            message,
             redelivered,
-            disk: Some(DiskRef {
+            disk: DiskRef {
                 segment: id,
                 offset: offset as u32,
                 log: self.id,
                 logged: self.durable && persistent,
-            }),
+            },
             expires_at_ms: meta.expires_at_ms,
             delivery_count,
-            body_on_disk: false,
         }))
     }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::message::Message;
+use crate::message::Message;
 
 /// Bytes before the payload: length and checksum.
 pub const HEADER_LEN: usize = 8;

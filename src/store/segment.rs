@@ -172,7 +172,7 @@ impl SegmentWriter {
     }
 
     /// Buffer a record for `message`; returns its offset in the file.
-    pub fn append(&mut self, meta: &RecordMeta, message: &crate::broker::message::Message) -> u64 {
+    pub fn append(&mut self, meta: &RecordMeta, message: &crate::message::Message) -> u64 {
         let offset = self.len;
         self.len += record::encode(&mut self.out.buf, meta, message) as u64;
         offset
@@ -307,7 +307,7 @@ pub fn scan(buf: &[u8]) -> Vec<ScanItem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::message::Message;
+    use crate::message::Message;
     use bytes::Bytes;
 
     /// A persistent message with `body` (segment and reader tests).

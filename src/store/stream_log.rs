@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use super::record::{self, RecordMeta, FLAG_PERSISTENT};
 use super::segment::{self, ReadOutcome, SegmentReader, SegmentWriter, FILE_HEADER_LEN};
-use crate::broker::message::Message;
+use crate::message::Message;
 
 mod recover;
 #[cfg(test)]

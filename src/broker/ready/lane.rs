@@ -144,7 +144,8 @@ impl Lane {
         if self.mem_bytes < self.window_bytes / 2 && self.tail_count() > 0 {
             let budget = self.window_bytes - self.mem_bytes;
             if let Some(log) = self.log.as_deref_mut() {
-                self.mem_bytes += log.read_tail(budget, &mut self.items);
+                let items = &mut self.items;
+                self.mem_bytes += log.read_tail(budget, |r| items.push_back(r.into()));
             }
         }
     }

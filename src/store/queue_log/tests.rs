@@ -50,8 +50,8 @@ fn file_len(dir: &Dir, id: u32) -> u64 {
 /// byte of each body, and its length) and the recovery report.
 fn recovered(dir: &Dir, segment_bytes: u64) -> (Vec<(u8, usize)>, Recovery) {
     let (mut log, report) = QueueLog::recover(&dir.0, segment_bytes).unwrap();
-    let mut out = VecDeque::new();
-    log.read_tail(u64::MAX, &mut out);
+    let mut out = Vec::new();
+    log.read_tail(u64::MAX, |r| out.push(r));
     let got = out
         .iter()
         .map(|m| (m.message.body[0], m.message.body.len()))

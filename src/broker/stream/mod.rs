@@ -28,6 +28,7 @@ use crate::store::stream_log::{Cursor, Entry, LogStats, StreamLog};
 use crate::store::stream_offsets::StreamOffsets;
 use crate::store::{Store, SyncSource};
 
+mod offset_header;
 pub mod options;
 
 use options::{passes, ConsumeOptions, Retention, Start};
@@ -423,9 +424,12 @@ fn filter_value(e: &Entry) -> Option<String> {
 /// The properties a delivery from a stream carries: as published, plus
 /// the `x-stream-offset` header.
 pub fn delivery_properties(m: &QueuedMessage) -> bytes::Bytes {
-    super::message::with_header(
-        &m.message.properties,
-        "x-stream-offset",
-        amq_protocol::types::AMQPValue::LongLongInt(m.seq as i64),
-    )
+    let raw = &m.message.properties;
+    offset_header::with_offset(raw, m.seq).unwrap_or_else(|| {
+        super::message::with_header(
+            raw,
+            "x-stream-offset",
+            amq_protocol::types::AMQPValue::LongLongInt(m.seq as i64),
+        )
+    })
 }

@@ -528,3 +528,26 @@ async fn retention_by_age_drops_old_segments_as_publishers_go_on() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_named_reader_resumes_where_it_started_if_it_never_acked() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start().await;
+        let (_c, ch) = b.channel().await;
+        common::confirm(&ch).await;
+        declare_stream(&ch, "feed", &[]).await;
+        publish_numbered(&ch, "feed", 0, 3).await;
+        // First consume: starts at "next" (3) and gets nothing.
+        let conn = b.connect().await;
+        let rch = conn.create_channel().await.unwrap();
+        let mut c = reader(&rch, "feed", "audit", 5, FieldTable::default()).await;
+        common::assert_no_delivery(&mut c).await;
+        conn.close(200, "bye".into()).await.unwrap();
+        // Published while it was away: it gets them.
+        publish_numbered(&ch, "feed", 3, 2).await;
+        let rch = b.connect().await.create_channel().await.unwrap();
+        let mut c = reader(&rch, "feed", "audit", 5, FieldTable::default()).await;
+        assert_eq!(take_acked(&mut c, 2).await, numbered(3, 2));
+    })
+    .await
+}

@@ -1,6 +1,6 @@
 //! A stream's tracked consumer offsets (Kafka's committed offsets, as
 //! LavinMQ keeps them for AMQP consumers): for each tracking name, the
-//! offset of the last message its consumer acked. Kept in memory and in
+//! next offset its consumer is to read (one past its last ack). Kept in memory and in
 //! the stream's `offsets` file, appended to on each ack and rewritten
 //! whole once it holds mostly stale entries.
 //!
@@ -85,7 +85,7 @@ impl StreamOffsets {
         Ok(me)
     }
 
-    /// The offset last stored for `name`.
+    /// The next offset stored for `name`.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.offsets.get(name).copied()
     }

@@ -84,7 +84,7 @@ pub struct StreamInfo {
     pub log: LogStats,
     /// Each consumer's place.
     pub readers: Vec<ReaderInfo>,
-    /// Tracked offsets (name, offset of the last ack).
+    /// Tracked places (name, the next offset it reads).
     pub tracked: Vec<(String, u64)>,
     /// Retention in force.
     pub retention: Retention,
@@ -158,9 +158,17 @@ impl StreamQueue {
             false => None,
         };
         let next = match tracked {
-            Some(acked) => acked + 1,
+            Some(next) => next,
             None => self.start_offset(&mut st.log, options.start)?,
         };
+        if options.track && tracked.is_none() {
+            // Its place from now on: a reader that stops before its first
+            // ack resumes here, not at the then-current end. An explicit
+            // offset moves a tracked place (back, too).
+            if let Err(e) = st.offsets.store(&consumer.tag, next) {
+                tracing::warn!(tag = %consumer.tag, error = %e, "cannot store a stream consumer's offset");
+            }
+        }
         st.readers.push(Reader {
             consumer,
             cursor: Cursor::at(next),
@@ -232,20 +240,22 @@ impl StreamQueue {
         self.dispatch_locked(queue, &mut st);
     }
 
-    /// Acks of a consumer: store the offset of the last under its tag if
-    /// it tracks offsets.
+    /// An ack of the message at `offset`: a tracking consumer's place
+    /// (the next offset to read, stored under its tag) moves past it.
     pub fn acked(&self, tag: &str, offset: u64) {
         let mut st = self.state.lock();
-        let stored = st.offsets.get(tag);
-        let tracks = stored.is_some()
-            || st
-                .readers
-                .iter()
-                .any(|r| r.options.track && &*r.consumer.tag == tag);
-        if !tracks || stored.is_some_and(|o| o >= offset) {
+        let Some(stored) = st.offsets.get(tag) else {
+            return;
+        };
+        // A reader under the same tag that does not track (it gave an
+        // offset) leaves the tracked place alone; a cancelled tracking
+        // reader's late acks still count.
+        let mut same_tag = st.readers.iter().filter(|r| &*r.consumer.tag == tag);
+        let untracked = same_tag.clone().next().is_some() && !same_tag.any(|r| r.options.track);
+        if untracked || stored > offset {
             return;
         }
-        if let Err(e) = st.offsets.store(tag, offset) {
+        if let Err(e) = st.offsets.store(tag, offset + 1) {
             tracing::warn!(tag, error = %e, "cannot store a stream consumer's offset");
         }
     }

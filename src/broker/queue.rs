@@ -688,10 +688,10 @@ impl Queue {
         self.keeps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A long stream scan goes on (see `stream`).
-    pub fn stream_rescan(self: &Arc<Self>) {
+    /// A stream's pass (see `stream`).
+    pub fn stream_pass(self: &Arc<Self>) {
         if let Some(s) = &self.stream {
-            s.rescan(self);
+            s.pass(self);
         }
     }
 

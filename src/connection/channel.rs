@@ -131,6 +131,7 @@ impl Channel {
         // Per queue: requeued or discarded messages, or acked records.
         let mut messages: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
         let mut on_disk: Vec<(Arc<Queue>, Vec<DiskRef>)> = Vec::new();
+        let mut stream_acks: Vec<(Arc<Queue>, Arc<str>, u64)> = Vec::new();
         for u in items {
             if let Some(c) = &u.credit {
                 c.release();
@@ -145,8 +146,8 @@ impl Channel {
                     if let Some(r) = u.message.disk {
                         group(&mut on_disk, &u.queue, r);
                     }
-                    if let (Some(s), Some(tag)) = (&u.queue.stream, &u.stream_tag) {
-                        s.acked(tag, u.message.seq);
+                    if let Some(tag) = &u.stream_tag {
+                        note_stream_ack(&mut stream_acks, &u.queue, tag, u.message.seq);
                     }
                 }
             }
@@ -159,6 +160,21 @@ impl Channel {
         }
         for (q, refs) in on_disk {
             q.settle(refs);
+        }
+        for (q, tag, highest) in stream_acks {
+            // A tracked place moves only past what is all acked: not past
+            // a delivery of the same consumer still unacked.
+            let unacked = self
+                .unacked
+                .iter()
+                .find(|u| Arc::ptr_eq(&u.queue, &q) && u.stream_tag.as_ref() == Some(&tag))
+                .map(|u| u.message.seq);
+            if let Some(s) = &q.stream {
+                s.acked(
+                    &tag,
+                    unacked.map_or(highest + 1, |low| low.min(highest + 1)),
+                );
+            }
         }
         // Freed credit may let any of this channel's consumers take more
         // (channel-wide prefetch spans queues).
@@ -178,6 +194,23 @@ pub fn distinct_queues<'a>(queues: impl Iterator<Item = &'a Arc<Queue>>) -> Vec<
         .filter(|q| seen.insert(Arc::as_ptr(q)))
         .cloned()
         .collect()
+}
+
+/// Note an ack of a stream delivery: the highest offset acked per stream
+/// and consumer tag.
+fn note_stream_ack(
+    acks: &mut Vec<(Arc<Queue>, Arc<str>, u64)>,
+    queue: &Arc<Queue>,
+    tag: &Arc<str>,
+    offset: u64,
+) {
+    match acks
+        .iter_mut()
+        .find(|(q, t, _)| Arc::ptr_eq(q, queue) && t == tag)
+    {
+        Some((_, _, high)) => *high = (*high).max(offset),
+        None => acks.push((queue.clone(), tag.clone(), offset)),
+    }
 }
 
 /// Add `item` to the list kept for `queue`.

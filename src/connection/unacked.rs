@@ -102,6 +102,11 @@ impl UnackedList {
             .collect()
     }
 
+    /// The deliveries held, in delivery-tag order.
+    pub fn iter(&self) -> impl Iterator<Item = &Unacked> {
+        self.items.iter()
+    }
+
     /// Deliveries held.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -30,14 +30,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::record::{self, RecordMeta, FLAG_PERSISTENT};
-use super::segment::{self, ReadOutcome, SegmentReader, SegmentWriter, FILE_HEADER_LEN};
+use super::record::{RecordMeta, FLAG_PERSISTENT};
+use super::segment::{self, SegmentWriter, FILE_HEADER_LEN};
 use crate::message::Message;
 
+mod read;
 mod recover;
 #[cfg(test)]
 mod tests;
 
+pub use read::{Cursor, Filter, Read};
 pub use recover::Recovered;
 
 /// Bytes of the newest messages kept in memory for readers at the head.
@@ -116,25 +118,6 @@ impl SegmentInfo {
     }
 }
 
-/// A reader's position in the log.
-#[derive(Debug)]
-pub struct Cursor {
-    /// The next offset to read.
-    pub next: u64,
-    /// The segment reader and the file position of `next` in it.
-    disk: Option<(SegmentReader, u64)>,
-}
-
-impl Cursor {
-    /// A cursor at `offset`.
-    pub fn at(offset: u64) -> Cursor {
-        Cursor {
-            next: offset,
-            disk: None,
-        }
-    }
-}
-
 /// Bounds and size of a stream, for the API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -158,6 +141,12 @@ pub struct StreamLog {
     /// The segment being written.
     active: SegmentInfo,
     writer: SegmentWriter,
+    /// Offsets below this are in the OS (survive a kill of the process):
+    /// readers see no further, so no offset a reader was given can be
+    /// handed out again for another message after a crash.
+    written: u64,
+    /// Bytes of the closed segments.
+    closed_bytes: u64,
     /// The newest messages, in offset order, ending at `active.next`.
     tail: VecDeque<Entry>,
     tail_bytes: u64,
@@ -186,6 +175,8 @@ impl StreamLog {
         Ok(StreamLog {
             dir: dir.to_path_buf(),
             max_segment_bytes: max_segment_bytes.max(FILE_HEADER_LEN + 1),
+            written: first,
+            closed_bytes: closed.iter().map(|s| s.end).sum(),
             closed,
             active: SegmentInfo::new(id, first),
             writer: SegmentWriter::create(dir, id)?,
@@ -201,6 +192,18 @@ impl StreamLog {
     /// Segments are closed at this size from now on.
     pub fn set_max_segment_bytes(&mut self, bytes: u64) {
         self.max_segment_bytes = bytes.max(FILE_HEADER_LEN + 1);
+    }
+
+    /// Write what is buffered to the OS; readers may then see it.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        self.written = self.active.next;
+        Ok(())
+    }
+
+    /// Offsets below this are in the OS and may be read.
+    pub fn written_end(&self) -> u64 {
+        self.written
     }
 
     /// The log's directory.
@@ -241,7 +244,7 @@ impl StreamLog {
 
     /// Bytes of all segments (the active one with what is buffered).
     pub fn bytes(&self) -> u64 {
-        self.closed.iter().map(|s| s.end).sum::<u64>() + self.writer.len()
+        self.closed_bytes + self.writer.len()
     }
 
     /// The sync round that will flush the buffered appends: the one the
@@ -269,7 +272,8 @@ impl StreamLog {
         };
         let mark = self.writer.mark();
         let pos = self.writer.append(&meta, &message);
-        if self.writer.buffered() >= WRITE_BUFFER_BYTES {
+        let flushed = self.writer.buffered() >= WRITE_BUFFER_BYTES;
+        if flushed {
             if let Err(e) = self.writer.flush() {
                 self.writer.undo(mark);
                 return Err(e);
@@ -277,6 +281,9 @@ impl StreamLog {
         }
         self.active
             .note(offset, pos, self.writer.len(), timestamp_ms);
+        if flushed {
+            self.written = self.active.next;
+        }
         self.writer_unsynced = true;
         self.tail_bytes += super::message_bytes(&message);
         self.tail.push_back(Entry {
@@ -294,7 +301,7 @@ impl StreamLog {
         if self.tail_bytes <= TAIL_BYTES {
             return;
         }
-        if let Err(e) = self.writer.flush() {
+        if let Err(e) = self.flush() {
             // Kept in memory until a later flush succeeds.
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write a stream segment");
             return;
@@ -308,7 +315,7 @@ impl StreamLog {
 
     /// Close the active segment and start the next.
     fn roll(&mut self) -> io::Result<()> {
-        self.writer.flush()?;
+        self.flush()?;
         let file = match self.writer_unsynced {
             true => Some(self.writer.file()?),
             false => None,
@@ -319,6 +326,7 @@ impl StreamLog {
         let first = self.active.next;
         let info = std::mem::replace(&mut self.active, SegmentInfo::new(next_id, first));
         if !closed.is_empty() {
+            self.closed_bytes += info.end;
             self.closed.push_back(info);
         }
         self.to_sync.extend(file);
@@ -339,10 +347,15 @@ impl StreamLog {
     ) -> usize {
         let mut total = self.bytes();
         let mut deleted = 0;
+        // The newest closed segment holds the stream's highest offset on
+        // disk until the active one has a record in the OS: deleting it
+        // first would let a restart number offsets from 0 again.
+        let active_written = self.written > self.active.first;
         while let Some(front) = self.closed.front() {
             let too_big = max_bytes.is_some_and(|m| total > m);
             let too_old = max_age_ms.is_some_and(|a| front.last_ms < now_ms.saturating_sub(a));
-            if !too_big && !too_old {
+            let last = self.closed.len() == 1 && !active_written;
+            if (!too_big && !too_old) || last {
                 break;
             }
             total -= front.end;
@@ -357,6 +370,7 @@ impl StreamLog {
                     break;
                 }
             }
+            self.closed_bytes -= front.end;
             self.closed.pop_front();
             deleted += 1;
         }
@@ -366,120 +380,10 @@ impl StreamLog {
         deleted
     }
 
-    /// The first offset whose append time is at or after `ms` (the next
-    /// offset if none is).
-    pub fn offset_at_time(&mut self, ms: u64) -> io::Result<u64> {
-        let segments = self.closed.iter().chain(std::iter::once(&self.active));
-        let Some(seg) = segments
-            .clone()
-            .find(|s| s.next > s.first && s.last_ms >= ms)
-        else {
-            return Ok(self.next_offset());
-        };
-        let seg = seg.clone();
-        let start = seg.start_for(|p| p.timestamp_ms >= ms);
-        self.scan_segment(&seg, start, |meta| meta.expires_at_ms.unwrap_or(0) >= ms)
-            .map(|found| found.unwrap_or(seg.next))
-    }
-
-    /// Read `seg` forward from `pos` to the first record `stop` accepts.
-    fn scan_segment(
-        &mut self,
-        seg: &SegmentInfo,
-        mut pos: u64,
-        stop: impl Fn(&RecordMeta) -> bool,
-    ) -> io::Result<Option<u64>> {
-        if seg.id == self.active.id {
-            self.writer.flush()?;
-        }
-        let mut reader = SegmentReader::open(&self.dir, seg.id)?;
-        while pos < seg.end {
-            let ReadOutcome::Record(payload, len) = reader.read(pos, seg.end)? else {
-                return Err(corrupt(&self.dir, seg.id, pos));
-            };
-            let meta = record::meta(payload).ok_or_else(|| corrupt(&self.dir, seg.id, pos))?;
-            if stop(&meta) {
-                return Ok(Some(meta.seq));
-            }
-            pos += len;
-        }
-        Ok(None)
-    }
-
-    /// The message at the cursor, moving it on; None at the end of the
-    /// stream. A cursor behind the retained head jumps to the head.
-    pub fn read(&mut self, cursor: &mut Cursor) -> io::Result<Option<Entry>> {
-        let first = self.first_offset();
-        if cursor.next < first {
-            cursor.next = first;
-            cursor.disk = None;
-        }
-        if cursor.next >= self.next_offset() {
-            return Ok(None);
-        }
-        if let Some(front) = self.tail.front() {
-            if cursor.next >= front.offset {
-                let e = self.tail[(cursor.next - front.offset) as usize].clone();
-                cursor.next += 1;
-                cursor.disk = None;
-                return Ok(Some(e));
-            }
-        }
-        self.read_disk(cursor).map(Some)
-    }
-
-    fn read_disk(&mut self, cursor: &mut Cursor) -> io::Result<Entry> {
-        let target = cursor.next;
-        let seg = self
-            .closed
-            .iter()
-            .chain(std::iter::once(&self.active))
-            .find(|s| target < s.next)
-            .ok_or_else(|| corrupt(&self.dir, self.active.id, 0))?
-            .clone();
-        let positioned = cursor.disk.as_ref().is_some_and(|(r, _)| r.id == seg.id);
-        if !positioned {
-            let start = seg.start_for(|p| p.offset > target);
-            cursor.disk = Some((SegmentReader::open(&self.dir, seg.id)?, start));
-        }
-        let Some((reader, pos)) = cursor.disk.as_mut() else {
-            return Err(corrupt(&self.dir, seg.id, 0));
-        };
-        // Everything before the in-memory tail is in the file (see
-        // `trim_tail`); of the active segment, only what was written.
-        let end = match seg.id == self.active.id {
-            true => self.writer.len() - self.writer.buffered() as u64,
-            false => seg.end,
-        };
-        while *pos < end {
-            let ReadOutcome::Record(payload, len) = reader.read(*pos, end)? else {
-                return Err(corrupt(&self.dir, seg.id, *pos));
-            };
-            let at = *pos;
-            *pos += len;
-            let Some((meta, message)) = record::decode(payload) else {
-                return Err(corrupt(&self.dir, seg.id, at));
-            };
-            if meta.seq < target {
-                continue;
-            }
-            cursor.next = meta.seq + 1;
-            if *pos >= end {
-                cursor.disk = None;
-            }
-            return Ok(Entry {
-                offset: meta.seq,
-                timestamp_ms: meta.expires_at_ms.unwrap_or(0),
-                message: Arc::new(message),
-            });
-        }
-        Err(corrupt(&self.dir, seg.id, end))
-    }
-
     /// Write buffers to the OS and list the files to sync.
     pub fn flush_for_sync(&mut self, out: &mut Vec<Arc<File>>) -> io::Result<()> {
         self.dirty = None;
-        self.writer.flush()?;
+        self.flush()?;
         if self.writer_unsynced && !self.writer.is_empty() {
             out.push(self.writer.file()?);
             self.writer_unsynced = false;
@@ -501,7 +405,7 @@ impl StreamLog {
     }
 }
 
-fn corrupt(dir: &Path, id: u32, pos: u64) -> io::Error {
+pub(super) fn corrupt(dir: &Path, id: u32, pos: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!(

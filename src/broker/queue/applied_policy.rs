@@ -19,7 +19,7 @@ impl Queue {
         }
         st.policy = matched.apply(&self.declared);
         if let Some(s) = &self.stream {
-            s.apply_policy(&self.arguments, st.policy.max_length_bytes, &matched);
+            s.apply_policy(self, &self.arguments, st.policy.max_length_bytes, &matched);
             st.applied = matched;
             return;
         }

@@ -11,38 +11,33 @@
 //!
 //! All state is under one mutex, never held across `.await`; log reads
 //! behind the in-memory tail are buffered reads with read-ahead (see
-//! `store::stream_log`). A pass reads at most `SCAN_PER_PASS` records per
-//! consumer, so a filter that skips most of a long stream cannot hold the
-//! lock for long: the rest of the scan is handed to a task of its own.
+//! `store::stream_log`). Readers see only what is written to the OS: a
+//! publish leaves its record buffered and schedules a *pass* (a task of
+//! the stream's own, one at a time) that writes the buffer, then feeds the
+//! readers, so publishes arriving together cost one write, and no offset a
+//! reader saw can be given to another message after a crash. A pass also
+//! picks up a long filtered scan where a reader's budget stopped it, and
+//! retention that a policy changed (never under the topology lock).
 
 use std::fs::File;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::consumer::{ConnEvent, Consumer, Delivery};
+use super::consumer::Consumer;
 use super::message::{now_ms, Message, QueuedMessage};
 use super::queue::{Queue, Stored};
 use crate::protocol::AmqpError;
-use crate::store::stream_log::{Cursor, Entry, LogStats, StreamLog};
+use crate::store::stream_log::{Cursor, LogStats, StreamLog};
 use crate::store::stream_offsets::StreamOffsets;
 use crate::store::{Store, SyncSource};
 
 mod offset_header;
 pub mod options;
+mod reader;
 
-use options::{passes, ConsumeOptions, Retention, Start};
-
-/// Records one dispatch pass reads for one consumer at most.
-const SCAN_PER_PASS: usize = 4_096;
-
-/// A consumer reading the stream.
-#[derive(Debug)]
-struct Reader {
-    consumer: Consumer,
-    cursor: Cursor,
-    options: ConsumeOptions,
-}
+use options::{ConsumeOptions, Retention, Start};
+use reader::{Fed, Reader};
 
 #[derive(Debug)]
 struct StreamState {
@@ -51,8 +46,10 @@ struct StreamState {
     readers: Vec<Reader>,
     retention: Retention,
     deleted: bool,
-    /// A task will dispatch again (a pass stopped at `SCAN_PER_PASS`).
-    rescan_scheduled: bool,
+    /// A pass is scheduled (see the module doc).
+    pass_scheduled: bool,
+    /// The pass applies retention (a policy changed it).
+    retention_due: bool,
 }
 
 /// The stream half of a stream queue.
@@ -105,7 +102,8 @@ impl StreamQueue {
                 readers: Vec::new(),
                 retention,
                 deleted: false,
-                rescan_scheduled: false,
+                pass_scheduled: false,
+                retention_due: false,
             }),
             store,
         }
@@ -134,7 +132,10 @@ impl StreamQueue {
         });
         let r = st.retention;
         st.log.enforce_retention(r.max_bytes, r.max_age_ms, now);
-        self.dispatch_locked(queue, &mut st);
+        let end = st.log.written_end();
+        if st.readers.iter().any(|r| r.cursor.next >= end) {
+            self.schedule_pass(queue, &mut st);
+        }
         Stored::AfterSync(ticket)
     }
 
@@ -213,7 +214,7 @@ impl StreamQueue {
     fn dispatch_locked(&self, queue: &Arc<Queue>, st: &mut StreamState) {
         let StreamState { log, readers, .. } = st;
         let mut unfinished = false;
-        readers.retain_mut(|r| match feed(queue, log, r) {
+        readers.retain_mut(|r| match r.feed(queue, log) {
             Fed::Caught => true,
             Fed::MoreToScan => {
                 unfinished = true;
@@ -221,29 +222,61 @@ impl StreamQueue {
             }
             Fed::Gone => false,
         });
-        if unfinished && !st.rescan_scheduled {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                st.rescan_scheduled = true;
-                let q = queue.clone();
-                rt.spawn(async move {
-                    tokio::task::yield_now().await;
-                    q.stream_rescan();
-                });
-            }
+        if unfinished {
+            self.schedule_pass(queue, st);
         }
     }
 
-    /// The task a long scan handed its rest to.
-    pub fn rescan(&self, queue: &Arc<Queue>) {
-        let mut st = self.state.lock();
-        st.rescan_scheduled = false;
-        self.dispatch_locked(queue, &mut st);
+    /// Have a pass run soon (at once when there is no runtime to run it).
+    fn schedule_pass(&self, queue: &Arc<Queue>, st: &mut StreamState) {
+        if st.pass_scheduled {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                st.pass_scheduled = true;
+                let q = queue.clone();
+                rt.spawn(async move {
+                    tokio::task::yield_now().await;
+                    q.stream_pass();
+                });
+            }
+            Err(_) => self.pass_locked(queue, st),
+        }
     }
 
-    /// An ack of the message at `offset`: a tracking consumer's place
-    /// (the next offset to read, stored under its tag) moves past it.
-    pub fn acked(&self, tag: &str, offset: u64) {
+    /// The pass: write what publishes left buffered, apply retention if
+    /// due, feed the readers.
+    pub fn pass(&self, queue: &Arc<Queue>) {
         let mut st = self.state.lock();
+        st.pass_scheduled = false;
+        self.pass_locked(queue, &mut st);
+    }
+
+    fn pass_locked(&self, queue: &Arc<Queue>, st: &mut StreamState) {
+        if st.deleted {
+            return;
+        }
+        if let Err(e) = st.log.flush() {
+            // The sync thread retries it (and fails the store if it must).
+            tracing::warn!(queue = %queue.name, error = %e, "cannot write a stream segment");
+        }
+        if std::mem::take(&mut st.retention_due) {
+            let r = st.retention;
+            st.log
+                .enforce_retention(r.max_bytes, r.max_age_ms, now_ms());
+        }
+        self.dispatch_locked(queue, st);
+    }
+
+    /// Acks of a consumer under `tag`: a tracking consumer's place (the
+    /// next offset to read, stored under its tag) moves to `next`, the
+    /// offset after which it has acked everything.
+    pub fn acked(&self, tag: &str, next: u64) {
+        let mut st = self.state.lock();
+        if st.deleted {
+            return;
+        }
         let Some(stored) = st.offsets.get(tag) else {
             return;
         };
@@ -252,10 +285,10 @@ impl StreamQueue {
         // reader's late acks still count.
         let mut same_tag = st.readers.iter().filter(|r| &*r.consumer.tag == tag);
         let untracked = same_tag.clone().next().is_some() && !same_tag.any(|r| r.options.track);
-        if untracked || stored > offset {
+        if untracked || stored >= next {
             return;
         }
-        if let Err(e) = st.offsets.store(tag, offset + 1) {
+        if let Err(e) = st.offsets.store(tag, next) {
             tracing::warn!(tag, error = %e, "cannot store a stream consumer's offset");
         }
     }
@@ -303,6 +336,7 @@ impl StreamQueue {
     /// applied at once.
     pub fn apply_policy(
         &self,
+        queue: &Arc<Queue>,
         arguments: &amq_protocol::types::FieldTable,
         max_bytes: Option<u64>,
         matched: &super::policy::Matched,
@@ -328,8 +362,9 @@ impl StreamQueue {
         let mut st = self.state.lock();
         st.retention = retention;
         st.log.set_max_segment_bytes(retention.segment_bytes);
-        st.log
-            .enforce_retention(retention.max_bytes, retention.max_age_ms, now_ms());
+        // Files are deleted by a pass, not here under the topology lock.
+        st.retention_due = true;
+        self.schedule_pass(queue, &mut st);
     }
 
     /// The queue was deleted: cancel consumers; its files go with it.
@@ -341,12 +376,7 @@ impl StreamQueue {
         st.deleted = true;
         crate::store::reaper::remove_dir(st.log.dir());
         for r in st.readers.drain(..) {
-            let c = r.consumer;
-            let _ = c.conn.send(ConnEvent::ConsumerCancelled {
-                channel: c.channel,
-                consumer_id: c.id,
-                consumer_tag: c.tag.clone(),
-            });
+            r.cancel();
         }
         st.log.len() as u32
     }
@@ -358,77 +388,13 @@ impl StreamQueue {
 
     /// Write buffers to the OS and list the files to sync.
     pub fn flush_for_sync(&self, out: &mut Vec<Arc<File>>) -> std::io::Result<()> {
-        self.state.lock().log.flush_for_sync(out)
+        let mut st = self.state.lock();
+        if st.deleted {
+            // Its directory is gone: writing would bring it back.
+            return Ok(());
+        }
+        st.log.flush_for_sync(out)
     }
-}
-
-/// How a consumer's pass ended.
-enum Fed {
-    /// It has no credit or room, or read to the end.
-    Caught,
-    /// It stopped at `SCAN_PER_PASS` with more to read.
-    MoreToScan,
-    /// Its connection is gone.
-    Gone,
-}
-
-/// Give one consumer what it can take now.
-fn feed(queue: &Arc<Queue>, log: &mut StreamLog, r: &mut Reader) -> Fed {
-    for _ in 0..SCAN_PER_PASS {
-        let c = &r.consumer;
-        if c.credit.blocker().is_some() || !c.conn.has_room() {
-            return Fed::Caught;
-        }
-        let entry = match log.read(&mut r.cursor) {
-            Ok(Some(e)) => e,
-            Ok(None) => return Fed::Caught,
-            Err(e) => {
-                tracing::error!(queue = %queue.name, error = %e, "cannot read a stream");
-                return Fed::Caught;
-            }
-        };
-        if r.options.filter.is_some() && !passes(&r.options, filter_value(&entry).as_deref()) {
-            continue;
-        }
-        if c.credit.try_acquire().is_err() {
-            // Another queue of the channel took the last unit meanwhile.
-            r.cursor = Cursor::at(entry.offset);
-            return Fed::Caught;
-        }
-        let event = ConnEvent::Deliver(Delivery {
-            channel: c.channel,
-            consumer_id: c.id,
-            consumer_tag: c.tag.clone(),
-            queue: Some(queue.clone()),
-            message: delivered(entry),
-            credit: Some(c.credit.clone()),
-        });
-        if c.conn.send(event).is_err() {
-            c.credit.release();
-            return Fed::Gone;
-        }
-    }
-    Fed::MoreToScan
-}
-
-/// A stream message as a queued one: `seq` is its offset; it has no record
-/// of its own to settle.
-fn delivered(e: Entry) -> QueuedMessage {
-    let mut m = QueuedMessage::unqueued(e.message);
-    m.seq = e.offset;
-    m
-}
-
-/// The `x-stream-filter-value` header of a message, if it has one.
-fn filter_value(e: &Entry) -> Option<String> {
-    let props = super::message::decode_properties(&e.message.properties)?;
-    let v = props
-        .headers()
-        .as_ref()?
-        .inner()
-        .get("x-stream-filter-value")?
-        .clone();
-    crate::broker::arguments::as_text(&v)
 }
 
 /// The properties a delivery from a stream carries: as published, plus

@@ -56,7 +56,7 @@ pub fn check_refused(args: &FieldTable, queue: &str, vhost: &str) -> Result<(), 
 pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
 
 /// How much a stream keeps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
     /// x-max-length-bytes: total bytes of its segments.
     pub max_bytes: Option<u64>,
@@ -64,6 +64,16 @@ pub struct Retention {
     pub max_age_ms: Option<u64>,
     /// x-stream-max-segment-size-bytes.
     pub segment_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_bytes: None,
+            max_age_ms: None,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
 }
 
 /// `x-max-age` and policy `max-age` text: digits then Y, M, D, h, m or s
@@ -97,10 +107,7 @@ impl Retention {
             ))
         };
         check_refused(args, queue, vhost)?;
-        let mut r = Retention {
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-            ..Default::default()
-        };
+        let mut r = Retention::default();
         if let Some(v) = args.inner().get("x-max-age") {
             let text = as_text(v).ok_or_else(|| {
                 invalid(
@@ -232,15 +239,13 @@ impl ConsumeOptions {
                 ))
             })?,
         };
+        // A value of another type is ignored, as RabbitMQ 3.10 ignores it.
         let filter = match get("x-stream-filter") {
+            Some(AMQPValue::FieldArray(a)) => {
+                Some(a.as_slice().iter().filter_map(as_text).collect::<Vec<_>>())
+            }
+            Some(v) => as_text(v).map(|t| vec![t]),
             None => None,
-            Some(AMQPValue::FieldArray(a)) => Some(
-                a.as_slice()
-                    .iter()
-                    .map(|v| as_text(v).ok_or_else(|| bad_filter(v)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            Some(v) => Some(vec![as_text(v).ok_or_else(|| bad_filter(v))?]),
         };
         let truthy = |k: &str| match get(k) {
             Some(AMQPValue::Boolean(b)) => *b,
@@ -249,8 +254,9 @@ impl ConsumeOptions {
         };
         let track = match get("x-stream-automatic-offset-tracking") {
             Some(_) => truthy("x-stream-automatic-offset-tracking"),
-            // LavinMQ's rule: a tag the client chose, and no offset asked.
-            None => get("x-stream-offset").is_none() && !tag.starts_with("amq.ctag-"),
+            // LavinMQ's rule: a tag the client chose, and no offset asked
+            // (tags a client library makes up per consumer do not count).
+            None => get("x-stream-offset").is_none() && !generated_tag(tag),
         };
         Ok(ConsumeOptions {
             start,
@@ -262,11 +268,19 @@ impl ConsumeOptions {
     }
 }
 
-fn bad_filter(v: &AMQPValue) -> AmqpError {
-    AmqpError::precondition_failed(format!(
-        "invalid x-stream-filter value of type '{}'",
-        type_name(v)
-    ))
+/// Whether a consumer tag was made up by the server (`amq.ctag-…`) or by
+/// a client library for one consumer (pika's `ctag<N>.<32 hex digits>`):
+/// such a tag names no reader that comes back.
+fn generated_tag(tag: &str) -> bool {
+    if tag.starts_with("amq.ctag-") {
+        return true;
+    }
+    let pika = tag.strip_prefix("ctag").and_then(|t| t.split_once('.'));
+    pika.is_some_and(|(n, hex)| {
+        n.bytes().all(|b| b.is_ascii_digit())
+            && hex.len() == 32
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// `x-stream-offset`: first, last, next, an offset, a timestamp (seconds)
@@ -373,6 +387,10 @@ mod tests {
         assert_eq!(p(&[], "amq.ctag-x").start, Start::Next);
         assert!(!p(&[], "amq.ctag-x").track);
         assert!(p(&[], "mine").track, "a chosen tag tracks");
+        assert!(
+            !p(&[], "ctag1.12c8e2314f6b42bf99ef283d7c8cc979").track,
+            "pika's tag for one consumer does not"
+        );
         let first = p(&[("x-stream-offset", text("first"))], "mine");
         assert_eq!((first.start, first.track), (Start::First, false));
         assert_eq!(

@@ -80,13 +80,21 @@ impl VHost {
             )
         };
         // Checked at declare; a file edited since falls back to defaults.
-        let retention = Retention::from_arguments(&q.arguments, &q.name, &self.name)
-            .unwrap_or_else(|_| Retention {
-                segment_bytes: crate::broker::stream::options::DEFAULT_SEGMENT_BYTES,
-                ..Default::default()
-            });
+        let retention =
+            Retention::from_arguments(&q.arguments, &q.name, &self.name).unwrap_or_default();
         let (log, report) = StreamLog::recover(&path, retention.segment_bytes).map_err(fail)?;
-        let offsets = StreamOffsets::open(&path).map_err(fail)?;
+        let mut offsets = StreamOffsets::open(&path).map_err(fail)?;
+        // A place past the end (its records were lost with the machine,
+        // never confirmed) is the end: the next message there is new.
+        let end = log.next_offset();
+        let past: Vec<String> = offsets
+            .iter()
+            .filter(|(_, next)| *next > end)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for name in past {
+            offsets.store(&name, end).map_err(fail)?;
+        }
         tracing::info!(
             vhost = %self.name,
             queue = %q.name,

@@ -30,12 +30,10 @@ impl StreamLog {
             let expected = closed.back().map(|s| s.next);
             let (info, torn) = read_segment(dir, *id, expected)?;
             report.torn_segments += u64::from(torn);
-            match info {
-                Some(info) => closed.push_back(info),
-                None => {
-                    // No record in it: nothing refers to it.
-                    let _ = std::fs::remove_file(segment::path(dir, *id));
-                }
+            // A segment without a valid record is left alone (it may be
+            // looked at by hand); reading and writing go on around it.
+            if let Some(info) = info {
+                closed.push_back(info);
             }
         }
         let next_id = ids.last().map_or(1, |id| id + 1);

@@ -24,12 +24,64 @@ fn body_of(i: u64) -> Vec<u8> {
 }
 
 fn read_all(log: &mut StreamLog, from: u64) -> Vec<(u64, Vec<u8>)> {
+    log.flush().unwrap();
     let mut c = Cursor::at(from);
     let mut out = Vec::new();
-    while let Some(e) = log.read(&mut c).unwrap() {
-        out.push((e.offset, e.message.body.to_vec()));
+    loop {
+        match log.read(&mut c, None).unwrap() {
+            Read::Entry(e) => out.push((e.offset, e.message.body.to_vec())),
+            Read::Skipped(_) => panic!("no filter"),
+            Read::End => return out,
+        }
     }
-    out
+}
+
+#[test]
+fn readers_see_only_what_was_written_and_filters_skip_bodies() {
+    let d = dir();
+    let mut log = StreamLog::create(&d, 64 * 1024).unwrap();
+    log.append(msg(body_of(0)), 1).unwrap();
+    let mut c = Cursor::at(0);
+    assert!(
+        matches!(log.read(&mut c, None).unwrap(), Read::End),
+        "buffered only"
+    );
+    log.flush().unwrap();
+    assert!(matches!(log.read(&mut c, None).unwrap(), Read::Entry(e) if e.offset == 0));
+    for i in 1..3_000 {
+        log.append(msg(body_of(i)), 1 + i).unwrap();
+    }
+    log.flush().unwrap();
+    let refuse_all = |_: &[u8]| false;
+    let mut c = Cursor::at(0);
+    let mut skipped = 0;
+    while let Read::Skipped(_) = log.read(&mut c, Some(&refuse_all)).unwrap() {
+        skipped += 1;
+    }
+    assert_eq!((skipped, c.next), (3_000, 3_000));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn retention_keeps_the_highest_offset_on_disk_across_a_restart() {
+    let d = dir();
+    let mut log = StreamLog::create(&d, 64 * 1024).unwrap();
+    for i in 0..500u64 {
+        log.append(msg(body_of(i)), 1_000 + i).unwrap();
+    }
+    let mut files = Vec::new();
+    log.flush_for_sync(&mut files).unwrap();
+    drop(log);
+    let (mut log, _) = StreamLog::recover(&d, 64 * 1024).unwrap();
+    assert_eq!(log.next_offset(), 500);
+    // Everything is old, and the new active segment has nothing written.
+    log.append(msg(body_of(500)), 9_000_000).unwrap();
+    log.enforce_retention(None, Some(1), 9_000_000);
+    assert_eq!(log.closed.len(), 1, "the newest closed segment stays");
+    drop(log);
+    let (log, _) = StreamLog::recover(&d, 64 * 1024).unwrap();
+    assert_eq!(log.next_offset(), 500, "offsets go on, not from 0");
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]

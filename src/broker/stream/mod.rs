@@ -50,6 +50,9 @@ struct StreamState {
     pass_scheduled: bool,
     /// The pass applies retention (a policy changed it).
     retention_due: bool,
+    /// The last pass could not write (the disk is full): passes wait for
+    /// the next publish or ack rather than retry at once, over and over.
+    write_failed: bool,
 }
 
 /// The stream half of a stream queue.
@@ -104,6 +107,7 @@ impl StreamQueue {
                 deleted: false,
                 pass_scheduled: false,
                 retention_due: false,
+                write_failed: false,
             }),
             store,
         }
@@ -222,7 +226,14 @@ impl StreamQueue {
             }
             Fed::Gone => false,
         });
-        if unfinished {
+        // A reader that caught up with what is written while publishes
+        // are still buffered needs a pass to write them (their publishes
+        // did not schedule one if it was behind then).
+        let end = st.log.written_end();
+        let buffered = st.log.next_offset() > end;
+        let waiting =
+            buffered && !st.write_failed && st.readers.iter().any(|r| r.cursor.next >= end);
+        if unfinished || waiting {
             self.schedule_pass(queue, st);
         }
     }
@@ -257,7 +268,9 @@ impl StreamQueue {
         if st.deleted {
             return;
         }
-        if let Err(e) = st.log.flush() {
+        let written = st.log.flush();
+        st.write_failed = written.is_err();
+        if let Err(e) = written {
             // The sync thread retries it (and fails the store if it must).
             tracing::warn!(queue = %queue.name, error = %e, "cannot write a stream segment");
         }

@@ -1,88 +1,17 @@
 //! Stream queues through lapin: offsets (first, next, a number, a time),
 //! the `x-stream-offset` header, acks as credit, independent readers,
-//! exact filtering, retention by size, server-side offset tracking across
-//! reconnects and restarts, and a reader far behind reading from disk.
+//! exact filtering, retention by size and age and through policies, the
+//! API's stream fields, and a reader far behind reading from disk.
 
 mod common;
 
 use std::time::Duration;
 
+use common::stream::*;
 use common::{assert_code, bounded, reply_text, table, Broker};
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Consumer};
-
-fn stream_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut pairs = vec![("x-queue-type", AMQPValue::LongString("stream".into()))];
-    pairs.extend(extra.iter().cloned());
-    table(&pairs)
-}
-
-async fn declare_stream(ch: &Channel, name: &str, extra: &[(&str, AMQPValue)]) {
-    ch.queue_declare(name.into(), common::durable(), stream_args(extra))
-        .await
-        .expect("declare stream");
-}
-
-/// Publish `n` messages numbered from `from`, with confirms.
-async fn publish_numbered(ch: &Channel, stream: &str, from: u64, n: u64) {
-    common::publish_confirmed(
-        ch,
-        stream,
-        (from..from + n).map(|i| i.to_string().into_bytes()),
-    )
-    .await;
-}
-
-/// A consumer of `stream` with `prefetch` on its own channel.
-async fn reader(
-    ch: &Channel,
-    stream: &str,
-    tag: &str,
-    prefetch: u16,
-    args: FieldTable,
-) -> Consumer {
-    ch.basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .unwrap();
-    ch.basic_consume(
-        stream.into(),
-        tag.into(),
-        BasicConsumeOptions::default(),
-        args,
-    )
-    .await
-    .expect("consume")
-}
-
-fn offset_arg(v: AMQPValue) -> FieldTable {
-    table(&[("x-stream-offset", v)])
-}
-
-/// The next `n` deliveries, acked one by one: (offset header, body).
-async fn take_acked(c: &mut Consumer, n: usize) -> Vec<(i64, String)> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let d = common::next_delivery(c).await;
-        let offset = d
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-stream-offset").cloned());
-        let Some(AMQPValue::LongLongInt(o)) = offset else {
-            panic!("no x-stream-offset header: {offset:?}");
-        };
-        d.ack(BasicAckOptions::default()).await.unwrap();
-        out.push((o, String::from_utf8_lossy(&d.data).into_owned()));
-    }
-    out
-}
-
-fn numbered(from: u64, n: u64) -> Vec<(i64, String)> {
-    (from..from + n)
-        .map(|i| (i as i64, i.to_string()))
-        .collect()
-}
+use lapin::BasicProperties;
 
 #[tokio::test]
 async fn readers_start_where_they_ask_and_read_independently() {
@@ -341,54 +270,6 @@ async fn retention_by_size_keeps_the_stream_within_its_bound() {
     .await
 }
 
-#[tokio::test]
-async fn a_stable_tag_resumes_after_its_last_ack_across_reconnects_and_restarts() {
-    bounded(Duration::from_secs(40), async {
-        let dir = common::fresh_data_dir();
-        let b = Broker::start_in(dir.clone(), |_| {}).await;
-        let (_c, ch) = b.channel().await;
-        common::confirm(&ch).await;
-        declare_stream(&ch, "orders", &[]).await;
-        // A first run from "first" with tracking asked for explicitly.
-        let conn = b.connect().await;
-        let rch = conn.create_channel().await.unwrap();
-        let args = table(&[
-            ("x-stream-offset", AMQPValue::LongString("first".into())),
-            (
-                "x-stream-automatic-offset-tracking",
-                AMQPValue::Boolean(true),
-            ),
-        ]);
-        publish_numbered(&ch, "orders", 0, 30).await;
-        let mut c = reader(&rch, "orders", "billing", 5, args).await;
-        assert_eq!(take_acked(&mut c, 12).await, numbered(0, 12));
-        // Two delivered but not acked: they come again.
-        let _ = common::next_deliveries(&mut c, 2).await;
-        conn.close(200, "bye".into()).await.unwrap();
-        // Reconnect with the same tag and no offset: resumes after 11.
-        let conn = b.connect().await;
-        let rch = conn.create_channel().await.unwrap();
-        let mut c = reader(&rch, "orders", "billing", 5, FieldTable::default()).await;
-        assert_eq!(take_acked(&mut c, 8).await, numbered(12, 8));
-        conn.close(200, "bye".into()).await.unwrap();
-        b.stop().await;
-        // And after a restart.
-        let b = Broker::start_in(dir.clone(), |_| {}).await;
-        let conn = b.connect().await;
-        let rch = conn.create_channel().await.unwrap();
-        let mut c = reader(&rch, "orders", "billing", 5, FieldTable::default()).await;
-        assert_eq!(take_acked(&mut c, 10).await, numbered(20, 10));
-        common::assert_no_delivery(&mut c).await;
-        // A generated tag does not track.
-        let rch = conn.create_channel().await.unwrap();
-        let mut fresh = reader(&rch, "orders", "", 5, FieldTable::default()).await;
-        common::assert_no_delivery(&mut fresh).await;
-        b.stop().await;
-        let _ = std::fs::remove_dir_all(&dir);
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_far_behind_reads_from_disk() {
     bounded(Duration::from_secs(60), async {
@@ -525,127 +406,6 @@ async fn retention_by_age_drops_old_segments_as_publishers_go_on() {
             first >= 400,
             "old segments were deleted: first offset {first}"
         );
-    })
-    .await
-}
-
-#[tokio::test]
-async fn a_named_reader_resumes_where_it_started_if_it_never_acked() {
-    bounded(Duration::from_secs(20), async {
-        let b = Broker::start().await;
-        let (_c, ch) = b.channel().await;
-        common::confirm(&ch).await;
-        declare_stream(&ch, "feed", &[]).await;
-        publish_numbered(&ch, "feed", 0, 3).await;
-        // First consume: starts at "next" (3) and gets nothing.
-        let conn = b.connect().await;
-        let rch = conn.create_channel().await.unwrap();
-        let mut c = reader(&rch, "feed", "audit", 5, FieldTable::default()).await;
-        common::assert_no_delivery(&mut c).await;
-        conn.close(200, "bye".into()).await.unwrap();
-        // Published while it was away: it gets them.
-        publish_numbered(&ch, "feed", 3, 2).await;
-        let rch = b.connect().await.create_channel().await.unwrap();
-        let mut c = reader(&rch, "feed", "audit", 5, FieldTable::default()).await;
-        assert_eq!(take_acked(&mut c, 2).await, numbered(3, 2));
-    })
-    .await
-}
-
-#[tokio::test]
-async fn a_tracked_place_does_not_skip_deliveries_left_unacked() {
-    bounded(Duration::from_secs(20), async {
-        let b = Broker::start().await;
-        let (_c, ch) = b.channel().await;
-        common::confirm(&ch).await;
-        declare_stream(&ch, "jobs", &[]).await;
-        publish_numbered(&ch, "jobs", 0, 30).await;
-        let args = table(&[
-            ("x-stream-offset", AMQPValue::LongString("first".into())),
-            (
-                "x-stream-automatic-offset-tracking",
-                AMQPValue::Boolean(true),
-            ),
-        ]);
-        let conn = b.connect().await;
-        let rch = conn.create_channel().await.unwrap();
-        let mut c = reader(&rch, "jobs", "worker", 30, args).await;
-        let got = common::next_deliveries(&mut c, 30).await;
-        // Only offsets 0..5 and 19 are acked: 5..19 are not done.
-        for d in got.iter().take(5).chain(std::iter::once(&got[19])) {
-            d.ack(BasicAckOptions::default()).await.unwrap();
-        }
-        conn.close(200, "bye".into()).await.unwrap();
-        let rch = b.connect().await.create_channel().await.unwrap();
-        let mut c = reader(&rch, "jobs", "worker", 30, FieldTable::default()).await;
-        assert_eq!(take_acked(&mut c, 25).await, numbered(5, 25));
-    })
-    .await
-}
-
-#[tokio::test]
-async fn a_tracked_place_past_the_recovered_end_resumes_at_the_end() {
-    bounded(Duration::from_secs(20), async {
-        let dir = common::fresh_data_dir();
-        let b = Broker::start_in(dir.clone(), |_| {}).await;
-        let (_c, ch) = b.channel().await;
-        common::confirm(&ch).await;
-        declare_stream(&ch, "ledger", &[]).await;
-        publish_numbered(&ch, "ledger", 0, 10).await;
-        b.stop().await;
-        // As after a crash that lost the records a reader had seen: its
-        // place is beyond what the segments hold.
-        let stream_dir = std::fs::read_dir(dir.join("queues"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.join("00000001.seg").exists())
-            .expect("the stream's directory");
-        let mut offsets = warren::store::stream_offsets::StreamOffsets::open(&stream_dir).unwrap();
-        offsets.store("books", 25).unwrap();
-        let b = Broker::start_in(dir.clone(), |_| {}).await;
-        let (_c, ch) = b.channel().await;
-        common::confirm(&ch).await;
-        publish_numbered(&ch, "ledger", 10, 3).await;
-        let rch = b.connect().await.create_channel().await.unwrap();
-        let mut c = reader(&rch, "ledger", "books", 5, FieldTable::default()).await;
-        assert_eq!(take_acked(&mut c, 3).await, numbered(10, 3));
-        b.stop().await;
-        let _ = std::fs::remove_dir_all(&dir);
-    })
-    .await
-}
-
-#[tokio::test]
-async fn a_deleted_stream_stays_deleted_after_late_acks() {
-    bounded(Duration::from_secs(20), async {
-        let b = Broker::start().await;
-        let (_c, ch) = b.channel().await;
-        common::confirm(&ch).await;
-        declare_stream(&ch, "gone", &[]).await;
-        publish_numbered(&ch, "gone", 0, 5).await;
-        let rch = b.connect().await.create_channel().await.unwrap();
-        let args = table(&[
-            ("x-stream-offset", AMQPValue::LongString("first".into())),
-            (
-                "x-stream-automatic-offset-tracking",
-                AMQPValue::Boolean(true),
-            ),
-        ]);
-        let mut c = reader(&rch, "gone", "late", 5, args).await;
-        let got = common::next_deliveries(&mut c, 5).await;
-        ch.queue_delete("gone".into(), Default::default())
-            .await
-            .unwrap();
-        for d in got {
-            let _ = d.ack(BasicAckOptions::default()).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let left: Vec<_> = std::fs::read_dir(b.data_dir.join("queues"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".deleted"))
-            .collect();
-        assert!(left.is_empty(), "left behind: {left:?}");
     })
     .await
 }

@@ -7,6 +7,7 @@
 pub mod child;
 pub mod disk;
 pub mod raw;
+pub mod stream;
 pub mod tls;
 
 use std::future::Future;

@@ -180,3 +180,39 @@ async fn a_deleted_stream_stays_deleted_after_late_acks() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_delivery_taken_back_by_a_consumer_timeout_holds_the_tracked_place() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start().await;
+        let (_c, ch) = b.channel().await;
+        common::confirm(&ch).await;
+        declare_stream(&ch, "slow", &[]).await;
+        publish_numbered(&ch, "slow", 0, 5).await;
+        let args = table(&[
+            ("x-stream-offset", AMQPValue::LongString("first".into())),
+            (
+                "x-stream-automatic-offset-tracking",
+                AMQPValue::Boolean(true),
+            ),
+            ("x-consumer-timeout", AMQPValue::LongLongInt(1_000)),
+        ]);
+        let conn = b.connect().await;
+        let rch = conn.create_channel().await.unwrap();
+        let mut c = reader(&rch, "slow", "to-app", 2, args).await;
+        let first = common::next_delivery(&mut c).await;
+        let second = common::next_delivery(&mut c).await;
+        second.ack(BasicAckOptions::default()).await.unwrap();
+        let third = common::next_delivery(&mut c).await;
+        // Offset 0 is never acked: its consumer timeout takes it back.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        third.ack(BasicAckOptions::default()).await.unwrap();
+        drop(first);
+        conn.close(200, "bye".into()).await.unwrap();
+        let rch = b.connect().await.create_channel().await.unwrap();
+        let mut c = reader(&rch, "slow", "to-app", 10, FieldTable::default()).await;
+        let (o, _) = take_acked(&mut c, 1).await[0].clone();
+        assert_eq!(o, 0, "resumes at the delivery that was never acked");
+    })
+    .await
+}

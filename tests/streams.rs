@@ -409,3 +409,27 @@ async fn retention_by_age_drops_old_segments_as_publishers_go_on() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_reader_at_the_end_gets_a_message_whose_append_wrote_the_buffer() {
+    bounded(Duration::from_secs(20), async {
+        let b = Broker::start().await;
+        let (_c, ch) = b.channel().await;
+        common::confirm(&ch).await;
+        declare_stream(&ch, "big", &[]).await;
+        let rch = b.connect().await.create_channel().await.unwrap();
+        let mut c = reader(&rch, "big", "", 10, FieldTable::default()).await;
+        // 2 MiB: its append writes the buffer itself (and so moves the
+        // written mark past the waiting reader).
+        common::publish_confirmed(&ch, "big", std::iter::once(vec![9u8; 2 << 20])).await;
+        let d = common::next_delivery(&mut c).await;
+        assert_eq!(d.data.len(), 2 << 20);
+        // And past the in-memory tail's trim, with small messages.
+        common::publish_confirmed(&ch, "big", (0..60).map(|_| vec![1u8; 100_000])).await;
+        for _ in 0..60 {
+            let d = common::next_delivery(&mut c).await;
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    })
+    .await
+}

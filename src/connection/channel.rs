@@ -141,7 +141,12 @@ impl Channel {
                 touched.push(u.queue.clone());
             }
             match how {
-                Settle::Requeue | Settle::Discard => group(&mut messages, &u.queue, u.message),
+                Settle::Requeue | Settle::Discard => {
+                    if let (Some(s), Some(tag)) = (&u.queue.stream, &u.stream_tag) {
+                        s.taken_back(tag, u.message.seq);
+                    }
+                    group(&mut messages, &u.queue, u.message)
+                }
                 Settle::Ack => {
                     if let Some(r) = u.message.disk {
                         group(&mut on_disk, &u.queue, r);

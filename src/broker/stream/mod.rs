@@ -50,6 +50,10 @@ struct StreamState {
     pass_scheduled: bool,
     /// The pass applies retention (a policy changed it).
     retention_due: bool,
+    /// Tracked places that may not move past these offsets: deliveries
+    /// taken back unacked (a consumer timeout, a closed channel) until
+    /// a consumer under the tag comes again.
+    holds: ahash::AHashMap<Arc<str>, u64>,
     /// The last pass could not write (the disk is full): passes wait for
     /// the next publish or ack rather than retry at once, over and over.
     write_failed: bool,
@@ -107,6 +111,7 @@ impl StreamQueue {
                 deleted: false,
                 pass_scheduled: false,
                 retention_due: false,
+                holds: Default::default(),
                 write_failed: false,
             }),
             store,
@@ -124,6 +129,9 @@ impl StreamQueue {
             return Stored::Failed;
         }
         let now = now_ms();
+        // Taken before the append, which may write (and so move the mark
+        // past a reader waiting at the end without feeding it).
+        let end = st.log.written_end();
         if let Err(e) = st.log.append(message, now) {
             tracing::error!(queue = %queue.name, error = %e, "cannot append to a stream");
             self.store.syncer.fail(&e);
@@ -136,7 +144,6 @@ impl StreamQueue {
         });
         let r = st.retention;
         st.log.enforce_retention(r.max_bytes, r.max_age_ms, now);
-        let end = st.log.written_end();
         if st.readers.iter().any(|r| r.cursor.next >= end) {
             self.schedule_pass(queue, &mut st);
         }
@@ -166,6 +173,7 @@ impl StreamQueue {
             Some(next) => next,
             None => self.start_offset(&mut st.log, options.start)?,
         };
+        st.holds.remove(&consumer.tag);
         if options.track && tracked.is_none() {
             // Its place from now on: a reader that stops before its first
             // ack resumes here, not at the then-current end. An explicit
@@ -298,12 +306,25 @@ impl StreamQueue {
         // reader's late acks still count.
         let mut same_tag = st.readers.iter().filter(|r| &*r.consumer.tag == tag);
         let untracked = same_tag.clone().next().is_some() && !same_tag.any(|r| r.options.track);
+        let next = st.holds.get(tag).map_or(next, |&held| next.min(held));
         if untracked || stored >= next {
             return;
         }
         if let Err(e) = st.offsets.store(tag, next) {
             tracing::warn!(tag, error = %e, "cannot store a stream consumer's offset");
         }
+    }
+
+    /// Deliveries to `tag` from `offset` on were taken back unacked: its
+    /// tracked place stays before them until a consumer under the tag
+    /// comes again (and reads them again).
+    pub fn taken_back(&self, tag: &Arc<str>, offset: u64) {
+        let mut st = self.state.lock();
+        if st.offsets.get(tag).is_none() {
+            return;
+        }
+        let held = st.holds.entry(tag.clone()).or_insert(offset);
+        *held = (*held).min(offset);
     }
 
     /// Messages kept.

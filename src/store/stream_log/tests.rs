@@ -65,13 +65,7 @@ fn readers_see_only_what_was_written_and_filters_skip_bodies() {
 #[test]
 fn retention_keeps_the_highest_offset_on_disk_across_a_restart() {
     let d = dir();
-    let mut log = StreamLog::create(&d, 64 * 1024).unwrap();
-    for i in 0..500u64 {
-        log.append(msg(body_of(i)), 1_000 + i).unwrap();
-    }
-    let mut files = Vec::new();
-    log.flush_for_sync(&mut files).unwrap();
-    drop(log);
+    write_and_close(&d, 500);
     let (mut log, _) = StreamLog::recover(&d, 64 * 1024).unwrap();
     assert_eq!(log.next_offset(), 500);
     // Everything is old, and the new active segment has nothing written.
@@ -146,13 +140,7 @@ fn retention_deletes_whole_segments_from_the_head() {
 #[test]
 fn recovery_reads_back_every_record_and_ignores_a_torn_tail() {
     let d = dir();
-    let mut log = StreamLog::create(&d, 64 * 1024).unwrap();
-    for i in 0..500u64 {
-        log.append(msg(body_of(i)), 1_000 + i).unwrap();
-    }
-    let mut files = Vec::new();
-    log.flush_for_sync(&mut files).unwrap();
-    drop(log);
+    write_and_close(&d, 500);
     let last = segment_ids_sorted(&d).pop().unwrap();
     let path = segment::path(&d, last);
     let len = std::fs::metadata(&path).unwrap().len();
@@ -168,6 +156,17 @@ fn recovery_reads_back_every_record_and_ignores_a_torn_tail() {
     assert_eq!(log.append(msg(body_of(499)), 2_000).unwrap(), 499);
     assert_eq!(log.offset_at_time(1_250).unwrap(), 250);
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A stream of `n` messages (appended at 1,000 + i ms) written out and
+/// closed, as a broker leaves it.
+fn write_and_close(d: &Path, n: u64) {
+    let mut log = StreamLog::create(d, 64 * 1024).unwrap();
+    for i in 0..n {
+        log.append(msg(body_of(i)), 1_000 + i).unwrap();
+    }
+    let mut files = Vec::new();
+    log.flush_for_sync(&mut files).unwrap();
 }
 
 fn segment_ids_sorted(d: &Path) -> Vec<u32> {

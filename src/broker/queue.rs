@@ -551,11 +551,11 @@ impl Queue {
     /// Ready messages, their body bytes and the consumers, read at once.
     pub fn gauges(&self) -> Gauges {
         if let Some(s) = &self.stream {
-            let info = s.info();
+            let (log, readers) = s.sizes();
             return Gauges {
-                ready: info.log.next_offset - info.log.first_offset,
-                ready_bytes: info.log.bytes,
-                consumers: info.readers.len() as u64,
+                ready: log.next_offset - log.first_offset,
+                ready_bytes: log.bytes,
+                consumers: readers as u64,
                 memory_bytes: std::mem::size_of::<Queue>() as u64
                     + crate::store::stream_log::TAIL_BYTES,
             };

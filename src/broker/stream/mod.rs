@@ -342,6 +342,13 @@ impl StreamQueue {
         self.state.lock().readers.len()
     }
 
+    /// Offsets and sizes, and the number of consumers (for gauges, with
+    /// nothing copied).
+    pub fn sizes(&self) -> (LogStats, usize) {
+        let st = self.state.lock();
+        (st.log.stats(), st.readers.len())
+    }
+
     /// Offsets, sizes and consumers, for the API.
     pub fn info(&self) -> StreamInfo {
         let st = self.state.lock();

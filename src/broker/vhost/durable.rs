@@ -143,20 +143,26 @@ impl VHost {
                 "recovered queue"
             );
         }
-        let def = QueueDef {
+        let queue = Queue::new(self.recovered_def(q), ready, self.queue_context());
+        self.note_dedup(queue.dedup.is_some());
+        if let Some(cache) = &queue.dedup {
+            cache.seed(keys.into_iter(), crate::broker::message::now_ms());
+        }
+        Ok(Arc::new(queue))
+    }
+}
+
+impl VHost {
+    /// The declared properties of a queue from the definitions.
+    pub(super) fn recovered_def<'a>(&'a self, q: &'a StoredQueue) -> QueueDef<'a> {
+        QueueDef {
             name: &q.name,
             vhost: &self.name,
             disk_dir: Some(q.dir.clone()),
             exclusive_owner: None,
             auto_delete: q.auto_delete,
             arguments: q.arguments.clone(),
-        };
-        let queue = Queue::new(def, ready, self.queue_context());
-        self.note_dedup(queue.dedup.is_some());
-        if let Some(cache) = &queue.dedup {
-            cache.seed(keys.into_iter(), crate::broker::message::now_ms());
         }
-        Ok(Arc::new(queue))
     }
 }
 

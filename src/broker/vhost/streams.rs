@@ -104,14 +104,7 @@ impl VHost {
             "recovered stream"
         );
         let stream = StreamQueue::new(log, offsets, retention, self.store.clone());
-        let def = QueueDef {
-            name: &q.name,
-            vhost: &self.name,
-            disk_dir: Some(q.dir.clone()),
-            exclusive_owner: None,
-            auto_delete: q.auto_delete,
-            arguments: q.arguments.clone(),
-        };
+        let def = self.recovered_def(q);
         let queue = Queue::new_stream(def, stream, self.queue_context()).map_err(fail)?;
         Ok(Arc::new(queue))
     }

@@ -8,7 +8,11 @@
 //! - `connection`: one task per client: handshake, channels, one function
 //!   per method, content assembly, deliveries out.
 //! - [`broker`]: vhosts, exchanges (routing tables per type), queues,
-//!   consumers and prefetch credit, flow control, messages.
+//!   consumers and prefetch credit, flow control, messages. A queue is a
+//!   shell every kind shares and a kind behind one interface
+//!   (`broker::queue::kind`): classic (with priority lanes,
+//!   `broker::ready`) or stream (`broker::stream`). Kinds get the time
+//!   from their caller and return timers and notifications as effects.
 //! - [`store`]: the data directory: durable definitions, per-queue segment
 //!   files, acks, recovery, group-commit fsync.
 //! - [`tls`]: rustls for the AMQPS and HTTPS listeners, certificate

@@ -1,54 +1,89 @@
 //! The ready messages of one queue, in delivery order, bounded in memory.
 //!
-//! A classic queue is one [`Lane`]: a FIFO with a window of
+//! A classic queue's are one [`Lane`]: a FIFO with a window of
 //! `queue_memory_bytes` in memory and the rest in its log on disk. A
-//! priority queue (x-max-priority = N) is N + 1 lanes, one per priority
-//! level, each with its own log (`p<level>/` in a durable queue's
-//! directory) and an equal share of the window (at least
-//! [`LANE_MIN_WINDOW_BYTES`]); the head is the head of the highest lane
-//! that holds anything. Sequence numbers are shared by the lanes, so a
-//! requeued message goes back to its place in its level.
-//!
-//! Every record is found through its [`DiskRef`]'s `log`: 0 is the queue's
-//! own directory (a classic queue's lane; in a priority queue, the log of
-//! the single-log layout that earlier versions wrote, read back whole at
-//! recovery), level L's lane is log L + 1.
+//! priority queue's (x-max-priority) are one lane per level (see
+//! `priority.rs`). Sequence numbers are shared by the lanes, so a
+//! requeued message goes back to its place in its level. Every record is
+//! found through its [`DiskRef`]'s `log`.
 
 mod lane;
+mod priority;
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
 use lane::Lane;
+use priority::{PriorityLanes, Recovered};
 
 use super::message::{Message, QueuedMessage};
 use crate::store::queue_log::Recovery;
 use crate::store::{DiskRef, QueueLog, Store};
 
-/// The smallest window a priority level gets, however many levels share
-/// the queue's window (so a queue with 256 levels may hold up to 16 MiB).
-pub const LANE_MIN_WINDOW_BYTES: u64 = 64 * 1024;
+pub use priority::LANE_MIN_WINDOW_BYTES;
 
 /// Ready (not yet delivered, or requeued) messages.
 #[derive(Debug)]
 pub struct ReadyMessages {
-    /// One lane, or one per priority level (index = level).
-    lanes: Vec<Lane>,
-    /// A priority queue's log 0: the queue directory's own log (empty but
-    /// for messages written before priority levels had their own logs).
-    shared_log: Option<Box<QueueLog>>,
+    lanes: Lanes,
     /// Body bytes of all ready messages, in memory and on disk (for
     /// x-max-length-bytes).
     body_bytes: u64,
     next_seq: u64,
     store: Arc<Store>,
     durable: bool,
-    /// x-max-priority: the highest level.
-    max_priority: Option<u8>,
     /// Registered with the syncer and not flushed since: the round that
     /// will flush the logs.
     dirty: Option<u64>,
+}
+
+/// A classic queue's one lane, or a priority queue's levels.
+#[derive(Debug)]
+enum Lanes {
+    Fifo(Lane),
+    Priority(PriorityLanes),
+}
+
+impl Lanes {
+    /// The lane `m` goes to.
+    fn lane_for(&mut self, m: &Message) -> &mut Lane {
+        match self {
+            Lanes::Fifo(lane) => lane,
+            Lanes::Priority(p) => p.lane_for(m),
+        }
+    }
+
+    /// The lane delivery takes from.
+    fn head(&mut self) -> Option<&mut Lane> {
+        match self {
+            Lanes::Fifo(lane) => Some(lane),
+            Lanes::Priority(p) => p.head(),
+        }
+    }
+
+    /// The log a reference points into.
+    fn log_of(&mut self, r: DiskRef) -> Option<&mut QueueLog> {
+        match self {
+            Lanes::Fifo(lane) => lane.log(),
+            Lanes::Priority(p) => p.log_of(r),
+        }
+    }
+
+    /// A log besides the lanes' (a priority queue's shared one), and the
+    /// lanes.
+    fn parts(&mut self) -> (Option<&mut QueueLog>, &mut [Lane]) {
+        match self {
+            Lanes::Fifo(lane) => (None, std::slice::from_mut(lane)),
+            Lanes::Priority(p) => p.parts(),
+        }
+    }
+
+    fn all(&self) -> &[Lane] {
+        match self {
+            Lanes::Fifo(lane) => std::slice::from_ref(lane),
+            Lanes::Priority(p) => p.lanes(),
+        }
+    }
 }
 
 impl ReadyMessages {
@@ -65,90 +100,29 @@ impl ReadyMessages {
             Some((log, recovered)) => (Some(log), recovered),
             None => (None, Recovery::default()),
         };
-        let mut ready = ReadyMessages {
-            lanes: Vec::new(),
-            shared_log: None,
-            body_bytes: recovered.body_bytes,
+        let mut found = Recovered {
             next_seq: recovered.next_seq,
-            store: store.clone(),
+            body_bytes: recovered.body_bytes,
+        };
+        let lanes = match max_priority {
+            None => Lanes::Fifo(Lane::new(store.window_bytes, log, 0, None)),
+            Some(max) => Lanes::Priority(PriorityLanes::new(&store, log, max, &mut found)?),
+        };
+        Ok(ReadyMessages {
+            lanes,
+            body_bytes: found.body_bytes,
+            next_seq: found.next_seq,
+            store,
             durable,
-            max_priority,
             dirty: None,
-        };
-        let Some(max) = max_priority else {
-            ready
-                .lanes
-                .push(Lane::new(store.window_bytes, log, 0, None));
-            return Ok(ready);
-        };
-        let levels = u64::from(max) + 1;
-        let window = (store.window_bytes / levels)
-            .max(LANE_MIN_WINDOW_BYTES)
-            .min(store.window_bytes);
-        let dir = log.as_ref().map(|l| l.dir().to_path_buf());
-        for level in 0..=max {
-            let log_id = u16::from(level) + 1;
-            let lane_dir = dir.as_ref().map(|d| d.join(format!("p{level}")));
-            let lane_log = match &lane_dir {
-                Some(d) if d.exists() => Some(ready.recover_lane(d, log_id)?),
-                _ => None,
-            };
-            ready
-                .lanes
-                .push(Lane::new(window, lane_log, log_id, lane_dir));
-        }
-        if let Some(mut shared) = log {
-            let mut items: std::collections::VecDeque<QueuedMessage> = Default::default();
-            shared.read_tail(u64::MAX, |r| items.push_back(r.into()));
-            for m in items {
-                let lane = ready.lane_of(&m.message);
-                ready.lanes[lane].insert(m);
-            }
-            ready.shared_log = Some(Box::new(shared));
-        }
-        Ok(ready)
-    }
-
-    fn recover_lane(&mut self, dir: &Path, log_id: u16) -> io::Result<QueueLog> {
-        let (mut log, report) = QueueLog::recover(dir, self.store.segment_bytes)?;
-        log.set_id(log_id);
-        // `qN/p<level>/`: the queue's directory entry is synced too.
-        log.set_parents_to_sync(2);
-        self.next_seq = self.next_seq.max(report.next_seq);
-        self.body_bytes += report.body_bytes;
-        Ok(log)
-    }
-
-    /// The lane a message belongs to (its priority, capped at the
-    /// queue's maximum).
-    fn lane_of(&self, m: &Message) -> usize {
-        let level = match self.max_priority {
-            Some(max) => usize::from(super::message::priority(&m.properties).min(max)),
-            None => 0,
-        };
-        level.min(self.lanes.len().saturating_sub(1))
-    }
-
-    /// The lane delivery takes from: the highest that holds anything.
-    fn head_lane(&mut self) -> Option<&mut Lane> {
-        match self.max_priority {
-            None => self.lanes.first_mut(),
-            Some(_) => self.lanes.iter_mut().rev().find(|l| l.len() > 0),
-        }
-    }
-
-    /// The log a reference points into.
-    fn log_of(&mut self, r: DiskRef) -> Option<&mut QueueLog> {
-        match (self.max_priority, r.log) {
-            (None, _) => self.lanes.first_mut()?.log(),
-            (Some(_), 0) => self.shared_log.as_deref_mut(),
-            (Some(_), id) => self.lanes.get_mut(usize::from(id) - 1)?.log(),
-        }
+        })
     }
 
     fn logs(&mut self) -> impl Iterator<Item = &mut QueueLog> {
-        let lanes = self.lanes.iter_mut().filter_map(Lane::log);
-        self.shared_log.as_deref_mut().into_iter().chain(lanes)
+        let (extra, lanes) = self.lanes.parts();
+        extra
+            .into_iter()
+            .chain(lanes.iter_mut().filter_map(Lane::log))
     }
 
     /// The sync round that will flush this queue's buffered writes: the
@@ -195,8 +169,8 @@ impl ReadyMessages {
         let seq = self.next_seq;
         let persistent = self.durable && message.persistent;
         let body = message.body.len() as u64;
-        let lane = self.lane_of(&message);
-        let r = self.lanes[lane].push(&self.store, seq, message, expires_at_ms, persistent)?;
+        let lane = self.lanes.lane_for(&message);
+        let r = lane.push(&self.store, seq, message, expires_at_ms, persistent)?;
         self.next_seq += 1;
         self.body_bytes += body;
         Ok(r)
@@ -204,7 +178,7 @@ impl ReadyMessages {
 
     /// When the head message expires, if it does.
     pub fn head_expiry(&mut self) -> Option<u64> {
-        self.head_lane()?.front().and_then(|m| m.expires_at_ms)
+        self.lanes.head()?.front().and_then(|m| m.expires_at_ms)
     }
 
     /// Body bytes of all ready messages.
@@ -214,7 +188,7 @@ impl ReadyMessages {
 
     /// Take the head, reading the tail back when the window runs low.
     pub fn pop(&mut self) -> Option<QueuedMessage> {
-        let m = self.head_lane()?.pop()?;
+        let m = self.lanes.head()?.pop()?;
         self.body_bytes = self.body_bytes.saturating_sub(m.message.body.len() as u64);
         Some(m)
     }
@@ -228,8 +202,7 @@ impl ReadyMessages {
     /// Put back a message that was never handed out (redelivered unchanged).
     pub fn unpop(&mut self, m: QueuedMessage) {
         self.body_bytes += m.message.body.len() as u64;
-        let lane = self.lane_of(&m.message);
-        self.lanes[lane].insert(m);
+        self.lanes.lane_for(&m.message).insert(m);
     }
 
     /// Keep a delivered message's body on disk only, writing its record
@@ -239,8 +212,8 @@ impl ReadyMessages {
             return Ok(());
         }
         if m.disk.is_none() {
-            let lane = self.lane_of(&m.message);
-            m.disk = Some(self.lanes[lane].write_record(&self.store, m)?);
+            let lane = self.lanes.lane_for(&m.message);
+            m.disk = Some(lane.write_record(&self.store, m)?);
         }
         m.message = Arc::new(m.message.without_body());
         m.body_on_disk = true;
@@ -254,7 +227,7 @@ impl ReadyMessages {
         }
         let missing = || io::Error::other("the record of a paged-out message is missing");
         let r = m.disk.ok_or_else(missing)?;
-        let mut read = self.log_of(r).ok_or_else(missing)?.read_at(r)?;
+        let mut read = self.lanes.log_of(r).ok_or_else(missing)?.read_at(r)?;
         read.expiration_ms = m.message.expiration_ms;
         m.message = Arc::new(read);
         m.body_on_disk = false;
@@ -264,7 +237,7 @@ impl ReadyMessages {
     /// A delivered or dropped message is settled: its record may go.
     /// Entries are buffered until `flush_acks`.
     pub fn settle(&mut self, r: DiskRef) {
-        if let Some(log) = self.log_of(r) {
+        if let Some(log) = self.lanes.log_of(r) {
             if let Err(e) = log.settle(r) {
                 log_ack_error(&e, "cannot record an ack");
             }
@@ -273,7 +246,7 @@ impl ReadyMessages {
 
     /// Note that a message was delivered (buffered).
     pub fn mark_delivered(&mut self, r: DiskRef) {
-        if let Some(log) = self.log_of(r) {
+        if let Some(log) = self.lanes.log_of(r) {
             if let Err(e) = log.mark_delivered(r) {
                 log_ack_error(&e, "cannot record a delivery");
             }
@@ -283,7 +256,7 @@ impl ReadyMessages {
     /// Note that a message went back to the queue for the `count`-th time
     /// (buffered).
     pub fn mark_returned(&mut self, r: DiskRef, count: u32) {
-        if let Some(log) = self.log_of(r) {
+        if let Some(log) = self.lanes.log_of(r) {
             if let Err(e) = log.mark_returned(r, count) {
                 log_ack_error(&e, "cannot record a requeue");
             }
@@ -303,7 +276,7 @@ impl ReadyMessages {
     pub fn purge(&mut self) -> usize {
         let mut dropped = Vec::new();
         let mut on_disk = 0;
-        for lane in &mut self.lanes {
+        for lane in self.lanes.parts().1 {
             on_disk += lane.purge(&mut dropped);
         }
         let n = dropped.len() + on_disk as usize;
@@ -320,10 +293,10 @@ impl ReadyMessages {
         let n = self.len();
         // The queue directory first: a durable queue's level logs are in it
         // and go with it.
-        if let Some(log) = self.shared_log.take() {
-            log.remove();
+        if let Lanes::Priority(p) = &mut self.lanes {
+            p.remove_shared_log();
         }
-        for lane in &mut self.lanes {
+        for lane in self.lanes.parts().1 {
             lane.remove();
         }
         self.body_bytes = 0;
@@ -332,17 +305,17 @@ impl ReadyMessages {
 
     /// Number of ready messages.
     pub fn len(&self) -> usize {
-        self.lanes.iter().map(Lane::len).sum()
+        self.lanes.all().iter().map(Lane::len).sum()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.lanes.iter().all(|l| l.len() == 0)
+        self.lanes.all().iter().all(|l| l.len() == 0)
     }
 
     /// Messages held in memory.
     pub fn in_memory(&self) -> usize {
-        self.lanes.iter().map(Lane::in_memory).sum()
+        self.lanes.all().iter().map(Lane::in_memory).sum()
     }
 }
 

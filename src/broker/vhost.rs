@@ -15,7 +15,10 @@
 //!   never takes `topology`, `names` or a table. So the order is always
 //!   topology → names → table, topology → queue, and no cycle exists.
 //! - Queues send to connections only through unbounded mailboxes, so a
-//!   queue lock never waits on a connection.
+//!   queue lock never waits on a connection. A queue's kind sends only
+//!   deliveries under its lock; timers, chores, cancel notifications and
+//!   file deletions come back as effects that `Queue` carries out after
+//!   the lock is released (see `queue/kind.rs`).
 //! - Changes to durable entities are appended to the metadata log's
 //!   buffer while `topology` is held (so they land in order): a memory
 //!   copy, no file I/O. The sync thread writes and fsyncs them; the reply

@@ -142,8 +142,8 @@ impl Channel {
             }
             match how {
                 Settle::Requeue | Settle::Discard => {
-                    if let (Some(s), Some(tag)) = (&u.queue.stream, &u.stream_tag) {
-                        s.taken_back(tag, u.message.seq);
+                    if let Some(tag) = &u.stream_tag {
+                        u.queue.stream_taken_back(tag, u.message.seq);
                     }
                     group(&mut messages, &u.queue, u.message)
                 }
@@ -174,12 +174,10 @@ impl Channel {
                 .iter()
                 .find(|u| Arc::ptr_eq(&u.queue, &q) && u.stream_tag.as_ref() == Some(&tag))
                 .map(|u| u.message.seq);
-            if let Some(s) = &q.stream {
-                s.acked(
-                    &tag,
-                    unacked.map_or(highest + 1, |low| low.min(highest + 1)),
-                );
-            }
+            q.stream_acked(
+                &tag,
+                unacked.map_or(highest + 1, |low| low.min(highest + 1)),
+            );
         }
         // Freed credit may let any of this channel's consumers take more
         // (channel-wide prefetch spans queues).

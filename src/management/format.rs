@@ -160,7 +160,7 @@ struct MessageStats {
 /// A queue with its counters, gauges and rates.
 pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
     let g = q.gauges();
-    let stream = q.stream.as_ref().map(|s| s.info());
+    let stream = q.as_stream().map(|s| s.info());
     // A stream holds no unacked messages (its deliveries stay in the log).
     let unacked = match stream {
         Some(_) => 0,

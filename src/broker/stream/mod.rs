@@ -25,16 +25,22 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::consumer::Consumer;
-use super::message::{now_ms, Message, QueuedMessage};
+use super::message::{Message, QueuedMessage};
+use super::policy::Matched;
+use super::queue::kind::{Effect, Effects};
 use super::queue::{Queue, Stored};
+use super::queue_policy::QueuePolicy;
 use crate::protocol::AmqpError;
 use crate::store::stream_log::{Cursor, LogStats, StreamLog};
 use crate::store::stream_offsets::StreamOffsets;
 use crate::store::{Store, SyncSource};
 
+mod interface;
 mod offset_header;
 pub mod options;
 mod reader;
+#[cfg(test)]
+mod tests;
 
 use options::{ConsumeOptions, Retention, Start};
 use reader::{Fed, Reader};
@@ -57,6 +63,10 @@ struct StreamState {
     /// The last pass could not write (the disk is full): passes wait for
     /// the next publish or ack rather than retry at once, over and over.
     write_failed: bool,
+    /// The policies applied, and what they make of the arguments (None:
+    /// none applied yet, the arguments alone).
+    applied: Matched,
+    policy: Option<QueuePolicy>,
 }
 
 /// The stream half of a stream queue.
@@ -113,6 +123,8 @@ impl StreamQueue {
                 retention_due: false,
                 holds: Default::default(),
                 write_failed: false,
+                applied: Default::default(),
+                policy: None,
             }),
             store,
         }
@@ -120,7 +132,13 @@ impl StreamQueue {
 
     /// Append a published message; confirmed after the sync round that
     /// writes it (every stream message is stored, persistent or not).
-    pub fn publish(&self, queue: &Arc<Queue>, message: Arc<Message>) -> Stored {
+    pub fn publish(
+        &self,
+        queue: &Arc<Queue>,
+        message: Arc<Message>,
+        now: u64,
+        fx: &mut Effects,
+    ) -> Stored {
         let mut st = self.state.lock();
         if st.deleted {
             return Stored::Done;
@@ -128,7 +146,6 @@ impl StreamQueue {
         if self.store.syncer.failed() {
             return Stored::Failed;
         }
-        let now = now_ms();
         // Taken before the append, which may write (and so move the mark
         // past a reader waiting at the end without feeding it).
         let end = st.log.written_end();
@@ -145,7 +162,7 @@ impl StreamQueue {
         let r = st.retention;
         st.log.enforce_retention(r.max_bytes, r.max_age_ms, now);
         if st.readers.iter().any(|r| r.cursor.next >= end) {
-            self.schedule_pass(queue, &mut st);
+            schedule_pass(&mut st, fx);
         }
         Stored::AfterSync(ticket)
     }
@@ -157,6 +174,7 @@ impl StreamQueue {
         queue: &Arc<Queue>,
         consumer: Consumer,
         options: ConsumeOptions,
+        fx: &mut Effects,
     ) -> Result<(), AmqpError> {
         let mut st = self.state.lock();
         if st.deleted {
@@ -187,7 +205,7 @@ impl StreamQueue {
             cursor: Cursor::at(next),
             options,
         });
-        self.dispatch_locked(queue, &mut st);
+        dispatch_locked(queue, &mut st, fx);
         Ok(())
     }
 
@@ -218,61 +236,16 @@ impl StreamQueue {
     }
 
     /// Hand each consumer what its credit allows.
-    pub fn dispatch(&self, queue: &Arc<Queue>) {
+    pub fn dispatch(&self, queue: &Arc<Queue>, fx: &mut Effects) {
         let mut st = self.state.lock();
-        self.dispatch_locked(queue, &mut st);
-    }
-
-    fn dispatch_locked(&self, queue: &Arc<Queue>, st: &mut StreamState) {
-        let StreamState { log, readers, .. } = st;
-        let mut unfinished = false;
-        readers.retain_mut(|r| match r.feed(queue, log) {
-            Fed::Caught => true,
-            Fed::MoreToScan => {
-                unfinished = true;
-                true
-            }
-            Fed::Gone => false,
-        });
-        // A reader that caught up with what is written while publishes
-        // are still buffered needs a pass to write them (their publishes
-        // did not schedule one if it was behind then).
-        let end = st.log.written_end();
-        let buffered = st.log.next_offset() > end;
-        let waiting =
-            buffered && !st.write_failed && st.readers.iter().any(|r| r.cursor.next >= end);
-        if unfinished || waiting {
-            self.schedule_pass(queue, st);
-        }
-    }
-
-    /// Have a pass run soon (at once when there is no runtime to run it).
-    fn schedule_pass(&self, queue: &Arc<Queue>, st: &mut StreamState) {
-        if st.pass_scheduled {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                st.pass_scheduled = true;
-                let q = queue.clone();
-                rt.spawn(async move {
-                    tokio::task::yield_now().await;
-                    q.stream_pass();
-                });
-            }
-            Err(_) => self.pass_locked(queue, st),
-        }
+        dispatch_locked(queue, &mut st, fx);
     }
 
     /// The pass: write what publishes left buffered, apply retention if
     /// due, feed the readers.
-    pub fn pass(&self, queue: &Arc<Queue>) {
+    pub fn pass(&self, queue: &Arc<Queue>, now: u64, fx: &mut Effects) {
         let mut st = self.state.lock();
         st.pass_scheduled = false;
-        self.pass_locked(queue, &mut st);
-    }
-
-    fn pass_locked(&self, queue: &Arc<Queue>, st: &mut StreamState) {
         if st.deleted {
             return;
         }
@@ -284,10 +257,9 @@ impl StreamQueue {
         }
         if std::mem::take(&mut st.retention_due) {
             let r = st.retention;
-            st.log
-                .enforce_retention(r.max_bytes, r.max_age_ms, now_ms());
+            st.log.enforce_retention(r.max_bytes, r.max_age_ms, now);
         }
-        self.dispatch_locked(queue, st);
+        dispatch_locked(queue, &mut st, fx);
     }
 
     /// Acks of a consumer under `tag`: a tracking consumer's place (the
@@ -371,55 +343,52 @@ impl StreamQueue {
         }
     }
 
-    /// Policies changed: retention from the declared `arguments` and the
-    /// matched policies (`max_bytes` already the lower of both; for the
-    /// age and the segment size the argument wins, as in RabbitMQ),
-    /// applied at once.
-    pub fn apply_policy(
-        &self,
-        queue: &Arc<Queue>,
-        arguments: &amq_protocol::types::FieldTable,
-        max_bytes: Option<u64>,
-        matched: &super::policy::Matched,
-    ) {
-        let def = matched.definition();
-        let declared = Retention::from_arguments(arguments, "", "").unwrap_or_default();
-        let policy_age = def
-            .get("max-age")
-            .and_then(|v| v.as_str())
-            .and_then(options::parse_age);
-        let policy_segment = def
-            .get("stream-max-segment-size-bytes")
-            .and_then(|v| v.as_u64());
-        let segment_arg = arguments.contains_key("x-stream-max-segment-size-bytes");
-        let retention = Retention {
-            max_bytes,
-            max_age_ms: declared.max_age_ms.or(policy_age),
-            segment_bytes: match (segment_arg, policy_segment) {
-                (false, Some(b)) => b.clamp(options::MIN_SEGMENT_BYTES, options::MAX_SEGMENT_BYTES),
-                _ => declared.segment_bytes,
-            },
-        };
+    /// Policies changed: retention from the declared arguments and the
+    /// matched policies (for the size the lower of both; for the age and
+    /// the segment size the argument wins, as in RabbitMQ), applied by the
+    /// next pass.
+    pub fn apply_policy(&self, queue: &Queue, matched: Matched, fx: &mut Effects) {
         let mut st = self.state.lock();
+        if st.deleted || st.applied == matched {
+            return;
+        }
+        let policy = matched.apply(&queue.declared);
+        let retention = options::retention_with_policy(
+            &queue.arguments,
+            policy.max_length_bytes,
+            &matched.definition(),
+        );
+        st.policy = Some(policy);
+        st.applied = matched;
         st.retention = retention;
         st.log.set_max_segment_bytes(retention.segment_bytes);
         // Files are deleted by a pass, not here under the topology lock.
         st.retention_due = true;
-        self.schedule_pass(queue, &mut st);
+        schedule_pass(&mut st, fx);
+    }
+
+    /// The policies applied (for the API).
+    pub fn applied_policy(&self) -> Matched {
+        self.state.lock().applied.clone()
+    }
+
+    /// The consumer timeout in force (`declared`: the arguments'), ms.
+    pub fn consumer_timeout_ms(&self, declared: &QueuePolicy) -> Option<u64> {
+        let st = self.state.lock();
+        st.policy.as_ref().unwrap_or(declared).consumer_timeout_ms
     }
 
     /// The queue was deleted: cancel consumers; its files go with it.
-    pub fn mark_deleted(&self) -> u32 {
+    pub fn delete(&self, fx: &mut Effects) {
         let mut st = self.state.lock();
         if st.deleted {
-            return 0;
+            return;
         }
         st.deleted = true;
-        crate::store::reaper::remove_dir(st.log.dir());
+        fx.push(Effect::RemoveDir(st.log.dir().to_path_buf()));
         for r in st.readers.drain(..) {
-            r.cancel();
+            fx.push(Effect::Cancel(r.consumer));
         }
-        st.log.len() as u32
     }
 
     /// Whether the queue was deleted.
@@ -435,6 +404,36 @@ impl StreamQueue {
             return Ok(());
         }
         st.log.flush_for_sync(out)
+    }
+}
+
+fn dispatch_locked(queue: &Arc<Queue>, st: &mut StreamState, fx: &mut Effects) {
+    let StreamState { log, readers, .. } = st;
+    let mut unfinished = false;
+    readers.retain_mut(|r| match r.feed(queue, log) {
+        Fed::Caught => true,
+        Fed::MoreToScan => {
+            unfinished = true;
+            true
+        }
+        Fed::Gone => false,
+    });
+    // A reader that caught up with what is written while publishes are
+    // still buffered needs a pass to write them (their publishes did not
+    // schedule one if it was behind then).
+    let end = st.log.written_end();
+    let buffered = st.log.next_offset() > end;
+    let waiting = buffered && !st.write_failed && st.readers.iter().any(|r| r.cursor.next >= end);
+    if unfinished || waiting {
+        schedule_pass(st, fx);
+    }
+}
+
+/// Have a pass run soon, once (see the module doc).
+fn schedule_pass(st: &mut StreamState, fx: &mut Effects) {
+    if !st.pass_scheduled {
+        st.pass_scheduled = true;
+        fx.push(Effect::StreamPass);
     }
 }
 

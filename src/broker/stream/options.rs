@@ -98,6 +98,34 @@ pub fn parse_age(text: &str) -> Option<u64> {
     n.checked_mul(secs)?.checked_mul(1_000).filter(|ms| *ms > 0)
 }
 
+/// The retention of a stream declared with `args` under a policy whose
+/// definition is `policy` (`max_bytes`: the lower of the argument's and
+/// the policy's; for the age and the segment size the argument wins, as
+/// in RabbitMQ).
+pub fn retention_with_policy(
+    args: &FieldTable,
+    max_bytes: Option<u64>,
+    policy: &serde_json::Map<String, serde_json::Value>,
+) -> Retention {
+    let declared = Retention::from_arguments(args, "", "").unwrap_or_default();
+    let policy_age = policy
+        .get("max-age")
+        .and_then(|v| v.as_str())
+        .and_then(parse_age);
+    let policy_segment = policy
+        .get("stream-max-segment-size-bytes")
+        .and_then(|v| v.as_u64());
+    let segment_arg = args.contains_key("x-stream-max-segment-size-bytes");
+    Retention {
+        max_bytes,
+        max_age_ms: declared.max_age_ms.or(policy_age),
+        segment_bytes: match (segment_arg, policy_segment) {
+            (false, Some(b)) => b.clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+            _ => declared.segment_bytes,
+        },
+    }
+}
+
 impl Retention {
     /// Check and read a stream's declare arguments.
     pub fn from_arguments(args: &FieldTable, queue: &str, vhost: &str) -> Result<Self, AmqpError> {

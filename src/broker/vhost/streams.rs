@@ -51,8 +51,7 @@ impl VHost {
             auto_delete: false,
             arguments: d.arguments.clone(),
         };
-        let queue =
-            Arc::new(Queue::new_stream(def, stream, self.queue_context()).map_err(internal)?);
+        let queue = Arc::new(Queue::new_stream(def, stream, self.queue_context()));
         topo.insert_queue(queue);
         let ticket = self.commit(topo).inspect_err(|_| {
             if let Some(q) = topo.unregister_queue(name) {
@@ -105,7 +104,10 @@ impl VHost {
         );
         let stream = StreamQueue::new(log, offsets, retention, self.store.clone());
         let def = self.recovered_def(q);
-        let queue = Queue::new_stream(def, stream, self.queue_context()).map_err(fail)?;
-        Ok(Arc::new(queue))
+        Ok(Arc::new(Queue::new_stream(
+            def,
+            stream,
+            self.queue_context(),
+        )))
     }
 }

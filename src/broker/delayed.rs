@@ -30,6 +30,9 @@ use super::message::Message;
 use super::queue::Stored;
 use crate::store::{message_bytes, DiskRef, QueueLog, Store, SyncSource};
 
+mod listing;
+pub use listing::HeldInfo;
+
 /// A message that is due, taken from the delayed store.
 #[derive(Debug)]
 pub struct Held {

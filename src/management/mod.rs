@@ -16,6 +16,7 @@ mod authz;
 mod bindings;
 mod connections;
 mod definitions;
+mod delayed;
 pub mod error;
 mod exchanges;
 mod format;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(queues::routes())
         .merge(exchanges::routes())
+        .merge(delayed::routes())
         .merge(bindings::routes())
         .merge(connections::routes())
         .merge(users::routes())

@@ -113,3 +113,35 @@ fn persistent_messages_come_back_after_a_restart_through_the_window() {
     store.close();
     let _ = std::fs::remove_dir_all(store.data_dir());
 }
+
+#[test]
+fn listing_reads_bodies_on_disk_back_and_a_cancelled_message_is_never_due() {
+    let store = store();
+    let d = open(&store);
+    // 100 × 4000 bytes: most are beyond the 64 KiB window, on disk only.
+    for id in 0..100u32 {
+        d.hold(message(id, false), 1_000 + u64::from(99 - id), false);
+    }
+    assert!(d.in_memory() < 100);
+    let listed = d.list("delayed", 1_000);
+    assert_eq!(listed.len(), 100);
+    let ids: Vec<u32> = listed
+        .iter()
+        .map(|h| u32::from_le_bytes(h.message.body[..4].try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(
+        ids,
+        (0..100).rev().collect::<Vec<_>>(),
+        "earliest due first"
+    );
+    assert!(d.list("other", 1_000).is_empty());
+    assert_eq!(d.list("delayed", 3).len(), 3);
+
+    let gone = listed[10].id;
+    assert!(!d.cancel("other", gone), "another exchange's message");
+    assert!(d.cancel("delayed", gone));
+    assert!(!d.cancel("delayed", gone));
+    let due = take_all(&d, 10_000);
+    assert_eq!(due.len(), 99);
+    assert!(!due.contains(&89));
+}

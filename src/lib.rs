@@ -17,6 +17,8 @@
 //!   files, acks, recovery, group-commit fsync.
 //! - [`tls`]: rustls for the AMQPS and HTTPS listeners, certificate
 //!   reload, client-certificate identities for SASL EXTERNAL.
+//! - [`shovel`]: dynamic shovels, moving messages between this broker's
+//!   queues and exchanges without loss.
 //! - [`ctl`]: `warren ctl`, the command line over the management API.
 //! - [`management`]: the management HTTP API and the Prometheus endpoint,
 //!   reading the broker's live objects and per-queue counters.
@@ -43,6 +45,7 @@ pub mod management;
 pub mod message;
 pub mod protocol;
 pub mod server;
+pub mod shovel;
 pub mod store;
 pub mod tls;
 

@@ -153,6 +153,9 @@ impl Server {
     pub async fn run(mut self) {
         let tracker = TaskTracker::new();
         self.start_http(&tracker);
+        self.broker
+            .shovels
+            .start_all(&self.broker, self.shutdown.child_token());
         let shared = accept::Shared {
             limit: Arc::new(Semaphore::new(self.broker.config.max_connections)),
             broker: self.broker.clone(),
@@ -170,6 +173,10 @@ impl Server {
         loops.wait().await;
         tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        self.broker
+            .shovels
+            .wait_stopped(Duration::from_secs(5))
+            .await;
         // Last sync round (delivery marks, buffered writes), then unlock.
         self.broker.close();
     }

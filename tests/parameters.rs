@@ -60,14 +60,14 @@ async fn bad_parameters_get_rabbitmqs_refusals() {
             async move { b.api("PUT", path, Some(body)).await }
         };
         let (status, e) = put(
-            "/parameters/shovel/%2F/s",
-            json!({"value": {"src-queue": "a"}}),
+            "/parameters/federation-upstream/%2F/s",
+            json!({"value": {"uri": "amqp://remote"}}),
         )
         .await;
         assert_eq!(status, 400);
         assert_eq!(
             e["reason"],
-            "Validation failed\n\ncomponent shovel not found\n"
+            "Validation failed\n\ncomponent federation-upstream not found\n"
         );
         let (status, e) = put(
             "/parameters/vhost-limits/%2F/limits",
@@ -237,10 +237,10 @@ async fn definitions_carry_parameters_limits_and_policies() {
 async fn imports_skip_unknown_components_and_refuse_malformed_items() {
     bounded(Duration::from_secs(20), async {
         let b = Broker::start_with(|c| c.management_port = free_port()).await;
-        // A RabbitMQ export with a shovel: the shovel is skipped, the rest
-        // lands.
+        // A RabbitMQ export with a federation upstream: it is skipped, the
+        // rest lands.
         let defs = json!({"parameters": [
-            {"component": "shovel", "vhost": "/", "name": "s", "value": {"src-queue": "a"}},
+            {"component": "federation-upstream", "vhost": "/", "name": "s", "value": {"uri": "amqp://remote"}},
             {"component": "vhost-limits", "vhost": "/", "name": "limits", "value": {"max-queues": 4}},
         ]});
         assert_eq!(b.api("POST", "/definitions", Some(defs)).await.0, 204);

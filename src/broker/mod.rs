@@ -80,6 +80,8 @@ pub struct Broker {
     pub started: std::time::Instant,
     /// This node's name (config `node_name`, or `warren@` + host name).
     pub node_name: String,
+    /// The dynamic shovels running.
+    pub shovels: crate::shovel::Shovels,
 }
 
 impl Broker {
@@ -143,6 +145,7 @@ impl Broker {
             store,
             alarms,
             _monitor: monitor,
+            shovels: Default::default(),
         };
         for vhost in broker.access.defs().vhost_limits.keys() {
             broker.apply_limits(crate::store::access::LimitScope::Vhost, vhost);

@@ -58,6 +58,7 @@ impl Broker {
             return Err(AccessError::NotFound);
         };
         vhost.mark_deleted();
+        self.shovels.stop_vhost(name);
         let reason = format!("vhost '{name}' is deleted");
         for c in self.connections.list().iter().filter(|c| &*c.vhost == name) {
             c.close(&reason);

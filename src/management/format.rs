@@ -328,6 +328,12 @@ pub fn timestamp(ms: u64) -> String {
     )
 }
 
+/// Unix ms as RabbitMQ's shovel status writes times: `2026-12-04 10:31:41`.
+pub fn datetime(ms: u64) -> String {
+    let t = timestamp(ms);
+    format!("{} {}", &t[..10], &t[11..19])
+}
+
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

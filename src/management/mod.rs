@@ -33,6 +33,7 @@ mod policies;
 pub mod prometheus;
 mod queues;
 pub mod sampler;
+mod shovels;
 mod users;
 
 use std::net::SocketAddr;
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(policies::routes())
         .merge(limits::routes())
         .merge(parameters::routes())
+        .merge(shovels::routes())
         .merge(node::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });

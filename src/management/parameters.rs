@@ -1,9 +1,10 @@
 //! `/api/parameters` and `/api/global-parameters`: RabbitMQ's runtime
-//! parameters. Warren knows one vhost component, `vhost-limits` (name
+//! parameters. Warren knows two vhost components: `vhost-limits` (name
 //! `limits`, value the vhost's whole limit set, as RabbitMQ stores vhost
-//! limits); other components (shovel, federation) are refused as
-//! RabbitMQ refuses a component whose plugin is off. Global parameters
-//! hold any JSON; `cluster_name` names the cluster.
+//! limits) and `shovel` (dynamic shovels, see `crate::shovel`); other
+//! components (federation) are refused as RabbitMQ refuses a component
+//! whose plugin is off. Global parameters hold any JSON; `cluster_name`
+//! names the cluster.
 
 use std::collections::BTreeMap;
 
@@ -19,11 +20,14 @@ use super::listing::{respond, Params};
 use super::policies::{check_vhost, may_manage};
 use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::auth::access::LimitUpdate;
+use crate::shovel::definition::ShovelDef;
 use crate::store::access::LimitScope;
 
 /// The component backed by vhost limits, and its one parameter's name.
 const VHOST_LIMITS: &str = "vhost-limits";
 const LIMITS_NAME: &str = "limits";
+/// Dynamic shovels.
+const SHOVEL: &str = crate::shovel::COMPONENT;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -52,13 +56,22 @@ fn parameter_json(vhost: &str, limits: &BTreeMap<String, i64>) -> Value {
 }
 
 /// Every parameter Warren has: one `vhost-limits` entry per vhost with
-/// limits.
+/// limits, then the shovels.
 pub fn all_parameters(s: &crate::broker::Broker) -> Vec<(String, Value)> {
     let defs = s.access.defs();
-    defs.vhost_limits
+    let limits = defs
+        .vhost_limits
         .iter()
-        .map(|(vhost, limits)| (vhost.clone(), parameter_json(vhost, limits)))
-        .collect()
+        .map(|(vhost, limits)| (vhost.clone(), parameter_json(vhost, limits)));
+    let others = defs
+        .parameters
+        .iter()
+        .map(|((vhost, component, name), value)| {
+            let item =
+                json!({"value": value, "vhost": vhost, "component": component, "name": name});
+            (vhost.clone(), item)
+        });
+    limits.chain(others).collect()
 }
 
 async fn list(
@@ -77,7 +90,7 @@ async fn list(
     let items = all_parameters(&s.broker)
         .into_iter()
         .filter(|(v, _)| may_manage(&s, &c, v) && vhost.as_ref().is_none_or(|want| want == v))
-        .filter(|_| component.as_ref().is_none_or(|k| k == VHOST_LIMITS))
+        .filter(|(_, item)| component.as_ref().is_none_or(|k| item["component"] == **k))
         .map(|(_, item)| item)
         .collect();
     Ok(Json(respond(items, &p)?))
@@ -99,6 +112,16 @@ async fn show(
 ) -> ApiResult<Json<Value>> {
     c.require_policymaker()?;
     check_vhost(&s, &c, &vhost)?;
+    if component == SHOVEL {
+        let value = s
+            .broker
+            .access
+            .parameter(&vhost, SHOVEL, &name)
+            .ok_or_else(ApiError::not_found)?;
+        return Ok(Json(
+            json!({"value": value, "vhost": vhost, "component": SHOVEL, "name": name}),
+        ));
+    }
     let limits = find(&s, &component, &vhost, &name).ok_or_else(ApiError::not_found)?;
     Ok(Json(parameter_json(&vhost, &limits)))
 }
@@ -136,11 +159,14 @@ pub fn limits_of(value: &Value) -> ApiResult<BTreeMap<String, i64>> {
 
 /// Whether Warren has parameters of `component`.
 pub fn is_known_component(component: &str) -> bool {
-    component == VHOST_LIMITS
+    component == VHOST_LIMITS || component == SHOVEL
 }
 
 /// Check a component and name Warren knows.
 pub fn check_component(component: &str, name: &str) -> ApiResult<()> {
+    if component == SHOVEL {
+        return Ok(());
+    }
     if component != VHOST_LIMITS {
         return Err(validation_failed(&format!(
             "component {component} not found"
@@ -167,6 +193,12 @@ pub fn put_parameter(s: &crate::broker::Broker, item: &Value) -> ApiResult<u64> 
     let value = item
         .get("value")
         .ok_or_else(|| ApiError::bad_request("value is missing"))?;
+    if component == SHOVEL {
+        let def = ShovelDef::parse(value).map_err(|why| validation_failed(&why))?;
+        let ticket = s.access.put_parameter(vhost, SHOVEL, name, value.clone())?;
+        s.shovels.start(vhost, name, def);
+        return Ok(ticket);
+    }
     let limits = limits_of(value)?;
     Ok(s.put_limits(LimitScope::Vhost, vhost, &limits, LimitUpdate::Replace)?)
 }
@@ -182,7 +214,10 @@ async fn put(
     if !body.is_object() {
         return Err(ApiError::bad_request("body must be a JSON object"));
     }
-    let existed = find(&s, &component, &vhost, &name).is_some();
+    let existed = match component.as_str() {
+        SHOVEL => s.broker.access.parameter(&vhost, SHOVEL, &name).is_some(),
+        _ => find(&s, &component, &vhost, &name).is_some(),
+    };
     body["component"] = json!(component);
     body["vhost"] = json!(vhost);
     body["name"] = json!(name);
@@ -199,6 +234,17 @@ async fn delete(
 ) -> ApiResult<StatusCode> {
     c.require_policymaker()?;
     check_vhost(&s, &c, &vhost)?;
+    if component == SHOVEL {
+        let broker = s.broker.clone();
+        let ticket = blocking(move || {
+            let ticket = broker.access.delete_parameter(&vhost, SHOVEL, &name)?;
+            broker.shovels.stop(&vhost, &name);
+            Ok(ticket)
+        })
+        .await?;
+        wait_synced(&s, ticket).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     if find(&s, &component, &vhost, &name).is_none() {
         return Err(ApiError::not_found());
     }

@@ -112,6 +112,9 @@ pub struct AccessDefs {
     /// Global parameters (`cluster_name`, `internal_cluster_id`, ...), by
     /// name.
     pub global_parameters: BTreeMap<String, Value>,
+    /// Vhosts' runtime parameters of components (`shovel`), by (vhost,
+    /// component, name). Vhost limits are kept in `vhost_limits`.
+    pub parameters: BTreeMap<(String, String, String), Value>,
 }
 
 /// What a limit applies to.

@@ -30,7 +30,13 @@ pub struct ChildBroker {
 impl ChildBroker {
     /// Start `warren` on `data_dir` with `config` and wait until it listens.
     pub fn start(data_dir: &Path, config: &Path) -> ChildBroker {
-        let (mut broker, listening) = Self::launch(data_dir, Some(config));
+        Self::start_with_api(data_dir, config, 0)
+    }
+
+    /// Start `warren` with its management API on `management_port` (0:
+    /// off) and wait until it listens.
+    pub fn start_with_api(data_dir: &Path, config: &Path, management_port: u16) -> ChildBroker {
+        let (mut broker, listening) = Self::launch(data_dir, Some(config), management_port);
         match listening.recv_timeout(STEP) {
             Ok(port) => broker.port = port,
             Err(_) => panic!(
@@ -44,12 +50,16 @@ impl ChildBroker {
     /// Start `warren` on `data_dir` with the default configuration without
     /// waiting for it to listen: for a child that is expected to refuse.
     pub fn spawn(data_dir: &Path) -> ChildBroker {
-        Self::launch(data_dir, None).0
+        Self::launch(data_dir, None, 0).0
     }
 
     /// Spawn the binary and capture its output; the receiver gets the port
     /// once it listens.
-    fn launch(data_dir: &Path, config: Option<&Path>) -> (ChildBroker, mpsc::Receiver<u16>) {
+    fn launch(
+        data_dir: &Path,
+        config: Option<&Path>,
+        management_port: u16,
+    ) -> (ChildBroker, mpsc::Receiver<u16>) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
         command
             .arg("--port")
@@ -58,7 +68,9 @@ impl ChildBroker {
             .arg(data_dir)
             .arg("--log-level")
             .arg("info")
-            .args(["--management-port", "0", "--prometheus-port", "0"]);
+            .arg("--management-port")
+            .arg(management_port.to_string())
+            .args(["--prometheus-port", "0"]);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }

@@ -113,17 +113,7 @@ impl Access {
 
     /// Set a global parameter.
     pub fn put_global_parameter(&self, name: &str, value: Value) -> Result<u64, AccessError> {
-        if name.is_empty() || name.len() > MAX_PARAMETER_NAME_LEN {
-            return Err(AccessError::Invalid(format!(
-                "parameter names are 1 to {MAX_PARAMETER_NAME_LEN} bytes long"
-            )));
-        }
-        let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
-        if size > MAX_PARAMETER_VALUE_BYTES {
-            return Err(AccessError::Invalid(format!(
-                "parameter values are at most {MAX_PARAMETER_VALUE_BYTES} bytes of JSON"
-            )));
-        }
+        check_parameter(name, &value)?;
         let mut st = self.state.write();
         let params = &st.defs.global_parameters;
         if params.len() >= MAX_GLOBAL_PARAMETERS && !params.contains_key(name) {
@@ -145,6 +135,94 @@ impl Access {
             return Err(AccessError::NotFound);
         }
         let op = MetaOp::DeleteGlobalParameter { name: name.into() };
+        self.commit(&mut st, vec![op])
+    }
+}
+
+/// A parameter's name and value within bounds (a metadata record must
+/// stay well under the log's record limit).
+fn check_parameter(name: &str, value: &Value) -> Result<(), AccessError> {
+    if name.is_empty() || name.len() > MAX_PARAMETER_NAME_LEN {
+        return Err(AccessError::Invalid(format!(
+            "parameter names are 1 to {MAX_PARAMETER_NAME_LEN} bytes long"
+        )));
+    }
+    let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+    if size > MAX_PARAMETER_VALUE_BYTES {
+        return Err(AccessError::Invalid(format!(
+            "parameter values are at most {MAX_PARAMETER_VALUE_BYTES} bytes of JSON"
+        )));
+    }
+    Ok(())
+}
+
+/// Most runtime parameters of components kept, over all vhosts.
+const MAX_PARAMETERS: usize = 10_000;
+
+impl Access {
+    /// A vhost's runtime parameter of `component`.
+    pub fn parameter(&self, vhost: &str, component: &str, name: &str) -> Option<Value> {
+        let key = (vhost.to_string(), component.to_string(), name.to_string());
+        self.state.read().defs.parameters.get(&key).cloned()
+    }
+
+    /// Every runtime parameter of components: (vhost, component, name)
+    /// and value.
+    pub fn parameters(&self) -> Vec<((String, String, String), Value)> {
+        let st = self.state.read();
+        st.defs
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Set a vhost's runtime parameter of `component` (checked by the
+    /// component's owner first).
+    pub fn put_parameter(
+        &self,
+        vhost: &str,
+        component: &str,
+        name: &str,
+        value: Value,
+    ) -> Result<u64, AccessError> {
+        check_parameter(name, &value)?;
+        let mut st = self.state.write();
+        if !st.defs.vhosts.contains_key(vhost) {
+            return Err(AccessError::NotFound);
+        }
+        let key = (vhost.to_string(), component.to_string(), name.to_string());
+        if st.defs.parameters.len() >= MAX_PARAMETERS && !st.defs.parameters.contains_key(&key) {
+            return Err(AccessError::Invalid(format!(
+                "at most {MAX_PARAMETERS} parameters"
+            )));
+        }
+        let op = MetaOp::PutParameter {
+            vhost: key.0,
+            component: key.1,
+            name: key.2,
+            value,
+        };
+        self.commit(&mut st, vec![op])
+    }
+
+    /// Clear a vhost's runtime parameter of `component`.
+    pub fn delete_parameter(
+        &self,
+        vhost: &str,
+        component: &str,
+        name: &str,
+    ) -> Result<u64, AccessError> {
+        let mut st = self.state.write();
+        let key = (vhost.to_string(), component.to_string(), name.to_string());
+        if !st.defs.parameters.contains_key(&key) {
+            return Err(AccessError::NotFound);
+        }
+        let op = MetaOp::DeleteParameter {
+            vhost: key.0,
+            component: key.1,
+            name: key.2,
+        };
         self.commit(&mut st, vec![op])
     }
 }

@@ -18,6 +18,7 @@ pub fn apply(a: &mut AccessDefs, op: MetaOp) -> Option<MetaOp> {
             a.permissions.retain(|(_, v), _| *v != name);
             a.topic_permissions.retain(|(_, v, _), _| *v != name);
             a.policies.retain(|(v, _, _), _| *v != name);
+            a.parameters.retain(|(v, _, _), _| *v != name);
         }
         MetaOp::PutUser { def } => {
             a.users.insert(def.name.clone(), def);
@@ -87,6 +88,21 @@ pub fn apply(a: &mut AccessDefs, op: MetaOp) -> Option<MetaOp> {
         MetaOp::DeleteGlobalParameter { name } => {
             a.global_parameters.remove(&name);
         }
+        MetaOp::PutParameter {
+            vhost,
+            component,
+            name,
+            value,
+        } => {
+            a.parameters.insert((vhost, component, name), value);
+        }
+        MetaOp::DeleteParameter {
+            vhost,
+            component,
+            name,
+        } => {
+            a.parameters.remove(&(vhost, component, name));
+        }
         other => return Some(other),
     }
     a.seeded = true;
@@ -136,6 +152,16 @@ pub fn ops(a: &AccessDefs) -> Vec<MetaOp> {
         a.global_parameters
             .iter()
             .map(|(name, value)| MetaOp::PutGlobalParameter {
+                name: name.clone(),
+                value: value.clone(),
+            }),
+    );
+    out.extend(
+        a.parameters
+            .iter()
+            .map(|((vhost, component, name), value)| MetaOp::PutParameter {
+                vhost: vhost.clone(),
+                component: component.clone(),
                 name: name.clone(),
                 value: value.clone(),
             }),
@@ -199,6 +225,12 @@ mod tests {
             MetaOp::DeleteGlobalParameter {
                 name: "gone".into(),
             },
+            MetaOp::PutParameter {
+                vhost: "a".into(),
+                component: "shovel".into(),
+                name: "move".into(),
+                value: serde_json::json!({"src-queue": "q"}),
+            },
         ] {
             assert!(apply(&mut a, op).is_none());
         }
@@ -207,6 +239,7 @@ mod tests {
         assert_eq!(keys, [("u".to_string(), "a".to_string())]);
         let params: Vec<_> = a.global_parameters.keys().cloned().collect();
         assert_eq!(params, ["cluster_name"]);
+        assert_eq!(a.parameters.len(), 1);
         let mut again = AccessDefs::default();
         for op in ops(&a) {
             assert!(apply(&mut again, op).is_none());

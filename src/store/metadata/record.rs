@@ -163,6 +163,26 @@ pub enum MetaOp {
         /// Its name.
         name: String,
     },
+    /// A vhost's runtime parameter of a component (`shovel`) was set.
+    PutParameter {
+        /// Its vhost.
+        vhost: String,
+        /// Its component.
+        component: String,
+        /// Its name.
+        name: String,
+        /// Its value (JSON, as the API took it).
+        value: serde_json::Value,
+    },
+    /// A vhost's runtime parameter was cleared.
+    DeleteParameter {
+        /// Its vhost.
+        vhost: String,
+        /// Its component.
+        component: String,
+        /// Its name.
+        name: String,
+    },
     /// A policy was cleared.
     DeletePolicy {
         /// Its vhost.

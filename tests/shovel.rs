@@ -154,8 +154,12 @@ async fn a_shovel_moves_100k_messages_once_each_and_deletes_itself() {
             (0..MESSAGES).collect::<Vec<_>>(),
             "all, once, in order"
         );
+        // Still shown for a while, finished, with what it moved.
         let (_, shovels) = api(&base, "GET", "/shovels", None).await;
-        assert_eq!(shovels, json!([]), "a finished shovel is gone");
+        assert_eq!(shovels[0]["state"], "terminated", "{shovels}");
+        assert_eq!(shovels[0]["reason"], "done");
+        assert_eq!(shovels[0]["messages_moved"], MESSAGES);
+        assert_eq!(shovels[0]["messages_to_move"], MESSAGES);
         broker.stop().await;
     })
     .await;

@@ -34,6 +34,7 @@ pub mod prometheus;
 mod queues;
 pub mod sampler;
 mod shovels;
+mod ui;
 mod users;
 
 use std::net::SocketAddr;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     Router::new()
         .nest("/api", api)
+        .merge(ui::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -72,9 +72,6 @@ fn status_json(st: &Status, node: &str) -> Value {
         "messages_moved": snap.moved,
         "messages_to_move": snap.total,
     });
-    if state == "running" {
-        v["blocked_status"] = json!("running");
-    }
     match &d.dest {
         Dest::Queue(q) => v["dest_queue"] = json!(q),
         Dest::Exchange { name, key } => {

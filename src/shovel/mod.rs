@@ -27,6 +27,9 @@ use definition::ShovelDef;
 use mover::Outcome;
 use status::Status;
 
+/// How long `/api/shovels` still shows a shovel that has finished.
+const FINISHED_SHOWN: Duration = Duration::from_secs(60);
+
 /// The component name of shovel parameters.
 pub const COMPONENT: &str = "shovel";
 
@@ -172,7 +175,7 @@ async fn run(broker: Arc<Broker>, status: Arc<Status>, stop: CancellationToken) 
             }
         }
     }
-    status.set_terminated("src-delete-after reached");
+    status.set_terminated("done");
     tracing::info!(vhost = %status.vhost, shovel = %status.name, "shovel done; its parameter is deleted");
     // As RabbitMQ, a shovel that has moved what it was to move deletes its
     // parameter (so a restart does not run it again).
@@ -184,6 +187,12 @@ async fn run(broker: Arc<Broker>, status: Arc<Status>, stop: CancellationToken) 
     .await;
     if let Ok(Err(e)) = deleted {
         tracing::warn!(shovel = %status.name, error = ?e, "cannot delete a finished shovel's parameter");
+    }
+    // Shown as terminated, with what it moved, for a while (RabbitMQ drops
+    // it at once; a person who started a move wants to see it finish).
+    tokio::select! {
+        _ = tokio::time::sleep(FINISHED_SHOWN) => {}
+        _ = stop.cancelled() => {}
     }
     broker.shovels.finished(&status);
 }

@@ -1,0 +1,39 @@
+// Logging in with the broker's users: the management tag rules apply.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { browser, loggedIn, api, uniq } from "./helpers.js";
+
+let b;
+before(async () => { b = await browser(); });
+after(async () => { await b.close(); });
+
+test("guest logs in and sees the overview", async () => {
+  const page = await loggedIn(b);
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  assert.match(await page.locator("#who").innerText(), /guest/);
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByRole("heading", { name: "Log in to Warren" }).waitFor();
+  await page.close();
+});
+
+test("a wrong password is refused with a message", async () => {
+  const page = await loggedIn(b, "guest", "wrong");
+  const alert = page.getByRole("alert");
+  await alert.waitFor();
+  assert.notEqual((await alert.innerText()).trim(), "");
+  assert.equal(await page.getByRole("heading", { name: "Overview" }).count(), 0);
+  await page.close();
+});
+
+test("a user without the management tag is refused", async () => {
+  const user = uniq("app");
+  await api("PUT", `/users/${user}`, { password: user, tags: "" });
+  await api("PUT", `/permissions/%2F/${user}`, { configure: ".*", write: ".*", read: ".*" });
+  const page = await loggedIn(b, user, user);
+  const alert = page.getByRole("alert");
+  await alert.waitFor();
+  assert.match(await alert.innerText(), /management/);
+  assert.equal(await page.getByRole("heading", { name: "Overview" }).count(), 0);
+  await page.close();
+});

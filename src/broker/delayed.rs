@@ -301,11 +301,8 @@ impl State {
             }
             None => {
                 let (r, log) = disk.zip(self.log.as_mut())?;
-                match log.read_at(r) {
-                    Ok(m) => {
-                        *read_back += message_bytes(&m);
-                        with_expiration(m)
-                    }
+                match read_body(log, r, read_back) {
+                    Ok(m) => m,
                     Err(e) => {
                         // A persistent one stays in the log and comes back
                         // after a restart; any other one is lost.
@@ -320,6 +317,13 @@ impl State {
         };
         Some(Held { message, disk })
     }
+}
+
+/// A held message's body read back from `log` (counted in `read`).
+fn read_body(log: &mut QueueLog, r: DiskRef, read: &mut u64) -> io::Result<Arc<Message>> {
+    let m = log.read_at(r)?;
+    *read += message_bytes(&m);
+    Ok(with_expiration(m))
 }
 
 /// A message read back from the log, with its per-message TTL (which

@@ -13,19 +13,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use base64::Engine;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::exchanges::path_name;
 use super::format::vhost;
-use super::json::properties_to_json;
 use super::listing::Params;
+use super::messages::{payload_json, properties_json};
 use super::{authz, blocking, AppState};
 use crate::auth::access::{Perm, Resource};
 use crate::broker::delayed::HeldInfo;
-use crate::broker::message::{decode_properties, now_ms};
+use crate::broker::message::now_ms;
 use crate::broker::VHost;
 
 /// Messages a listing shows by default, and at most.
@@ -100,17 +99,9 @@ async fn cancel(
 
 fn held_json(h: &HeldInfo, now: u64) -> Value {
     let m = &h.message;
-    let properties = decode_properties(&m.properties)
-        .map(|p| properties_to_json(&p))
-        .unwrap_or_else(|| json!({}));
+    let properties = properties_json(&m.properties);
     let shown = &m.body[..m.body.len().min(PAYLOAD_SHOWN_BYTES)];
-    let (payload, encoding) = match std::str::from_utf8(shown) {
-        Ok(text) => (text.to_string(), "string"),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(shown),
-            "base64",
-        ),
-    };
+    let (payload, encoding) = payload_json(shown, false);
     json!({
         "id": h.id,
         "exchange": &*m.exchange,

@@ -111,19 +111,10 @@ fn message_json(
     base64: bool,
     truncate: Option<usize>,
 ) -> Value {
-    let raw = q.delivery_properties(m, true);
-    let properties = decode_properties(&raw)
-        .map(|p| properties_to_json(&p))
-        .unwrap_or_else(|| json!({}));
+    let properties = properties_json(&q.delivery_properties(m, true));
     let body = &m.message.body;
     let shown = &body[..truncate.map_or(body.len(), |t| t.min(body.len()))];
-    let (payload, encoding) = match std::str::from_utf8(shown) {
-        Ok(text) if !base64 => (text.to_string(), "string"),
-        _ => (
-            base64::engine::general_purpose::STANDARD.encode(shown),
-            "base64",
-        ),
-    };
+    let (payload, encoding) = payload_json(shown, base64);
     json!({
         "payload_bytes": body.len(),
         "redelivered": m.redelivered,
@@ -134,6 +125,25 @@ fn message_json(
         "payload": payload,
         "payload_encoding": encoding,
     })
+}
+
+/// Encoded properties as the API shows them (`{}` if they do not decode).
+pub fn properties_json(raw: &[u8]) -> Value {
+    decode_properties(raw)
+        .map(|p| properties_to_json(&p))
+        .unwrap_or_else(|| json!({}))
+}
+
+/// A payload as the API shows it: text when it is UTF-8 (and `base64` is
+/// not asked for), else base64; with its `payload_encoding`.
+pub fn payload_json(shown: &[u8], base64: bool) -> (String, &'static str) {
+    match std::str::from_utf8(shown) {
+        Ok(text) if !base64 => (text.to_string(), "string"),
+        _ => (
+            base64::engine::general_purpose::STANDARD.encode(shown),
+            "base64",
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]

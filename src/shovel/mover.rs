@@ -253,14 +253,13 @@ impl Mover<'_> {
 
     /// The batch is at its destination: ack it at the source.
     fn settle(&self, batch: &[QueuedMessage]) {
-        if self.no_ack() {
-            // Delivered means settled, as for any no-ack consumer.
-            self.src.settle(batch.iter().filter_map(|m| m.disk));
-            return;
-        }
         self.src.settle(batch.iter().filter_map(|m| m.disk));
-        self.src.stats.settled(batch.len() as u64, true);
-        self.release(batch.len());
+        // A no-ack delivery was settled when delivered (no ack counted, no
+        // credit taken), as for any no-ack consumer.
+        if !self.no_ack() {
+            self.src.stats.settled(batch.len() as u64, true);
+            self.release(batch.len());
+        }
     }
 
     fn release(&self, n: usize) {

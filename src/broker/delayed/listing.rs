@@ -11,9 +11,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use super::{with_expiration, Delayed, Entry, State};
+use super::{read_body, Delayed, Entry, State};
 use crate::broker::message::Message;
-use crate::store::message_bytes;
+use crate::store::{message_bytes, QueueLog};
 
 /// Earliest entries a listing looks at, at most.
 pub const LIST_SCAN_ENTRIES: usize = 10_000;
@@ -49,19 +49,8 @@ impl Delayed {
             if out.len() >= limit || read > LIST_READ_BYTES {
                 break;
             }
-            let message = match (&e.body, e.disk, log.as_mut()) {
-                (Some(body), _, _) => body.clone(),
-                (None, Some(r), Some(log)) => match log.read_at(r) {
-                    Ok(m) => {
-                        read += message_bytes(&m);
-                        with_expiration(m)
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot read a delayed message back for a listing");
-                        continue;
-                    }
-                },
-                _ => continue,
+            let Some(message) = body_of(e, log.as_mut(), &mut read) else {
+                continue;
             };
             if &*message.exchange == exchange {
                 out.push(HeldInfo {
@@ -78,8 +67,7 @@ impl Delayed {
     /// routed. False if there is no such message.
     pub fn cancel(&self, exchange: &str, id: u64) -> bool {
         let mut st = self.state.lock();
-        let mut read = 0;
-        match st.message_of(id, &mut read) {
+        match st.message_of(id) {
             Some(m) if &*m.exchange == exchange => {}
             _ => return false,
         }
@@ -106,26 +94,28 @@ impl Delayed {
 
 impl State {
     /// Held message `seq`, its body read back from disk if it is not in
-    /// memory (counted in `read`).
-    fn message_of(&mut self, seq: u64, read: &mut u64) -> Option<Arc<Message>> {
+    /// memory.
+    fn message_of(&mut self, seq: u64) -> Option<Arc<Message>> {
         let entry: &Entry = self
             .heap
             .iter()
             .map(|Reverse(e)| e)
             .find(|e| e.seq == seq)?;
-        if let Some(body) = &entry.body {
-            return Some(body.clone());
-        }
-        let r = entry.disk?;
-        match self.log.as_mut()?.read_at(r) {
-            Ok(m) => {
-                *read += message_bytes(&m);
-                Some(with_expiration(m))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read a delayed message back for a listing");
-                None
-            }
+        body_of(entry, self.log.as_mut(), &mut 0)
+    }
+}
+
+/// A held message: its body in memory, or read back from `log` (counted
+/// in `read`); None if it cannot be read.
+fn body_of(e: &Entry, log: Option<&mut QueueLog>, read: &mut u64) -> Option<Arc<Message>> {
+    if let Some(body) = &e.body {
+        return Some(body.clone());
+    }
+    match read_body(log?, e.disk?, read) {
+        Ok(m) => Some(m),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read a delayed message back");
+            None
         }
     }
 }

@@ -548,11 +548,23 @@ pub async fn next_channel_error(
 
 /// A port free on 127.0.0.1 right now (for a listener that cannot be
 /// given port 0, where 0 means "off").
+///
+/// Taken below Linux's ephemeral range (32768 and up): a port the kernel
+/// handed out for `:0` could be handed out again to another test's AMQP
+/// listener before this one binds it. A per-process counter keeps this
+/// binary's tests apart; the pid spreads concurrent binaries.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 60) as u16 * 200;
+    for _ in 0..2_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 /// Sleep into the next whole second and return it (Unix seconds): stream

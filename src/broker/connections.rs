@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use amq_protocol::types::FieldTable;
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::unacked_view::{UnackedQuery, UnackedReport};
 
 /// Message and byte counters of a connection (or of several, summed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -239,6 +242,8 @@ pub struct ConnectionEntry {
     close: CancellationToken,
     close_reason: Mutex<Option<String>>,
     snapshot: Mutex<Snapshot>,
+    /// Where its task takes questions about its unacked deliveries.
+    unacked_queries: mpsc::Sender<UnackedQuery>,
 }
 
 impl ConnectionEntry {
@@ -251,6 +256,13 @@ impl ConnectionEntry {
     pub fn close(&self, reason: &str) {
         *self.close_reason.lock() = Some(reason.to_string());
         self.close.cancel();
+    }
+
+    /// Ask its task for its unacked deliveries (of one queue, or all),
+    /// listing at most `limit`; None if it does not answer (see
+    /// `unacked_view`).
+    pub async fn unacked(&self, queue: Option<Arc<str>>, limit: usize) -> Option<UnackedReport> {
+        super::unacked_view::ask(&self.unacked_queries, queue, limit).await
     }
 
     /// The reason given to [`ConnectionEntry::close`], once it was called.
@@ -301,6 +313,8 @@ pub struct NewConnection {
     pub tls: Option<TlsInfo>,
     /// Cancelled to close it.
     pub close: CancellationToken,
+    /// Where its task takes questions about its unacked deliveries.
+    pub unacked_queries: mpsc::Sender<UnackedQuery>,
 }
 
 /// The registry of open connections and node-wide churn counters.
@@ -388,6 +402,7 @@ impl Connections {
             close: c.close,
             close_reason: Mutex::new(None),
             snapshot: Mutex::new(Snapshot::default()),
+            unacked_queries: c.unacked_queries,
         });
         // Registered before its admission ends, so a concurrent check
         // counts it once, never zero times.
@@ -474,6 +489,7 @@ mod tests {
             auth_mechanism: "PLAIN".into(),
             tls: None,
             close: CancellationToken::new(),
+            unacked_queries: mpsc::channel(1).0,
         }
     }
 

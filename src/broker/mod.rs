@@ -21,6 +21,7 @@ pub mod ready;
 pub mod reply_to;
 pub mod stream;
 pub mod topic;
+pub mod unacked_view;
 pub mod vhost;
 mod vhosts;
 pub mod wake;

@@ -294,6 +294,7 @@ impl Session {
         };
         let redelivered = message.redelivered;
         queue.stats.got(!g.no_ack, redelivered);
+        let now = self.now;
         let ch = self.channel_mut(id)?;
         match g.no_ack {
             true => ch.totals.get_no_ack += 1,
@@ -310,7 +311,8 @@ impl Session {
                 message,
                 credit: None,
                 deadline: None,
-                stream_tag: None,
+                consumer_tag: None,
+                delivered_at: now,
             });
         }
         self.send(
@@ -383,6 +385,7 @@ impl Session {
             message,
             credit,
         } = d;
+        let now = self.now;
         let live = self.channels.get_mut(&id).filter(|ch| {
             let queue_consumer = ch
                 .consumers
@@ -439,14 +442,14 @@ impl Session {
                         consumer_id,
                     )
                 });
-                let stream_tag = queue.is_stream().then(|| consumer_tag.clone());
                 ch.unacked.push(Unacked {
                     tag,
                     queue,
                     message,
                     credit: Some(credit),
                     deadline,
-                    stream_tag,
+                    consumer_tag: Some(consumer_tag.clone()),
+                    delivered_at: now,
                 })
             }
             (Some(queue), None) => {

@@ -142,7 +142,7 @@ impl Channel {
             }
             match how {
                 Settle::Requeue | Settle::Discard => {
-                    if let Some(tag) = &u.stream_tag {
+                    if let Some(tag) = u.stream_tag() {
                         u.queue.stream_taken_back(tag, u.message.seq);
                     }
                     group(&mut messages, &u.queue, u.message)
@@ -151,7 +151,7 @@ impl Channel {
                     if let Some(r) = u.message.disk {
                         group(&mut on_disk, &u.queue, r);
                     }
-                    if let Some(tag) = &u.stream_tag {
+                    if let Some(tag) = u.stream_tag() {
                         note_stream_ack(&mut stream_acks, &u.queue, tag, u.message.seq);
                     }
                 }
@@ -172,7 +172,7 @@ impl Channel {
             let unacked = self
                 .unacked
                 .iter()
-                .find(|u| Arc::ptr_eq(&u.queue, &q) && u.stream_tag.as_ref() == Some(&tag))
+                .find(|u| Arc::ptr_eq(&u.queue, &q) && u.stream_tag() == Some(&tag))
                 .map(|u| u.message.seq);
             q.stream_acked(
                 &tag,

@@ -22,6 +22,7 @@ mod session;
 mod stats;
 mod tx_confirm;
 mod unacked;
+mod unacked_report;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,6 +148,8 @@ async fn serve_stream(
         tracing::Span::current().record("vhost", &*opened.vhost.name);
         tracing::info!("connection opened");
         let close = shutdown.child_token();
+        let (unacked_queries, queries) =
+            tokio::sync::mpsc::channel(crate::broker::unacked_view::QUERY_CAPACITY);
         let entry = broker.connections.register(NewConnection {
             id,
             peer,
@@ -160,9 +163,10 @@ async fn serve_stream(
             auth_mechanism: opened.auth_mechanism.clone(),
             tls: tls_info(&io.stream, cert.as_ref()),
             close: close.clone(),
+            unacked_queries,
         });
         let registry = broker.clone();
-        let totals = session::Session::new(id, io, broker, opened, entry)
+        let totals = session::Session::new(id, io, broker, opened, entry, queries)
             .run(close)
             .await;
         registry.connections.deregister(id, &totals);

@@ -21,6 +21,7 @@ use super::held::HeldOutput;
 use super::io::FrameIo;
 use crate::broker::connections::{ConnectionEntry, Totals};
 use crate::broker::consumer::{ConnEvent, ConnHandle, Delivery};
+use crate::broker::unacked_view::UnackedQuery;
 use crate::broker::{Broker, VHost};
 use crate::protocol::frame::erlang_binary;
 use crate::protocol::{AmqpError, DecodeError, Frame};
@@ -91,6 +92,10 @@ pub struct Session {
     pub(super) rate_window: super::stats::RateWindow,
     /// The last exchange a publish was allowed to (see `permissions.rs`).
     pub(super) publish_grant: super::permissions::PublishGrant,
+    /// The time read once per pass (deliveries are stamped with it).
+    pub(super) now: Instant,
+    /// The management API's questions about unacked deliveries.
+    unacked_queries: mpsc::Receiver<UnackedQuery>,
 }
 
 impl Session {
@@ -100,6 +105,7 @@ impl Session {
         broker: Arc<Broker>,
         opened: Opened,
         entry: Arc<ConnectionEntry>,
+        unacked_queries: mpsc::Receiver<UnackedQuery>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let sync = broker.store.syncer.subscribe();
@@ -140,6 +146,8 @@ impl Session {
             totals: Totals::default(),
             rate_window: Default::default(),
             publish_grant: Default::default(),
+            now: Instant::now(),
+            unacked_queries,
         }
     }
 
@@ -211,6 +219,7 @@ impl Session {
                 },
                 // Once done, nothing more is encoded behind the Close-Ok.
                 Some(ev) = self.events.recv(), if !self.done => {
+                    self.now = Instant::now();
                     self.handle_event(ev);
                     for _ in 0..EVENTS_PER_PASS {
                         if self.io.out.len() >= OUTPUT_BYTES_PER_PASS {
@@ -221,6 +230,10 @@ impl Session {
                             Err(_) => break,
                         }
                     }
+                }
+                Some(q) = self.unacked_queries.recv() => {
+                    self.now = Instant::now();
+                    self.answer_unacked(q);
                 }
                 r = self.sync.changed(), if self.waits_for_sync() => {
                     if r.is_err() {
@@ -348,6 +361,7 @@ impl Session {
 
     /// Decode and handle every complete frame in the read buffer.
     fn process_input(&mut self) {
+        self.now = Instant::now();
         while !self.done && self.commit_wait.is_none() && !self.alarm.blocked {
             let frame = match self.io.decoded() {
                 Ok(Some(f)) => f,

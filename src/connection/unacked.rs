@@ -33,12 +33,19 @@ pub struct Unacked {
     /// When its consumer's timeout runs out, and that consumer's tag and
     /// id (a tag may be reused by a later consumer).
     pub deadline: Option<(std::time::Instant, Arc<str>, u64)>,
-    /// From a stream: its consumer's tag, under which an ack's offset is
-    /// tracked.
-    pub stream_tag: Option<Arc<str>>,
+    /// Its consumer's tag (None for basic.get); on a stream, the name
+    /// under which an ack's offset is tracked.
+    pub consumer_tag: Option<Arc<str>>,
+    /// When it was sent (the session's clock of that pass).
+    pub delivered_at: std::time::Instant,
 }
 
 impl Unacked {
+    /// The consumer tag an ack's offset is tracked under (stream only).
+    pub fn stream_tag(&self) -> Option<&Arc<str>> {
+        self.consumer_tag.as_ref().filter(|_| self.queue.is_stream())
+    }
+
     /// Bytes its body holds in memory.
     fn held(&self) -> u64 {
         match self.message.body_on_disk {

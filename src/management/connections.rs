@@ -143,7 +143,12 @@ fn visible(s: &AppState, c: &Caller, vhost: Option<&str>) -> Vec<std::sync::Arc<
         .collect()
 }
 
-fn find(s: &AppState, c: &Caller, name: &str) -> ApiResult<std::sync::Arc<ConnectionEntry>> {
+/// An open connection the caller may see, by name; else a 404.
+pub fn find_connection(
+    s: &AppState,
+    c: &Caller,
+    name: &str,
+) -> ApiResult<std::sync::Arc<ConnectionEntry>> {
     s.broker
         .connections
         .by_name(name)
@@ -185,7 +190,7 @@ async fn show(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let e = find(&s, &c, &name)?;
+    let e = find_connection(&s, &c, &name)?;
     Ok(Json(respond_one(
         connection_json(&e, &s.broker.node_name),
         &p,
@@ -198,7 +203,7 @@ async fn close(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let e = find(&s, &c, &name)?;
+    let e = find_connection(&s, &c, &name)?;
     if !(c.name == e.user || c.tags.iter().any(|t| t == "administrator")) {
         return Err(ApiError::not_authorised("Not administrator user"));
     }
@@ -264,7 +269,7 @@ async fn channels_of(
     Path(name): Path<String>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let e = find(&s, &c, &name)?;
+    let e = find_connection(&s, &c, &name)?;
     Ok(Json(respond(channel_items(&s, &[e]), &p)?))
 }
 

@@ -19,7 +19,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::exchanges::path_name;
 use super::format::vhost;
-use super::listing::Params;
+use super::listing::{limit_param, Params};
 use super::messages::{payload_json, properties_json};
 use super::{authz, blocking, AppState};
 use crate::auth::access::{Perm, Resource};
@@ -66,15 +66,7 @@ async fn list(
     Path((vh, name)): Path<(String, String)>,
     Query(p): Query<Params>,
 ) -> ApiResult<Json<Value>> {
-    let limit = match p.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| ApiError::bad_request("limit must be a positive integer"))?
-            .min(MAX_LIMIT),
-    };
+    let limit = limit_param(&p, DEFAULT_LIMIT, MAX_LIMIT)?;
     let (v, name) = delayed_exchange(&s, &c, &vh, &name, Perm::Read)?;
     // The listing may read bodies back from disk.
     let held = blocking(move || Ok(v.delayed.list(&name, limit))).await?;

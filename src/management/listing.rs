@@ -24,6 +24,20 @@ const MAX_REGEX_LEN: usize = 1024;
 /// The query string's parameters (unknown ones are ignored).
 pub type Params = HashMap<String, String>;
 
+/// The `limit` query parameter: `default` when absent, at most `max`; a
+/// 400 unless a positive integer.
+pub fn limit_param(params: &Params, default: usize, max: usize) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| n.min(max))
+            .ok_or_else(|| ApiError::bad_request("limit must be a positive integer")),
+    }
+}
+
 /// Sort, filter, page and project `items` as the parameters ask.
 pub fn respond(mut items: Vec<Value>, params: &Params) -> Result<Value, ApiError> {
     sort(&mut items, params);

@@ -35,6 +35,7 @@ mod queues;
 pub mod sampler;
 mod shovels;
 mod ui;
+mod unacked;
 mod users;
 
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(queues::routes())
         .merge(exchanges::routes())
         .merge(delayed::routes())
+        .merge(unacked::routes())
         .merge(bindings::routes())
         .merge(connections::routes())
         .merge(users::routes())

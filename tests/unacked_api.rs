@@ -49,7 +49,9 @@ async fn each_consumer_shows_what_it_holds_and_for_how_long() {
         // A consumer holding 10 (its prefetch), one basic.get holding 1,
         // and a consumer on another queue that must not be listed.
         let (_c2, slow) = broker.channel().await;
-        slow.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
+        slow.basic_qos(10, BasicQosOptions::default())
+            .await
+            .expect("qos");
         let mut held = consume_tagged(&slow, "work", "slow-worker").await;
         let first = common::next_deliveries(&mut held, 10).await;
         let got = slow
@@ -145,9 +147,7 @@ async fn a_connection_lists_its_own_and_bad_requests_are_refused() {
 
         let (status, _) = broker.api("GET", "/queues/%2F/nope/unacked", None).await;
         assert_eq!(status, 404);
-        let (status, _) = broker
-            .api("GET", "/connections/nope/unacked", None)
-            .await;
+        let (status, _) = broker.api("GET", "/connections/nope/unacked", None).await;
         assert_eq!(status, 404);
         let (status, body) = broker
             .api("GET", "/queues/%2F/a/unacked?limit=0", None)

@@ -98,5 +98,8 @@ pub async fn ask(
         reply,
     };
     to.try_send(query).ok()?;
-    tokio::time::timeout(REPORT_TIMEOUT, answer).await.ok()?.ok()
+    tokio::time::timeout(REPORT_TIMEOUT, answer)
+        .await
+        .ok()?
+        .ok()
 }

@@ -43,7 +43,9 @@ pub struct Unacked {
 impl Unacked {
     /// The consumer tag an ack's offset is tracked under (stream only).
     pub fn stream_tag(&self) -> Option<&Arc<str>> {
-        self.consumer_tag.as_ref().filter(|_| self.queue.is_stream())
+        self.consumer_tag
+            .as_ref()
+            .filter(|_| self.queue.is_stream())
     }
 
     /// Bytes its body holds in memory.

@@ -35,9 +35,11 @@ impl Session {
                 .extend(oldest.map(|u| describe(id, u, self.now)));
         }
         report.holders = holders.into_values().collect();
-        report
-            .deliveries
-            .sort_by(|a, b| b.held_ms.cmp(&a.held_ms).then(a.delivery_tag.cmp(&b.delivery_tag)));
+        report.deliveries.sort_by(|a, b| {
+            b.held_ms
+                .cmp(&a.held_ms)
+                .then(a.delivery_tag.cmp(&b.delivery_tag))
+        });
         report.deliveries.truncate(q.limit);
         // The asker may have given up waiting: nothing to do then.
         let _ = q.reply.send(report);

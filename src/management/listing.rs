@@ -69,7 +69,8 @@ pub fn respond(mut items: Vec<Value>, params: &Params) -> Result<Value, ApiError
 }
 
 /// Like [`respond`] for typed items already in the default order (by
-/// vhost, then name): unless another sort is asked for, the name filter
+/// vhost, then name): unless a sort other than by name is asked for, the
+/// name filter
 /// and the page are applied to the items themselves, and only what is
 /// answered is turned into JSON (a page of 100 out of 10,000 queues
 /// formats 100).
@@ -80,11 +81,19 @@ pub fn respond_typed<T, J: Serialize>(
     render: impl Fn(&T) -> J,
 ) -> Result<Response, ApiError> {
     let value = |i: &T| serde_json::to_value(render(i)).unwrap_or(Value::Null);
-    if params.get("sort").is_some_and(|s| !s.is_empty()) {
-        let values = items.iter().map(value).collect();
-        return Ok(Json(respond(values, params)?).into_response());
+    let sort_key = params.get("sort").map(String::as_str).unwrap_or("");
+    match sort_key {
+        "" => {}
+        // The UI's default: sorted by the name itself, no JSON needed.
+        "name" => items.sort_by(|a, b| name(a).cmp(name(b))),
+        _ => {
+            let values = items.iter().map(value).collect();
+            return Ok(Json(respond(values, params)?).into_response());
+        }
     }
-    if params.get("sort_reverse").is_some_and(|r| r == "true") && !params.contains_key("sort") {
+    // As `sort`: an empty `sort=` keeps the order, reversed or not.
+    let sorted = sort_key == "name" || !params.contains_key("sort");
+    if sorted && params.get("sort_reverse").is_some_and(|r| r == "true") {
         items.reverse();
     }
     let cols = columns(params);
@@ -334,6 +343,27 @@ mod tests {
             json!({"name": "b-q", "message_stats": {"publish": 10}})
         );
         assert_eq!(v[3]["name"], "c");
+    }
+
+    /// The typed path's own sort by name answers what the JSON path does.
+    #[test]
+    fn typed_sort_by_name_matches_the_json_sort() {
+        for reverse in ["false", "true"] {
+            let q = params(&[
+                ("sort", "name"),
+                ("sort_reverse", reverse),
+                ("page", "1"),
+                ("page_size", "3"),
+                ("name", "q"),
+            ]);
+            let typed =
+                respond_typed(queues(), &q, |v| v["name"].as_str().unwrap(), Clone::clone).unwrap();
+            let body =
+                futures_lite::future::block_on(axum::body::to_bytes(typed.into_body(), 1 << 20))
+                    .unwrap();
+            let typed: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(typed, respond(queues(), &q).unwrap(), "reverse={reverse}");
+        }
     }
 
     #[test]

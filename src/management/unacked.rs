@@ -100,7 +100,7 @@ async fn gather(conns: Vec<Arc<ConnectionEntry>>, queue: Option<Arc<str>>, limit
         consumers.extend(holders.iter().map(|h| holder_json(&e, h)));
         messages.extend(deliveries.iter().map(|d| (d.held_ms, delivery_json(&e, d))));
     }
-    messages.sort_by(|a, b| b.0.cmp(&a.0));
+    messages.sort_by_key(|m| std::cmp::Reverse(m.0));
     messages.truncate(limit);
     json!({
         "total": total,

@@ -9,13 +9,17 @@ import { queues } from "./pages/queues.js";
 import { queue } from "./pages/queue.js";
 import { exchanges, exchange } from "./pages/exchanges.js";
 import { shovels } from "./pages/shovels.js";
+import { connections, connection, channels } from "./pages/connections.js";
+import { users } from "./pages/admin.js";
+import { vhosts, limits } from "./pages/vhosts.js";
+import { policies, definitions } from "./pages/policies.js";
 
 const KEY = "warren.auth";
 
 /** Call the API: JSON in, JSON out; throws an Error with the API's reason. */
-export async function api(method, path, body) {
+export async function api(method, path, body, headers = {}) {
   const auth = sessionStorage.getItem(KEY);
-  const init = { method, headers: { authorization: "Basic " + auth } };
+  const init = { method, headers: { ...headers, authorization: "Basic " + auth } };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -88,6 +92,14 @@ const routes = [
   [/^#\/exchanges$/, exchanges],
   [/^#\/exchanges\/([^/]+)\/([^/]+)$/, exchange],
   [/^#\/shovels$/, shovels],
+  [/^#\/connections$/, connections],
+  [/^#\/connections\/([^/]+)$/, connection],
+  [/^#\/channels$/, channels],
+  [/^#\/admin(?:\/users)?$/, users],
+  [/^#\/admin\/vhosts$/, vhosts],
+  [/^#\/admin\/policies$/, policies],
+  [/^#\/admin\/limits$/, limits],
+  [/^#\/admin\/definitions$/, definitions],
 ];
 
 /** Stops the current page's timers when another page is shown. */

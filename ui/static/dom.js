@@ -62,3 +62,27 @@ export function field(label, input) {
   input.id = id;
   return h("div", { class: "field" }, h("label", { for: id }, label), input);
 }
+
+/** A form card: `children` (fields), a submit button, and `submit` run
+ * on submit; its error is shown as a toast prefixed with `failure`. */
+export function formCard(title, children, button, failure, submit) {
+  const form = h("form", { class: "card", "aria-label": title },
+    h("h2", {}, title), children, h("button", { type: "submit" }, button));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await submit();
+    } catch (err) {
+      toast(failure + ": " + err.message);
+    }
+  });
+  return form;
+}
+
+/** A link-styled button running `action`, its error toasted. */
+export function action(label, run, attrs = {}) {
+  return h("button", {
+    type: "button", class: "link", ...attrs,
+    onclick: () => run().catch((e) => toast(e.message)),
+  }, label);
+}

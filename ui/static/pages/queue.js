@@ -5,16 +5,18 @@
 
 import { api, seg } from "../app.js";
 import { h, table, facts, num, rate, field, toast, bytes } from "../dom.js";
+import { unackedCard } from "./unacked.js";
 
 export async function queue(main, vhost, name) {
   const base = `/queues/${seg(vhost)}/${seg(name)}`;
   const info = h("div", { class: "cols" });
   const consumers = h("section", { class: "card", "aria-label": "Consumers" });
   const bindings = h("section", { class: "card", "aria-label": "Bindings" });
+  const [unacked, refreshUnacked] = unackedCard(base + "/unacked");
   main.append(
     h("p", {}, h("a", { href: "#/queues" }, "Queues"), " / ", vhost),
     h("h1", {}, "Queue ", h("span", { class: "name" }, name)),
-    info, consumers, bindings,
+    info, consumers, unacked, bindings,
     h("div", { class: "cols" }, getForm(base), publishForm(vhost, name)),
     h("div", { class: "cols" }, moveForm(vhost, name), dangerZone(base, name)),
   );
@@ -48,6 +50,7 @@ export async function queue(main, vhost, name) {
         ["Prefetch", (c) => c.prefetch_count],
       ], q.consumer_details)
       : h("p", {}, "No consumers."));
+    await refreshUnacked();
     const bs = await api("GET", base + "/bindings");
     bindings.replaceChildren(h("h2", {}, "Bindings"),
       table([

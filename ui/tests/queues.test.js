@@ -37,6 +37,10 @@ test("add a queue, bind it, publish and get the message back", async () => {
   // Looked at, requeued: still in the queue.
   const q = await api("GET", `/queues/%2F/${name}`);
   assert.equal(q.messages_ready + q.messages_unacknowledged, 1);
+  // The queue's chart draws the message waiting (sampled every 5 s).
+  const queued = page.locator('figure[data-title="Queued messages"]');
+  await page.waitForFunction((el) => JSON.parse(el.dataset.last || "{}").Ready === 1,
+    await queued.elementHandle(), { timeout: 15000 });
   if (process.env.WARREN_SCREENSHOTS) {
     await page.screenshot({ path: `${process.env.WARREN_SCREENSHOTS}/queue.png`, fullPage: true });
   }

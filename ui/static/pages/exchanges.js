@@ -2,18 +2,18 @@
 // x-delayed-message exchange) the messages it holds, cancellable.
 
 import { api, seg } from "../app.js";
-import { h, table, facts, num, rate, toast } from "../dom.js";
+import { h, table, facts, rate, toast } from "../dom.js";
+import { pagedList } from "../paged.js";
 
-export async function exchanges(main) {
-  const res = await api("GET", "/exchanges?page=1&page_size=500&pagination=true");
-  main.append(h("h1", {}, "Exchanges"), table([
+export function exchanges(main) {
+  return pagedList(main, "Exchanges", "/exchanges", [
     ["Name", (x) => h("a", { href: `#/exchanges/${seg(x.vhost)}/${seg(x.name || "amq.default")}` }, x.name || "(default)")],
     ["Vhost", (x) => x.vhost],
     ["Type", (x) => x.type],
     ["Durable", (x) => (x.durable ? "yes" : "no")],
     ["In", (x) => rate(x.message_stats?.publish_in_details?.rate)],
     ["Out", (x) => rate(x.message_stats?.publish_out_details?.rate)],
-  ], res.items, { class: "list" }), h("p", {}, `${num(res.total_count)} exchanges`));
+  ], "exchanges");
 }
 
 export async function exchange(main, vhost, name) {

@@ -4,9 +4,9 @@
 
 import { api } from "../app.js";
 import { h, facts, num, rate, bytes } from "../dom.js";
+import { chart } from "../chart.js";
 
 const INTERVAL_MS = 5000;
-const KEEP = 120; // samples: ten minutes
 
 const RATES = [
   ["Published", (o) => o.message_stats?.publish_details?.rate, "#2563eb"],
@@ -19,31 +19,6 @@ const QUEUED = [
   ["Ready", (o) => o.queue_totals?.messages_ready, "#2563eb"],
   ["Unacked", (o) => o.queue_totals?.messages_unacknowledged, "#ea580c"],
 ];
-
-/** A time-series chart of `series` ([label, pick, colour]). */
-function chart(title, series, unit) {
-  const box = h("figure", { class: "chart", "data-title": title }, h("figcaption", {}, title));
-  const data = [[], ...series.map(() => [])];
-  const opts = {
-    width: 520,
-    height: 200,
-    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
-    series: [{}, ...series.map(([label, , stroke]) => ({ label, stroke, width: 2, value: (_u, v) => (v == null ? "" : v.toFixed(unit === "/s" ? 1 : 0) + (unit || "")) }))],
-    axes: [{}, { size: 60 }],
-  };
-  const plot = new uPlot(opts, data, box);
-  return {
-    el: box,
-    add(t, o) {
-      data[0].push(t);
-      series.forEach(([, pick], i) => data[i + 1].push(Number(pick(o) || 0)));
-      if (data[0].length > KEEP) data.forEach((d) => d.shift());
-      plot.setData(data);
-      // The latest values, by series: what the chart's right edge shows.
-      box.dataset.last = JSON.stringify(Object.fromEntries(series.map(([label], i) => [label, data[i + 1].at(-1)])));
-    },
-  };
-}
 
 export async function overview(main) {
   const rates = chart("Message rates", RATES, "/s");

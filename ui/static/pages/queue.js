@@ -6,6 +6,18 @@
 import { api, seg } from "../app.js";
 import { h, table, facts, num, rate, field, toast, bytes } from "../dom.js";
 import { unackedCard } from "./unacked.js";
+import { chart } from "../chart.js";
+
+const RATES = [
+  ["Published", (q) => q.message_stats?.publish_details?.rate, "#2563eb"],
+  ["Delivered", (q) => q.message_stats?.deliver_get_details?.rate, "#16a34a"],
+  ["Acked", (q) => q.message_stats?.ack_details?.rate, "#9333ea"],
+  ["Redelivered", (q) => q.message_stats?.redeliver_details?.rate, "#ea580c"],
+];
+const QUEUED = [
+  ["Ready", (q) => q.messages_ready, "#2563eb"],
+  ["Unacked", (q) => q.messages_unacknowledged, "#ea580c"],
+];
 
 export async function queue(main, vhost, name) {
   const base = `/queues/${seg(vhost)}/${seg(name)}`;
@@ -13,16 +25,21 @@ export async function queue(main, vhost, name) {
   const consumers = h("section", { class: "card", "aria-label": "Consumers" });
   const bindings = h("section", { class: "card", "aria-label": "Bindings" });
   const [unacked, refreshUnacked] = unackedCard(base + "/unacked");
+  const rates = chart("Message rates", RATES, "/s");
+  const queued = chart("Queued messages", QUEUED, "");
   main.append(
     h("p", {}, h("a", { href: "#/queues" }, "Queues"), " / ", vhost),
     h("h1", {}, "Queue ", h("span", { class: "name" }, name)),
-    info, consumers, unacked, bindings,
+    info, h("div", { class: "charts" }, rates.el, queued.el), consumers, unacked, bindings,
     h("div", { class: "cols" }, getForm(base), publishForm(vhost, name)),
     h("div", { class: "cols" }, moveForm(vhost, name), dangerZone(base, name)),
   );
 
   async function refresh() {
     const q = await api("GET", base);
+    const t = Date.now() / 1000;
+    rates.add(t, q);
+    queued.add(t, q);
     const policy = q.effective_policy_definition || {};
     info.replaceChildren(
       h("section", { class: "card", "aria-label": "Details" }, h("h2", {}, "Details"), facts([

@@ -254,11 +254,35 @@ async fn bad_shovel_definitions_are_refused_with_a_reason() {
             404
         );
 
-        // A valid shovel whose source does not exist yet waits, says why,
-        // is exported with the definitions, and stops when deleted.
-        let mut def = move_all("missing", "work");
-        def["value"]["src-delete-after"] = json!("never");
-        let (status, _) = api(&base, "PUT", "/parameters/shovel/%2F/waits", Some(def)).await;
+        // Unknown keys and vhosts are refused as RabbitMQ refuses them.
+        let mut bogus = move_all("q", "w");
+        bogus["value"]["bogus-key"] = json!(1);
+        let (status, reply) = api(&base, "PUT", "/parameters/shovel/%2F/bad", Some(bogus)).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            reply["reason"],
+            "Validation failed\n\nUnrecognised terms [{&lt;&lt;\"bogus-key\"&gt;&gt;,1}] in bad\n"
+        );
+        let (status, reply) = api(
+            &base,
+            "PUT",
+            "/parameters/shovel/nosuchvhost/bad",
+            Some(move_all("q", "w")),
+        )
+        .await;
+        assert_eq!(
+            (status, reply),
+            (
+                404,
+                json!({"error": "not_found", "reason": "vhost_not_found"})
+            )
+        );
+
+        // A shovel whose destination exchange does not exist waits, says
+        // why, is exported with the definitions, and stops when deleted.
+        let waits = json!({"value": {"src-uri": "amqp://", "src-queue": "q", "dest-uri": "amqp://",
+                                     "dest-exchange": "nox"}});
+        let (status, _) = api(&base, "PUT", "/parameters/shovel/%2F/waits", Some(waits)).await;
         assert_eq!(status, 201);
         let reason = poll(
             Duration::from_secs(5),
@@ -270,7 +294,7 @@ async fn bad_shovel_definitions_are_refused_with_a_reason() {
         )
         .await
         .expect("a reason");
-        assert_eq!(reason, "no queue 'missing' in vhost '/'");
+        assert_eq!(reason, "no exchange 'nox' in vhost '/'");
         let (_, defs) = api(&base, "GET", "/definitions", None).await;
         let exported = defs["parameters"].as_array().expect("parameters");
         assert!(
@@ -287,6 +311,73 @@ async fn bad_shovel_definitions_are_refused_with_a_reason() {
         );
         let (_, shovels) = api(&base, "GET", "/shovels", None).await;
         assert_eq!(shovels, json!([]));
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_queues_are_declared_and_the_shovel_routes_act_on_it() {
+    bounded(Duration::from_secs(30), async {
+        let broker = Broker::start_with(|c| c.management_port = free_port()).await;
+        let base = broker.api_url().expect("api");
+        let def = json!({"value": {"src-uri": "amqp://", "src-queue": "nosrc", "dest-uri": "amqp://",
+                                   "dest-queue": "nodst", "dest-queue-args": {"x-max-length": 100},
+                                   "dest-add-forward-headers": true, "dest-add-timestamp-header": true}});
+        let (status, _) = api(&base, "PUT", "/parameters/shovel/%2F/mkq", Some(def.clone())).await;
+        assert_eq!(status, 201);
+        // As RabbitMQ: both declared durable, the destination with its
+        // arguments, and the shovel runs.
+        let dest = poll(Duration::from_secs(5), Duration::from_millis(20), || async {
+            let (status, q) = api(&base, "GET", "/queues/%2F/nodst", None).await;
+            (status == 200).then_some(q)
+        })
+        .await
+        .expect("nodst declared");
+        assert_eq!(dest["durable"], true);
+        assert_eq!(dest["arguments"], json!({"x-max-length": 100}));
+        let (_, src) = api(&base, "GET", "/queues/%2F/nosrc", None).await;
+        assert_eq!((src["durable"].clone(), src["arguments"].clone()), (json!(true), json!({})));
+
+        // What arrives at the source is moved, with the shovel's headers.
+        let (_c, ch) = broker.channel().await;
+        common::publish(&ch, "", "nosrc", b"moved").await;
+        let got = poll(Duration::from_secs(5), Duration::from_millis(20), || async {
+            ch.basic_get("nodst".into(), Default::default())
+                .await
+                .expect("get")
+        })
+        .await
+        .expect("moved to nodst");
+        let headers = got.properties.headers().clone().expect("headers");
+        let h = headers.inner();
+        assert!(h.contains_key("x-shovelled-timestamp"), "{h:?}");
+        let Some(lapin::types::AMQPValue::FieldArray(by)) = h.get("x-shovelled") else {
+            panic!("x-shovelled: {h:?}");
+        };
+        assert_eq!(by.as_slice().len(), 1);
+
+        // RabbitMQ's per-shovel routes: the vhost's list, restart, delete.
+        let (status, list) = api(&base, "GET", "/shovels/vhost/%2F/mkq", None).await;
+        assert_eq!(status, 200);
+        assert_eq!(list[0]["name"], "mkq");
+        assert_eq!(api(&base, "GET", "/shovels/vhost/%2F/nosuch", None).await.0, 404);
+        let restart = "/shovels/vhost/%2F/mkq/restart";
+        assert_eq!(api(&base, "DELETE", restart, None).await.0, 204);
+        assert_eq!(api(&base, "DELETE", "/shovels/vhost/%2F/nosuch/restart", None).await.0, 404);
+        // The same value again: 204, kept as it is.
+        assert_eq!(api(&base, "PUT", "/parameters/shovel/%2F/mkq", Some(def)).await.0, 204);
+        common::publish(&ch, "", "nosrc", b"after restart").await;
+        poll(Duration::from_secs(5), Duration::from_millis(20), || async {
+            ch.basic_get("nodst".into(), Default::default())
+                .await
+                .expect("get")
+        })
+        .await
+        .expect("the restarted shovel moves too");
+        assert_eq!(api(&base, "DELETE", "/shovels/vhost/%2F/mkq", None).await.0, 204);
+        assert_eq!(api(&base, "GET", "/parameters/shovel/%2F/mkq", None).await.0, 404);
+        assert_eq!(api(&base, "DELETE", "/shovels/vhost/%2F/mkq", None).await.0, 404);
         broker.stop().await;
     })
     .await;

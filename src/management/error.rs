@@ -41,6 +41,16 @@ impl ApiError {
         }
     }
 
+    /// 404 for a parameter of a vhost that does not exist, as RabbitMQ
+    /// words it.
+    pub fn vhost_not_found() -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: "not_found",
+            reason: "vhost_not_found".into(),
+        }
+    }
+
     /// 401 with a reason.
     pub fn unauthorized(reason: &str) -> Self {
         ApiError {

@@ -194,9 +194,14 @@ pub fn put_parameter(s: &crate::broker::Broker, item: &Value) -> ApiResult<u64> 
         .get("value")
         .ok_or_else(|| ApiError::bad_request("value is missing"))?;
     if component == SHOVEL {
-        let def = ShovelDef::parse(value).map_err(|why| validation_failed(&why))?;
+        let def = ShovelDef::parse(value, name).map_err(|why| validation_failed(&why))?;
+        // As RabbitMQ: the same value again does not restart the shovel.
+        let same = s.access.parameter(vhost, SHOVEL, name).as_ref() == Some(value)
+            && s.shovels.exists(vhost, name);
         let ticket = s.access.put_parameter(vhost, SHOVEL, name, value.clone())?;
-        s.shovels.start(vhost, name, def);
+        if !same {
+            s.shovels.start(vhost, name, def);
+        }
         return Ok(ticket);
     }
     let limits = limits_of(value)?;
@@ -211,6 +216,9 @@ async fn put(
 ) -> ApiResult<StatusCode> {
     c.require_policymaker()?;
     check_vhost(&s, &c, &vhost)?;
+    if s.broker.vhost(&vhost).is_none() {
+        return Err(ApiError::vhost_not_found());
+    }
     if !body.is_object() {
         return Err(ApiError::bad_request("body must be a JSON object"));
     }
@@ -235,15 +243,7 @@ async fn delete(
     c.require_policymaker()?;
     check_vhost(&s, &c, &vhost)?;
     if component == SHOVEL {
-        let broker = s.broker.clone();
-        let ticket = blocking(move || {
-            let ticket = broker.access.delete_parameter(&vhost, SHOVEL, &name)?;
-            broker.shovels.stop(&vhost, &name);
-            Ok(ticket)
-        })
-        .await?;
-        wait_synced(&s, ticket).await?;
-        return Ok(StatusCode::NO_CONTENT);
+        return delete_shovel(&s, vhost, name).await;
     }
     if find(&s, &component, &vhost, &name).is_none() {
         return Err(ApiError::not_found());
@@ -252,6 +252,20 @@ async fn delete(
     let ticket =
         blocking(move || Ok(broker.delete_limit(LimitScope::Vhost, &vhost, None)?)).await?;
     wait_synced(&s, ticket).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete shovel `name`'s parameter and stop it (also
+/// `DELETE /api/shovels/vhost/{vhost}/{name}`).
+pub async fn delete_shovel(s: &AppState, vhost: String, name: String) -> ApiResult<StatusCode> {
+    let broker = s.broker.clone();
+    let ticket = blocking(move || {
+        let ticket = broker.access.delete_parameter(&vhost, SHOVEL, &name)?;
+        broker.shovels.stop(&vhost, &name);
+        Ok(ticket)
+    })
+    .await?;
+    wait_synced(s, ticket).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,15 +2,20 @@
 //! shovels running, with their state, and Warren's progress fields
 //! `messages_moved` and `messages_to_move` (what `src-delete-after` asks
 //! for, once known). Shovels are declared and deleted as `shovel`
-//! parameters (see `parameters.rs`).
+//! parameters (see `parameters.rs`), or deleted and restarted here:
+//! - `GET /api/shovels/vhost/{vhost}/{name}`: as RabbitMQ 3.10, the
+//!   vhost's shovels (an array), or 404 if `name` is not one of them;
+//! - `DELETE /api/shovels/vhost/{vhost}/{name}`: delete its parameter;
+//! - `DELETE /api/shovels/vhost/{vhost}/{name}/restart`: start it again.
 
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::format::{sees_vhost, vhost};
 use super::listing::{respond, Params};
 use super::AppState;
@@ -24,6 +29,51 @@ pub fn routes() -> Router<AppState> {
             "/shovels/{vhost}",
             get(|s, c, Path(v): Path<String>, p| list(s, c, Some(v), p)),
         )
+        .route("/shovels/vhost/{vhost}/{name}", get(one).delete(remove))
+        .route("/shovels/vhost/{vhost}/{name}/restart", delete(restart))
+}
+
+/// The vhost (visible to the caller) and name of an existing shovel.
+fn existing(s: &AppState, c: &Caller, vh: &str, name: &str) -> ApiResult<()> {
+    vhost(s, c, vh)?;
+    match s.broker.shovels.exists(vh, name) {
+        true => Ok(()),
+        false => Err(ApiError::not_found()),
+    }
+}
+
+async fn one(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((vh, name)): Path<(String, String)>,
+    p: Query<Params>,
+) -> ApiResult<Json<Value>> {
+    existing(&s, &c, &vh, &name)?;
+    list(State(s), c, Some(vh), p).await
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((vh, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    c.require_policymaker()?;
+    existing(&s, &c, &vh, &name)?;
+    super::parameters::delete_shovel(&s, vh, name).await
+}
+
+async fn restart(
+    State(s): State<AppState>,
+    c: Caller,
+    Path((vh, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    c.require_policymaker()?;
+    existing(&s, &c, &vh, &name)?;
+    tracing::info!(vhost = %vh, shovel = %name, by = %c.name, "restarting a shovel through the management API");
+    match s.broker.shovels.restart(&vh, &name) {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::not_found()),
+    }
 }
 
 async fn list(

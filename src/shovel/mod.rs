@@ -10,7 +10,9 @@
 //! task each, stopped by a token; the server starts them and stops them
 //! before the store closes.
 
+mod declare;
 pub mod definition;
+mod headers;
 mod mover;
 pub mod status;
 
@@ -70,7 +72,7 @@ impl Shovels {
             if component != COMPONENT {
                 continue;
             }
-            match ShovelDef::parse(&value) {
+            match ShovelDef::parse(&value, &name) {
                 Ok(def) => self.start(&vhost, &name, def),
                 Err(e) => {
                     tracing::warn!(vhost = %vhost, shovel = %name, error = %e, "a stored shovel is not valid; not started")
@@ -103,6 +105,26 @@ impl Shovels {
         }
         tracing::info!(vhost, shovel = name, "shovel started");
         root.tracker.spawn(run(broker, status, stop));
+    }
+
+    /// Restart shovel `name` of `vhost` with its definition (what
+    /// `DELETE /api/shovels/vhost/{vhost}/{name}/restart` does); false if
+    /// there is no such shovel.
+    pub fn restart(&self, vhost: &str, name: &str) -> bool {
+        let key = (vhost.to_string(), name.to_string());
+        let def = match self.running.lock().get(&key) {
+            Some(r) => r.status.def.clone(),
+            None => return false,
+        };
+        self.start(vhost, name, def);
+        true
+    }
+
+    /// Whether shovel `name` of `vhost` is listed (running, waiting or
+    /// just finished).
+    pub fn exists(&self, vhost: &str, name: &str) -> bool {
+        let key = (vhost.to_string(), name.to_string());
+        self.running.lock().contains_key(&key)
     }
 
     /// Stop shovel `name` of `vhost` (its parameter was deleted).

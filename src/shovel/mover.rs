@@ -15,6 +15,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio_util::sync::CancellationToken;
 
 use super::definition::{AckMode, DeleteAfter, Dest, ShovelDef};
+use super::headers::Stamp;
 use super::status::Status;
 use crate::broker::consumer::{ChannelCredit, ConnEvent, ConnHandle, Consumer, ConsumerCredit};
 use crate::broker::message::{decode_properties, QueuedMessage};
@@ -49,6 +50,23 @@ pub async fn run_once(
     let Some(dest_vhost) = broker.vhost(&def.dest_vhost) else {
         return Outcome::Retry(format!("vhost '{}' not found", def.dest_vhost));
     };
+    match super::declare::missing_queues(broker, def) {
+        Err(why) => return Outcome::Retry(why),
+        // The declarations are stored before anything moves into them.
+        Ok(round) if round > 0 => {
+            let mut sync = broker.store.syncer.subscribe();
+            let stored = tokio::select! {
+                s = sync.wait_for(|s| s.synced >= round || s.failed) => {
+                    s.map(|s| s.synced >= round).unwrap_or(false)
+                }
+                _ = stop.cancelled() => return Outcome::Stopped,
+            };
+            if !stored {
+                return Outcome::Retry("the store could not write the declared queues".into());
+            }
+        }
+        Ok(_) => {}
+    }
     let Some(src) = src_vhost.find_queue(&def.src_queue) else {
         return Outcome::Retry(format!(
             "no queue '{}' in vhost '{}'",
@@ -98,6 +116,7 @@ pub async fn run_once(
         rx,
         credit: (def.ack_mode != AckMode::NoAck).then_some(credit),
         sync: broker.store.syncer.subscribe(),
+        stamp: Stamp::new(def, &broker.cluster_name(), &status.vhost, &status.name),
     };
     let outcome = mover.pump(stop).await;
     mover.detach();
@@ -127,6 +146,8 @@ struct Mover<'a> {
     /// The consumer's prefetch credit (None for no-ack).
     credit: Option<Arc<ConsumerCredit>>,
     sync: tokio::sync::watch::Receiver<crate::store::syncer::SyncStatus>,
+    /// Headers to add to each copy, if the definition asks for them.
+    stamp: Option<Stamp>,
 }
 
 /// Most deliveries one batch takes from the mailbox.
@@ -191,8 +212,9 @@ impl Mover<'_> {
             }
         }
         let mut stored = Stored::Done;
+        let now_s = crate::broker::message::now_ms() / 1000;
         for m in &batch {
-            stored = stored.and(self.publish(&m.message));
+            stored = stored.and(self.publish(&m.message, now_s));
         }
         if matches!(stored, Stored::Failed | Stored::Rejected(_)) {
             self.give_back(batch);
@@ -226,7 +248,7 @@ impl Mover<'_> {
     }
 
     /// Publish one message to the destination.
-    fn publish(&self, m: &Message) -> Stored {
+    fn publish(&self, m: &Message, now_s: u64) -> Stored {
         let (exchange, key): (&str, &str) = match &self.def.dest {
             Dest::Queue(q) => ("", q),
             Dest::Exchange { name, key } => (name, key.as_deref().unwrap_or(&m.routing_key)),
@@ -234,7 +256,10 @@ impl Mover<'_> {
         let copy = Arc::new(Message {
             exchange: Arc::from(exchange),
             routing_key: Arc::from(key),
-            properties: m.properties.clone(),
+            properties: match &self.stamp {
+                Some(stamp) => stamp.apply(&m.properties, now_s),
+                None => m.properties.clone(),
+            },
             body: m.body.clone(),
             persistent: m.persistent,
             expiration_ms: m.expiration_ms,

@@ -168,3 +168,79 @@ fn urlencoding(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_consumer_that_stopped_reading_is_still_shown() {
+    bounded(Duration::from_secs(60), async {
+        let broker = start().await;
+        let (_c, ch) = broker.channel().await;
+        common::declare_queue(&ch, "big").await;
+        // A client that consumes and then never reads its socket again:
+        // its connection task ends up stuck writing to it.
+        let mut stuck = common::raw::Raw::handshake(&broker).await;
+        stuck.open_channel(1).await;
+        stuck
+            .send(&common::raw::basic_consume(1, "big", "stuck-reader", false))
+            .await;
+        stuck.expect_method(1, 60, 21).await;
+        let body = vec![7u8; 1 << 20];
+        for _ in 0..40 {
+            common::publish(&ch, "", "big", &body).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (status, report) = broker.api("GET", "/queues/%2F/big/unacked", None).await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["connections_unanswered"], 1, "{report}");
+        let channels = &report["unanswered"][0]["channels"];
+        assert_eq!(
+            channels[0]["consumer_tags"],
+            serde_json::json!(["stuck-reader"]),
+            "{report}"
+        );
+        drop(stuck);
+        broker.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn others_connections_and_exclusive_queues_stay_private() {
+    bounded(Duration::from_secs(30), async {
+        let broker = start().await;
+        let (status, _) = broker
+            .api(
+                "PUT",
+                "/users/watcher",
+                Some(serde_json::json!({"password": "watcher", "tags": "management"})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let perms = serde_json::json!({"configure": "", "write": "", "read": ".*"});
+        broker
+            .api("PUT", "/permissions/%2F/watcher", Some(perms))
+            .await;
+        let (_c, ch) = broker.channel().await;
+        common::declare_queue(&ch, "shared").await;
+        common::publish(&ch, "", "shared", b"x").await;
+        let mut c = consume_tagged(&ch, "shared", "guests").await;
+        common::next_delivery(&mut c).await;
+        let exclusive = common::temp_queue(&ch).await;
+
+        // guest sees its own holder; watcher may read the queue but not
+        // see guest's connection, so nothing of it.
+        let (_, mine) = broker.api("GET", "/queues/%2F/shared/unacked", None).await;
+        assert_eq!(mine["total"], 1);
+        let (status, theirs) = broker
+            .api_as("watcher", "GET", "/queues/%2F/shared/unacked", None)
+            .await;
+        assert_eq!(status, 200, "{theirs}");
+        assert_eq!(theirs["total"], 0, "{theirs}");
+        assert_eq!(theirs["consumers"], serde_json::json!([]));
+        // Another connection's exclusive queue is refused, as for /get.
+        let path = format!("/queues/%2F/{exclusive}/unacked");
+        let (status, _) = broker.api("GET", &path, None).await;
+        assert_ne!(status, 200);
+        broker.stop().await;
+    })
+    .await
+}

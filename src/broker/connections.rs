@@ -261,7 +261,11 @@ impl ConnectionEntry {
     /// Ask its task for its unacked deliveries (of one queue, or all),
     /// listing at most `limit`; None if it does not answer (see
     /// `unacked_view`).
-    pub async fn unacked(&self, queue: Option<Arc<str>>, limit: usize) -> Option<UnackedReport> {
+    pub async fn unacked(
+        &self,
+        queue: Option<Arc<super::queue::Queue>>,
+        limit: usize,
+    ) -> Option<UnackedReport> {
         super::unacked_view::ask(&self.unacked_queries, queue, limit).await
     }
 

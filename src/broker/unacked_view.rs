@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::queue::Queue;
+
 /// Requests a connection may have queued before further ones are refused
 /// (a connection too busy to answer is skipped, not waited for).
 pub const QUERY_CAPACITY: usize = 4;
@@ -24,8 +26,9 @@ pub const MAX_LISTED: usize = 1_000;
 /// What the API asks a connection.
 #[derive(Debug)]
 pub struct UnackedQuery {
-    /// Only deliveries from this queue (of the connection's vhost).
-    pub queue: Option<Arc<str>>,
+    /// Only deliveries from this queue (this one: not another of the same
+    /// name declared after it was deleted).
+    pub queue: Option<Arc<Queue>>,
     /// List at most this many, oldest first (at most [`MAX_LISTED`]).
     pub limit: usize,
     /// Where the report goes.
@@ -55,8 +58,8 @@ pub struct Holder {
     pub count: u64,
     /// Body bytes held in memory (paged-out bodies count 0).
     pub bytes: u64,
-    /// Milliseconds the oldest has been held.
-    pub oldest_ms: u64,
+    /// When the oldest was delivered, Unix milliseconds.
+    pub oldest_at_ms: u64,
 }
 
 /// One unacked delivery.
@@ -70,8 +73,10 @@ pub struct HeldDelivery {
     pub delivery_tag: u64,
     /// The queue it came from.
     pub queue: Arc<str>,
-    /// Milliseconds since it was delivered.
-    pub held_ms: u64,
+    /// When it was delivered, Unix milliseconds (ages are taken from one
+    /// clock reading by the asker, so connections answering at different
+    /// times compare fairly).
+    pub delivered_at_ms: u64,
     /// Delivered before and returned.
     pub redelivered: bool,
     /// Where it was published.
@@ -88,7 +93,7 @@ pub struct HeldDelivery {
 /// gone, too busy to take the request, or does not answer in time.
 pub async fn ask(
     to: &mpsc::Sender<UnackedQuery>,
-    queue: Option<Arc<str>>,
+    queue: Option<Arc<Queue>>,
     limit: usize,
 ) -> Option<UnackedReport> {
     let (reply, answer) = oneshot::channel();

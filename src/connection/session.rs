@@ -154,6 +154,8 @@ impl Session {
     /// Serve until the connection ends; returns its final counters.
     pub async fn run(mut self, shutdown: CancellationToken) -> Totals {
         self.main_loop(shutdown).await;
+        // Nothing answers from here on: askers learn it at once.
+        self.unacked_queries.close();
         self.cleanup();
         let totals = self.final_totals();
         self.io.close_tls().await;

@@ -10,56 +10,74 @@ use indexmap::IndexMap;
 
 use super::session::Session;
 use super::unacked::Unacked;
-use crate::broker::message::decode_properties;
+use crate::broker::message::{decode_properties, now_ms};
 use crate::broker::unacked_view::{HeldDelivery, Holder, UnackedQuery, UnackedReport};
-
-impl Session {
-    /// Answer `q` from this connection's channels.
-    pub(super) fn answer_unacked(&mut self, q: UnackedQuery) {
-        let mut ids: Vec<u16> = self.channels.keys().copied().collect();
-        ids.sort_unstable();
-        let mut report = UnackedReport::default();
-        let mut holders = HolderCounts::new();
-        for id in ids {
-            let Some(ch) = self.channels.get(&id) else {
-                continue;
-            };
-            let wanted = |u: &&Unacked| q.queue.as_ref().is_none_or(|n| *n == u.queue.name);
-            for u in ch.unacked.iter().filter(wanted) {
-                count(&mut holders, id, u, self.now);
-            }
-            // A channel's list is in delivery order: its oldest come first.
-            let oldest = ch.unacked.iter().filter(wanted).take(q.limit);
-            report
-                .deliveries
-                .extend(oldest.map(|u| describe(id, u, self.now)));
-        }
-        report.holders = holders.into_values().collect();
-        report.deliveries.sort_by(|a, b| {
-            b.held_ms
-                .cmp(&a.held_ms)
-                .then(a.delivery_tag.cmp(&b.delivery_tag))
-        });
-        report.deliveries.truncate(q.limit);
-        // The asker may have given up waiting: nothing to do then.
-        let _ = q.reply.send(report);
-    }
-}
-
-fn held_ms(u: &Unacked, now: Instant) -> u64 {
-    let ms = now.saturating_duration_since(u.delivered_at).as_millis();
-    u64::try_from(ms).unwrap_or(u64::MAX)
-}
 
 /// Holders by channel, consumer tag and queue, in the order first seen.
 type HolderCounts = IndexMap<(u16, Option<Arc<str>>, Arc<str>), Holder>;
 
+/// Turns the session's monotonic stamps into Unix milliseconds.
+struct Clock {
+    now: Instant,
+    now_ms: u64,
+}
+
+impl Clock {
+    fn at_ms(&self, then: Instant) -> u64 {
+        let ago = self.now.saturating_duration_since(then).as_millis();
+        self.now_ms
+            .saturating_sub(u64::try_from(ago).unwrap_or(u64::MAX))
+    }
+}
+
+impl Session {
+    /// Answer `q` from this connection's channels.
+    pub(super) fn answer_unacked(&mut self, q: UnackedQuery) {
+        if q.reply.is_closed() {
+            // The asker gave up waiting: no work for nobody.
+            return;
+        }
+        let clock = Clock {
+            now: self.now,
+            now_ms: now_ms(),
+        };
+        let wanted = |u: &&Unacked| q.queue.as_ref().is_none_or(|w| Arc::ptr_eq(w, &u.queue));
+        let mut holders = HolderCounts::new();
+        // Each channel's list is in delivery order: its oldest `limit` are
+        // the only candidates it has. Only the final ones are described.
+        let mut oldest: Vec<(u16, &Unacked)> = Vec::new();
+        for (&id, ch) in &self.channels {
+            for u in ch.unacked.iter().filter(wanted) {
+                count(&mut holders, id, u, &clock);
+            }
+            oldest.extend(
+                ch.unacked
+                    .iter()
+                    .filter(wanted)
+                    .take(q.limit)
+                    .map(|u| (id, u)),
+            );
+        }
+        oldest.sort_by_key(|(id, u)| (u.delivered_at, *id, u.tag));
+        oldest.truncate(q.limit);
+        let report = UnackedReport {
+            holders: holders.into_values().collect(),
+            deliveries: oldest
+                .iter()
+                .map(|(id, u)| describe(*id, u, &clock))
+                .collect(),
+        };
+        let _ = q.reply.send(report);
+    }
+}
+
 /// Add `u` to its holder's counts.
-fn count(holders: &mut HolderCounts, channel: u16, u: &Unacked, now: Instant) {
+fn count(holders: &mut HolderCounts, channel: u16, u: &Unacked, clock: &Clock) {
     let bytes = match u.message.body_on_disk {
         true => 0,
         false => u.message.message.body.len() as u64,
     };
+    let at = clock.at_ms(u.delivered_at);
     let key = (channel, u.consumer_tag.clone(), Arc::clone(&u.queue.name));
     let h = holders.entry(key).or_insert_with(|| Holder {
         channel,
@@ -67,14 +85,14 @@ fn count(holders: &mut HolderCounts, channel: u16, u: &Unacked, now: Instant) {
         queue: Arc::clone(&u.queue.name),
         count: 0,
         bytes: 0,
-        oldest_ms: 0,
+        oldest_at_ms: at,
     });
     h.count += 1;
     h.bytes += bytes;
-    h.oldest_ms = h.oldest_ms.max(held_ms(u, now));
+    h.oldest_at_ms = h.oldest_at_ms.min(at);
 }
 
-fn describe(channel: u16, u: &Unacked, now: Instant) -> HeldDelivery {
+fn describe(channel: u16, u: &Unacked, clock: &Clock) -> HeldDelivery {
     let m = &u.message.message;
     let message_id = decode_properties(&m.properties)
         .and_then(|p| p.message_id().as_ref().map(|id| id.to_string()));
@@ -83,7 +101,7 @@ fn describe(channel: u16, u: &Unacked, now: Instant) -> HeldDelivery {
         consumer_tag: u.consumer_tag.clone(),
         delivery_tag: u.tag,
         queue: Arc::clone(&u.queue.name),
-        held_ms: held_ms(u, now),
+        delivered_at_ms: clock.at_ms(u.delivered_at),
         redelivered: u.message.redelivered,
         exchange: m.exchange.to_string(),
         routing_key: m.routing_key.to_string(),

@@ -1,15 +1,20 @@
 //! Warren's own routes for unacked deliveries: which consumer holds which
 //! messages, and for how long (RabbitMQ shows only counts):
 //! - `GET /api/queues/{vhost}/{name}/unacked[?limit=N]`: every connection
-//!   of the vhost is asked for its deliveries from that queue;
-//! - `GET /api/connections/{name}/unacked[?limit=N]`: one connection's.
+//!   of the vhost the caller may see is asked for its deliveries from
+//!   that queue (read permission on it needed; not another connection's
+//!   exclusive queue);
+//! - `GET /api/connections/{name}/unacked[?limit=N]`: one connection's,
+//!   from the queues the caller may read.
 //!
 //! Both answer `{"total", "consumers": [...], "messages": [...],
-//! "connections_unanswered"}`: per consumer (a `null` tag holds
-//! basic.get deliveries) its count, bytes and the age of its oldest; then
-//! the oldest deliveries, at most `limit` (default 100, at most 1,000).
-//! A connection that does not answer within 2 s is counted in
-//! `connections_unanswered`, not waited for.
+//! "connections_unanswered", "unanswered": [...]}`: per consumer (a
+//! `null` tag holds basic.get deliveries) its count, bytes and the age of
+//! its oldest; then the oldest deliveries, at most `limit` (default 100,
+//! at most 1,000). A connection that does not answer within 2 s (its
+//! client stopped reading, so its task is stuck writing) is listed under
+//! `unanswered` with the unacked counts of its last one-second snapshot:
+//! the stuck consumer is the one an operator looks for.
 
 use std::sync::Arc;
 
@@ -17,6 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::auth::Caller;
@@ -24,13 +30,20 @@ use super::connections::find_connection;
 use super::error::ApiResult;
 use super::format::vhost;
 use super::listing::{limit_param, Params};
+use super::queues::API_CONNECTION;
 use super::{authz, AppState};
 use crate::auth::access::{Perm, Resource};
 use crate::broker::connections::ConnectionEntry;
+use crate::broker::message::now_ms;
+use crate::broker::queue::Queue;
 use crate::broker::unacked_view::{HeldDelivery, Holder, UnackedReport, MAX_LISTED};
 
 /// Deliveries listed when no limit is given.
 const DEFAULT_LIMIT: usize = 100;
+
+/// Requests to these routes answered at once; more wait their turn (each
+/// asks every connection of a vhost).
+static ASKING: Semaphore = Semaphore::const_new(4);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -46,17 +59,19 @@ async fn of_queue(
 ) -> ApiResult<Json<Value>> {
     let limit = limit_param(&p, DEFAULT_LIMIT, MAX_LISTED)?;
     let v = vhost(&s, &c, &vh)?;
-    v.find_queue(&name)
-        .ok_or_else(super::error::ApiError::not_found)?;
+    // As for /get: another connection's exclusive queue is refused.
+    let queue = v.queue(&name, API_CONNECTION)?;
     authz::allow(&s, &c, &vh, Perm::Read, Resource::Queue, &name)?;
     let conns: Vec<_> = s
         .broker
         .connections
         .list()
         .into_iter()
-        .filter(|e| *e.vhost == *v.name)
+        .filter(|e| *e.vhost == *v.name && c.may_see_user(&e.user))
         .collect();
-    Ok(Json(gather(conns, Some(Arc::from(name)), limit).await))
+    let _turn = ASKING.acquire().await;
+    let answers = ask_all(conns, Some(queue.clone()), limit).await;
+    Ok(Json(merge(answers, Some(&queue), limit, |_| true)))
 }
 
 async fn of_connection(
@@ -67,11 +82,23 @@ async fn of_connection(
 ) -> ApiResult<Json<Value>> {
     let limit = limit_param(&p, DEFAULT_LIMIT, MAX_LISTED)?;
     let e = find_connection(&s, &c, &name)?;
-    Ok(Json(gather(vec![e], None, limit).await))
+    let vh = e.vhost.to_string();
+    let _turn = ASKING.acquire().await;
+    let answers = ask_all(vec![e], None, limit).await;
+    // Only what comes from queues the caller may read.
+    let may_read = |q: &str| authz::allow(&s, &c, &vh, Perm::Read, Resource::Queue, q).is_ok();
+    Ok(Json(merge(answers, None, limit, may_read)))
 }
 
-/// Ask each connection at once and merge their reports.
-async fn gather(conns: Vec<Arc<ConnectionEntry>>, queue: Option<Arc<str>>, limit: usize) -> Value {
+/// Each connection with its report (None: it did not answer).
+type Answers = Vec<(Arc<ConnectionEntry>, Option<UnackedReport>)>;
+
+/// Ask each connection at once.
+async fn ask_all(
+    conns: Vec<Arc<ConnectionEntry>>,
+    queue: Option<Arc<Queue>>,
+    limit: usize,
+) -> Answers {
     let mut asks = JoinSet::new();
     for e in conns {
         let queue = queue.clone();
@@ -80,33 +107,52 @@ async fn gather(conns: Vec<Arc<ConnectionEntry>>, queue: Option<Arc<str>>, limit
             (e, report)
         });
     }
-    let mut consumers = Vec::new();
-    let mut messages: Vec<(u64, Value)> = Vec::new();
-    let (mut total, mut unanswered) = (0, 0);
+    let mut answers = Vec::new();
     while let Some(joined) = asks.join_next().await {
-        let Ok((e, report)) = joined else {
-            unanswered += 1;
-            continue;
-        };
-        let Some(UnackedReport {
-            holders,
-            deliveries,
-        }) = report
-        else {
-            unanswered += 1;
-            continue;
-        };
-        total += holders.iter().map(|h| h.count).sum::<u64>();
-        consumers.extend(holders.iter().map(|h| holder_json(&e, h)));
-        messages.extend(deliveries.iter().map(|d| (d.held_ms, delivery_json(&e, d))));
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
     }
-    messages.sort_by_key(|m| std::cmp::Reverse(m.0));
-    messages.truncate(limit);
+    answers
+}
+
+/// The reports as one answer: ages from one clock reading, the oldest
+/// `limit` deliveries over all connections, rendered only once chosen.
+fn merge(
+    answers: Answers,
+    queue: Option<&Arc<Queue>>,
+    limit: usize,
+    may_read: impl Fn(&str) -> bool,
+) -> Value {
+    let now = now_ms();
+    let mut consumers = Vec::new();
+    let mut oldest: Vec<(&ConnectionEntry, &HeldDelivery)> = Vec::new();
+    let mut unanswered = Vec::new();
+    let mut total = 0;
+    for (e, report) in &answers {
+        let Some(r) = report else {
+            unanswered.push(snapshot_json(e, queue));
+            continue;
+        };
+        for h in r.holders.iter().filter(|h| may_read(&h.queue)) {
+            total += h.count;
+            consumers.push(holder_json(e, h, now));
+        }
+        oldest.extend(
+            r.deliveries
+                .iter()
+                .filter(|d| may_read(&d.queue))
+                .map(|d| (&**e, d)),
+        );
+    }
+    oldest.sort_by_key(|(e, d)| (d.delivered_at_ms, e.id, d.channel, d.delivery_tag));
+    oldest.truncate(limit);
     json!({
         "total": total,
         "consumers": consumers,
-        "messages": messages.into_iter().map(|(_, m)| m).collect::<Vec<_>>(),
-        "connections_unanswered": unanswered,
+        "messages": oldest.iter().map(|(e, d)| delivery_json(e, d, now)).collect::<Vec<_>>(),
+        "connections_unanswered": unanswered.len(),
+        "unanswered": unanswered,
     })
 }
 
@@ -115,7 +161,33 @@ fn channel_name(e: &ConnectionEntry, channel: u16) -> String {
     format!("{} ({channel})", e.name)
 }
 
-fn holder_json(e: &ConnectionEntry, h: &Holder) -> Value {
+/// A connection that did not answer, as its last snapshot shows it: its
+/// channels with consumers (on `queue`, if asked about one) or unacked
+/// deliveries, with the snapshot's counts.
+fn snapshot_json(e: &ConnectionEntry, queue: Option<&Arc<Queue>>) -> Value {
+    let snap = e.snapshot();
+    let channels: Vec<Value> = snap
+        .channels
+        .iter()
+        // Its consumers on the queue asked about, else whatever held
+        // something a second ago (the snapshot may predate the stall).
+        .filter(|ch| match queue {
+            Some(q) => ch.consumers.iter().any(|c| c.queue == q.name),
+            None => ch.unacked > 0 || !ch.consumers.is_empty(),
+        })
+        .map(|ch| {
+            json!({
+                "channel": channel_name(e, ch.number),
+                "channel_number": ch.number,
+                "unacked": ch.unacked,
+                "consumer_tags": ch.consumers.iter().map(|c| &*c.tag).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"connection": e.name, "user": e.user, "channels": channels})
+}
+
+fn holder_json(e: &ConnectionEntry, h: &Holder, now: u64) -> Value {
     json!({
         "connection": e.name,
         "user": e.user,
@@ -126,11 +198,11 @@ fn holder_json(e: &ConnectionEntry, h: &Holder) -> Value {
         "queue": &*h.queue,
         "unacked": h.count,
         "bytes_in_memory": h.bytes,
-        "oldest_held_ms": h.oldest_ms,
+        "oldest_held_ms": now.saturating_sub(h.oldest_at_ms),
     })
 }
 
-fn delivery_json(e: &ConnectionEntry, d: &HeldDelivery) -> Value {
+fn delivery_json(e: &ConnectionEntry, d: &HeldDelivery, now: u64) -> Value {
     json!({
         "connection": e.name,
         "channel": channel_name(e, d.channel),
@@ -138,7 +210,8 @@ fn delivery_json(e: &ConnectionEntry, d: &HeldDelivery) -> Value {
         "consumer_tag": d.consumer_tag.as_deref(),
         "delivery_tag": d.delivery_tag,
         "queue": &*d.queue,
-        "held_ms": d.held_ms,
+        "delivered_at": d.delivered_at_ms,
+        "held_ms": now.saturating_sub(d.delivered_at_ms),
         "redelivered": d.redelivered,
         "exchange": d.exchange,
         "routing_key": d.routing_key,

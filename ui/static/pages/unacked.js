@@ -47,8 +47,15 @@ export function unackedCard(path) {
           ["Bytes", (m) => (m.payload_bytes === null ? "on disk" : bytes(m.payload_bytes))],
         ], r.messages, { class: "unacked" }));
     }
-    if (r.connections_unanswered) {
-      children.push(h("p", { class: "hint" }, `${r.connections_unanswered} connection(s) did not answer in time.`));
+    if (r.unanswered && r.unanswered.length) {
+      // A client that stopped reading its socket: its connection cannot
+      // answer, and its consumers are the likely culprits.
+      children.push(h("h3", { class: "bad" }, "Not answering (client not reading?)"), table([
+        ["Connection", (u) => u.connection],
+        ["User", (u) => u.user],
+        ["Channels (unacked a moment ago)", (u) => u.channels.map((c) =>
+          `${c.channel_number}: ${num(c.unacked)} unacked, consumers ${c.consumer_tags.join(", ") || "none"}`).join("; ")],
+      ], r.unanswered, { class: "unanswered" }));
     }
     card.replaceChildren(...children);
   }

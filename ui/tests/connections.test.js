@@ -38,6 +38,9 @@ test("see who holds unacked messages, then close the connection with a reason", 
   assert.equal(await holder.count(), 1);
   assert.match(await holder.textContent(), /invoice-printer.*5/);
   await unacked.getByRole("cell", { name: "inv-0" }).waitFor();
+  if (process.env.WARREN_SCREENSHOTS) {
+    await page.screenshot({ path: `${process.env.WARREN_SCREENSHOTS}/connection.png`, fullPage: true });
+  }
 
   // The queue's page shows the same holder.
   await page.goto(page.url().replace(/#.*$/, `#/queues/%2F/${queue}`));

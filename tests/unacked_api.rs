@@ -6,24 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bounded, free_port, Broker};
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use common::{bounded, consume_tagged, free_port, Broker};
+use lapin::options::{BasicGetOptions, BasicQosOptions};
 use serde_json::Value;
 
 async fn start() -> Broker {
     Broker::start_with(|c| c.management_port = free_port()).await
-}
-
-async fn consume_tagged(ch: &lapin::Channel, queue: &str, tag: &str) -> lapin::Consumer {
-    ch.basic_consume(
-        queue.into(),
-        tag.into(),
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("consume")
 }
 
 fn consumer<'a>(report: &'a Value, tag: Option<&str>) -> &'a Value {

@@ -52,13 +52,19 @@ async fn one(
     list(State(s), c, Some(vh), p).await
 }
 
+/// An existing shovel the caller may delete or restart (policymaker, as
+/// for its parameter).
+fn managed(s: &AppState, c: &Caller, vh: &str, name: &str) -> ApiResult<()> {
+    c.require_policymaker()?;
+    existing(s, c, vh, name)
+}
+
 async fn remove(
     State(s): State<AppState>,
     c: Caller,
     Path((vh, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    c.require_policymaker()?;
-    existing(&s, &c, &vh, &name)?;
+    managed(&s, &c, &vh, &name)?;
     super::parameters::delete_shovel(&s, vh, name).await
 }
 
@@ -67,8 +73,7 @@ async fn restart(
     c: Caller,
     Path((vh, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    c.require_policymaker()?;
-    existing(&s, &c, &vh, &name)?;
+    managed(&s, &c, &vh, &name)?;
     tracing::info!(vhost = %vh, shovel = %name, by = %c.name, "restarting a shovel through the management API");
     match s.broker.shovels.restart(&vh, &name) {
         true => Ok(StatusCode::NO_CONTENT),

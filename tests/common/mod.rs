@@ -455,6 +455,19 @@ pub async fn consume(ch: &Channel, queue: &str) -> Consumer {
     .expect("basic.consume")
 }
 
+/// Start consuming from `queue` with consumer tag `tag` (acks required).
+#[allow(dead_code)]
+pub async fn consume_tagged(ch: &Channel, queue: &str, tag: &str) -> Consumer {
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        lapin::options::BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("basic.consume")
+}
+
 /// The next delivery of a consumer (panics on error, cancellation or timeout).
 pub async fn next_delivery(consumer: &mut Consumer) -> Delivery {
     match tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {

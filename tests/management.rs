@@ -115,6 +115,32 @@ async fn queues_are_declared_listed_and_paged() {
         );
         assert_eq!(v["items"][0]["messages"], 2);
         assert!(v["items"][0]["message_stats"]["publish_details"]["rate"].is_number());
+        // The UI's sorts by a count, paged and not: ties keep name order,
+        // reversed as a whole.
+        common::publish(&ch, "", "audit", b"a").await;
+        for (query, want) in [
+            ("sort=messages_ready", ["orders-dlq", "audit", "orders"]),
+            (
+                "sort=messages&sort_reverse=true",
+                ["orders", "audit", "orders-dlq"],
+            ),
+            (
+                "sort=consumers&page=1&page_size=2",
+                ["audit", "orders", "orders-dlq"],
+            ),
+        ] {
+            let (status, v) =
+                raw(&broker, "GET", &format!("/queues/%2F?{query}"), GUEST, None).await;
+            assert_eq!(status, 200, "{query}: {v}");
+            let items = v.get("items").unwrap_or(&v);
+            let names: Vec<&str> = items
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|q| q["name"].as_str().expect("name"))
+                .collect();
+            assert_eq!(names, want[..names.len()], "{query}");
+        }
         // Flower's all-vhosts call, with its trailing slash.
         let (status, v) = raw(&broker, "GET", "/queues/", GUEST, None).await;
         assert_eq!(status, 200);

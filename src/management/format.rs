@@ -158,14 +158,19 @@ struct MessageStats {
 }
 
 /// A queue with its counters, gauges and rates.
+/// A queue's unacked messages as the API counts them: a stream holds none
+/// (its deliveries stay in the log).
+pub fn queue_unacked(q: &Queue) -> u64 {
+    match q.as_stream() {
+        Some(_) => 0,
+        None => q.stats.unacked(),
+    }
+}
+
 pub fn queue<'a>(q: &Queue, node: &'a str) -> QueueJson<'a> {
     let g = q.gauges();
     let stream = q.as_stream().map(|s| s.info());
-    // A stream holds no unacked messages (its deliveries stay in the log).
-    let unacked = match stream {
-        Some(_) => 0,
-        None => q.stats.unacked(),
-    };
+    let unacked = queue_unacked(q);
     let c = q.stats.counts();
     let r = q.stats.rates();
     let (ready_rate, unacked_rate) = q.stats.depth_rates();

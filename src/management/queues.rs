@@ -62,9 +62,32 @@ async fn rebalance(c: Caller) -> ApiResult<StatusCode> {
 }
 
 /// Queues (in vhost, name order) as the list parameters ask.
-fn list(s: &AppState, queues: Vec<Arc<Queue>>, p: &Params) -> ApiResult<Response> {
+fn list(s: &AppState, mut queues: Vec<Arc<Queue>>, p: &Params) -> ApiResult<Response> {
     let node = &s.broker.node_name;
-    respond_typed(queues, p, |q| &q.name, |q| format::queue(q, node))
+    let p = sort_by_count(&mut queues, p);
+    respond_typed(queues, &p, |q| &q.name, |q| format::queue(q, node))
+}
+
+/// Sort by a count the UI sorts by (`messages`, `messages_ready`,
+/// `messages_unacknowledged`, `consumers`) without formatting every queue
+/// to JSON first, as the generic sort would: the parameters then no
+/// longer ask for a sort. Stable, then reversed, as the generic sort.
+fn sort_by_count(queues: &mut [Arc<Queue>], p: &Params) -> Params {
+    let count: fn(&Queue) -> u64 = match p.get("sort").map(String::as_str) {
+        Some("messages") => |q| q.gauges().ready + format::queue_unacked(q),
+        Some("messages_ready") => |q| q.gauges().ready,
+        Some("messages_unacknowledged") => format::queue_unacked,
+        Some("consumers") => |q| q.gauges().consumers,
+        _ => return p.clone(),
+    };
+    queues.sort_by_cached_key(|q| count(q));
+    if p.get("sort_reverse").is_some_and(|r| r == "true") {
+        queues.reverse();
+    }
+    let mut rest = p.clone();
+    rest.remove("sort");
+    rest.remove("sort_reverse");
+    rest
 }
 
 async fn list_vhost(

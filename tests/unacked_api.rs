@@ -91,6 +91,25 @@ async fn each_consumer_shows_what_it_holds_and_for_how_long() {
             .expect("consumers")
             .iter()
             .all(|c| c["consumer_tag"] == "slow-worker"));
+
+        // Acked inside a transaction: still held (and listed) until the
+        // commit, as the queue counts it.
+        let listed = |r: &Value, id: &str| {
+            let all = r["messages"].as_array().expect("messages");
+            all.iter().any(|m| m["message_id"] == id)
+        };
+        slow.tx_select().await.expect("tx.select");
+        first[4]
+            .acker
+            .ack(Default::default())
+            .await
+            .expect("ack in tx");
+        let (_, in_tx) = broker.api("GET", "/queues/%2F/work/unacked", None).await;
+        assert_eq!(in_tx["total"], 10, "{in_tx}");
+        assert!(listed(&in_tx, "m4"), "{in_tx}");
+        slow.tx_commit().await.expect("tx.commit");
+        let (_, committed) = broker.api("GET", "/queues/%2F/work/unacked", None).await;
+        assert!(!listed(&committed, "m4"), "{committed}");
         broker.stop().await;
     })
     .await

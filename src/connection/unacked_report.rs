@@ -47,16 +47,20 @@ impl Session {
         // the only candidates it has. Only the final ones are described.
         let mut oldest: Vec<(u16, &Unacked)> = Vec::new();
         for (&id, ch) in &self.channels {
-            for u in ch.unacked.iter().filter(wanted) {
+            // Settled inside a transaction not yet committed: still unacked
+            // at their queues (a rollback gives them back).
+            let in_tx = ch.tx.iter().flat_map(|tx| tx.settlements.iter());
+            let in_tx: Vec<&Unacked> = in_tx.flat_map(|(items, _)| items).filter(wanted).collect();
+            for u in ch
+                .unacked
+                .iter()
+                .filter(wanted)
+                .chain(in_tx.iter().copied())
+            {
                 count(&mut holders, id, u, &clock);
             }
-            oldest.extend(
-                ch.unacked
-                    .iter()
-                    .filter(wanted)
-                    .take(q.limit)
-                    .map(|u| (id, u)),
-            );
+            let first = ch.unacked.iter().filter(wanted).take(q.limit);
+            oldest.extend(first.chain(in_tx).map(|u| (id, u)));
         }
         oldest.sort_by_key(|(id, u)| (u.delivered_at, *id, u.tag));
         oldest.truncate(q.limit);

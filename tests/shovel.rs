@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::child::{self, ChildBroker};
 use common::disk::DataDir;
-use common::{bounded, free_port, Broker};
+use common::{bounded, free_port, poll_async as poll, Broker};
 use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -90,25 +90,6 @@ async fn wait_done(base: &str, name: &str, patience: Duration) {
     if done.await.is_none() {
         let (_, shovels) = api(base, "GET", "/shovels", None).await;
         panic!("shovel {name} not done within {patience:?}: {shovels}");
-    }
-}
-
-/// Probe (asynchronously) every `interval` until it answers or
-/// `patience` passes.
-async fn poll<T, F: std::future::Future<Output = Option<T>>>(
-    patience: Duration,
-    interval: Duration,
-    mut probe: impl FnMut() -> F,
-) -> Option<T> {
-    let deadline = std::time::Instant::now() + patience;
-    loop {
-        if let Some(v) = probe().await {
-            return Some(v);
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(interval).await;
     }
 }
 

@@ -20,7 +20,7 @@ use super::listing::{respond, Params};
 use super::policies::{check_vhost, may_manage};
 use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::auth::access::LimitUpdate;
-use crate::shovel::definition::ShovelDef;
+use crate::shovel::definition::{credentials, redact, ShovelDef};
 use crate::store::access::LimitScope;
 
 /// The component backed by vhost limits, and its one parameter's name.
@@ -222,6 +222,9 @@ async fn put(
     if !body.is_object() {
         return Err(ApiError::bad_request("body must be a JSON object"));
     }
+    if component == SHOVEL {
+        shovel_access(&s, &c, &name, body.get("value"))?;
+    }
     let existed = match component.as_str() {
         SHOVEL => s.broker.access.parameter(&vhost, SHOVEL, &name).is_some(),
         _ => find(&s, &component, &vhost, &name).is_some(),
@@ -255,14 +258,49 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A shovel declared through the API moves only between vhosts its
+/// declarer may open, as RabbitMQ checks (its connection would log in as
+/// the user a URI names, else as the caller): a policymaker of one vhost
+/// cannot reach into another.
+fn shovel_access(s: &AppState, c: &Caller, name: &str, value: Option<&Value>) -> ApiResult<()> {
+    let Some(Ok(def)) = value.map(|v| ShovelDef::parse(v, name)) else {
+        // Not a valid definition: `put_parameter` says why.
+        return Ok(());
+    };
+    for (uri, vhost) in [
+        (&def.src_uri, &def.src_vhost),
+        (&def.dest_uri, &def.dest_vhost),
+    ] {
+        let user = match credentials(uri) {
+            None => c.name.clone(),
+            Some((user, password)) => {
+                if s.broker.access.login(&user, &password, true).is_err() {
+                    return Err(validation_failed(&format!(
+                        "user \"{user}\" of {} may not log in",
+                        redact(uri)
+                    )));
+                }
+                user
+            }
+        };
+        if !s.broker.access.may_open(&user, vhost) {
+            return Err(validation_failed(&format!(
+                "user \"{user}\" may not connect to vhost \"{vhost}\""
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Delete shovel `name`'s parameter and stop it (also
 /// `DELETE /api/shovels/vhost/{vhost}/{name}`).
 pub async fn delete_shovel(s: &AppState, vhost: String, name: String) -> ApiResult<StatusCode> {
     let broker = s.broker.clone();
     let ticket = blocking(move || {
-        let ticket = broker.access.delete_parameter(&vhost, SHOVEL, &name)?;
+        let deleted = broker.access.delete_parameter(&vhost, SHOVEL, &name);
+        // Stopped even without a parameter: nothing may run unlisted.
         broker.shovels.stop(&vhost, &name);
-        Ok(ticket)
+        Ok(deleted?)
     })
     .await?;
     wait_synced(s, ticket).await?;

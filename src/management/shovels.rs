@@ -19,7 +19,7 @@ use super::error::{ApiError, ApiResult};
 use super::format::{sees_vhost, vhost};
 use super::listing::{respond, Params};
 use super::AppState;
-use crate::shovel::definition::Dest;
+use crate::shovel::definition::{redact, Dest};
 use crate::shovel::status::{State as ShovelState, Status};
 
 pub fn routes() -> Router<AppState> {
@@ -119,10 +119,11 @@ fn status_json(st: &Status, node: &str) -> Value {
         "vhost": st.vhost,
         "type": "dynamic",
         "state": state,
-        "src_uri": d.src_uri,
+        // Without user and password, as RabbitMQ shows them.
+        "src_uri": redact(&d.src_uri),
         "src_protocol": "amqp091",
         "src_queue": d.src_queue,
-        "dest_uri": d.dest_uri,
+        "dest_uri": redact(&d.dest_uri),
         "dest_protocol": "amqp091",
         "messages_moved": snap.moved,
         "messages_to_move": snap.total,
@@ -135,6 +136,7 @@ fn status_json(st: &Status, node: &str) -> Value {
                 v["dest_exchange_key"] = json!(k);
             }
         }
+        Dest::AsPublished => {}
     }
     if let Some(r) = reason {
         v["reason"] = json!(r);

@@ -48,6 +48,9 @@ pub enum Dest {
         /// `dest-exchange-key`.
         key: Option<String>,
     },
+    /// Neither given: as RabbitMQ, to the exchange each message was
+    /// published to, with its own routing key.
+    AsPublished,
 }
 
 /// A checked shovel definition.
@@ -121,7 +124,7 @@ impl ShovelDef {
                     .into(),
             );
         }
-        let src_queue = errors.take(text(v, "src-queue"));
+        let src_queue = errors.take(queue_name(v, "src-queue"));
         if src_queue.as_ref().is_some_and(Option::is_none) && !v.contains_key("src-exchange") {
             errors.push("Must specify 'src-exchange' or 'src-queue'".into());
         }
@@ -151,11 +154,15 @@ impl ShovelDef {
         let src_queue = src_queue.flatten().ok_or_else(missing)?;
         let (src_uri, src_vhost) = src.ok_or_else(missing)?;
         let (dest_uri, dest_vhost) = dest.ok_or_else(missing)?;
+        let dest = dest_kind.flatten().unwrap_or(Dest::AsPublished);
+        if dest == Dest::Queue(src_queue.clone()) && src_vhost == dest_vhost {
+            // It would move each message back where it was, forever.
+            return Err(
+                "'dest-queue' is 'src-queue': the shovel would move messages in a loop".into(),
+            );
+        }
         Ok(ShovelDef {
-            // RabbitMQ's default destination: the queue named like the source.
-            dest: dest_kind
-                .flatten()
-                .unwrap_or_else(|| Dest::Queue(src_queue.clone())),
+            dest,
             src_uri,
             src_vhost,
             src_queue,
@@ -199,6 +206,11 @@ const KNOWN_KEYS: &[&str] = &[
     "add-timestamp-header",
     "ack-mode",
     "reconnect-delay",
+    // Accepted as RabbitMQ does; Warren moves properties unchanged.
+    "dest-publish-properties",
+    "publish-properties",
+    "dest-publish-fields",
+    "publish-fields",
 ];
 
 /// Failed checks, in the order found.
@@ -264,9 +276,21 @@ fn text(v: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// A queue name: 1 to 255 bytes (a shovel declares a missing queue by
+/// this name: an empty one would be server-named, a new one each time).
+fn queue_name(v: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match text(v, key)? {
+        Some(q) if q.is_empty() || q.len() > 255 => Err(format!(
+            "{key} should be a queue name of 1 to 255 bytes, actually was {}",
+            erl(&Value::String(q))
+        )),
+        other => Ok(other),
+    }
+}
+
 /// `dest-queue` or `dest-exchange` (with its key); None: neither given.
 fn destination(v: &Map<String, Value>) -> Result<Option<Dest>, String> {
-    match (text(v, "dest-queue")?, text(v, "dest-exchange")?) {
+    match (queue_name(v, "dest-queue")?, text(v, "dest-exchange")?) {
         (Some(_), Some(_)) => Err("Cannot specify 'dest-exchange' and 'dest-queue'".into()),
         (Some(q), None) => Ok(Some(Dest::Queue(q))),
         (None, Some(x)) => Ok(Some(Dest::Exchange {
@@ -351,6 +375,27 @@ fn local_vhost(uri: &str) -> Result<String, String> {
         Some(p) => {
             percent_decode(p).ok_or_else(|| "its vhost is not valid percent-encoding".into())
         }
+    }
+}
+
+/// The user and password an `amqp://user:pass@host/...` URI gives.
+pub fn credentials(uri: &str) -> Option<(String, String)> {
+    let rest = uri.strip_prefix("amqp://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    Some((percent_decode(user)?, percent_decode(pass)?))
+}
+
+/// The URI without its user and password, as RabbitMQ shows shovel URIs.
+pub fn redact(uri: &str) -> String {
+    let Some(rest) = uri.strip_prefix("amqp://") else {
+        return uri.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) => format!("amqp://{host}{}", &rest[end..]),
+        None => uri.to_string(),
     }
 }
 
@@ -563,5 +608,33 @@ mod tests {
         assert_eq!(d.dest_queue_args["x-max-length"], 100);
         assert!(d.src_queue_args.is_empty());
         assert!(d.add_forward_headers && d.add_timestamp_header);
+    }
+
+    #[test]
+    fn credentials_are_read_and_redacted() {
+        let uri = "amqp://ad%40min:Top:Secret@localhost:5672/prod";
+        assert_eq!(
+            credentials(uri),
+            Some(("ad@min".into(), "Top:Secret".into()))
+        );
+        assert_eq!(redact(uri), "amqp://localhost:5672/prod");
+        assert_eq!(credentials("amqp:///x"), None);
+        assert_eq!(redact("amqp://"), "amqp://");
+    }
+
+    #[test]
+    fn a_shovel_onto_its_own_source_or_an_unnamed_queue_is_refused() {
+        let looped = json!({"src-uri": "amqp://", "src-queue": "q", "dest-uri": "amqp://", "dest-queue": "q"});
+        assert!(ShovelDef::parse(&looped, "l").is_err());
+        let unnamed = json!({"src-uri": "amqp://", "src-queue": "", "dest-uri": "amqp://", "dest-queue": "d"});
+        assert!(ShovelDef::parse(&unnamed, "u").is_err());
+        let long =
+            json!({"src-uri": "amqp://", "src-queue": "x".repeat(256), "dest-uri": "amqp://"});
+        assert!(ShovelDef::parse(&long, "long").is_err());
+        let default = json!({"src-uri": "amqp://", "src-queue": "q", "dest-uri": "amqp://"});
+        assert_eq!(
+            ShovelDef::parse(&default, "d").expect("valid").dest,
+            Dest::AsPublished
+        );
     }
 }

@@ -7,7 +7,7 @@
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::Bytes;
 
-use super::definition::{Dest, ShovelDef};
+use super::definition::{redact, Dest, ShovelDef};
 use crate::broker::message::with_header;
 
 /// What the shovel adds to each message's properties.
@@ -33,8 +33,9 @@ impl Stamp {
             put("shovel-type", "dynamic");
             put("shovel-name", name);
             put("shovel-vhost", vhost);
-            put("src-uri", &def.src_uri);
-            put("dest-uri", &def.dest_uri);
+            // Without user and password, as RabbitMQ writes them.
+            put("src-uri", &redact(&def.src_uri));
+            put("dest-uri", &redact(&def.dest_uri));
             put("src-queue", &def.src_queue);
             match &def.dest {
                 Dest::Queue(q) => put("dest-queue", q),
@@ -44,6 +45,7 @@ impl Stamp {
                         put("dest-exchange-key", k);
                     }
                 }
+                Dest::AsPublished => {}
             }
             AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(t)]))
         });

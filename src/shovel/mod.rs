@@ -103,6 +103,12 @@ impl Shovels {
         if let Some(old) = old {
             old.stop.cancel();
         }
+        // Its parameter deleted meanwhile (a DELETE racing this start):
+        // the delete's `stop` may have come first, so stop it here.
+        if broker.access.parameter(vhost, COMPONENT, name).is_none() {
+            self.stop(vhost, name);
+            return;
+        }
         tracing::info!(vhost, shovel = name, "shovel started");
         root.tracker.spawn(run(broker, status, stop));
     }
@@ -113,8 +119,9 @@ impl Shovels {
     pub fn restart(&self, vhost: &str, name: &str) -> bool {
         let key = (vhost.to_string(), name.to_string());
         let def = match self.running.lock().get(&key) {
-            Some(r) => r.status.def.clone(),
-            None => return false,
+            // A finished one has deleted its parameter: nothing to restart.
+            Some(r) if !r.status.finished() => r.status.def.clone(),
+            _ => return false,
         };
         self.start(vhost, name, def);
         true
@@ -203,8 +210,14 @@ async fn run(broker: Arc<Broker>, status: Arc<Status>, stop: CancellationToken) 
     // parameter (so a restart does not run it again).
     let (vhost, name) = (status.vhost.clone(), status.name.clone());
     let access = broker.clone();
+    let def = status.def.clone();
     let deleted = tokio::task::spawn_blocking(move || {
-        access.access.delete_parameter(&vhost, COMPONENT, &name)
+        // Not a definition PUT since this one started.
+        let stored = access.access.parameter(&vhost, COMPONENT, &name);
+        match stored.map(|v| ShovelDef::parse(&v, &name)) {
+            Some(Ok(now)) if now == def => access.access.delete_parameter(&vhost, COMPONENT, &name),
+            _ => Ok(0),
+        }
     })
     .await;
     if let Ok(Err(e)) = deleted {

@@ -73,8 +73,8 @@ pub async fn run_once(
             def.src_queue, def.src_vhost
         ));
     };
-    if let Some(missing) = missing_destination(&dest_vhost, &def.dest) {
-        return Outcome::Retry(missing);
+    if let Some(why) = exclusive(&src).or_else(|| missing_destination(&dest_vhost, &def.dest)) {
+        return Outcome::Retry(why);
     }
     if status.remaining().is_none() {
         let total = match def.delete_after {
@@ -123,6 +123,13 @@ pub async fn run_once(
     outcome
 }
 
+/// Why a shovel may not consume from `q`: another connection's exclusive
+/// queue (publishing to one is allowed, as in AMQP).
+fn exclusive(q: &Queue) -> Option<String> {
+    q.exclusive_owner
+        .map(|_| format!("queue '{}' is exclusive to another connection", q.name))
+}
+
 /// Why the destination cannot take messages yet, if it cannot.
 fn missing_destination(vhost: &VHost, dest: &Dest) -> Option<String> {
     match dest {
@@ -152,6 +159,18 @@ struct Mover<'a> {
 
 /// Most deliveries one batch takes from the mailbox.
 const BATCH_MAX: usize = 1_000;
+
+/// How long a stopped shovel still waits for its batch's copies to be
+/// stored before giving the batch back.
+const STOP_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What became of one message's copy at the destination.
+struct Copy {
+    /// A queue took it (or no binding routes it, which drops it).
+    taken: bool,
+    /// The sync round that stores it (0: none).
+    round: u64,
+}
 
 impl Mover<'_> {
     /// Move batches until done, stopped or failed.
@@ -190,6 +209,10 @@ impl Mover<'_> {
             if let Some(outcome) = self.move_batch(std::mem::take(&mut batch), stop).await {
                 return outcome;
             }
+            // A full mailbox parked the consumer: it takes more now.
+            if self.conn.take_starved() {
+                self.src.dispatch();
+            }
         }
     }
 
@@ -197,8 +220,8 @@ impl Mover<'_> {
         self.def.ack_mode == AckMode::NoAck
     }
 
-    /// Publish a batch to the destination and settle it at the source
-    /// once stored; None to go on.
+    /// Publish a batch to the destination and settle at the source what
+    /// the destination took, once stored; None to go on.
     async fn move_batch(
         &mut self,
         mut batch: Vec<QueuedMessage>,
@@ -211,47 +234,64 @@ impl Mover<'_> {
                 self.give_back(batch.split_off(left));
             }
         }
-        let mut stored = Stored::Done;
         let now_s = crate::broker::message::now_ms() / 1000;
-        for m in &batch {
-            stored = stored.and(self.publish(&m.message, now_s));
-        }
-        if matches!(stored, Stored::Failed | Stored::Rejected(_)) {
-            self.give_back(batch);
-            return Some(Outcome::Retry("the destination refused messages".into()));
-        }
-        let round = stored.sync_round();
-        if self.def.ack_mode == AckMode::OnConfirm && round > 0 {
-            let synced = tokio::select! {
-                s = self.sync.wait_for(|s| s.synced >= round || s.failed) => {
-                    s.map(|s| s.synced >= round).unwrap_or(false)
-                }
-                // Stopped mid-wait: the copies may or may not be stored, so
-                // the originals go back (at-least-once).
-                _ = stop.cancelled() => false,
-            };
-            if !synced {
-                self.give_back(batch);
-                return Some(match stop.is_cancelled() {
-                    true => Outcome::Stopped,
-                    false => Outcome::Retry("the store could not write the copies".into()),
-                });
+        let (mut moved, mut refused, mut round) = (Vec::new(), Vec::new(), 0);
+        for m in batch {
+            let copy = self.publish(&m.message, now_s);
+            round = round.max(copy.round);
+            match copy.taken {
+                true => moved.push(m),
+                false => refused.push(m),
             }
         }
-        self.settle(&batch);
-        self.status.moved(batch.len() as u64);
+        // Only what no destination took goes back (each copy taken stays
+        // taken: giving it back too would duplicate it).
+        let refused_count = refused.len();
+        self.give_back(refused);
+        if self.def.ack_mode == AckMode::OnConfirm && round > 0 && !self.synced(round, stop).await {
+            self.give_back(moved);
+            return Some(match stop.is_cancelled() {
+                true => Outcome::Stopped,
+                false => Outcome::Retry("the store could not write the copies".into()),
+            });
+        }
+        self.settle(&moved);
+        self.status.moved(moved.len() as u64);
         if self.status.remaining() == Some(0) {
             return Some(Outcome::Done);
+        }
+        if stop.is_cancelled() {
+            return Some(Outcome::Stopped);
+        }
+        if refused_count > 0 {
+            return Some(Outcome::Retry(format!(
+                "the destination refused {refused_count} messages"
+            )));
         }
         self.src.dispatch();
         None
     }
 
+    /// Whether the store's sync round `round` completed. Stopped meanwhile,
+    /// it still waits a little: copies about to be written are settled
+    /// rather than moved again after a restart.
+    async fn synced(&mut self, round: u64, stop: &CancellationToken) -> bool {
+        let done = |s: &crate::store::syncer::SyncStatus| s.synced >= round || s.failed;
+        let reached = |s: &crate::store::syncer::SyncStatus| s.synced >= round;
+        tokio::select! {
+            s = self.sync.wait_for(done) => return s.map(|s| reached(&s)).unwrap_or(false),
+            _ = stop.cancelled() => {}
+        }
+        let late = tokio::time::timeout(STOP_SYNC_WAIT, self.sync.wait_for(done)).await;
+        matches!(late, Ok(Ok(s)) if reached(&s))
+    }
+
     /// Publish one message to the destination.
-    fn publish(&self, m: &Message, now_s: u64) -> Stored {
+    fn publish(&self, m: &Message, now_s: u64) -> Copy {
         let (exchange, key): (&str, &str) = match &self.def.dest {
             Dest::Queue(q) => ("", q),
             Dest::Exchange { name, key } => (name, key.as_deref().unwrap_or(&m.routing_key)),
+            Dest::AsPublished => (&m.exchange, &m.routing_key),
         };
         let copy = Arc::new(Message {
             exchange: Arc::from(exchange),
@@ -266,14 +306,25 @@ impl Mover<'_> {
         });
         let props = decode_properties(&copy.properties);
         let mut targets = Vec::new();
-        // A message no binding routes is dropped, as a RabbitMQ shovel's
-        // publish (not mandatory) is.
         let _ = self
             .dest
             .route(exchange, &[key], props.as_ref(), &mut targets);
-        targets
-            .iter()
-            .fold(Stored::Done, |s, q| s.and(q.publish(copy.clone())))
+        // A message no binding routes is dropped, as a RabbitMQ shovel's
+        // publish (not mandatory) is; but a destination queue that is gone
+        // takes nothing.
+        let mut out = Copy {
+            taken: targets.is_empty() && !matches!(self.def.dest, Dest::Queue(_)),
+            round: 0,
+        };
+        for q in &targets {
+            match q.publish(copy.clone()) {
+                Stored::Done => out.taken = true,
+                Stored::AfterSync(t) => (out.taken, out.round) = (true, out.round.max(t)),
+                Stored::Rejected(t) => out.round = out.round.max(t),
+                Stored::Failed => {}
+            }
+        }
+        out
     }
 
     /// The batch is at its destination: ack it at the source.

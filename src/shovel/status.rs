@@ -71,6 +71,11 @@ impl Status {
         self.set(State::Terminated(why.into()));
     }
 
+    /// Whether it has ended (done or stopped): it will not move again.
+    pub fn finished(&self) -> bool {
+        matches!(self.state.lock().0, State::Terminated(_))
+    }
+
     /// How many it is to move in all (None: no limit).
     pub fn set_total(&self, total: Option<u64>) {
         *self.total.lock() = total;

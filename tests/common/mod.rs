@@ -258,6 +258,25 @@ pub async fn poll<T>(
     }
 }
 
+/// Like [`poll`] with an asynchronous probe.
+#[allow(dead_code)]
+pub async fn poll_async<T, F: Future<Output = Option<T>>>(
+    patience: Duration,
+    interval: Duration,
+    mut probe: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// A name unique within this test process (and across runs).
 pub fn uniq(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);

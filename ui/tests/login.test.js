@@ -37,3 +37,24 @@ test("a user without the management tag is refused", async () => {
   assert.equal(await page.getByRole("heading", { name: "Overview" }).count(), 0);
   await page.close();
 });
+
+test("the UI works from the keyboard alone", async () => {
+  const page = await b.newPage({ viewport: { width: 1366, height: 900 } });
+  await page.goto(process.env.WARREN_UI_URL + "/");
+  // The username field has the focus; Tab moves on, Enter submits.
+  await page.getByLabel("Username").waitFor();
+  await page.keyboard.type("guest");
+  await page.keyboard.press("Tab");
+  await page.keyboard.type("guest");
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  let focused = "";
+  for (let i = 0; i < 12 && focused !== "Queues"; i++) {
+    await page.keyboard.press("Tab");
+    focused = await page.evaluate(() => document.activeElement?.textContent?.trim() || "");
+  }
+  assert.equal(focused, "Queues", "the Queues link is reached with Tab");
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Queues" }).waitFor();
+  await page.close();
+});

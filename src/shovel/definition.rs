@@ -469,16 +469,21 @@ fn ack_mode(v: &Map<String, Value>) -> Result<AckMode, String> {
     }
 }
 
+/// `reconnect-delay`, seconds: any non-negative number, as RabbitMQ
+/// takes it (a fraction rounds up to the next second).
 fn reconnect_delay(v: &Map<String, Value>) -> Result<u64, String> {
-    match v.get("reconnect-delay") {
-        None => Ok(5),
-        Some(d) => d.as_u64().ok_or_else(|| {
+    let Some(d) = v.get("reconnect-delay") else {
+        return Ok(5);
+    };
+    d.as_f64()
+        .filter(|s| *s >= 0.0 && s.is_finite())
+        .map(|s| s.ceil().min(86_400.0) as u64)
+        .ok_or_else(|| {
             format!(
                 "reconnect-delay should be a number, actually was {}",
                 erl(d)
             )
-        }),
-    }
+        })
 }
 
 #[cfg(test)]
@@ -608,6 +613,13 @@ mod tests {
         assert_eq!(d.dest_queue_args["x-max-length"], 100);
         assert!(d.src_queue_args.is_empty());
         assert!(d.add_forward_headers && d.add_timestamp_header);
+        let base = json!({"src-uri": "amqp://", "src-queue": "a", "dest-uri": "amqp://", "reconnect-delay": 2.5});
+        assert_eq!(
+            ShovelDef::parse(&base, "f")
+                .expect("valid")
+                .reconnect_delay_s,
+            3
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::Bytes;
 
 use super::definition::{redact, Dest, ShovelDef};
-use crate::broker::message::with_header;
+use crate::broker::message::{decode_properties, with_header};
 
 /// What the shovel adds to each message's properties.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ impl Stamp {
     pub fn apply(&self, properties: &Bytes, now_s: u64) -> Bytes {
         let mut out = properties.clone();
         if let Some(f) = &self.forward {
-            out = with_header(&out, "x-shovelled", f.clone());
+            out = with_header(&out, "x-shovelled", prepended(&out, f));
         }
         if self.timestamp {
             let ts = AMQPValue::LongLongInt(i64::try_from(now_s).unwrap_or(i64::MAX));
@@ -69,12 +69,28 @@ impl Stamp {
     }
 }
 
+/// This shovel's entry before those of earlier shovels, as RabbitMQ
+/// keeps a message's forwarding history.
+fn prepended(properties: &Bytes, ours: &AMQPValue) -> AMQPValue {
+    let earlier = decode_properties(properties).and_then(|p| {
+        match p.headers().as_ref()?.inner().get("x-shovelled") {
+            Some(AMQPValue::FieldArray(a)) => Some(a.as_slice().to_vec()),
+            _ => None,
+        }
+    });
+    let AMQPValue::FieldArray(mine) = ours else {
+        return ours.clone();
+    };
+    let mut all = mine.as_slice().to_vec();
+    all.extend(earlier.unwrap_or_default());
+    AMQPValue::FieldArray(FieldArray::from(all))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::broker::message::decode_properties;
 
     #[test]
     fn forward_and_timestamp_headers_name_the_shovel_and_the_time() {
@@ -118,5 +134,35 @@ mod tests {
         )
         .expect("valid");
         assert!(Stamp::new(&def, "n", "/", "plain").is_none());
+    }
+
+    #[test]
+    fn a_message_shovelled_twice_keeps_both_entries_newest_first() {
+        let def = ShovelDef::parse(
+            &json!({"src-uri": "amqp://", "src-queue": "a", "dest-uri": "amqp://",
+                    "dest-queue": "b", "add-forward-headers": true}),
+            "first",
+        )
+        .expect("valid");
+        let first = Stamp::new(&def, "n", "/", "first").expect("stamp");
+        let second = Stamp::new(&def, "n", "/", "second").expect("stamp");
+        let twice = second.apply(&first.apply(&Bytes::from_static(&[0, 0]), 1), 2);
+        let props = decode_properties(&twice).expect("decodes");
+        let headers = props.headers().clone().expect("headers");
+        let Some(AMQPValue::FieldArray(a)) = headers.inner().get("x-shovelled") else {
+            panic!("an array");
+        };
+        let names: Vec<String> = a
+            .as_slice()
+            .iter()
+            .map(|e| match e {
+                AMQPValue::FieldTable(t) => match t.inner().get("shovel-name") {
+                    Some(AMQPValue::LongString(s)) => s.to_string(),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["second", "first"]);
     }
 }

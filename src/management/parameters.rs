@@ -20,7 +20,7 @@ use super::listing::{respond, Params};
 use super::policies::{check_vhost, may_manage};
 use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::auth::access::LimitUpdate;
-use crate::shovel::definition::{credentials, redact, ShovelDef};
+use crate::shovel::definition::{credentials, redact, unknown_keys, ShovelDef};
 use crate::store::access::LimitScope;
 
 /// The component backed by vhost limits, and its one parameter's name.
@@ -223,6 +223,9 @@ async fn put(
         return Err(ApiError::bad_request("body must be a JSON object"));
     }
     if component == SHOVEL {
+        if let Some(why) = body.get("value").and_then(|v| unknown_keys(v, &name)) {
+            return Err(validation_failed(&why));
+        }
         shovel_access(&s, &c, &name, body.get("value"))?;
     }
     let existed = match component.as_str() {

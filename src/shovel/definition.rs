@@ -99,17 +99,6 @@ impl ShovelDef {
             ));
         };
         let mut errors = Errors::default();
-        let unknown: Vec<String> = v
-            .iter()
-            .filter(|(k, _)| !KNOWN_KEYS.contains(&k.as_str()))
-            .map(|(k, val)| format!("{{{},{}}}", erl(&Value::String(k.clone())), erl(val)))
-            .collect();
-        if !unknown.is_empty() {
-            errors.push(format!(
-                "Unrecognised terms [{}] in {name}",
-                unknown.join(",")
-            ));
-        }
         for (k, want) in [("src-protocol", "amqp091"), ("dest-protocol", "amqp091")] {
             if let Some(p) = v.get(k).filter(|p| p.as_str() != Some(want)) {
                 errors.push(format!(
@@ -178,6 +167,19 @@ impl ShovelDef {
             add_timestamp_header: add_timestamp_header.ok_or_else(missing)?,
         })
     }
+}
+
+/// RabbitMQ's refusal of the keys of `value` it does not know, if any.
+/// Checked when a shovel is declared through the API; a definition stored
+/// earlier (or imported) with such keys still runs, the keys ignored.
+pub fn unknown_keys(value: &Value, name: &str) -> Option<String> {
+    let unknown: Vec<String> = value
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| !KNOWN_KEYS.contains(&k.as_str()))
+        .map(|(k, val)| format!("{{{},{}}}", erl(&Value::String(k.clone())), erl(val)))
+        .collect();
+    (!unknown.is_empty()).then(|| format!("Unrecognised terms [{}] in {name}", unknown.join(",")))
 }
 
 /// The keys of a shovel definition Warren reads (RabbitMQ's, with the
@@ -581,9 +583,15 @@ mod tests {
             with("reconnect-delay", json!("x")),
             "reconnect-delay should be a number, actually was &lt;&lt;\"x\"&gt;&gt;"
         );
+        let mut bogus = base.clone();
+        bogus["bogus-key"] = json!(1);
         assert_eq!(
-            with("bogus-key", json!(1)),
-            "Unrecognised terms [{&lt;&lt;\"bogus-key\"&gt;&gt;,1}] in bad"
+            unknown_keys(&bogus, "bad").as_deref(),
+            Some("Unrecognised terms [{&lt;&lt;\"bogus-key\"&gt;&gt;,1}] in bad")
+        );
+        assert!(
+            ShovelDef::parse(&bogus, "bad").is_ok(),
+            "stored ones still run"
         );
         assert_eq!(
             with("dest-queue", json!(5)),

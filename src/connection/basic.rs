@@ -8,16 +8,60 @@ use amq_protocol::protocol::basic::{self, AMQPMethod};
 use amq_protocol::protocol::AMQPClass;
 use amq_protocol::types::ShortString;
 
-use super::channel::{distinct_queues, ChannelConsumer, ReplyConsumer, Settle, Unacked};
+use super::channel::{
+    distinct_queues, ChannelConsumer, ChannelState, ReplyConsumer, Settle, Unacked,
+};
 use super::content::ContentState;
 use super::session::Session;
 use crate::auth::access::{Perm, Resource};
-use crate::broker::consumer::{Consumer, ConsumerCredit, Delivery};
+use crate::broker::consumer::{ConnEvent, Consumer, ConsumerCredit, Delivery};
 use crate::broker::reply_to::{ReplyTarget, REPLY_QUEUE};
 use crate::broker::stream::options::{self as stream_options, ConsumeOptions};
 use crate::protocol::{short_string, AmqpError};
 
 impl Session {
+    /// An event from a queue: a delivery, or a consumer cancelled because
+    /// its queue went away (basic.cancel to the client if it asked for
+    /// cancel notifications).
+    pub(super) fn handle_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Deliver(d) => {
+                self.conn.delivery_taken(d.size());
+                self.deliver(d);
+                self.bound_unacked();
+            }
+            ConnEvent::ConsumerCancelled {
+                channel,
+                consumer_id,
+                consumer_tag,
+            } => {
+                let Some(ch) = self.channels.get_mut(&channel) else {
+                    return;
+                };
+                if ch.state != ChannelState::Open {
+                    return;
+                }
+                if ch.consumers.get(&consumer_tag).map(|c| c.id) != Some(consumer_id) {
+                    return;
+                }
+                // O(1): the order of a channel's consumers does not matter.
+                ch.consumers.swap_remove(&consumer_tag);
+                if self.cancel_notify {
+                    let tag = ShortString::from(consumer_tag.to_string());
+                    self.send(
+                        channel,
+                        AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Cancel(
+                            amq_protocol::protocol::basic::Cancel {
+                                consumer_tag: tag,
+                                nowait: true,
+                            },
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
     pub(super) fn basic_method(
         &mut self,
         id: u16,

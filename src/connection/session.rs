@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{access, channel, connection, tx, AMQPClass};
-use amq_protocol::types::ShortString;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -581,45 +580,6 @@ impl Session {
                 Ok(())
             }
             _ => Err(AmqpError::command_invalid("unexpected method on a channel")),
-        }
-    }
-
-    fn handle_event(&mut self, ev: ConnEvent) {
-        match ev {
-            ConnEvent::Deliver(d) => {
-                self.conn.delivery_taken(d.size());
-                self.deliver(d);
-                self.bound_unacked();
-            }
-            ConnEvent::ConsumerCancelled {
-                channel,
-                consumer_id,
-                consumer_tag,
-            } => {
-                let Some(ch) = self.channels.get_mut(&channel) else {
-                    return;
-                };
-                if ch.state != ChannelState::Open {
-                    return;
-                }
-                if ch.consumers.get(&consumer_tag).map(|c| c.id) != Some(consumer_id) {
-                    return;
-                }
-                // O(1): the order of a channel's consumers does not matter.
-                ch.consumers.swap_remove(&consumer_tag);
-                if self.cancel_notify {
-                    let tag = ShortString::from(consumer_tag.to_string());
-                    self.send(
-                        channel,
-                        AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Cancel(
-                            amq_protocol::protocol::basic::Cancel {
-                                consumer_tag: tag,
-                                nowait: true,
-                            },
-                        )),
-                    );
-                }
-            }
         }
     }
 

@@ -20,7 +20,8 @@ use super::listing::{respond, Params};
 use super::policies::{check_vhost, may_manage};
 use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::auth::access::LimitUpdate;
-use crate::shovel::definition::{credentials, redact, unknown_keys, ShovelDef};
+use crate::shovel::definition::{unknown_keys, ShovelDef};
+use crate::shovel::uri::{credentials, redact};
 use crate::store::access::LimitScope;
 
 /// The component backed by vhost limits, and its one parameter's name.

@@ -19,8 +19,9 @@ use super::error::{ApiError, ApiResult};
 use super::format::{sees_vhost, vhost};
 use super::listing::{respond, Params};
 use super::AppState;
-use crate::shovel::definition::{redact, Dest};
+use crate::shovel::definition::Dest;
 use crate::shovel::status::{State as ShovelState, Status};
+use crate::shovel::uri::redact;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

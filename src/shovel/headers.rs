@@ -7,7 +7,8 @@
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::Bytes;
 
-use super::definition::{redact, Dest, ShovelDef};
+use super::definition::{Dest, ShovelDef};
+use super::uri::redact;
 use crate::broker::message::{decode_properties, with_header};
 
 /// What the shovel adds to each message's properties.

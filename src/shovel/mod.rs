@@ -15,6 +15,7 @@ pub mod definition;
 mod headers;
 mod mover;
 pub mod status;
+pub mod uri;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};

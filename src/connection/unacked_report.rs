@@ -75,12 +75,15 @@ impl Session {
     }
 }
 
+/// Its body's size, unless the body was paged out (then only its queue's
+/// file has it, and its size is not known here).
+fn body_in_memory(u: &Unacked) -> Option<u64> {
+    (!u.message.body_on_disk).then_some(u.message.message.body.len() as u64)
+}
+
 /// Add `u` to its holder's counts.
 fn count(holders: &mut HolderCounts, channel: u16, u: &Unacked, clock: &Clock) {
-    let bytes = match u.message.body_on_disk {
-        true => 0,
-        false => u.message.message.body.len() as u64,
-    };
+    let bytes = body_in_memory(u).unwrap_or(0);
     let at = clock.at_ms(u.delivered_at);
     let key = (channel, u.consumer_tag.clone(), Arc::clone(&u.queue.name));
     let h = holders.entry(key).or_insert_with(|| Holder {
@@ -109,7 +112,7 @@ fn describe(channel: u16, u: &Unacked, clock: &Clock) -> HeldDelivery {
         redelivered: u.message.redelivered,
         exchange: m.exchange.to_string(),
         routing_key: m.routing_key.to_string(),
-        payload_bytes: (!u.message.body_on_disk).then_some(m.body.len() as u64),
+        payload_bytes: body_in_memory(u),
         message_id,
     }
 }

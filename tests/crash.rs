@@ -58,6 +58,7 @@ async fn confirmed_messages_survive_kill_9_with_fsync_never() {
 }
 
 async fn kill_restart_cycles(fsync: &str) {
+    client_log();
     let seed = seed();
     eprintln!("crash test, fsync = {fsync}: seed {seed} (replay with WARREN_CRASH_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -474,6 +475,14 @@ async fn read_recovered(conn: &Connection) -> Recovered {
             number(&d.data)
         );
     }
+    // Cancel before the caller closes the channel: a dropped lapin
+    // consumer sends its basic.cancel from another task, which can land
+    // after the channel.close, and a method on a closed channel is a
+    // connection error (504, as in RabbitMQ).
+    channel
+        .basic_cancel("verify".into(), BasicCancelOptions::default())
+        .await
+        .expect("basic.cancel");
     Recovered {
         channel,
         numbers,
@@ -492,7 +501,16 @@ async fn next_within(consumer: &mut Consumer, limit: Duration) -> Option<Deliver
 }
 
 // ---------------------------------------------------------------------------
-// Seeds.
+// Seeds and logs.
+
+/// lapin's own warnings and errors (why it dropped a connection) in the
+/// test's output.
+fn client_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("lapin=warn")
+        .with_test_writer()
+        .try_init();
+}
 
 fn seed() -> u64 {
     match std::env::var("WARREN_CRASH_SEED") {

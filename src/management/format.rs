@@ -333,10 +333,13 @@ pub fn timestamp(ms: u64) -> String {
     )
 }
 
-/// Unix ms as RabbitMQ's shovel status writes times: `2026-12-04 10:31:41`.
+/// Unix ms as RabbitMQ's shovel status writes times: `2026-12-04 10:31:41`,
+/// the hour unpadded (`9:05:00`: its format is `~w:~2.2.0w:~2.2.0w`).
 pub fn datetime(ms: u64) -> String {
     let t = timestamp(ms);
-    format!("{} {}", &t[..10], &t[11..19])
+    let hour = t[11..13].trim_start_matches('0');
+    let hour = if hour.is_empty() { "0" } else { hour };
+    format!("{} {hour}{}", &t[..10], &t[13..19])
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
@@ -356,6 +359,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shovel_times_leave_the_hour_unpadded() {
+        assert_eq!(datetime(0), "1970-01-01 0:00:00");
+        assert_eq!(datetime(32_700_000), "1970-01-01 9:05:00");
+        assert_eq!(datetime(79_199_000), "1970-01-01 21:59:59");
+    }
 
     #[test]
     fn timestamps_in_rabbitmq_form() {

@@ -177,6 +177,12 @@ impl ChildBroker {
 impl Drop for ChildBroker {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            // A failing test shows what the broker said last.
+            let lines = self.lines();
+            let tail = &lines[lines.len().saturating_sub(100)..];
+            eprintln!("warren's last output lines:\n{}", tail.join("\n"));
+        }
     }
 }
 

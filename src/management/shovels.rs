@@ -19,7 +19,7 @@ use super::error::{ApiError, ApiResult};
 use super::format::{sees_vhost, vhost};
 use super::listing::{respond, Params};
 use super::AppState;
-use crate::shovel::definition::Dest;
+use crate::shovel::definition::{Dest, Source};
 use crate::shovel::status::{State as ShovelState, Status};
 use crate::shovel::uri::redact;
 
@@ -123,12 +123,18 @@ fn status_json(st: &Status, node: &str) -> Value {
         // Without user and password, as RabbitMQ shows them.
         "src_uri": redact(&d.src_uri),
         "src_protocol": "amqp091",
-        "src_queue": d.src_queue,
         "dest_uri": redact(&d.dest_uri),
         "dest_protocol": "amqp091",
         "messages_moved": snap.moved,
         "messages_to_move": snap.total,
     });
+    match &d.src {
+        Source::Queue(q) => v["src_queue"] = json!(q),
+        Source::Exchange { name, key } => {
+            v["src_exchange"] = json!(name);
+            v["src_exchange_key"] = json!(key);
+        }
+    }
     match &d.dest {
         Dest::Queue(q) => v["dest_queue"] = json!(q),
         Dest::Exchange { name, key } => {

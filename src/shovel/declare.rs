@@ -21,12 +21,10 @@ pub fn missing_queues(broker: &Arc<Broker>, def: &ShovelDef) -> Result<u64, Stri
     if let Dest::Queue(q) = &def.dest {
         ticket = ticket.max(ensure(broker, &def.dest_vhost, q, &def.dest_queue_args)?);
     }
-    ticket = ticket.max(ensure(
-        broker,
-        &def.src_vhost,
-        &def.src_queue,
-        &def.src_queue_args,
-    )?);
+    // An exchange source's queue is the shovel's own, declared per run.
+    if let Some(q) = def.src.queue() {
+        ticket = ticket.max(ensure(broker, &def.src_vhost, q, &def.src_queue_args)?);
+    }
     Ok(ticket)
 }
 

@@ -4,9 +4,12 @@
 //! Warren's shovels move messages between queues and exchanges of this
 //! broker: a URI names a vhost of it (`amqp://`, `amqp:///vhost`, or a
 //! user and `localhost`); a URI of another host is refused. The source is
-//! a queue (`src-queue`); the destination a queue or an exchange.
+//! a queue or an exchange (`source.rs`); the destination a queue or an
+//! exchange.
 
 use serde_json::{Map, Value};
+
+pub use super::source::Source;
 
 /// Prefetch of a shovel's consumer unless `src-prefetch-count` says
 /// otherwise (RabbitMQ's default).
@@ -60,8 +63,8 @@ pub struct ShovelDef {
     pub src_uri: String,
     /// The vhost it names.
     pub src_vhost: String,
-    /// `src-queue`.
-    pub src_queue: String,
+    /// `src-queue`, or `src-exchange` with `src-exchange-key`.
+    pub src: Source,
     /// `src-queue-args`: the source's arguments if the shovel declares it.
     pub src_queue_args: Map<String, Value>,
     /// `src-prefetch-count`.
@@ -107,16 +110,7 @@ impl ShovelDef {
                 ));
             }
         }
-        if v.contains_key("src-exchange") {
-            errors.push(
-                "src-exchange is not supported: Warren shovels read from a queue (src-queue)"
-                    .into(),
-            );
-        }
-        let src_queue = errors.take(queue_name(v, "src-queue"));
-        if src_queue.as_ref().is_some_and(Option::is_none) && !v.contains_key("src-exchange") {
-            errors.push("Must specify 'src-exchange' or 'src-queue'".into());
-        }
+        let source = errors.take(Source::parse(v, queue_name, text));
         let src = errors.take(uri(v, "src-uri", name));
         let dest = errors.take(uri(v, "dest-uri", name));
         let dest_kind = errors.take(destination(v));
@@ -124,6 +118,12 @@ impl ShovelDef {
         let ack_mode = errors.take(ack_mode(v));
         if ack_mode == Some(AckMode::NoAck) && matches!(delete_after, Some(DeleteAfter::Count(_))) {
             errors.push("Cannot specify 'no-ack' and numerical 'delete-after'".into());
+        }
+        if matches!(source, Some(Source::Exchange { .. }))
+            && delete_after == Some(DeleteAfter::QueueLength)
+        {
+            // RabbitMQ takes it and then fails to start, again and again.
+            errors.push("Cannot specify 'src-exchange' and 'queue-length' 'delete-after': an exchange has no length".into());
         }
         let prefetch = errors.take(prefetch(v));
         let reconnect_delay_s = errors.take(reconnect_delay(v));
@@ -140,11 +140,15 @@ impl ShovelDef {
         errors.into_result()?;
         // Every `take` above succeeded when there are no errors.
         let missing = || "an internal check failed".to_string();
-        let src_queue = src_queue.flatten().ok_or_else(missing)?;
+        let source = source.ok_or_else(missing)?;
         let (src_uri, src_vhost) = src.ok_or_else(missing)?;
         let (dest_uri, dest_vhost) = dest.ok_or_else(missing)?;
         let dest = dest_kind.flatten().unwrap_or(Dest::AsPublished);
-        if dest == Dest::Queue(src_queue.clone()) && src_vhost == dest_vhost {
+        if source
+            .queue()
+            .is_some_and(|q| dest == Dest::Queue(q.into()))
+            && src_vhost == dest_vhost
+        {
             // It would move each message back where it was, forever.
             return Err(
                 "'dest-queue' is 'src-queue': the shovel would move messages in a loop".into(),
@@ -154,7 +158,7 @@ impl ShovelDef {
             dest,
             src_uri,
             src_vhost,
-            src_queue,
+            src: source,
             src_queue_args: src_queue_args.ok_or_else(missing)?,
             prefetch: prefetch.ok_or_else(missing)?,
             delete_after: delete_after.ok_or_else(missing)?,

@@ -7,7 +7,7 @@
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::Bytes;
 
-use super::definition::{Dest, ShovelDef};
+use super::definition::{Dest, ShovelDef, Source};
 use super::uri::redact;
 use crate::broker::message::{decode_properties, with_header};
 
@@ -37,7 +37,13 @@ impl Stamp {
             // Without user and password, as RabbitMQ writes them.
             put("src-uri", &redact(&def.src_uri));
             put("dest-uri", &redact(&def.dest_uri));
-            put("src-queue", &def.src_queue);
+            match &def.src {
+                Source::Queue(q) => put("src-queue", q),
+                Source::Exchange { name, key } => {
+                    put("src-exchange", name);
+                    put("src-exchange-key", key);
+                }
+            }
             match &def.dest {
                 Dest::Queue(q) => put("dest-queue", q),
                 Dest::Exchange { name, key } => {

@@ -1,5 +1,6 @@
 //! Dynamic shovels (RabbitMQ's `shovel` runtime parameters): tasks that
-//! move messages from a queue to a queue or an exchange of this broker,
+//! move messages from a queue or an exchange (`source.rs`) to a queue or
+//! an exchange of this broker,
 //! without loss (see `mover.rs`). What an operator does with poison
 //! messages: inspect the dead-letter queue, then move them back.
 //!
@@ -14,6 +15,7 @@ mod declare;
 pub mod definition;
 mod headers;
 mod mover;
+mod source;
 pub mod status;
 pub mod uri;
 

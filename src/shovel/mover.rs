@@ -67,15 +67,15 @@ pub async fn run_once(
         }
         Ok(_) => {}
     }
-    let Some(src) = src_vhost.find_queue(&def.src_queue) else {
-        return Outcome::Retry(format!(
-            "no queue '{}' in vhost '{}'",
-            def.src_queue, def.src_vhost
-        ));
-    };
-    if let Some(why) = exclusive(&src).or_else(|| missing_destination(&dest_vhost, &def.dest)) {
+    if let Some(why) = missing_destination(&dest_vhost, &def.dest) {
         return Outcome::Retry(why);
     }
+    let conn_id = broker.next_connection_id();
+    let source = match super::source::open(&src_vhost, &def.src, conn_id) {
+        Ok(source) => source,
+        Err(why) => return Outcome::Retry(why),
+    };
+    let src = &source.queue;
     if status.remaining().is_none() {
         let total = match def.delete_after {
             DeleteAfter::QueueLength => Some(u64::from(src.message_count())),
@@ -88,7 +88,7 @@ pub async fn run_once(
         return Outcome::Done;
     }
     let (tx, rx) = unbounded_channel();
-    let conn = ConnHandle::new(broker.next_connection_id(), tx);
+    let conn = ConnHandle::new(conn_id, tx);
     let credit = Arc::new(ConsumerCredit::new(
         def.prefetch,
         Arc::new(ChannelCredit::default()),
@@ -110,7 +110,7 @@ pub async fn run_once(
     let mut mover = Mover {
         def,
         status,
-        src: &src,
+        src,
         dest: &dest_vhost,
         conn,
         rx,
@@ -121,13 +121,6 @@ pub async fn run_once(
     let outcome = mover.pump(stop).await;
     mover.detach();
     outcome
-}
-
-/// Why a shovel may not consume from `q`: another connection's exclusive
-/// queue (publishing to one is allowed, as in AMQP).
-fn exclusive(q: &Queue) -> Option<String> {
-    q.exclusive_owner
-        .map(|_| format!("queue '{}' is exclusive to another connection", q.name))
 }
 
 /// Why the destination cannot take messages yet, if it cannot.
@@ -196,10 +189,7 @@ impl Mover<'_> {
                     }
                     ConnEvent::ConsumerCancelled { .. } => {
                         self.give_back(std::mem::take(&mut batch));
-                        return Outcome::Retry(format!(
-                            "queue '{}' was deleted",
-                            self.def.src_queue
-                        ));
+                        return Outcome::Retry(format!("queue '{}' was deleted", self.src.name));
                     }
                 }
                 if batch.len() < BATCH_MAX {

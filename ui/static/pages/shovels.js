@@ -12,8 +12,8 @@ export async function shovels(main) {
       ["Name", (s) => s.name],
       ["Vhost", (s) => s.vhost],
       ["State", (s) => s.state + (s.reason ? ` (${s.reason})` : "")],
-      ["From", (s) => s.src_queue],
-      ["To", (s) => s.dest_queue || `${s.dest_exchange} ${s.dest_exchange_key || ""}`],
+      ["From", (s) => s.src_queue ?? `exchange ${s.src_exchange} ${s.src_exchange_key}`],
+      ["To", (s) => s.dest_queue ?? (s.dest_exchange != null ? `exchange ${s.dest_exchange} ${s.dest_exchange_key ?? ""}` : "as published")],
       ["Moved", (s) => num(s.messages_moved) + (s.messages_to_move != null ? ` of ${num(s.messages_to_move)}` : "")],
       ["", (s) => h("button", {
         type: "button", class: "link",

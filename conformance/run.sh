@@ -54,11 +54,18 @@ key_file = "$TLS_DIR/server.key"
 ca_file = "$TLS_DIR/ca.pem"
 verify_peer = true
 EOF
-  # The HTTP listeners need real ports (0 turns them off): two free ones.
-  read -r mport pport < <(python3 -c 'import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+  # The HTTP listeners need real ports (0 turns them off): two free ones,
+  # below Linux's ephemeral range so that the `--port 0` listeners cannot
+  # be handed the same ones.
+  read -r mport pport < <(python3 -c 'import random, socket
+ports = []
+while len(ports) < 2:
+    p = random.randrange(20000, 32000)
+    try:
+        with socket.socket() as s: s.bind(("127.0.0.1", p))
+    except OSError: continue
+    if p not in ports: ports.append(p)
+print(*ports)')
   "$bin" --config "$datadir/warren.toml" --port 0 --data-dir "$datadir/data" --log-level warn,warren=info \
     --management-port "$mport" --prometheus-port "$pport" >"$log" 2>&1 &
   pid=$!

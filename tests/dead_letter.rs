@@ -301,6 +301,8 @@ async fn an_expiry_only_cycle_back_into_the_same_queue_is_dropped() {
         ]);
         queue(&ch, "loop", Default::default(), a).await;
         publish(&ch, "", "loop", b"round and round").await;
+        common::wait_for_count(&ch, "loop", 0).await;
+        // And it does not come back.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(ready_count(&ch, "loop").await.expect("count"), 0);
         broker.stop().await;

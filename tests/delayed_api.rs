@@ -111,9 +111,11 @@ async fn held_messages_are_listed_by_due_time_and_a_cancelled_one_never_comes_ba
         let wrong = format!("/exchanges/%2F/later/delayed/{other_id}");
         assert_eq!(broker.api("DELETE", &wrong, None).await.0, 404);
 
-        // Two due soon, one cancelled: only the other is routed.
+        // Two due soon, one cancelled: only the other is routed. The
+        // cancelled one is due 2 s on, so the cancel is in time on a slow
+        // machine too.
         publish_delayed(&ch, "later", "soon-kept", 400).await;
-        publish_delayed(&ch, "later", "soon-cancelled", 400).await;
+        publish_delayed(&ch, "later", "soon-cancelled", 2_000).await;
         let (_, listing) = broker
             .api("GET", "/exchanges/%2F/later/delayed", None)
             .await;
@@ -123,7 +125,7 @@ async fn held_messages_are_listed_by_due_time_and_a_cancelled_one_never_comes_ba
         let mut consumer = common::consume(&ch, "target").await;
         let d = common::next_delivery(&mut consumer).await;
         assert_eq!(d.data, b"soon-kept");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
         common::assert_no_delivery(&mut consumer).await;
         drop(consumer);
         broker.stop().await;

@@ -58,7 +58,7 @@ async fn vhost_connection_limit_counts_open_connections() {
         let _other = connect_as(&b, "guest", "%2F").await.expect("vhost /");
         first.close(200, "bye".into()).await.unwrap();
         // The server forgets a connection once its task has ended.
-        for _ in 0..50 {
+        for _ in 0..250 {
             let (_, open) = b.api("GET", "/vhosts/lim/connections", None).await;
             if open == json!([]) {
                 break;

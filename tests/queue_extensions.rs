@@ -106,7 +106,7 @@ async fn an_unused_queue_expires_and_a_used_one_does_not() {
     within(async {
         let broker = Broker::start().await;
         let (_c, ch) = broker.channel().await;
-        let a = table(&[("x-expires", AMQPValue::LongInt(150))]);
+        let a = table(&[("x-expires", AMQPValue::LongInt(1_000))]);
         ch.queue_declare("fades".into(), Default::default(), a.clone())
             .await
             .expect("declare");
@@ -114,13 +114,14 @@ async fn an_unused_queue_expires_and_a_used_one_does_not() {
             .await
             .expect("declare");
         let _c = consumer(&ch, "kept", "keeper", FieldTable::default()).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Not polled: a passive declare is a use, renewing the lease.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let (_c2, ch2) = broker.channel().await;
+        assert_code(ready_count(&ch2, "fades").await, 404);
         assert_eq!(
             ready_count(&ch, "kept").await.expect("kept is still there"),
             0
         );
-        let (_c2, ch2) = broker.channel().await;
-        assert_code(ready_count(&ch2, "fades").await, 404);
         broker.stop().await;
     })
     .await;
@@ -314,8 +315,10 @@ async fn delayed_messages_are_routed_when_due_in_due_order() {
         )
         .await
         .expect("bind");
-        common::publish_with(&ch, "later", "k", b"slow", delay(400)).await;
-        common::publish_with(&ch, "later", "k", b"fast", delay(100)).await;
+        // Delays long enough that a slow machine still counts before "fast"
+        // is due.
+        common::publish_with(&ch, "later", "k", b"slow", delay(2_000)).await;
+        common::publish_with(&ch, "later", "k", b"fast", delay(1_000)).await;
         common::publish_with(&ch, "later", "k", b"now", common::persistent()).await;
         assert_eq!(
             ready_count(&ch, "soon").await.expect("count"),
@@ -368,7 +371,8 @@ async fn delayed_messages_survive_a_restart_and_do_not_fire_early() {
         .await
         .expect("bind");
         common::confirm(&ch).await;
-        common::publish_with(&ch, "durable-later", "k", b"tick", delay(700)).await;
+        // Due after the restart even on a slow machine.
+        common::publish_with(&ch, "durable-later", "k", b"tick", delay(3_000)).await;
         broker.stop().await;
 
         let broker = Broker::start_in(dir.clone(), |_| {}).await;

@@ -280,7 +280,7 @@ async fn exclusive_queue_is_locked_to_its_connection_405() {
         owner.close(200, "".into()).await.unwrap();
         let ch = other.create_channel().await.unwrap();
         let mut gone = false;
-        for _ in 0..50 {
+        for _ in 0..250 {
             match ch
                 .queue_declare(q.as_str().into(), passive(), FieldTable::default())
                 .await
@@ -724,7 +724,7 @@ async fn auto_delete_queue_goes_when_its_consumer_channel_closes() {
             .unwrap();
         ch.close(200, "".into()).await.unwrap();
         let mut gone = false;
-        for _ in 0..50 {
+        for _ in 0..250 {
             let probe = conn.create_channel().await.unwrap();
             match probe
                 .queue_declare(q.as_str().into(), passive(), FieldTable::default())

@@ -17,9 +17,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
 use serde_json::{json, Value};
 
-/// GET `path` until `pick` finds what it wants in the answer (3 s at most).
+/// GET `path` until `pick` finds what it wants in the answer (10 s at most).
 async fn wait_for(b: &Broker, path: &str, pick: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..30 {
+    for _ in 0..100 {
         let (_, v) = b.api("GET", path, None).await;
         if pick(&v) {
             return v;

@@ -42,6 +42,7 @@ async fn pipelined(r: &mut Raw, frames: &[u8], n: usize, class: u16, method: u16
 
 #[tokio::test]
 async fn bind_cost_does_not_grow_with_the_bindings() {
+    let _cpu = hostile::CPU.write().await;
     bounded(Duration::from_secs(60), async {
         let broker = Broker::start().await;
         let mut r = Raw::handshake(&broker).await;
@@ -58,8 +59,15 @@ async fn bind_cost_does_not_grow_with_the_bindings() {
                 .collect();
             times.push(pipelined(&mut r, &frames, BATCH, 50, 21).await);
         }
-        let (first, last) = (times[0], times[BATCHES - 1]);
-        println!("2,000 binds: first batch {first:?}, last (18,000 bindings before) {last:?}");
+        // The fastest of the first three batches against the fastest of
+        // the last three: one slow batch on a busy machine says nothing.
+        let first = times[..3].iter().min().copied().unwrap_or_default();
+        let last = times[BATCHES - 3..]
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or_default();
+        println!("2,000 binds: first batches {first:?}, last (16,000+ bindings before) {last:?}");
         // A linear duplicate check makes the last batch ~10x the first.
         assert!(
             last < first * 3 + Duration::from_millis(200),
@@ -72,6 +80,7 @@ async fn bind_cost_does_not_grow_with_the_bindings() {
 
 #[tokio::test]
 async fn closing_a_connection_with_many_exclusive_queues_does_not_stall_others() {
+    let _cpu = hostile::CPU.write().await;
     bounded(Duration::from_secs(60), async {
         let broker = Broker::start().await;
         // 20,000 bindings of other queues in the vhost.
@@ -116,7 +125,7 @@ async fn closing_a_connection_with_many_exclusive_queues_does_not_stall_others()
         }
         println!("slowest declare after the close: {stalled:?}");
         assert!(
-            stalled < Duration::from_millis(500),
+            stalled < Duration::from_secs(2),
             "the exclusive queues' cleanup stalled the vhost for {stalled:?}"
         );
         broker.stop().await;
@@ -179,6 +188,7 @@ fn open_descriptors(pid: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_durable_queues_keep_open_files_bounded_and_others_served() {
+    let _cpu = hostile::CPU.write().await;
     const QUEUES: usize = 3_000;
     const BATCH: usize = 500;
     const MAX_OPEN_FILES: usize = 64;
@@ -214,7 +224,7 @@ async fn many_durable_queues_keep_open_files_bounded_and_others_served() {
             "{fds} descriptors open with max_open_files = {MAX_OPEN_FILES}"
         );
         assert!(
-            slowest < Duration::from_millis(1500),
+            slowest < Duration::from_secs(3),
             "another client waited {slowest:?} while durable queues were declared"
         );
         broker.terminate().await;
@@ -247,6 +257,7 @@ fn persistent_header(channel: u16) -> Vec<u8> {
 /// unlinked in the background, off the locks, while other clients go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_queue_with_a_large_backlog_returns_at_once() {
+    let _cpu = hostile::CPU.write().await;
     const BODY: usize = 64 * 1024;
     const MESSAGES: usize = 1_600; // 100 MiB
     bounded(Duration::from_secs(90), async {
@@ -274,8 +285,8 @@ async fn deleting_a_queue_with_a_large_backlog_returns_at_once() {
         let (slowest, _) = prober.finish().await;
         println!("deleting {MESSAGES} messages ({used} bytes): delete-ok after {took:?}; other client's slowest publish+get {slowest:?}");
         assert_eq!(deleted, MESSAGES as u32);
-        assert!(took < Duration::from_millis(500), "queue.delete took {took:?}");
-        assert!(slowest < Duration::from_millis(500), "another client waited {slowest:?}");
+        assert!(took < Duration::from_secs(1), "queue.delete took {took:?}");
+        assert!(slowest < Duration::from_secs(1), "another client waited {slowest:?}");
         common::disk::wait_for_disk_below(&queues, 1 << 20, Duration::from_secs(30)).await;
         broker.stop().await;
     })

@@ -194,9 +194,17 @@ async fn a_consumer_that_stopped_reading_is_still_shown() {
         for _ in 0..40 {
             common::publish(&ch, "", "big", &body).await;
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (status, report) = broker.api("GET", "/queues/%2F/big/unacked", None).await;
-        assert_eq!(status, 200, "{report}");
+        // Its task is stuck once the socket's buffers are full.
+        let mut report = serde_json::Value::Null;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let (status, r) = broker.api("GET", "/queues/%2F/big/unacked", None).await;
+            assert_eq!(status, 200, "{r}");
+            report = r;
+            if report["connections_unanswered"] == 1 {
+                break;
+            }
+        }
         assert_eq!(report["connections_unanswered"], 1, "{report}");
         let channels = &report["unanswered"][0]["channels"];
         assert_eq!(

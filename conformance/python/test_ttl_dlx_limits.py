@@ -461,7 +461,7 @@ def queue_exists(conn, q):
 def test_x_expires_deletes_an_unused_queue(conn, ch, name):
     ch.queue_declare(name, arguments={"x-expires": 300})
     ch.basic_publish("", name, b"left behind")  # messages do not count as use
-    time.sleep(0.8)
+    time.sleep(1.2)
     err = queue_exists(conn, name)
     assert err is not True, "queue still exists after x-expires"
     assert err.reply_code == 404
@@ -474,16 +474,17 @@ def test_x_expires_queue_with_consumer_is_kept_then_expires(conn, ch, name):
     time.sleep(0.8)
     assert queue_exists(conn, name) is True, "queue with a consumer was deleted"
     ch.basic_cancel(tag)
-    time.sleep(0.8)
+    time.sleep(1.2)
     err = queue_exists(conn, name)
     assert err is not True, "queue still exists after the consumer left"
     assert err.reply_code == 404
 
 
 def test_x_expires_basic_get_counts_as_use(conn, ch, name):
-    ch.queue_declare(name, arguments={"x-expires": 300})
-    for _ in range(8):
-        time.sleep(0.1)
+    # Gets 0.2 s apart keep a 1.5 s lease alive (slack for a slow machine).
+    ch.queue_declare(name, arguments={"x-expires": 1500})
+    for _ in range(10):
+        time.sleep(0.2)
         assert ch.basic_get(name, auto_ack=True)[0] is None
     assert count(ch, name) == 0
 

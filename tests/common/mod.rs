@@ -22,8 +22,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 
 use disk::DataDir;
 
-/// Upper bound for any single test.
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound for any single test (a hang detector: generous, as a debug
+/// build on a loaded CI machine is slow).
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long to wait before concluding that nothing more is coming.
 pub const QUIET: Duration = Duration::from_millis(300);
@@ -552,14 +553,16 @@ pub fn bodies(ds: &[Delivery]) -> Vec<String> {
 
 /// Wait until a consumer-less queue holds `n` messages (passive declare).
 pub async fn wait_for_count(ch: &Channel, queue: &str, n: u32) {
-    for _ in 0..100 {
-        let count = ready_count(ch, queue).await.expect("passive declare");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut count = 0;
+    while std::time::Instant::now() < deadline {
+        count = ready_count(ch, queue).await.expect("passive declare");
         if count == n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("queue {queue} never reached {n} messages");
+    panic!("queue {queue} never reached {n} messages within 10 s (holds {count})");
 }
 
 /// The next channel error reported on a connection's event stream (lapin

@@ -22,8 +22,14 @@ cleanup() {
   rm -rf "$datadir"
 }
 trap cleanup EXIT
-read -r mport < <(python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free port below Linux's ephemeral range (the `--port 0` listener's).
+read -r mport < <(python3 -c 'import random, socket
+while True:
+    p = random.randrange(20000, 32000)
+    try:
+        with socket.socket() as s: s.bind(("127.0.0.1", p))
+    except OSError: continue
+    print(p); break')
 "$bin" --port 0 --data-dir "$datadir/data" --log-level warn,warren=info \
   --management-port "$mport" --prometheus-port 0 >"$datadir/warren.log" 2>&1 &
 pid=$!

@@ -218,19 +218,21 @@ test('x-stream-offset integer: starts at that offset, also one beyond the end (w
 });
 
 test('x-stream-offset timestamp (AMQP timestamp, seconds) and interval strings', { timeout: h.T }, async () => {
-  // Two batches 1.5 s apart. A timestamp starts at the first message written
-  // at or after it; an interval like "1s" / "1h" at now minus the interval.
+  // Two batches 3 s apart. A timestamp starts at the first message written
+  // at or after it; an interval like "2s" / "1h" at now minus the interval.
+  // "2s" is read first, with a second of slack on either side (batch a is
+  // 3 s old, batch b just written) for a slow machine.
   const conn = await h.connect();
   const q = await stream(conn);
   await publish(conn, q, msgs('a', 3));
   const aEnd = Date.now() / 1000;
-  await h.sleep(1500);
+  await h.sleep(3000);
   await publish(conn, q, msgs('b', 3));
   const boundary = Math.ceil(aEnd); // a whole second after batch a, before batch b
   const ts = (secs) => ({ '!': 'timestamp', value: secs });
   const all = [...msgs('a', 3), ...msgs('b', 3)];
   const cases = [
-    ['1s', msgs('b', 3)], // first: batch b is less than a second old
+    ['2s', msgs('b', 3)], // first: batch b is well under two seconds old
     [ts(boundary), msgs('b', 3)],
     [ts(Date.UTC(2000, 0, 1) / 1000), all],
     ['1m', all],

@@ -258,3 +258,67 @@ async fn a_missing_source_exchange_waits_and_starts_once_it_exists() {
     })
     .await
 }
+
+#[tokio::test]
+async fn copies_the_destination_refused_wait_in_the_shovels_queue() {
+    bounded(Duration::from_secs(40), async {
+        let broker = start().await;
+        let (_conn, ch) = broker.channel().await;
+        // The destination takes 2, then refuses (a policy, lifted later).
+        let cap = json!({"pattern": "^capped$", "apply-to": "queues",
+            "definition": {"max-length": 2, "overflow": "reject-publish"}});
+        assert_eq!(
+            broker.api("PUT", "/policies/%2F/cap", Some(cap)).await.0,
+            201
+        );
+        ch.queue_declare(
+            "capped".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+        let value = json!({"value": {"src-uri": "amqp://", "src-exchange": "amq.fanout",
+            "dest-uri": "amqp://", "dest-queue": "capped", "reconnect-delay": 1}});
+        let (status, _) = broker
+            .api("PUT", "/parameters/shovel/%2F/capped", Some(value))
+            .await;
+        assert_eq!(status, 201);
+        running(&broker, "capped").await;
+        for i in 0..10 {
+            let body = format!("m{i}");
+            ch.basic_publish(
+                "amq.fanout".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        }
+        let waiting = state(&broker, "capped", "starting").await;
+        assert!(
+            waiting["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("refused")),
+            "{waiting}"
+        );
+        // The refused ones are still in the shovel's queue: once the cap
+        // goes, every message arrives.
+        assert_eq!(broker.api("DELETE", "/policies/%2F/cap", None).await.0, 204);
+        let all = poll(PATIENCE, TICK, || async {
+            let (_, q) = broker.api("GET", "/queues/%2F/capped", None).await;
+            (q["messages_ready"] == 10).then_some(())
+        })
+        .await;
+        let (_, q) = broker.api("GET", "/queues/%2F/capped", None).await;
+        assert!(all.is_some(), "only {} of 10 arrived", q["messages_ready"]);
+        assert_eq!(
+            own_queues(&broker).await.len(),
+            1,
+            "one queue of its own, kept"
+        );
+    })
+    .await
+}

@@ -144,15 +144,8 @@ impl ShovelDef {
         let (src_uri, src_vhost) = src.ok_or_else(missing)?;
         let (dest_uri, dest_vhost) = dest.ok_or_else(missing)?;
         let dest = dest_kind.flatten().unwrap_or(Dest::AsPublished);
-        if source
-            .queue()
-            .is_some_and(|q| dest == Dest::Queue(q.into()))
-            && src_vhost == dest_vhost
-        {
-            // It would move each message back where it was, forever.
-            return Err(
-                "'dest-queue' is 'src-queue': the shovel would move messages in a loop".into(),
-            );
+        if src_vhost == dest_vhost {
+            loops(&source, &dest)?;
         }
         Ok(ShovelDef {
             dest,
@@ -171,6 +164,23 @@ impl ShovelDef {
             add_timestamp_header: add_timestamp_header.ok_or_else(missing)?,
         })
     }
+}
+
+/// Why a shovel within one vhost would move each message back where it
+/// came from, forever (RabbitMQ lets it; Warren's loop has no network to
+/// slow it down).
+fn loops(source: &Source, dest: &Dest) -> Result<(), String> {
+    let why = match (source, dest) {
+        (Source::Queue(q), Dest::Queue(d)) if q == d => "'dest-queue' is 'src-queue'",
+        (Source::Exchange { name, .. }, Dest::Exchange { name: d, .. }) if name == d => {
+            "'dest-exchange' is 'src-exchange'"
+        }
+        (Source::Exchange { .. }, Dest::AsPublished) => {
+            "with 'src-exchange' and no 'dest-exchange' or 'dest-queue', messages go back to their exchange"
+        }
+        _ => return Ok(()),
+    };
+    Err(format!("{why}: the shovel would move messages in a loop"))
 }
 
 /// RabbitMQ's refusal of the keys of `value` it does not know, if any.

@@ -187,8 +187,10 @@ impl Shovels {
 /// `reconnect-delay` between them.
 async fn run(broker: Arc<Broker>, status: Arc<Status>, stop: CancellationToken) {
     let delay = Duration::from_secs(status.def.reconnect_delay_s.max(1));
+    // Kept between attempts, dropped (its own queue deleted) on return.
+    let mut held = None;
     loop {
-        match mover::run_once(&broker, &status.def, &status, &stop).await {
+        match mover::run_once(&broker, &status.def, &status, &stop, &mut held).await {
             Outcome::Stopped => {
                 status.set_terminated("stopped");
                 return;
@@ -207,6 +209,7 @@ async fn run(broker: Arc<Broker>, status: Arc<Status>, stop: CancellationToken) 
             }
         }
     }
+    drop(held);
     status.set_terminated("done");
     tracing::info!(vhost = %status.vhost, shovel = %status.name, "shovel done; its parameter is deleted");
     // As RabbitMQ, a shovel that has moved what it was to move deletes its

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio_util::sync::CancellationToken;
 
-use super::definition::{AckMode, DeleteAfter, Dest, ShovelDef};
+use super::definition::{AckMode, DeleteAfter, Dest, ShovelDef, Source};
 use super::headers::Stamp;
+use super::source::SourceQueue;
 use super::status::Status;
 use crate::broker::consumer::{ChannelCredit, ConnEvent, ConnHandle, Consumer, ConsumerCredit};
 use crate::broker::message::{decode_properties, QueuedMessage};
@@ -38,11 +39,15 @@ pub enum Outcome {
 }
 
 /// Run one attempt: consume from the source until done, stopped or failed.
+/// `held` is the source opened by an earlier attempt, kept while the
+/// shovel waits (the shovel's own queue for an exchange source); the
+/// caller drops it when the shovel stops.
 pub async fn run_once(
     broker: &Arc<Broker>,
     def: &ShovelDef,
     status: &Status,
     stop: &CancellationToken,
+    held: &mut Option<SourceQueue>,
 ) -> Outcome {
     let Some(src_vhost) = broker.vhost(&def.src_vhost) else {
         return Outcome::Retry(format!("vhost '{}' not found", def.src_vhost));
@@ -70,12 +75,20 @@ pub async fn run_once(
     if let Some(why) = missing_destination(&dest_vhost, &def.dest) {
         return Outcome::Retry(why);
     }
-    let conn_id = broker.next_connection_id();
-    let source = match super::source::open(&src_vhost, &def.src, conn_id) {
-        Ok(source) => source,
-        Err(why) => return Outcome::Retry(why),
+    if !held.as_ref().is_some_and(SourceQueue::reusable) {
+        // Dropping the old one first deletes a queue of its own.
+        *held = None;
+        let conn_id = broker.next_connection_id();
+        match super::source::open(&src_vhost, &def.src, conn_id) {
+            Ok(source) => *held = Some(source),
+            Err(why) => return Outcome::Retry(why),
+        }
+    }
+    let Some(source) = held.as_ref() else {
+        return Outcome::Retry("the source could not be opened".into());
     };
-    let src = &source.queue;
+    let (src, conn_id) = (source.queue.clone(), source.conn_id);
+    let src = &src;
     if status.remaining().is_none() {
         let total = match def.delete_after {
             DeleteAfter::QueueLength => Some(u64::from(src.message_count())),
@@ -170,9 +183,12 @@ impl Mover<'_> {
     async fn pump(&mut self, stop: &CancellationToken) -> Outcome {
         let mut batch = Vec::new();
         loop {
+            // Stop first: a stopped shovel (a restart's old run) takes no
+            // further batch.
             let first = tokio::select! {
-                ev = self.rx.recv() => ev,
+                biased;
                 _ = stop.cancelled() => return Outcome::Stopped,
+                ev = self.rx.recv() => ev,
             };
             let Some(first) = first else {
                 return Outcome::Retry("the consumer's mailbox closed".into());
@@ -189,7 +205,10 @@ impl Mover<'_> {
                     }
                     ConnEvent::ConsumerCancelled { .. } => {
                         self.give_back(std::mem::take(&mut batch));
-                        return Outcome::Retry(format!("queue '{}' was deleted", self.src.name));
+                        return Outcome::Retry(match &self.def.src {
+                            Source::Queue(q) => format!("queue '{q}' was deleted"),
+                            other => format!("the queue for {} was deleted", other.describe()),
+                        });
                     }
                 }
                 if batch.len() < BATCH_MAX {

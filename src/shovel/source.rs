@@ -1,10 +1,12 @@
 //! Where a shovel takes messages from: a queue (`src-queue`), or an
 //! exchange (`src-exchange`, `src-exchange-key`) through a queue of the
 //! shovel's own, as RabbitMQ's shovel does: server-named (`amq.gen-…`),
-//! not durable, exclusive to the shovel, bound to the exchange, and
-//! deleted when the shovel's run ends. What that queue holds when the
-//! shovel stops is lost with it (RabbitMQ's exclusive queue goes the same
-//! way); what the shovel took from it is settled only at the destination.
+//! not durable, exclusive to the shovel, bound to the exchange, kept
+//! while the shovel waits to try again (a destination that refused copies
+//! finds them there), and deleted when the shovel stops or finishes. What
+//! that queue holds then is lost with it (RabbitMQ's exclusive queue goes
+//! the same way); what the shovel took from it is settled only at the
+//! destination.
 
 use std::sync::Arc;
 
@@ -38,12 +40,14 @@ impl Source {
         queue_name: impl Fn(&Map<String, Value>, &str) -> Result<Option<String>, String>,
         text: impl Fn(&Map<String, Value>, &str) -> Result<Option<String>, String>,
     ) -> Result<Source, String> {
+        // Checked whatever the source, as RabbitMQ checks each key.
+        let key = text(v, "src-exchange-key")?;
         match (queue_name(v, "src-queue")?, text(v, "src-exchange")?) {
             (Some(_), Some(_)) => Err("Cannot specify 'src-exchange' and 'src-queue'".into()),
             (Some(q), None) => Ok(Source::Queue(q)),
             (None, Some(x)) => Ok(Source::Exchange {
                 name: x,
-                key: text(v, "src-exchange-key")?.unwrap_or_default(),
+                key: key.unwrap_or_default(),
             }),
             (None, None) => Err("Must specify 'src-exchange' or 'src-queue'".into()),
         }
@@ -70,13 +74,26 @@ impl Source {
 /// shovel's own queue, deleted when this is dropped.
 pub struct SourceQueue {
     pub queue: Arc<Queue>,
-    own: Option<(Arc<VHost>, u64)>,
+    /// The connection id the shovel's consumer uses (its queue's owner).
+    pub conn_id: u64,
+    own: Option<Arc<VHost>>,
+}
+
+impl SourceQueue {
+    /// Whether a later run may consume from it again: the shovel's own
+    /// queue, still there (a source queue is looked up again each run).
+    pub fn reusable(&self) -> bool {
+        self.own.as_ref().is_some_and(|v| {
+            v.find_queue(&self.queue.name)
+                .is_some_and(|q| Arc::ptr_eq(&q, &self.queue))
+        })
+    }
 }
 
 impl Drop for SourceQueue {
     fn drop(&mut self) {
-        if let Some((vhost, owner)) = self.own.take() {
-            vhost.delete_exclusive_queues(owner);
+        if let Some(vhost) = self.own.take() {
+            vhost.delete_exclusive_queues(self.conn_id);
         }
     }
 }
@@ -93,7 +110,11 @@ pub fn open(vhost: &Arc<VHost>, source: &Source, conn_id: u64) -> Result<SourceQ
                 // Publishing to one is allowed, as in AMQP; consuming not.
                 return Err(format!("queue '{name}' is exclusive to another connection"));
             }
-            return Ok(SourceQueue { queue, own: None });
+            return Ok(SourceQueue {
+                queue,
+                conn_id,
+                own: None,
+            });
         }
         Source::Exchange { name, key } => (name, key),
     };
@@ -112,11 +133,12 @@ pub fn open(vhost: &Arc<VHost>, source: &Source, conn_id: u64) -> Result<SourceQ
     // Deleted on every path from here.
     let guard = |queue| SourceQueue {
         queue,
-        own: Some((vhost.clone(), conn_id)),
+        conn_id,
+        own: Some(vhost.clone()),
     };
     let queue = vhost
         .find_queue(&info.name)
-        .ok_or_else(|| format!("the shovel's queue '{}' vanished", info.name))?;
+        .ok_or_else(|| format!("the queue for exchange '{exchange}' vanished"))?;
     let source = guard(queue);
     // As RabbitMQ's shovel binds (queue.bind naming no queue): an empty key
     // is the queue's name.
@@ -177,7 +199,26 @@ mod tests {
             parse(key).unwrap_err(),
             "src-exchange-key should be binary, actually was 5"
         );
-        // Warren's own: RabbitMQ takes it and then fails to start.
+        let typed = json!({"src-uri": "amqp://", "src-queue": "q", "src-exchange-key": 5,
+            "dest-uri": "amqp://"});
+        assert_eq!(
+            parse(typed).unwrap_err(),
+            "src-exchange-key should be binary, actually was 5"
+        );
+        // Warren's own: RabbitMQ takes these and then fails to start, or
+        // moves messages round in a loop.
+        let same = json!({"src-uri": "amqp://", "src-exchange": "x", "dest-uri": "amqp://",
+            "dest-exchange": "x"});
+        assert!(parse(same)
+            .unwrap_err()
+            .ends_with("would move messages in a loop"));
+        let back = json!({"src-uri": "amqp://", "src-exchange": "x", "dest-uri": "amqp://"});
+        assert!(parse(back)
+            .unwrap_err()
+            .ends_with("would move messages in a loop"));
+        let elsewhere = json!({"src-uri": "amqp://", "src-exchange": "x",
+            "dest-uri": "amqp:///other"});
+        assert!(parse(elsewhere).is_ok());
         let length = json!({"src-uri": "amqp://", "src-exchange": "x", "dest-uri": "amqp://",
             "src-delete-after": "queue-length"});
         assert!(parse(length)

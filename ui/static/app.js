@@ -104,12 +104,20 @@ const routes = [
 
 /** Stops the current page's timers when another page is shown. */
 let leave = () => {};
+/** Counts pages shown: a page still loading when another is shown must
+ * neither draw over it nor keep its timers. */
+let shown = 0;
 
 async function route() {
+  const mine = ++shown;
   leave();
   leave = () => {};
-  const main = document.getElementById("main");
-  clear(main);
+  const root = document.getElementById("main");
+  clear(root);
+  // Each page draws into its own element: one left behind draws into a
+  // detached one.
+  const main = h("div", {});
+  root.append(main);
   const hash = location.hash || "#/";
   const loggedIn = !!sessionStorage.getItem(KEY);
   document.getElementById("nav").hidden = !loggedIn;
@@ -130,11 +138,14 @@ async function route() {
     const m = hash.match(pattern);
     if (m) {
       const args = m.slice(1).map(decodeURIComponent);
+      let stop = () => {};
       try {
-        leave = (await page(main, ...args)) || (() => {});
+        stop = (await page(main, ...args)) || (() => {});
       } catch (err) {
         main.append(h("p", { class: "error", role: "alert" }, err.message));
       }
+      if (mine === shown) leave = stop;
+      else stop();
       return;
     }
   }

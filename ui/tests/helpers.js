@@ -20,6 +20,9 @@ export async function loggedIn(b, user = "guest", password = "guest") {
   await page.getByLabel("Username").fill(user);
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Log in" }).click();
+  // Logged in (the overview) or refused (an alert with a reason).
+  const overview = page.getByRole("heading", { name: "Overview" });
+  await overview.or(page.getByRole("alert").filter({ hasText: /./ })).first().waitFor();
   return page;
 }
 

@@ -12,8 +12,12 @@ test("guest logs in and sees the overview", async () => {
   const page = await loggedIn(b);
   await page.getByRole("heading", { name: "Overview" }).waitFor();
   assert.match(await page.locator("#who").innerText(), /guest/);
+  assert.equal(await page.getByRole("link", { name: "Admin" }).isVisible(), true);
   await page.getByRole("button", { name: "Log out" }).click();
   await page.getByRole("heading", { name: "Log in to Warren" }).waitFor();
+  // Logged out, the pages' links are gone (a click there used to race the
+  // login and land on the overview).
+  assert.equal(await page.getByRole("link", { name: "Admin" }).isVisible(), false);
   await page.close();
 });
 
@@ -23,6 +27,7 @@ test("a wrong password is refused with a message", async () => {
   await alert.waitFor();
   assert.notEqual((await alert.innerText()).trim(), "");
   assert.equal(await page.getByRole("heading", { name: "Overview" }).count(), 0);
+  assert.equal(await page.getByRole("link", { name: "Queues" }).isVisible(), false);
   await page.close();
 });
 
@@ -56,5 +61,29 @@ test("the UI works from the keyboard alone", async () => {
   assert.equal(focused, "Queues", "the Queues link is reached with Tab");
   await page.keyboard.press("Enter");
   await page.getByRole("heading", { name: "Queues" }).waitFor();
+  await page.close();
+});
+
+test("with a slow API, the page clicked is the page shown", async () => {
+  // Each API answer held back up to 1 s: the links appear only once the
+  // login is through, and a page left while loading does not draw later.
+  const page = await b.newPage({ viewport: { width: 1366, height: 900 } });
+  await page.route("**/api/**", async (route) => {
+    await new Promise((r) => setTimeout(r, 200 + Math.random() * 800));
+    await route.continue();
+  });
+  await page.goto(process.env.WARREN_UI_URL + "/");
+  await page.getByLabel("Username").fill("guest");
+  await page.getByLabel("Password").fill("guest");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("link", { name: "Admin" }).click();
+  await page.getByRole("link", { name: "Policies" }).click();
+  await page.getByRole("heading", { name: "Policies", exact: true }).waitFor();
+  await page.getByRole("link", { name: "Queues" }).click();
+  await page.getByRole("heading", { name: "Queues" }).waitFor();
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(await page.evaluate(() => location.hash), "#/queues");
+  assert.equal(await page.getByRole("heading", { name: "Policies", exact: true }).count(), 0);
+  assert.equal(await page.getByRole("heading", { name: "Overview" }).count(), 0);
   await page.close();
 });

@@ -91,6 +91,79 @@ async fn a_policymaker_cannot_shovel_across_vhosts_or_with_a_wrong_password() {
 }
 
 #[tokio::test]
+async fn a_uri_user_is_held_to_their_own_permissions() {
+    bounded(Duration::from_secs(20), async {
+        let broker = start().await;
+        assert_eq!(broker.api("PUT", "/vhosts/perm", None).await.0, 201);
+        let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
+        broker
+            .api("PUT", "/permissions/perm/guest", Some(all))
+            .await;
+        broker
+            .api(
+                "PUT",
+                "/users/bob",
+                Some(json!({"password": "pw", "tags": ""})),
+            )
+            .await;
+        // Bob may read "public" and write anywhere, and configure nothing.
+        let bob = json!({"configure": "", "write": ".*", "read": "^public$"});
+        broker.api("PUT", "/permissions/perm/bob", Some(bob)).await;
+        let conn = lapin::Connection::connect(
+            &broker.url_as("guest", "guest", "perm"),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        for q in ["payroll", "public", "out"] {
+            common::declare_queue(&ch, q).await;
+        }
+        let as_bob = |src: Value| {
+            let mut v = json!({"src-uri": "amqp://bob:pw@localhost/perm",
+                               "dest-uri": "amqp://bob:pw@localhost/perm", "dest-queue": "out"});
+            if let (Some(v), Value::Object(src)) = (v.as_object_mut(), src) {
+                v.extend(src);
+            }
+            json!({ "value": v })
+        };
+        let refused = [
+            (
+                json!({"src-queue": "payroll"}),
+                "access to queue 'payroll' in vhost 'perm' refused for user 'bob'",
+            ),
+            (
+                json!({"src-queue": "new-one"}),
+                "access to queue 'new-one' in vhost 'perm' refused for user 'bob'",
+            ),
+            (
+                json!({"src-exchange": "amq.topic", "src-exchange-key": "#"}),
+                "access to queue 'amq.gen-shovel' in vhost 'perm' refused for user 'bob'",
+            ),
+        ];
+        for (src, why) in refused {
+            let (status, reply) = broker
+                .api("PUT", "/parameters/shovel/perm/tap", Some(as_bob(src)))
+                .await;
+            assert_eq!(status, 400, "{reply}");
+            assert_eq!(
+                reply["reason"],
+                format!("Validation failed\n\nACCESS_REFUSED - {why}\n")
+            );
+        }
+        let (status, reply) = broker
+            .api(
+                "PUT",
+                "/parameters/shovel/perm/ok",
+                Some(as_bob(json!({"src-queue": "public"}))),
+            )
+            .await;
+        assert_eq!(status, 201, "{reply}");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn large_messages_do_not_stall_a_shovel_on_its_full_mailbox() {
     bounded(Duration::from_secs(60), async {
         let broker = start().await;

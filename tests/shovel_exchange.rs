@@ -218,17 +218,19 @@ async fn a_missing_source_exchange_waits_and_starts_once_it_exists() {
         let (_conn, ch) = broker.channel().await;
         let value = json!({"value": {"src-uri": "amqp://", "src-exchange": "later",
             "dest-uri": "amqp://", "dest-queue": "landed", "reconnect-delay": 1}});
-        let (status, _) = broker
+        let (code, _) = broker
             .api("PUT", "/parameters/shovel/%2F/later", Some(value))
             .await;
-        assert_eq!(status, 201);
-        let waiting = state(&broker, "later", "starting").await;
-        assert!(
-            waiting["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("later")),
-            "{waiting}"
-        );
+        assert_eq!(code, 201);
+        // Starting, then waiting with the reason once the first attempt
+        // failed.
+        let waiting = poll(PATIENCE, TICK, || async {
+            let s = status(&broker, "later").await;
+            let why = s["reason"].as_str().unwrap_or_default().to_string();
+            (s["state"] == "starting" && why.contains("later")).then_some(s)
+        })
+        .await;
+        assert!(waiting.is_some(), "{}", status(&broker, "later").await);
         // A failed start leaves no queue behind.
         assert!(own_queues(&broker).await.is_empty());
         ch.exchange_declare(

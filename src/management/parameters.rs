@@ -21,6 +21,7 @@ use super::policies::{check_vhost, may_manage};
 use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::auth::access::LimitUpdate;
 use crate::shovel::definition::{unknown_keys, ShovelDef};
+use crate::shovel::grants;
 use crate::shovel::uri::{credentials, redact};
 use crate::store::access::LimitScope;
 
@@ -271,10 +272,12 @@ fn shovel_access(s: &AppState, c: &Caller, name: &str, value: Option<&Value>) ->
         // Not a valid definition: `put_parameter` says why.
         return Ok(());
     };
-    for (uri, vhost) in [
-        (&def.src_uri, &def.src_vhost),
-        (&def.dest_uri, &def.dest_vhost),
-    ] {
+    type Grants = fn(&crate::broker::Broker, &ShovelDef, &str) -> Result<(), String>;
+    let sides: [(&String, &String, Grants); 2] = [
+        (&def.src_uri, &def.src_vhost, grants::source),
+        (&def.dest_uri, &def.dest_vhost, grants::destination),
+    ];
+    for (uri, vhost, grants) in sides {
         let user = match credentials(uri) {
             None => c.name.clone(),
             Some((user, password)) => {
@@ -283,6 +286,11 @@ fn shovel_access(s: &AppState, c: &Caller, name: &str, value: Option<&Value>) ->
                         "user \"{user}\" of {} may not log in",
                         redact(uri)
                     )));
+                }
+                // Its connection would log in as this user: what it reads
+                // and writes is checked against the user's permissions.
+                if s.broker.access.may_open(&user, vhost) {
+                    grants(&s.broker, &def, &user).map_err(|why| validation_failed(&why))?;
                 }
                 user
             }

@@ -13,6 +13,7 @@
 
 mod declare;
 pub mod definition;
+pub mod grants;
 mod headers;
 mod mover;
 mod source;

@@ -18,6 +18,7 @@ use super::definition::{AckMode, DeleteAfter, Dest, ShovelDef, Source};
 use super::headers::Stamp;
 use super::source::SourceQueue;
 use super::status::Status;
+use super::uri::credentials;
 use crate::broker::consumer::{ChannelCredit, ConnEvent, ConnHandle, Consumer, ConsumerCredit};
 use crate::broker::message::{decode_properties, QueuedMessage};
 use crate::broker::queue::{Queue, Stored};
@@ -55,6 +56,11 @@ pub async fn run_once(
     let Some(dest_vhost) = broker.vhost(&def.dest_vhost) else {
         return Outcome::Retry(format!("vhost '{}' not found", def.dest_vhost));
     };
+    // A user a URI names logs in again and is checked again, as RabbitMQ's
+    // shovel connection would on each start.
+    if let Err(why) = super::grants::for_run(broker, def) {
+        return Outcome::Retry(why);
+    }
     match super::declare::missing_queues(broker, def) {
         Err(why) => return Outcome::Retry(why),
         // The declarations are stored before anything moves into them.
@@ -130,6 +136,8 @@ pub async fn run_once(
         credit: (def.ack_mode != AckMode::NoAck).then_some(credit),
         sync: broker.store.syncer.subscribe(),
         stamp: Stamp::new(def, &broker.cluster_name(), &status.vhost, &status.name),
+        broker,
+        dest_user: credentials(&def.dest_uri).map(|(user, _)| user),
     };
     let outcome = mover.pump(stop).await;
     mover.detach();
@@ -161,6 +169,9 @@ struct Mover<'a> {
     sync: tokio::sync::watch::Receiver<crate::store::syncer::SyncStatus>,
     /// Headers to add to each copy, if the definition asks for them.
     stamp: Option<Stamp>,
+    broker: &'a Broker,
+    /// The user `dest-uri` names: each copy is published as that user.
+    dest_user: Option<String>,
 }
 
 /// Most deliveries one batch takes from the mailbox.
@@ -176,6 +187,8 @@ struct Copy {
     taken: bool,
     /// The sync round that stores it (0: none).
     round: u64,
+    /// Why it was refused before reaching a queue, if it was.
+    why: Option<String>,
 }
 
 impl Mover<'_> {
@@ -245,9 +258,11 @@ impl Mover<'_> {
         }
         let now_s = crate::broker::message::now_ms() / 1000;
         let (mut moved, mut refused, mut round) = (Vec::new(), Vec::new(), 0);
+        let mut why = None;
         for m in batch {
             let copy = self.publish(&m.message, now_s);
             round = round.max(copy.round);
+            why = why.or(copy.why);
             match copy.taken {
                 true => moved.push(m),
                 false => refused.push(m),
@@ -273,8 +288,9 @@ impl Mover<'_> {
             return Some(Outcome::Stopped);
         }
         if refused_count > 0 {
+            let why = why.map(|w| format!(": {w}")).unwrap_or_default();
             return Some(Outcome::Retry(format!(
-                "the destination refused {refused_count} messages"
+                "the destination refused {refused_count} messages{why}"
             )));
         }
         self.src.dispatch();
@@ -313,17 +329,43 @@ impl Mover<'_> {
             persistent: m.persistent,
             expiration_ms: m.expiration_ms,
         });
+        let refused = |why: String| Copy {
+            taken: false,
+            round: 0,
+            why: Some(why),
+        };
+        if let Some(user) = &self.dest_user {
+            let may = super::grants::may_publish(self.broker, &self.dest.name, user, exchange, key);
+            if let Err(e) = may {
+                return refused(e.text);
+            }
+        }
         let props = decode_properties(&copy.properties);
         let mut targets = Vec::new();
-        let _ = self
+        // A missing or internal exchange takes nothing: the message stays
+        // at the source (RabbitMQ's shovel channel would be closed).
+        if let Err(e) = self
             .dest
-            .route(exchange, &[key], props.as_ref(), &mut targets);
+            .route(exchange, &[key], props.as_ref(), &mut targets)
+        {
+            return refused(e.text);
+        }
+        if targets.iter().any(|q| Arc::ptr_eq(q, self.src)) {
+            // Back into the queue it came from, again and again (RabbitMQ's
+            // shovel would loop): it stays where it is.
+            let why = format!(
+                "a copy would go back into queue '{}', a loop",
+                self.src.name
+            );
+            return refused(why);
+        }
         // A message no binding routes is dropped, as a RabbitMQ shovel's
         // publish (not mandatory) is; but a destination queue that is gone
         // takes nothing.
         let mut out = Copy {
             taken: targets.is_empty() && !matches!(self.def.dest, Dest::Queue(_)),
             round: 0,
+            why: None,
         };
         for q in &targets {
             match q.publish(copy.clone()) {

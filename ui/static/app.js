@@ -60,7 +60,9 @@ async function login(user, password) {
   }
   sessionStorage.setItem(KEY, auth);
   sessionStorage.setItem(KEY + ".user", me.name);
-  location.hash = "#/";
+  // Already at "#/" (a tab opened there): no hashchange would come.
+  if (location.hash === "#/") route();
+  else location.hash = "#/";
 }
 
 function loginPage(main) {

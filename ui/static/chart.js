@@ -5,7 +5,8 @@ import { h } from "./dom.js";
 
 const KEEP = 120; // samples: ten minutes at one per 5 s
 
-/** A time-series chart of `series` ([label, pick, colour]). */
+/** A time-series chart of `series` ([label, pick, colour]); `destroy()`
+ * when its page is left (uPlot keeps every plot for its resize handling). */
 export function chart(title, series, unit) {
   const box = h("figure", { class: "chart", "data-title": title }, h("figcaption", {}, title));
   const data = [[], ...series.map(() => [])];
@@ -19,6 +20,7 @@ export function chart(title, series, unit) {
   const plot = new uPlot(opts, data, box);
   return {
     el: box,
+    destroy: () => plot.destroy(),
     add(t, o) {
       data[0].push(t);
       series.forEach(([, pick], i) => data[i + 1].push(Number(pick(o) || 0)));

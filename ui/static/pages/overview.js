@@ -60,5 +60,9 @@ export async function overview(main) {
   }
   await refresh();
   const timer = setInterval(() => refresh().catch(() => {}), INTERVAL_MS);
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    rates.destroy();
+    queued.destroy();
+  };
 }

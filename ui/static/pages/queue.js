@@ -20,6 +20,8 @@ const QUEUED = [
 ];
 
 export async function queue(main, vhost, name) {
+  // Set when the page is left: what it started stops.
+  const left = { gone: false };
   const base = `/queues/${seg(vhost)}/${seg(name)}`;
   const info = h("div", { class: "cols" });
   const consumers = h("section", { class: "card", "aria-label": "Consumers" });
@@ -32,7 +34,7 @@ export async function queue(main, vhost, name) {
     h("h1", {}, "Queue ", h("span", { class: "name" }, name)),
     info, h("div", { class: "charts" }, rates.el, queued.el), consumers, unacked, bindings,
     h("div", { class: "cols" }, getForm(base), publishForm(vhost, name)),
-    h("div", { class: "cols" }, moveForm(vhost, name), dangerZone(base, name)),
+    h("div", { class: "cols" }, moveForm(vhost, name, left), dangerZone(base, name)),
   );
 
   async function refresh() {
@@ -107,7 +109,12 @@ export async function queue(main, vhost, name) {
 
   await refresh();
   const timer = setInterval(() => refresh().catch(() => {}), 5000);
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    left.gone = true;
+    rates.destroy();
+    queued.destroy();
+  };
 }
 
 /** Get messages: shown with their properties and decoded x-death. */
@@ -182,7 +189,7 @@ function publishForm(vhost, name) {
 }
 
 /** Move messages elsewhere: a dynamic shovel that deletes itself when done. */
-function moveForm(vhost, name) {
+function moveForm(vhost, name, left) {
   const kind = h("select", {}, h("option", { value: "queue" }, "queue"), h("option", { value: "exchange" }, "exchange"));
   const target = h("input", { required: true });
   const key = h("input", { placeholder: "(the messages' own)" });
@@ -209,7 +216,7 @@ function moveForm(vhost, name) {
     try {
       await api("PUT", `/parameters/shovel/${seg(vhost)}/${seg(shovel)}`, { value });
       progress.textContent = "Moving…";
-      watch(vhost, shovel, progress);
+      watch(vhost, shovel, progress, left);
     } catch (err) {
       toast("Cannot move messages: " + err.message);
     }
@@ -217,14 +224,19 @@ function moveForm(vhost, name) {
   return form;
 }
 
-/** Show a shovel's progress until it is gone (done). */
-async function watch(vhost, shovel, el) {
+/** Show a shovel's progress until it has ended or the page is left. */
+async function watch(vhost, shovel, el, left) {
   let last = 0;
-  for (;;) {
-    const all = await api("GET", "/shovels/" + seg(vhost)).catch(() => []);
+  while (!left.gone) {
+    const all = await api("GET", "/shovels/" + seg(vhost)).catch(() => null);
+    if (all === null || left.gone) return;
     const s = all.find((x) => x.name === shovel);
     if (!s || (s.state === "terminated" && s.reason === "done")) {
       el.textContent = `Done: moved ${num(s ? s.messages_moved : last)} messages.`;
+      return;
+    }
+    if (s.state === "terminated") {
+      el.textContent = `Stopped after moving ${num(s.messages_moved)} messages (${s.reason}).`;
       return;
     }
     last = s.messages_moved;

@@ -22,8 +22,22 @@ async fn start() -> Broker {
     Broker::start_with(|c| c.management_port = free_port()).await
 }
 
-async fn channel_in(broker: &Broker, vhost: &str) -> (Connection, Channel) {
-    let url = broker.url_as("guest", "guest", vhost);
+/// Vhost "perm", where guest may do anything and `user` (password "pw")
+/// has `perms`; a channel of guest's in it.
+async fn perm_vhost(broker: &Broker, user: &str, perms: Value) -> (Connection, Channel) {
+    assert_eq!(broker.api("PUT", "/vhosts/perm", None).await.0, 201);
+    let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
+    broker
+        .api("PUT", "/permissions/perm/guest", Some(all))
+        .await;
+    let password = json!({"password": "pw", "tags": ""});
+    broker
+        .api("PUT", &format!("/users/{user}"), Some(password))
+        .await;
+    broker
+        .api("PUT", &format!("/permissions/perm/{user}"), Some(perms))
+        .await;
+    let url = broker.url_as("guest", "guest", "perm");
     let conn = Connection::connect(&url, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -94,19 +108,9 @@ async fn an_internal_destination_exchange_leaves_the_messages_at_the_source() {
 async fn each_copy_is_published_as_the_uri_user_and_checked_again_on_restart() {
     bounded(Duration::from_secs(30), async {
         let broker = start().await;
-        assert_eq!(broker.api("PUT", "/vhosts/perm", None).await.0, 201);
-        let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
-        broker
-            .api("PUT", "/permissions/perm/guest", Some(all))
-            .await;
-        let carol = json!({"password": "pw", "tags": ""});
-        broker.api("PUT", "/users/carol", Some(carol)).await;
         // Carol reads anything, writes only to amq.topic.
         let perms = json!({"configure": "", "write": "^amq\\.topic$", "read": ".*"});
-        broker
-            .api("PUT", "/permissions/perm/carol", Some(perms))
-            .await;
-        let (_conn, ch) = channel_in(&broker, "perm").await;
+        let (_conn, ch) = perm_vhost(&broker, "carol", perms).await;
         common::declare_queue(&ch, "inbox").await;
         common::publish(&ch, "", "inbox", b"to the default exchange").await;
         // No destination: each message goes back to its own exchange, here
@@ -156,6 +160,49 @@ async fn a_copy_that_would_return_to_its_source_queue_stays_there() {
         let s = status_when(&broker, "/shovels/vhost/%2F/back", waiting_because("a loop")).await;
         assert_eq!(s["messages_moved"], 0, "{s}");
         assert_eq!(ready(&broker, "%2F", "inbox").await, 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_uri_user_is_held_to_their_own_permissions() {
+    bounded(Duration::from_secs(20), async {
+        let broker = start().await;
+        // Bob may read "public" and write anywhere, and configure nothing.
+        let bob = json!({"configure": "", "write": ".*", "read": "^public$"});
+        let (_conn, ch) = perm_vhost(&broker, "bob", bob).await;
+        for q in ["payroll", "public", "out"] {
+            common::declare_queue(&ch, q).await;
+        }
+        let as_bob = |src: Value| {
+            let mut v = json!({"src-uri": "amqp://bob:pw@localhost/perm",
+                               "dest-uri": "amqp://bob:pw@localhost/perm", "dest-queue": "out"});
+            if let (Some(v), Value::Object(src)) = (v.as_object_mut(), src) {
+                v.extend(src);
+            }
+            json!({ "value": v })
+        };
+        let refused = [
+            (json!({"src-queue": "payroll"}), "access to queue 'payroll'"),
+            (json!({"src-queue": "new-one"}), "access to queue 'new-one'"),
+            (
+                json!({"src-exchange": "amq.topic", "src-exchange-key": "#"}),
+                "access to queue 'amq.gen-shovel'",
+            ),
+        ];
+        for (src, what) in refused {
+            let (status, reply) = broker
+                .api("PUT", "/parameters/shovel/perm/tap", Some(as_bob(src)))
+                .await;
+            assert_eq!(status, 400, "{reply}");
+            let why = format!("ACCESS_REFUSED - {what} in vhost 'perm' refused for user 'bob'");
+            assert_eq!(reply["reason"], format!("Validation failed\n\n{why}\n"));
+        }
+        let ok = as_bob(json!({"src-queue": "public"}));
+        let (status, reply) = broker
+            .api("PUT", "/parameters/shovel/perm/ok", Some(ok))
+            .await;
+        assert_eq!(status, 201, "{reply}");
     })
     .await
 }

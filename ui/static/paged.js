@@ -28,6 +28,9 @@ export function pagedList(main, title, path, columns, noun) {
   }
   return load().then(() => {
     const timer = setInterval(() => load().catch(() => {}), 5000);
-    return () => clearInterval(timer);
+    return () => {
+      clearInterval(timer);
+      clearTimeout(debounce);
+    };
   });
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the browser tests of the management UI: starts Warren (fresh data
-# directory, free ports) and drives Debian's chromium with playwright-core.
-# Installs the pinned npm packages first. Needs /usr/bin/chromium (apt
-# package `chromium`; .ci/run installs it).
+# directory, free ports) and drives Debian's chromium with playwright-core,
+# and Debian's firefox-esr with puppeteer-core (firefox.test.js). Installs
+# the pinned npm packages first. Needs /usr/bin/chromium and
+# /usr/bin/firefox-esr (apt packages `chromium`, `firefox-esr`; .ci/run
+# installs them).
 #
 # Usage: ui/tests/run.sh [path-to-warren-binary]
 set -uo pipefail
@@ -12,6 +14,10 @@ bin=${1:-$root/target/debug/warren}
 browser=${CHROMIUM:-$(command -v chromium || true)}
 if [ -z "$browser" ]; then
   echo "ui tests: chromium not found (apt-get install chromium)"; exit 1
+fi
+firefox=${FIREFOX:-$(command -v firefox-esr || command -v firefox || true)}
+if [ -z "$firefox" ]; then
+  echo "ui tests: firefox not found (apt-get install firefox-esr)"; exit 1
 fi
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) || exit 1
 
@@ -41,7 +47,7 @@ for _ in $(seq 1 100); do
 done
 if [ -z "$port" ]; then echo "warren did not start:"; cat "$datadir/warren.log"; exit 1; fi
 export WARREN_UI_URL="http://127.0.0.1:$mport" AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F"
-export CHROMIUM="$browser" WARREN_PERF="${WARREN_PERF:-$root/target/debug/warren-perf}"
+export CHROMIUM="$browser" FIREFOX="$firefox" WARREN_PERF="${WARREN_PERF:-$root/target/debug/warren-perf}"
 echo "ui tests: Warren on $port, UI on $mport"
 status=0
 (cd "$here" && timeout 600 node --test --test-concurrency=1 ./*.test.js) || status=1

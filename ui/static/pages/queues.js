@@ -53,7 +53,10 @@ export async function queues(main) {
 
   await load();
   const timer = setInterval(() => load().catch(() => {}), 5000);
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    clearTimeout(debounce);
+  };
 }
 
 /** queue.declare through PUT /api/queues/{vhost}/{name}. */

@@ -22,7 +22,7 @@ use super::{blocking, declared, wait_synced, AppState, Body};
 use crate::auth::access::LimitUpdate;
 use crate::shovel::definition::{unknown_keys, ShovelDef};
 use crate::shovel::grants;
-use crate::shovel::uri::{credentials, redact};
+use crate::shovel::uri::credentials;
 use crate::store::access::LimitScope;
 
 /// The component backed by vhost limits, and its one parameter's name.
@@ -266,42 +266,25 @@ async fn delete(
 /// A shovel declared through the API moves only between vhosts its
 /// declarer may open, as RabbitMQ checks (its connection would log in as
 /// the user a URI names, else as the caller): a policymaker of one vhost
-/// cannot reach into another.
+/// cannot reach into another. A user a URI names is checked as each run
+/// checks it: password, vhost and permissions (`shovel/grants.rs`).
 fn shovel_access(s: &AppState, c: &Caller, name: &str, value: Option<&Value>) -> ApiResult<()> {
     let Some(Ok(def)) = value.map(|v| ShovelDef::parse(v, name)) else {
         // Not a valid definition: `put_parameter` says why.
         return Ok(());
     };
-    type Grants = fn(&crate::broker::Broker, &ShovelDef, &str) -> Result<(), String>;
-    let sides: [(&String, &String, Grants); 2] = [
-        (&def.src_uri, &def.src_vhost, grants::source),
-        (&def.dest_uri, &def.dest_vhost, grants::destination),
-    ];
-    for (uri, vhost, grants) in sides {
-        let user = match credentials(uri) {
-            None => c.name.clone(),
-            Some((user, password)) => {
-                if s.broker.access.login(&user, &password, true).is_err() {
-                    return Err(validation_failed(&format!(
-                        "user \"{user}\" of {} may not log in",
-                        redact(uri)
-                    )));
-                }
-                // Its connection would log in as this user: what it reads
-                // and writes is checked against the user's permissions.
-                if s.broker.access.may_open(&user, vhost) {
-                    grants(&s.broker, &def, &user).map_err(|why| validation_failed(&why))?;
-                }
-                user
-            }
-        };
-        if !s.broker.access.may_open(&user, vhost) {
+    for (uri, vhost) in [
+        (&def.src_uri, &def.src_vhost),
+        (&def.dest_uri, &def.dest_vhost),
+    ] {
+        if credentials(uri).is_none() && !s.broker.access.may_open(&c.name, vhost) {
             return Err(validation_failed(&format!(
-                "user \"{user}\" may not connect to vhost \"{vhost}\""
+                "user \"{}\" may not connect to vhost \"{vhost}\"",
+                c.name
             )));
         }
     }
-    Ok(())
+    grants::for_run(&s.broker, &def).map_err(|why| validation_failed(&why))
 }
 
 /// Delete shovel `name`'s parameter and stop it (also

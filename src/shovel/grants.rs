@@ -13,7 +13,7 @@
 use serde_json::{Map, Value};
 
 use super::definition::{Dest, ShovelDef, Source};
-use super::uri::credentials;
+use super::uri::{credentials, redact};
 use crate::auth::access::{Perm, Resource};
 use crate::broker::Broker;
 use crate::protocol::error::AmqpError;
@@ -90,7 +90,7 @@ pub fn for_run(broker: &Broker, def: &ShovelDef) -> Result<(), String> {
             continue;
         };
         if broker.access.login(&user, &password, true).is_err() {
-            return Err(format!("user \"{user}\" may not log in"));
+            return Err(format!("user \"{user}\" of {} may not log in", redact(uri)));
         }
         if !broker.access.may_open(&user, vhost) {
             return Err(format!(

@@ -50,50 +50,10 @@ pub async fn run_once(
     stop: &CancellationToken,
     held: &mut Option<SourceQueue>,
 ) -> Outcome {
-    let Some(src_vhost) = broker.vhost(&def.src_vhost) else {
-        return Outcome::Retry(format!("vhost '{}' not found", def.src_vhost));
+    let (dest_vhost, src, conn_id) = match prepare(broker, def, stop, held).await {
+        Ok(ready) => ready,
+        Err(outcome) => return outcome,
     };
-    let Some(dest_vhost) = broker.vhost(&def.dest_vhost) else {
-        return Outcome::Retry(format!("vhost '{}' not found", def.dest_vhost));
-    };
-    // A user a URI names logs in again and is checked again, as RabbitMQ's
-    // shovel connection would on each start.
-    if let Err(why) = super::grants::for_run(broker, def) {
-        return Outcome::Retry(why);
-    }
-    match super::declare::missing_queues(broker, def) {
-        Err(why) => return Outcome::Retry(why),
-        // The declarations are stored before anything moves into them.
-        Ok(round) if round > 0 => {
-            let mut sync = broker.store.syncer.subscribe();
-            let stored = tokio::select! {
-                s = sync.wait_for(|s| s.synced >= round || s.failed) => {
-                    s.map(|s| s.synced >= round).unwrap_or(false)
-                }
-                _ = stop.cancelled() => return Outcome::Stopped,
-            };
-            if !stored {
-                return Outcome::Retry("the store could not write the declared queues".into());
-            }
-        }
-        Ok(_) => {}
-    }
-    if let Some(why) = missing_destination(&dest_vhost, &def.dest) {
-        return Outcome::Retry(why);
-    }
-    if !held.as_ref().is_some_and(SourceQueue::reusable) {
-        // Dropping the old one first deletes a queue of its own.
-        *held = None;
-        let conn_id = broker.next_connection_id();
-        match super::source::open(&src_vhost, &def.src, conn_id) {
-            Ok(source) => *held = Some(source),
-            Err(why) => return Outcome::Retry(why),
-        }
-    }
-    let Some(source) = held.as_ref() else {
-        return Outcome::Retry("the source could not be opened".into());
-    };
-    let (src, conn_id) = (source.queue.clone(), source.conn_id);
     let src = &src;
     if status.remaining().is_none() {
         let total = match def.delete_after {
@@ -142,6 +102,57 @@ pub async fn run_once(
     let outcome = mover.pump(stop).await;
     mover.detach();
     outcome
+}
+
+/// Everything a run needs before it consumes: both vhosts, the URI users'
+/// grants, the declared queues stored, the destination there, and the
+/// source opened (or the one `held` kept): the destination vhost, the
+/// source queue and the consumer's connection id.
+async fn prepare(
+    broker: &Arc<Broker>,
+    def: &ShovelDef,
+    stop: &CancellationToken,
+    held: &mut Option<SourceQueue>,
+) -> Result<(Arc<VHost>, Arc<Queue>, u64), Outcome> {
+    let retry = |why: String| Outcome::Retry(why);
+    let vhost = |name: &str| {
+        broker
+            .vhost(name)
+            .ok_or_else(|| retry(format!("vhost '{name}' not found")))
+    };
+    let (src_vhost, dest_vhost) = (vhost(&def.src_vhost)?, vhost(&def.dest_vhost)?);
+    // A user a URI names logs in again and is checked again, as RabbitMQ's
+    // shovel connection would on each start.
+    super::grants::for_run(broker, def).map_err(retry)?;
+    let round = super::declare::missing_queues(broker, def).map_err(retry)?;
+    if round > 0 {
+        // The declarations are stored before anything moves into them.
+        let mut sync = broker.store.syncer.subscribe();
+        let stored = tokio::select! {
+            s = sync.wait_for(|s| s.synced >= round || s.failed) => {
+                s.map(|s| s.synced >= round).unwrap_or(false)
+            }
+            _ = stop.cancelled() => return Err(Outcome::Stopped),
+        };
+        if !stored {
+            return Err(retry(
+                "the store could not write the declared queues".into(),
+            ));
+        }
+    }
+    if let Some(why) = missing_destination(&dest_vhost, &def.dest) {
+        return Err(retry(why));
+    }
+    // A kept source that is gone is dropped first (deleting a queue of
+    // its own).
+    let source = match held.take().filter(SourceQueue::reusable) {
+        Some(kept) => held.insert(kept),
+        None => {
+            let opened = super::source::open(&src_vhost, &def.src, broker.next_connection_id());
+            held.insert(opened.map_err(retry)?)
+        }
+    };
+    Ok((dest_vhost, source.queue.clone(), source.conn_id))
 }
 
 /// Why the destination cannot take messages yet, if it cannot.

@@ -129,24 +129,23 @@ pub fn open(vhost: &Arc<VHost>, source: &Source, conn_id: u64) -> Result<SourceQ
     };
     let info = vhost
         .declare_queue(&declare, conn_id)
-        .map_err(|e| format!("cannot declare the shovel's queue: {e}"))?;
-    // Deleted on every path from here.
-    let guard = |queue| SourceQueue {
+        .map_err(|e| format!("cannot declare the shovel's queue: {}", e.text))?;
+    let queue = vhost
+        .find_queue(&info.name)
+        .ok_or_else(|| format!("the queue for exchange '{exchange}' vanished"))?;
+    // Deleted when dropped, on every path from here.
+    let source = SourceQueue {
         queue,
         conn_id,
         own: Some(vhost.clone()),
     };
-    let queue = vhost
-        .find_queue(&info.name)
-        .ok_or_else(|| format!("the queue for exchange '{exchange}' vanished"))?;
-    let source = guard(queue);
     // As RabbitMQ's shovel binds (queue.bind naming no queue): an empty key
     // is the queue's name.
     let key = if key.is_empty() { &info.name } else { key };
     let dest = Destination::Queue(Arc::from(info.name.as_str()));
     vhost
         .bind(exchange, dest, key, &FieldTable::default(), conn_id)
-        .map_err(|e| format!("cannot bind to exchange '{exchange}': {e}"))?;
+        .map_err(|e| format!("cannot bind to exchange '{exchange}': {}", e.text))?;
     Ok(source)
 }
 

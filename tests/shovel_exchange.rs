@@ -9,9 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{bounded, free_port, poll_async as poll, Broker};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::BasicGetOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::BasicProperties;
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -89,17 +88,10 @@ async fn a_shovel_moves_what_an_exchange_routes_to_its_key() {
             "{bindings}"
         );
 
-        let persistent = BasicProperties::default().with_delivery_mode(2);
         for (i, key) in (0..60).map(|i| (i, if i % 3 == 0 { "other.x" } else { "orders.eu" })) {
-            ch.basic_publish(
-                "amq.topic".into(),
-                key.into(),
-                BasicPublishOptions::default(),
-                format!("m{i}").as_bytes(),
-                persistent.clone(),
-            )
-            .await
-            .expect("publish");
+            let body = format!("m{i}");
+            common::publish_with(&ch, "amq.topic", key, body.as_bytes(), common::persistent())
+                .await;
         }
         let moved = poll(PATIENCE, TICK, || async {
             let (_, q) = broker.api("GET", "/queues/%2F/collected", None).await;
@@ -153,13 +145,7 @@ async fn without_a_key_the_binding_is_the_queue_name_and_a_count_ends_it() {
     bounded(Duration::from_secs(30), async {
         let broker = start().await;
         let (_conn, ch) = broker.channel().await;
-        ch.queue_declare(
-            "d".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+        common::declare_queue(&ch, "d").await;
         let value = json!({"value": {"src-uri": "amqp://", "src-exchange": "amq.direct",
             "dest-uri": "amqp://", "dest-queue": "d", "src-delete-after": 3}});
         let (status, reply) = broker
@@ -178,15 +164,7 @@ async fn without_a_key_the_binding_is_the_queue_name_and_a_count_ends_it() {
             own_name.as_str(),
             own_name.as_str(),
         ] {
-            ch.basic_publish(
-                "amq.direct".into(),
-                key.into(),
-                BasicPublishOptions::default(),
-                key.as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish");
+            common::publish(&ch, "amq.direct", key, key.as_bytes()).await;
         }
         let done = state(&broker, "direct", "terminated").await;
         assert_eq!(done["messages_moved"], 3, "{done}");
@@ -242,15 +220,7 @@ async fn a_missing_source_exchange_waits_and_starts_once_it_exists() {
         .await
         .expect("declare the exchange");
         running(&broker, "later").await;
-        ch.basic_publish(
-            "later".into(),
-            "any".into(),
-            BasicPublishOptions::default(),
-            b"hello",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish");
+        common::publish(&ch, "later", "any", b"hello").await;
         let landed = poll(PATIENCE, TICK, || async {
             let (_, q) = broker.api("GET", "/queues/%2F/landed", None).await;
             (q["messages_ready"] == 1).then_some(())
@@ -273,13 +243,7 @@ async fn copies_the_destination_refused_wait_in_the_shovels_queue() {
             broker.api("PUT", "/policies/%2F/cap", Some(cap)).await.0,
             201
         );
-        ch.queue_declare(
-            "capped".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+        common::declare_queue(&ch, "capped").await;
         let value = json!({"value": {"src-uri": "amqp://", "src-exchange": "amq.fanout",
             "dest-uri": "amqp://", "dest-queue": "capped", "reconnect-delay": 1}});
         let (status, _) = broker
@@ -288,16 +252,7 @@ async fn copies_the_destination_refused_wait_in_the_shovels_queue() {
         assert_eq!(status, 201);
         running(&broker, "capped").await;
         for i in 0..10 {
-            let body = format!("m{i}");
-            ch.basic_publish(
-                "amq.fanout".into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish");
+            common::publish(&ch, "amq.fanout", "", format!("m{i}").as_bytes()).await;
         }
         let waiting = state(&broker, "capped", "starting").await;
         assert!(
